@@ -1,0 +1,1 @@
+"""The ``accord`` command line: one CLI for administrators, officers, auditors and departments."""

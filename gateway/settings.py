@@ -1,0 +1,71 @@
+"""Gateway configuration, read from ``ACCORD_*`` environment variables.
+
+Settings are built by the app factory (``Settings()``), never at import time,
+so tests construct their own and no global has to be patched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEV_SECRET", "Settings"]
+
+#: The well-known secret dev mode falls back to. Refused outside dev mode.
+DEV_SECRET = "accord-dev-secret-do-not-use-in-production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ACCORD_", extra="ignore")
+
+    dev_mode: bool = False
+    gateway_id: str = "accord-gateway"
+    data_dir: Path = Path(".accord-data")
+    #: SQLAlchemy URL; empty means SQLite in ``data_dir``.
+    database_url: str = ""
+    #: Directory holding the gateway's own private keys (receipt and log keys).
+    key_dir: Path | None = None
+    policy_engine: Literal["embedded", "opa"] = "embedded"
+    policy_dir: Path = Path("policies")
+    opa_url: str = "http://127.0.0.1:8181"
+    policy_timeout_ms: int = Field(default=500, gt=0)
+    #: Root secret for per-agreement pseudonymisation keys (HKDF input).
+    pseudonym_secret: SecretStr = SecretStr("")
+    #: Human users: an OIDC issuer's JWKS URL; in dev mode a local issuer key is used.
+    oidc_jwks_url: str = ""
+    oidc_issuer: str = ""
+    oidc_audience: str = "accord"
+    classification_scheme: Path | None = None
+    log_json: bool | None = None
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_weak_secrets(self) -> Settings:
+        if self.dev_mode:
+            if not self.pseudonym_secret.get_secret_value():
+                self.pseudonym_secret = SecretStr(DEV_SECRET)
+            return self
+        secret = self.pseudonym_secret.get_secret_value()
+        if not secret or secret == DEV_SECRET or len(secret) < 32:
+            raise ValueError(
+                "ACCORD_PSEUDONYM_SECRET must be set to at least 32 random characters "
+                "outside dev mode (ACCORD_DEV_MODE=true uses a fixed development secret)"
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'accord.db').resolve()}"
+
+    @property
+    def resolved_key_dir(self) -> Path:
+        return self.key_dir if self.key_dir is not None else self.data_dir / "keys"
+
+    @property
+    def json_logs(self) -> bool:
+        return (not self.dev_mode) if self.log_json is None else self.log_json

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites: real PostgreSQL, real OPA, free ports."""
