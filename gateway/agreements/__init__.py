@@ -1,0 +1,1 @@
+"""Signed data-sharing agreements: terms, multi-party JWS signatures, lifecycle."""

@@ -1,0 +1,250 @@
+"""Agreement lifecycle: submit, activate, suspend, revoke, expire, resolve.
+
+Nothing is stored unless it verifies. An agreement is active only while all
+its required signatures verify with keys that are still good, so a revoked
+department key takes every agreement it signed out of service at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from gateway.agreements.models import Agreement, AgreementEvent
+from gateway.agreements.signing import VerifiedAgreement, verify_agreement
+from gateway.agreements.terms import AgreementTerms
+from gateway.auditing import AuditSink
+from gateway.db import session_scope
+from gateway.dbtypes import utcnow
+from gateway.errors import AgreementError, ConflictError, NotFoundError
+from gateway.jose import PublicKey
+from gateway.registry.service import RegistryService
+
+__all__ = ["AgreementService", "ResolvedAgreement"]
+
+_ALLOWED = {
+    ("draft", "active"), ("active", "suspended"), ("suspended", "active"),
+    ("active", "revoked"), ("suspended", "revoked"), ("draft", "revoked"),
+}
+
+ResolvedAgreement = VerifiedAgreement
+
+
+class AgreementService:
+    def __init__(
+        self,
+        engine: Engine,
+        registry: RegistryService,
+        audit: AuditSink | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.audit = audit
+        self.clock = clock
+
+    def resolve_key(
+        self, kid: str, department: str, now: datetime, signed_at: datetime
+    ) -> tuple[PublicKey, str]:
+        return self.registry.verification_key(kid, department=department, now=now, signed_at=signed_at)
+
+    def verify(self, signed: Any, now: datetime | None = None) -> VerifiedAgreement:
+        return verify_agreement(signed, self.resolve_key, now or self.clock())
+
+    def _verify_parties(self, terms: AgreementTerms) -> None:
+        scheme = self.registry.scheme
+        provider = self.registry.get_department(terms.provider)
+        consumer = self.registry.get_department(terms.consumer)
+        if terms.authority:
+            self.registry.get_department(terms.authority)
+        for dept in (provider, consumer):
+            if dept.status != "active":
+                raise AgreementError(f"department {dept.id!r} is {dept.status}", code="department_inactive")
+        scheme.verify_level(terms.ceiling)
+        unknown = terms.caveats - scheme.caveats
+        if unknown:
+            raise AgreementError(f"unknown caveats {sorted(unknown)}", code="unknown_caveat")
+        if not scheme.dominates(consumer.clearance, terms.ceiling):
+            raise AgreementError(
+                f"ceiling {terms.ceiling!r} exceeds consumer clearance {consumer.clearance!r}",
+                code="ceiling_exceeds_clearance",
+            )
+        if not terms.caveats <= set(consumer.caveats):
+            raise AgreementError(
+                "the consumer does not hold every caveat of the agreement", code="caveat_missing"
+            )
+
+    def _event(self, s: Session, row: Agreement, to: str, actor: str, reason: str, now: datetime) -> None:
+        assert row.pk is not None
+        s.add(AgreementEvent(agreement_pk=row.pk, from_status=row.status if row.status != to else None,
+                             to_status=to, actor=actor, reason=reason, at=now))
+        s.flush()
+        if self.audit is not None:
+            self.audit.append({
+                "event": "agreement_change", "actor": actor,
+                "agreement": f"{row.agreement_id}@{row.version}", "provider": row.provider,
+                "consumer": row.consumer, "outcome": to, "reason_codes": [reason] if reason else [],
+                "agreement_sha256": row.terms_sha256,
+            })
+
+    def create_draft(self, terms_doc: Any, *, actor: str) -> Agreement:
+        terms = AgreementTerms.from_json(terms_doc)
+        self._verify_parties(terms)
+        now = self.clock()
+        with session_scope(self.engine) as s:
+            self._refuse_existing(s, terms)
+            row = self._new_row(terms, None, "draft", now)
+            s.add(row)
+            s.flush()
+            self._event(s, row, "draft", actor, "draft created", now)
+            return row
+
+    def submit(self, signed: Any, *, actor: str) -> Agreement:
+        """Store a fully signed agreement as active (or activate its matching draft)."""
+        now = self.clock()
+        verified = self.verify(signed, now)
+        terms = verified.terms
+        self._verify_parties(terms)
+        with session_scope(self.engine) as s:
+            existing = s.exec(
+                select(Agreement).where(
+                    Agreement.agreement_id == terms.id, Agreement.version == terms.version
+                ).with_for_update()
+            ).first()
+            if existing is not None:
+                if existing.status != "draft" or existing.terms_sha256 != _sha256(terms.canonical()):
+                    raise ConflictError(
+                        f"{terms.ref} exists; a change needs a new version with new signatures",
+                        code="agreement_exists",
+                    )
+                row = existing
+                row.signed = verified.jws.to_json()
+            else:
+                self._refuse_newer(s, terms)
+                row = self._new_row(terms, verified.jws.to_json(), "draft", now)
+                s.add(row)
+                s.flush()
+            for old in s.exec(
+                select(Agreement).where(
+                    Agreement.agreement_id == terms.id, Agreement.status == "active",
+                    Agreement.version < terms.version,
+                )
+            ):
+                self._event(s, old, "superseded", actor, f"superseded by version {terms.version}", now)
+                old.status, old.updated_at = "superseded", now
+                s.add(old)
+            self._event(s, row, "active", actor, "all required signatures verified", now)
+            row.status, row.updated_at = "active", now
+            s.add(row)
+            return row
+
+    def _refuse_existing(self, s: Session, terms: AgreementTerms) -> None:
+        found = s.exec(
+            select(Agreement).where(Agreement.agreement_id == terms.id, Agreement.version == terms.version)
+        ).first()
+        if found is not None:
+            raise ConflictError(f"{terms.ref} already exists", code="agreement_exists")
+        self._refuse_newer(s, terms)
+
+    def _refuse_newer(self, s: Session, terms: AgreementTerms) -> None:
+        newest = s.exec(
+            select(Agreement).where(Agreement.agreement_id == terms.id)
+            .order_by(col(Agreement.version).desc())
+        ).first()
+        if newest is not None and (newest.provider, newest.consumer) != (terms.provider, terms.consumer):
+            raise ConflictError("an agreement id cannot change its parties", code="agreement_parties_changed")
+        if newest is not None and newest.version >= terms.version and newest.status != "draft":
+            raise ConflictError(
+                f"version {terms.version} is not newer than {newest.version}", code="stale_version"
+            )
+
+    def _new_row(self, terms: AgreementTerms, signed: dict[str, Any] | None, status: str,
+                 now: datetime) -> Agreement:
+        return Agreement(
+            agreement_id=terms.id, version=terms.version, provider=terms.provider,
+            consumer=terms.consumer, status=status, terms=terms.doc, signed=signed,
+            terms_sha256=_sha256(terms.canonical()), created_at=now, updated_at=now,
+        )
+
+    def transition(self, agreement_id: str, version: int, to: str, *, actor: str, reason: str) -> Agreement:
+        now = self.clock()
+        with session_scope(self.engine) as s:
+            row = s.exec(
+                select(Agreement).where(
+                    Agreement.agreement_id == agreement_id, Agreement.version == version
+                ).with_for_update()
+            ).first()
+            if row is None:
+                raise NotFoundError(f"unknown agreement {agreement_id}@{version}", code="unknown_agreement")
+            current = self._effective_status(row, now)
+            if (current, to) not in _ALLOWED:
+                raise ConflictError(f"cannot go from {current} to {to}", code="bad_transition")
+            if to == "active":
+                if row.signed is None:
+                    raise AgreementError("a draft needs all signatures to become active",
+                                         code="missing_signature")
+                self.verify(row.signed, now)
+            self._event(s, row, to, actor, reason, now)
+            row.status, row.updated_at = to, now
+            s.add(row)
+            return row
+
+    @staticmethod
+    def _effective_status(row: Agreement, now: datetime) -> str:
+        if row.status == "active" and now >= AgreementTerms(row.terms).valid_until:
+            return "expired"
+        return row.status
+
+    def get(self, agreement_id: str, version: int | None = None) -> Agreement:
+        with Session(self.engine) as s:
+            q = select(Agreement).where(Agreement.agreement_id == agreement_id)
+            if version is not None:
+                q = q.where(Agreement.version == version)
+            else:
+                q = q.where(Agreement.status != "draft")
+            row = s.exec(q.order_by(col(Agreement.version).desc())).first()
+            if row is None:
+                raise NotFoundError(f"unknown agreement {agreement_id!r}", code="unknown_agreement")
+            return row
+
+    def list(self, *, department: str | None = None) -> list[Agreement]:
+        with Session(self.engine) as s:
+            q = select(Agreement)
+            if department:
+                q = q.where((Agreement.provider == department) | (Agreement.consumer == department))
+            return list(s.exec(q.order_by(Agreement.agreement_id, Agreement.version)))
+
+    def events(self, agreement_id: str, version: int) -> list[AgreementEvent]:
+        row = self.get(agreement_id, version)
+        with Session(self.engine) as s:
+            return list(s.exec(select(AgreementEvent).where(AgreementEvent.agreement_pk == row.pk)
+                               .order_by(col(AgreementEvent.id))))
+
+    def expire_due(self, *, actor: str = "system:clock") -> int:
+        """Record the expiry of every active agreement past its window."""
+        now = self.clock()
+        count = 0
+        with session_scope(self.engine) as s:
+            for row in s.exec(select(Agreement).where(Agreement.status == "active").with_for_update()):
+                if self._effective_status(row, now) == "expired":
+                    self._event(s, row, "expired", actor, "validity window ended", now)
+                    row.status, row.updated_at = "expired", now
+                    s.add(row)
+                    count += 1
+        return count
+
+    def status_at(self, row: Agreement, now: datetime) -> str:
+        """Status as of ``now``: active agreements outside their window read as expired or not yet valid."""
+        status = self._effective_status(row, now)
+        if status == "active" and now < AgreementTerms(row.terms).valid_from:
+            return "not_yet_valid"
+        return status
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

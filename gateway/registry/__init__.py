@@ -1,0 +1,1 @@
+"""The department registry: departments, their systems and their signing keys."""

@@ -1,0 +1,130 @@
+"""Registry tables and their API shapes (Base → Create → table → Public)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import field_validator
+from sqlalchemy import Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from gateway.dbtypes import JSONColumn, UTCDateTime, utcnow
+
+__all__ = [
+    "Department",
+    "DepartmentCreate",
+    "DepartmentKey",
+    "DepartmentPublic",
+    "KeyCreate",
+    "KeyPublic",
+    "KeyRevoke",
+    "System",
+    "SystemCreate",
+    "SystemPublic",
+]
+
+SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+class DepartmentBase(SQLModel):
+    id: str = Field(primary_key=True, regex=SLUG, max_length=63)
+    name: str = Field(min_length=1, max_length=200)
+    clearance: str = Field(min_length=1, max_length=64)
+    contact: str = Field(default="", max_length=320)
+
+
+class DepartmentCreate(DepartmentBase):
+    caveats: list[str] = []
+
+    @field_validator("caveats")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        return sorted(set(v))
+
+
+class Department(DepartmentBase, table=True):
+    __tablename__ = "department"
+    caveats: list[str] = Field(default_factory=list, sa_column=Column(JSONColumn, nullable=False))
+    status: str = Field(default="active", max_length=16)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+
+
+class DepartmentPublic(DepartmentBase):
+    caveats: list[str]
+    status: str
+    created_at: datetime
+
+
+class SystemBase(SQLModel):
+    system_id: str = Field(regex=SLUG, max_length=63)
+    name: str = Field(default="", max_length=200)
+    #: Capabilities beyond requesting exchanges, e.g. "citizen_portal".
+    capabilities: list[str] = Field(default_factory=list, sa_column=Column(JSONColumn, nullable=False))
+
+
+class SystemCreate(SQLModel):
+    system_id: str = Field(regex=SLUG, max_length=63)
+    name: str = Field(default="", max_length=200)
+    capabilities: list[str] = []
+
+
+class System(SQLModel, table=True):
+    __tablename__ = "department_system"
+    __table_args__ = (UniqueConstraint("department_id", "system_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    department_id: str = Field(foreign_key="department.id", index=True)
+    system_id: str = Field(max_length=63)
+    name: str = Field(default="", max_length=200)
+    capabilities: list[str] = Field(default_factory=list, sa_column=Column(JSONColumn, nullable=False))
+    status: str = Field(default="active", max_length=16)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+
+
+class SystemPublic(SQLModel):
+    department_id: str
+    system_id: str
+    name: str
+    capabilities: list[str]
+    status: str
+
+
+class KeyCreate(SQLModel):
+    jwk: dict[str, Any]
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+
+
+class KeyRevoke(SQLModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class DepartmentKey(SQLModel, table=True):
+    __tablename__ = "department_key"
+    kid: str = Field(primary_key=True, max_length=64)
+    department_id: str = Field(foreign_key="department.id", index=True)
+    alg: str = Field(max_length=16)
+    jwk: dict[str, Any] = Field(sa_column=Column(JSONColumn, nullable=False))
+    not_before: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    not_after: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    revoked_reason: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+
+    def usable_at(self, when: datetime) -> bool:
+        if when < self.not_before:
+            return False
+        if self.not_after is not None and when >= self.not_after:
+            return False
+        return not (self.revoked_at is not None and when >= self.revoked_at)
+
+
+class KeyPublic(SQLModel):
+    kid: str
+    department_id: str
+    alg: str
+    jwk: dict[str, Any]
+    not_before: datetime
+    not_after: datetime | None
+    revoked_at: datetime | None
+    revoked_reason: str | None

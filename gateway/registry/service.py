@@ -1,0 +1,192 @@
+"""Registry operations: departments, systems, keys, rotation and revocation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from gateway.auditing import AuditSink
+from gateway.classification import ClassificationScheme
+from gateway.db import session_scope
+from gateway.dbtypes import utcnow
+from gateway.errors import ConflictError, NotFoundError, SignatureError, ValidationFailed
+from gateway.jose import PublicKey, public_key_from_jwk
+from gateway.jose.jwk import jwk_thumbprint
+from gateway.registry.models import (
+    Department,
+    DepartmentCreate,
+    DepartmentKey,
+    KeyCreate,
+    System,
+    SystemCreate,
+)
+
+__all__ = ["RegistryService"]
+
+Clock = Callable[[], datetime]
+
+
+class RegistryService:
+    def __init__(
+        self,
+        engine: Engine,
+        scheme: ClassificationScheme,
+        audit: AuditSink | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.scheme = scheme
+        self.audit = audit
+        self.clock = clock
+
+    def _record(self, session: Session, event: dict[str, Any]) -> None:
+        """Flush first so constraint errors surface, then audit, then the caller commits."""
+        try:
+            session.flush()
+        except IntegrityError as exc:
+            raise ConflictError("conflicts with an existing record", code="already_exists") from exc
+        if self.audit is not None:
+            self.audit.append({"event": "key_change" if "kid" in event else "registry_change", **event})
+
+    # departments -----------------------------------------------------------------
+    def register_department(self, data: DepartmentCreate, *, actor: str) -> Department:
+        self.scheme.verify_level(data.clearance)
+        unknown = set(data.caveats) - self.scheme.caveats
+        if unknown:
+            raise ValidationFailed(f"unknown caveats {sorted(unknown)}", code="unknown_caveat")
+        with session_scope(self.engine) as s:
+            if s.get(Department, data.id) is not None:
+                raise ConflictError(f"department {data.id!r} exists", code="department_exists")
+            dept = Department.model_validate(data)
+            s.add(dept)
+            self._record(s, {"action": "department_registered", "actor": actor, "department": data.id})
+            return dept
+
+    def get_department(self, dept_id: str) -> Department:
+        with Session(self.engine) as s:
+            dept = s.get(Department, dept_id)
+            if dept is None:
+                raise NotFoundError(f"unknown department {dept_id!r}", code="unknown_department")
+            return dept
+
+    def list_departments(self) -> list[Department]:
+        with Session(self.engine) as s:
+            return list(s.exec(select(Department).order_by(Department.id)))
+
+    # systems ---------------------------------------------------------------------
+    def add_system(self, dept_id: str, data: SystemCreate, *, actor: str) -> System:
+        self.get_department(dept_id)
+        with session_scope(self.engine) as s:
+            system = System(
+                department_id=dept_id,
+                system_id=data.system_id,
+                name=data.name,
+                capabilities=sorted(set(data.capabilities)),
+            )
+            s.add(system)
+            self._record(
+                s,
+                {"action": "system_added", "actor": actor, "department": dept_id,
+                 "system": data.system_id},
+            )
+            return system
+
+    def get_system(self, dept_id: str, system_id: str) -> System:
+        with Session(self.engine) as s:
+            found = s.exec(
+                select(System).where(System.department_id == dept_id, System.system_id == system_id)
+            ).first()
+            if found is None or found.status != "active":
+                raise NotFoundError(
+                    f"unknown system {system_id!r} of {dept_id!r}", code="unknown_system"
+                )
+            return found
+
+    def list_systems(self, dept_id: str) -> list[System]:
+        with Session(self.engine) as s:
+            return list(s.exec(select(System).where(System.department_id == dept_id)))
+
+    # keys ------------------------------------------------------------------------
+    def add_key(self, dept_id: str, data: KeyCreate, *, actor: str) -> DepartmentKey:
+        self.get_department(dept_id)
+        _key, alg = public_key_from_jwk(data.jwk)
+        kid = jwk_thumbprint(data.jwk)
+        if "kid" in data.jwk and data.jwk["kid"] != kid:
+            raise ValidationFailed(
+                "the JWK's kid must be its RFC 7638 thumbprint", code="kid_not_thumbprint"
+            )
+        not_before = data.not_before or self.clock()
+        if data.not_after is not None and data.not_after <= not_before:
+            raise ValidationFailed("not_after must be later than not_before", code="bad_validity")
+        public = {k: data.jwk[k] for k in ("kty", "crv", "x", "y") if k in data.jwk}
+        public.update({"alg": alg, "use": "sig", "kid": kid})
+        with session_scope(self.engine) as s:
+            if s.get(DepartmentKey, kid) is not None:
+                raise ConflictError(f"key {kid} is already registered", code="key_exists")
+            row = DepartmentKey(
+                kid=kid, department_id=dept_id, alg=alg, jwk=public,
+                not_before=not_before, not_after=data.not_after,
+            )
+            s.add(row)
+            self._record(
+                s, {"action": "key_added", "actor": actor, "department": dept_id, "kid": kid}
+            )
+            return row
+
+    def revoke_key(self, kid: str, reason: str, *, actor: str, at: datetime | None = None) -> DepartmentKey:
+        when = at or self.clock()
+        with session_scope(self.engine) as s:
+            row = s.get(DepartmentKey, kid, with_for_update=True)
+            if row is None:
+                raise NotFoundError(f"unknown key {kid!r}", code="unknown_key")
+            if row.revoked_at is not None:
+                raise ConflictError(f"key {kid} is already revoked", code="key_revoked")
+            row.revoked_at = when
+            row.revoked_reason = reason
+            s.add(row)
+            self._record(
+                s,
+                {"action": "key_revoked", "actor": actor, "department": row.department_id,
+                 "kid": kid, "reason": reason},
+            )
+            return row
+
+    def list_keys(self, dept_id: str) -> list[DepartmentKey]:
+        with Session(self.engine) as s:
+            return list(s.exec(select(DepartmentKey).where(DepartmentKey.department_id == dept_id)))
+
+    def get_key(self, kid: str) -> DepartmentKey:
+        with Session(self.engine) as s:
+            row = s.get(DepartmentKey, kid)
+            if row is None:
+                raise SignatureError(f"unknown key {kid!r}", code="unknown_key")
+            return row
+
+    def verification_key(
+        self, kid: str, *, department: str, now: datetime, signed_at: datetime | None = None
+    ) -> tuple[PublicKey, str]:
+        """The public key for ``kid`` if it belongs to ``department`` and may verify now.
+
+        A revoked or expired key verifies nothing from then on; a key must also
+        have been valid at ``signed_at`` when the signature says when it was made.
+        """
+        row = self.get_key(kid)
+        if row.department_id != department:
+            raise SignatureError(f"key {kid} does not belong to {department!r}", code="wrong_department_key")
+        if row.revoked_at is not None and now >= row.revoked_at:
+            raise SignatureError(f"key {kid} was revoked: {row.revoked_reason}", code="key_revoked")
+        if not row.usable_at(now):
+            raise SignatureError(f"key {kid} is not valid at {now.isoformat()}", code="key_expired")
+        if signed_at is not None and not row.usable_at(signed_at):
+            raise SignatureError(
+                f"key {kid} was not valid when the signature was made", code="key_not_valid_at_signing"
+            )
+        dept = self.get_department(department)
+        if dept.status != "active":
+            raise SignatureError(f"department {department!r} is {dept.status}", code="department_inactive")
+        return public_key_from_jwk(row.jwk)
