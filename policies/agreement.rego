@@ -1,0 +1,87 @@
+# Agreement terms: existence, lifecycle, parties, coverage, purposes, quotas
+# and aggregate thresholds.
+#
+# The validity window is inclusive at both ends (X.509 style): an agreement is
+# in force when not_before <= now <= not_after, all in unix seconds.
+package accord.exchange
+
+deny_reasons contains reason("no_agreement", "no agreement was resolved for this request") if {
+	not agreement
+}
+
+deny_reasons contains reason("agreement_inactive", concat("", ["agreement is ", status_text])) if {
+	agreement
+	not agreement.status == "active"
+}
+
+status_text := agreement.status if is_string(agreement.status)
+
+else := "in an unknown state"
+
+deny_reasons contains reason("agreement_inactive", "agreement is not yet valid") if {
+	input.now.unix < agreement.not_before
+}
+
+deny_reasons contains reason("agreement_inactive", "agreement has expired") if {
+	input.now.unix > agreement.not_after
+}
+
+deny_reasons contains reason("wrong_consumer", "the caller is not the agreement's consumer") if {
+	agreement
+	not input.caller.department == agreement.consumer
+}
+
+deny_reasons contains reason("dataset_not_covered", "the agreement does not cover this dataset") if {
+	agreement
+	not dataset_terms
+}
+
+deny_reasons contains reason(
+	"field_not_permitted",
+	concat("", ["field ", name, " is not permitted by the agreement"]),
+) if {
+	dataset_terms
+	some name in requested_names
+	not permitted_field(name)
+}
+
+deny_reasons contains reason("purpose_not_permitted", "the agreement does not allow this purpose") if {
+	agreement
+	not purpose_permitted
+}
+
+purpose_permitted if {
+	is_string(input.request.purpose)
+	is_array(agreement.purposes)
+	input.request.purpose in agreement.purposes
+}
+
+deny_reasons contains reason("quota_exceeded", concat("", [window, " quota reached"])) if {
+	some window, limit in quota_limits
+	not usage_below(window, limit)
+}
+
+quota_limits[window] := agreement.quotas[key] if {
+	some window, key in {"minute": "per_minute", "day": "per_day"}
+	is_number(agreement.quotas[key])
+}
+
+usage_below(window, limit) if {
+	is_number(input.usage[window])
+	input.usage[window] < limit
+}
+
+deny_reasons contains reason(
+	"aggregate_not_permitted",
+	"the agreement allows no aggregate queries on this dataset",
+) if {
+	dataset_terms
+	query_kind == "aggregate"
+	not aggregate_min_k
+}
+
+deny_reasons contains reason("aggregate_below_k", "the cohort is smaller than the agreement's minimum k") if {
+	query_kind == "aggregate"
+	is_number(input.request.query.cohort_size)
+	input.request.query.cohort_size < aggregate_min_k
+}

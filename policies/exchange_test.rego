@@ -1,0 +1,184 @@
+# Unit tests of the exchange decision: one test per deny reason, plus the
+# allow path, obligations and the "report every reason" rule.
+package accord.exchange_test
+
+import data.accord.exchange
+
+base := {
+	"schema_version": 1,
+	"now": {"rfc3339": "2026-06-01T12:00:00Z", "unix": 1780315200},
+	"scheme": {"levels": ["public", "internal", "confidential", "restricted"]},
+	"caller": {"department": "dwp", "clearance": "confidential", "caveats": ["uk-eyes"]},
+	"agreement": {
+		"id": "agr-1", "version": 1, "status": "active",
+		"provider": "hmrc", "consumer": "dwp",
+		"not_before": 1767225600, "not_after": 1798761599,
+		"ceiling": "confidential",
+		"purposes": ["benefit_eligibility"], "legal_basis": "",
+		"datasets": {"person@1": {
+			"fields": {
+				"name": "pass",
+				"birth_date": {"operation": "generalise", "to": "year"},
+				"health": "pass",
+				"secret": "pass",
+				"tagged": "pass",
+			},
+			"aggregate": {"min_k": 10},
+		}},
+		"quotas": {"per_minute": 10, "per_day": 1000},
+	},
+	"request": {
+		"dataset": "person@1", "purpose": "benefit_eligibility",
+		"fields": {
+			"name": {"level": "internal", "caveats": [], "personal": "identifier"},
+			"birth_date": {"level": "confidential", "personal": "quasi_identifier"},
+		},
+		"query": {"kind": "record"},
+	},
+	"usage": {"minute": 0, "day": 5},
+}
+
+decide(patch) := d if {
+	d := exchange.decision with input as json.patch(base, patch)
+}
+
+codes(d) := {r.code | some r in d.deny}
+
+only(d, code) if {
+	not d.allow
+	codes(d) == {code}
+	d.obligations == {}
+}
+
+test_allow_with_obligations if {
+	d := decide([])
+	d.allow
+	d.deny == []
+	d.level == "confidential"
+	d.obligations == {
+		"name": {"operation": "pass"},
+		"birth_date": {"operation": "generalise", "to": "year"},
+	}
+}
+
+test_no_agreement if only(decide([{"op": "remove", "path": "/agreement"}]), "no_agreement")
+
+test_null_agreement if only(decide([{"op": "replace", "path": "/agreement", "value": null}]), "no_agreement")
+
+test_suspended if {
+	d := decide([{"op": "replace", "path": "/agreement/status", "value": "suspended"}])
+	only(d, "agreement_inactive")
+	d.deny[0].message == "agreement is suspended"
+}
+
+test_not_yet_valid if only(decide([{"op": "replace", "path": "/now/unix", "value": 1767225599}]), "agreement_inactive")
+
+test_valid_at_not_before if decide([{"op": "replace", "path": "/now/unix", "value": 1767225600}]).allow
+
+test_valid_at_not_after if decide([{"op": "replace", "path": "/now/unix", "value": 1798761599}]).allow
+
+test_expired if only(decide([{"op": "replace", "path": "/now/unix", "value": 1798761600}]), "agreement_inactive")
+
+test_wrong_consumer if only(decide([{"op": "replace", "path": "/caller/department", "value": "hmrc"}]), "wrong_consumer")
+
+test_dataset_not_covered if only(decide([{"op": "replace", "path": "/request/dataset", "value": "car@1"}]), "dataset_not_covered")
+
+test_field_not_permitted if {
+	d := decide([{"op": "add", "path": "/request/fields/nino", "value": {"level": "internal"}}])
+	only(d, "field_not_permitted")
+	d.deny[0].message == "field nino is not permitted by the agreement"
+}
+
+test_purpose_not_permitted if only(decide([{"op": "replace", "path": "/request/purpose", "value": "marketing"}]), "purpose_not_permitted")
+
+test_ceiling if {
+	d := decide([{"op": "add", "path": "/request/fields/secret", "value": {"level": "restricted"}}])
+	codes(d) == {"classification_exceeds_ceiling", "clearance_insufficient"}
+	d.level == "restricted"
+}
+
+test_ceiling_only if {
+	d := decide([
+		{"op": "replace", "path": "/caller/clearance", "value": "restricted"},
+		{"op": "add", "path": "/request/fields/secret", "value": {"level": "restricted"}},
+	])
+	only(d, "classification_exceeds_ceiling")
+}
+
+test_clearance_only if only(decide([{"op": "replace", "path": "/caller/clearance", "value": "internal"}]), "clearance_insufficient")
+
+test_unknown_clearance_denies if only(decide([{"op": "replace", "path": "/caller/clearance", "value": "cosmic"}]), "clearance_insufficient")
+
+test_unlabelled_field_counts_as_highest if {
+	d := decide([{"op": "add", "path": "/request/fields/secret", "value": null}])
+	codes(d) == {"classification_exceeds_ceiling", "clearance_insufficient"}
+	d.level == "restricted"
+}
+
+test_unknown_level_outranks_all if {
+	d := decide([
+		{"op": "replace", "path": "/caller/clearance", "value": "restricted"},
+		{"op": "replace", "path": "/agreement/ceiling", "value": "restricted"},
+		{"op": "add", "path": "/request/fields/secret", "value": {"level": "ultra"}},
+	])
+	codes(d) == {"classification_exceeds_ceiling", "clearance_insufficient"}
+	d.level == "restricted"
+}
+
+test_caveat_missing if {
+	d := decide([{"op": "add", "path": "/request/fields/tagged", "value": {"level": "public", "caveats": ["uk-eyes", "b", "a"]}}])
+	only(d, "caveat_missing")
+	d.deny[0].message == "field tagged needs caveats the caller lacks: a, b"
+}
+
+test_caveat_held if decide([{"op": "add", "path": "/request/fields/tagged", "value": {"level": "public", "caveats": ["uk-eyes"]}}]).allow
+
+test_legal_basis_required if {
+	d := decide([{"op": "add", "path": "/request/fields/health", "value": {"level": "internal", "personal": "special"}}])
+	only(d, "legal_basis_required")
+}
+
+test_legal_basis_present if {
+	d := decide([
+		{"op": "replace", "path": "/agreement/legal_basis", "value": "UK GDPR Art. 9(2)(b)"},
+		{"op": "add", "path": "/request/fields/health", "value": {"level": "internal", "personal": "sensitive"}},
+	])
+	d.allow
+}
+
+test_quota_minute if only(decide([{"op": "replace", "path": "/usage/minute", "value": 10}]), "quota_exceeded")
+
+test_quota_day_float if only(decide([{"op": "replace", "path": "/usage/day", "value": 1000.0}]), "quota_exceeded")
+
+test_quota_just_below if decide([{"op": "replace", "path": "/usage/minute", "value": 9}]).allow
+
+test_no_quota_no_limit if decide([
+	{"op": "remove", "path": "/agreement/quotas"},
+	{"op": "replace", "path": "/usage/day", "value": 99999999},
+]).allow
+
+test_aggregate_allowed if {
+	d := decide([{"op": "replace", "path": "/request/query", "value": {"kind": "aggregate", "cohort_size": 10}}])
+	d.allow
+	d.obligations.name == {"operation": "aggregate", "min_k": 10}
+}
+
+test_aggregate_below_k if only(decide([{"op": "replace", "path": "/request/query", "value": {"kind": "aggregate", "cohort_size": 9}}]), "aggregate_below_k")
+
+test_aggregate_not_permitted if only(
+	decide([
+		{"op": "remove", "path": "/agreement/datasets/person@1/aggregate"},
+		{"op": "replace", "path": "/request/query", "value": {"kind": "aggregate"}},
+	]),
+	"aggregate_not_permitted",
+)
+
+test_every_reason_reported if {
+	d := decide([
+		{"op": "replace", "path": "/agreement/status", "value": "revoked"},
+		{"op": "replace", "path": "/caller/department", "value": "hmrc"},
+		{"op": "replace", "path": "/request/purpose", "value": "marketing"},
+		{"op": "replace", "path": "/usage/minute", "value": 11},
+	])
+	codes(d) == {"agreement_inactive", "wrong_consumer", "purpose_not_permitted", "quota_exceeded"}
+}

@@ -1,0 +1,125 @@
+# Input shape checks: a malformed input is denied with `invalid_input`, never
+# guessed at.
+#
+# Every other rule only reads well-typed values, so the reasons they report do
+# not depend on how an engine treats a wrong type; this rule names the value
+# that is wrong instead. Negations only ever apply to rules whose arguments are
+# bound (`not valid_x`, `not f(bound)`): OPA evaluates the arguments of a
+# negated call outside the negation, other engines inside it.
+package accord.exchange
+
+deny_reasons contains reason("invalid_input", concat("", ["input.", path, " ", problem])) if {
+	some path, problem in input_problems
+}
+
+input_problems["scheme.levels"] := "must be a non-empty array of unique strings" if not valid_levels
+
+input_problems["now.unix"] := "must be a number" if not valid_now
+
+input_problems[concat(".", ["caller", key])] := "must be a non-empty string" if {
+	some key in {"department", "clearance"}
+	not valid_input_string("caller", key)
+}
+
+input_problems["caller.caveats"] := "must be an array of strings" if not valid_caller_caveats
+
+input_problems[concat(".", ["request", key])] := "must be a non-empty string" if {
+	some key in {"dataset", "purpose"}
+	not valid_input_string("request", key)
+}
+
+input_problems["request.fields"] := "must be a non-empty object" if not valid_fields
+
+input_problems["request.query.kind"] := "must be record, verify or aggregate" if not valid_kind
+
+input_problems["request.query.cohort_size"] := "must be a number" if {
+	cohort := input.request.query.cohort_size
+	not is_number(cohort)
+}
+
+input_problems[concat("", ["request.fields.", name])] := "has a malformed label" if {
+	is_object(input.request.fields)
+	some name, label in input.request.fields
+	not valid_label(label)
+}
+
+input_problems[concat(".", ["usage", window])] := "must be a number" if {
+	some window in {"minute", "day"}
+	not valid_input_number("usage", window)
+}
+
+input_problems[concat(".", ["agreement", key])] := "must be a non-empty string" if {
+	agreement
+	some key in {"id", "status", "consumer", "ceiling"}
+	not valid_string(agreement, key)
+}
+
+input_problems[concat(".", ["agreement", key])] := "must be a number" if {
+	agreement
+	some key in {"not_before", "not_after"}
+	not valid_number(agreement, key)
+}
+
+input_problems["agreement.purposes"] := "must be an array of strings" if {
+	agreement
+	not valid_purposes
+}
+
+input_problems[concat("", ["agreement.datasets.", input.request.dataset, ".fields.", name])] := "has a malformed operation" if {
+	some name, op in dataset_fields
+	not operation_object(op)
+}
+
+valid_levels if {
+	string_array(input.scheme.levels)
+	count(input.scheme.levels) > 0
+	count({l | some l in input.scheme.levels}) == count(input.scheme.levels)
+}
+
+valid_now if is_number(input.now.unix)
+
+valid_caller_caveats if string_array(input.caller.caveats)
+
+valid_fields if {
+	is_object(input.request.fields)
+	count(input.request.fields) > 0
+}
+
+valid_kind if input.request.query.kind in {"record", "verify", "aggregate"}
+
+valid_purposes if string_array(agreement.purposes)
+
+valid_string(obj, key) if {
+	is_string(obj[key])
+	obj[key] != ""
+}
+
+valid_number(obj, key) if is_number(obj[key])
+
+valid_input_string(section, key) if valid_string(input[section], key)
+
+valid_input_number(section, key) if valid_number(input[section], key)
+
+valid_label(label) if {
+	is_object(label)
+	optional_string(label, "level")
+	optional_string(label, "personal")
+	optional_string_array(label, "caveats")
+}
+
+valid_label(label) if label == null
+
+optional_string(obj, key) if not key in object.keys(obj)
+
+optional_string(obj, key) if is_string(obj[key])
+
+optional_string_array(obj, key) if not key in object.keys(obj)
+
+optional_string_array(obj, key) if string_array(obj[key])
+
+string_array(a) if {
+	is_array(a)
+	every x in a {
+		is_string(x)
+	}
+}
