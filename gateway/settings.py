@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = ["DEV_SECRET", "Settings"]
 
 #: The well-known secret dev mode falls back to. Refused outside dev mode.
-DEV_SECRET = "accord-dev-secret-do-not-use-in-production"
+DEV_SECRET = "accord-dev-secret-do-not-use-in-production"  # noqa: S105 - refused outside dev
 
 
 class Settings(BaseSettings):

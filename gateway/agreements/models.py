@@ -27,8 +27,12 @@ class Agreement(SQLModel, table=True):
     terms: dict[str, Any] = Field(sa_column=Column(JSONColumn, nullable=False))
     signed: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONColumn, nullable=True))
     terms_sha256: str = Field(max_length=64)
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
-    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
 
 
 class AgreementEvent(SQLModel, table=True):
@@ -56,5 +60,5 @@ class AgreementPublic(SQLModel):
 
 
 class Transition(SQLModel):
-    status: str = Field(pattern="^(active|suspended|revoked)$")
+    status: str = Field(regex="^(active|suspended|revoked)$")
     reason: str = Field(min_length=1, max_length=1000)

@@ -28,8 +28,12 @@ from gateway.registry.service import RegistryService
 __all__ = ["AgreementService", "ResolvedAgreement"]
 
 _ALLOWED = {
-    ("draft", "active"), ("active", "suspended"), ("suspended", "active"),
-    ("active", "revoked"), ("suspended", "revoked"), ("draft", "revoked"),
+    ("draft", "active"),
+    ("active", "suspended"),
+    ("suspended", "active"),
+    ("active", "revoked"),
+    ("suspended", "revoked"),
+    ("draft", "revoked"),
 }
 
 ResolvedAgreement = VerifiedAgreement
@@ -51,7 +55,9 @@ class AgreementService:
     def resolve_key(
         self, kid: str, department: str, now: datetime, signed_at: datetime
     ) -> tuple[PublicKey, str]:
-        return self.registry.verification_key(kid, department=department, now=now, signed_at=signed_at)
+        return self.registry.verification_key(
+            kid, department=department, now=now, signed_at=signed_at
+        )
 
     def verify(self, signed: Any, now: datetime | None = None) -> VerifiedAgreement:
         return verify_agreement(signed, self.resolve_key, now or self.clock())
@@ -64,7 +70,9 @@ class AgreementService:
             self.registry.get_department(terms.authority)
         for dept in (provider, consumer):
             if dept.status != "active":
-                raise AgreementError(f"department {dept.id!r} is {dept.status}", code="department_inactive")
+                raise AgreementError(
+                    f"department {dept.id!r} is {dept.status}", code="department_inactive"
+                )
         scheme.verify_level(terms.ceiling)
         unknown = terms.caveats - scheme.caveats
         if unknown:
@@ -79,18 +87,34 @@ class AgreementService:
                 "the consumer does not hold every caveat of the agreement", code="caveat_missing"
             )
 
-    def _event(self, s: Session, row: Agreement, to: str, actor: str, reason: str, now: datetime) -> None:
+    def _event(
+        self, s: Session, row: Agreement, to: str, actor: str, reason: str, now: datetime
+    ) -> None:
         assert row.pk is not None
-        s.add(AgreementEvent(agreement_pk=row.pk, from_status=row.status if row.status != to else None,
-                             to_status=to, actor=actor, reason=reason, at=now))
+        s.add(
+            AgreementEvent(
+                agreement_pk=row.pk,
+                from_status=row.status if row.status != to else None,
+                to_status=to,
+                actor=actor,
+                reason=reason,
+                at=now,
+            )
+        )
         s.flush()
         if self.audit is not None:
-            self.audit.append({
-                "event": "agreement_change", "actor": actor,
-                "agreement": f"{row.agreement_id}@{row.version}", "provider": row.provider,
-                "consumer": row.consumer, "outcome": to, "reason_codes": [reason] if reason else [],
-                "agreement_sha256": row.terms_sha256,
-            })
+            self.audit.append(
+                {
+                    "event": "agreement_change",
+                    "actor": actor,
+                    "agreement": f"{row.agreement_id}@{row.version}",
+                    "provider": row.provider,
+                    "consumer": row.consumer,
+                    "outcome": to,
+                    "reason_codes": [reason] if reason else [],
+                    "agreement_sha256": row.terms_sha256,
+                }
+            )
 
     def create_draft(self, terms_doc: Any, *, actor: str) -> Agreement:
         terms = AgreementTerms.from_json(terms_doc)
@@ -112,12 +136,14 @@ class AgreementService:
         self._verify_parties(terms)
         with session_scope(self.engine) as s:
             existing = s.exec(
-                select(Agreement).where(
-                    Agreement.agreement_id == terms.id, Agreement.version == terms.version
-                ).with_for_update()
+                select(Agreement)
+                .where(Agreement.agreement_id == terms.id, Agreement.version == terms.version)
+                .with_for_update()
             ).first()
             if existing is not None:
-                if existing.status != "draft" or existing.terms_sha256 != _sha256(terms.canonical()):
+                if existing.status != "draft" or existing.terms_sha256 != _sha256(
+                    terms.canonical()
+                ):
                     raise ConflictError(
                         f"{terms.ref} exists; a change needs a new version with new signatures",
                         code="agreement_exists",
@@ -131,11 +157,14 @@ class AgreementService:
                 s.flush()
             for old in s.exec(
                 select(Agreement).where(
-                    Agreement.agreement_id == terms.id, Agreement.status == "active",
+                    Agreement.agreement_id == terms.id,
+                    Agreement.status == "active",
                     Agreement.version < terms.version,
                 )
             ):
-                self._event(s, old, "superseded", actor, f"superseded by version {terms.version}", now)
+                self._event(
+                    s, old, "superseded", actor, f"superseded by version {terms.version}", now
+                )
                 old.status, old.updated_at = "superseded", now
                 s.add(old)
             self._event(s, row, "active", actor, "all required signatures verified", now)
@@ -145,7 +174,9 @@ class AgreementService:
 
     def _refuse_existing(self, s: Session, terms: AgreementTerms) -> None:
         found = s.exec(
-            select(Agreement).where(Agreement.agreement_id == terms.id, Agreement.version == terms.version)
+            select(Agreement).where(
+                Agreement.agreement_id == terms.id, Agreement.version == terms.version
+            )
         ).first()
         if found is not None:
             raise ConflictError(f"{terms.ref} already exists", code="agreement_exists")
@@ -153,41 +184,60 @@ class AgreementService:
 
     def _refuse_newer(self, s: Session, terms: AgreementTerms) -> None:
         newest = s.exec(
-            select(Agreement).where(Agreement.agreement_id == terms.id)
+            select(Agreement)
+            .where(Agreement.agreement_id == terms.id)
             .order_by(col(Agreement.version).desc())
         ).first()
-        if newest is not None and (newest.provider, newest.consumer) != (terms.provider, terms.consumer):
-            raise ConflictError("an agreement id cannot change its parties", code="agreement_parties_changed")
+        if newest is not None and (newest.provider, newest.consumer) != (
+            terms.provider,
+            terms.consumer,
+        ):
+            raise ConflictError(
+                "an agreement id cannot change its parties", code="agreement_parties_changed"
+            )
         if newest is not None and newest.version >= terms.version and newest.status != "draft":
             raise ConflictError(
                 f"version {terms.version} is not newer than {newest.version}", code="stale_version"
             )
 
-    def _new_row(self, terms: AgreementTerms, signed: dict[str, Any] | None, status: str,
-                 now: datetime) -> Agreement:
+    def _new_row(
+        self, terms: AgreementTerms, signed: dict[str, Any] | None, status: str, now: datetime
+    ) -> Agreement:
         return Agreement(
-            agreement_id=terms.id, version=terms.version, provider=terms.provider,
-            consumer=terms.consumer, status=status, terms=terms.doc, signed=signed,
-            terms_sha256=_sha256(terms.canonical()), created_at=now, updated_at=now,
+            agreement_id=terms.id,
+            version=terms.version,
+            provider=terms.provider,
+            consumer=terms.consumer,
+            status=status,
+            terms=terms.doc,
+            signed=signed,
+            terms_sha256=_sha256(terms.canonical()),
+            created_at=now,
+            updated_at=now,
         )
 
-    def transition(self, agreement_id: str, version: int, to: str, *, actor: str, reason: str) -> Agreement:
+    def transition(
+        self, agreement_id: str, version: int, to: str, *, actor: str, reason: str
+    ) -> Agreement:
         now = self.clock()
         with session_scope(self.engine) as s:
             row = s.exec(
-                select(Agreement).where(
-                    Agreement.agreement_id == agreement_id, Agreement.version == version
-                ).with_for_update()
+                select(Agreement)
+                .where(Agreement.agreement_id == agreement_id, Agreement.version == version)
+                .with_for_update()
             ).first()
             if row is None:
-                raise NotFoundError(f"unknown agreement {agreement_id}@{version}", code="unknown_agreement")
+                raise NotFoundError(
+                    f"unknown agreement {agreement_id}@{version}", code="unknown_agreement"
+                )
             current = self._effective_status(row, now)
             if (current, to) not in _ALLOWED:
                 raise ConflictError(f"cannot go from {current} to {to}", code="bad_transition")
             if to == "active":
                 if row.signed is None:
-                    raise AgreementError("a draft needs all signatures to become active",
-                                         code="missing_signature")
+                    raise AgreementError(
+                        "a draft needs all signatures to become active", code="missing_signature"
+                    )
                 self.verify(row.signed, now)
             self._event(s, row, to, actor, reason, now)
             row.status, row.updated_at = to, now
@@ -212,25 +262,32 @@ class AgreementService:
                 raise NotFoundError(f"unknown agreement {agreement_id!r}", code="unknown_agreement")
             return row
 
-    def list(self, *, department: str | None = None) -> list[Agreement]:
+    def list_all(self, *, department: str | None = None) -> list[Agreement]:
         with Session(self.engine) as s:
             q = select(Agreement)
             if department:
                 q = q.where((Agreement.provider == department) | (Agreement.consumer == department))
-            return list(s.exec(q.order_by(Agreement.agreement_id, Agreement.version)))
+            return list(s.exec(q.order_by(col(Agreement.agreement_id), col(Agreement.version))))
 
     def events(self, agreement_id: str, version: int) -> list[AgreementEvent]:
         row = self.get(agreement_id, version)
         with Session(self.engine) as s:
-            return list(s.exec(select(AgreementEvent).where(AgreementEvent.agreement_pk == row.pk)
-                               .order_by(col(AgreementEvent.id))))
+            return list(
+                s.exec(
+                    select(AgreementEvent)
+                    .where(AgreementEvent.agreement_pk == row.pk)
+                    .order_by(col(AgreementEvent.id))
+                )
+            )
 
     def expire_due(self, *, actor: str = "system:clock") -> int:
         """Record the expiry of every active agreement past its window."""
         now = self.clock()
         count = 0
         with session_scope(self.engine) as s:
-            for row in s.exec(select(Agreement).where(Agreement.status == "active").with_for_update()):
+            for row in s.exec(
+                select(Agreement).where(Agreement.status == "active").with_for_update()
+            ):
                 if self._effective_status(row, now) == "expired":
                     self._event(s, row, "expired", actor, "validity window ended", now)
                     row.status, row.updated_at = "expired", now
@@ -239,7 +296,8 @@ class AgreementService:
         return count
 
     def status_at(self, row: Agreement, now: datetime) -> str:
-        """Status as of ``now``: active agreements outside their window read as expired or not yet valid."""
+        """Status as of ``now``: outside its window an active agreement reads as expired
+        or not yet valid."""
         status = self._effective_status(row, now)
         if status == "active" and now < AgreementTerms(row.terms).valid_from:
             return "not_yet_valid"

@@ -41,9 +41,14 @@ class SignatureStatus:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "index": self.index, "party": self.party, "kid": self.kid, "alg": self.alg,
+            "index": self.index,
+            "party": self.party,
+            "kid": self.kid,
+            "alg": self.alg,
             "signed_at": self.signed_at.isoformat() if self.signed_at else None,
-            "ok": self.ok, "code": self.code, "detail": self.detail,
+            "ok": self.ok,
+            "code": self.code,
+            "detail": self.detail,
         }
 
 
@@ -65,18 +70,19 @@ def sign_agreement(
     """Add ``party``'s signature. Start from terms (``terms=...``) or an existing JWS."""
     if party not in PARTIES:
         raise ValidationFailed(f"party must be one of {PARTIES}", code="bad_party")
-    if isinstance(signed, dict):
-        jws = GeneralJWS.from_json(signed)
-    else:
-        jws = signed
+    jws = GeneralJWS.from_json(signed) if isinstance(signed, dict) else signed
     if terms is not None and not jws.signatures:
         jws = sign_general(terms.canonical())
     for entry in jws.signatures:
         if entry.header.get("party") == party:
             raise ValidationFailed(f"{party} has already signed", code="duplicate_signature")
     when = now or datetime.now(UTC)
-    header = {"kid": public_jwk(key)["kid"], "party": party, "iat": int(when.timestamp()),
-              "typ": "accord-agreement+jws"}
+    header = {
+        "kid": public_jwk(key)["kid"],
+        "party": party,
+        "iat": int(when.timestamp()),
+        "typ": "accord-agreement+jws",
+    }
     return jws.with_signature(key, header)
 
 
@@ -150,4 +156,3 @@ def verify_agreement(doc: Any, resolve: KeyResolver, now: datetime) -> VerifiedA
             extra={"signatures": [s.to_json() for s in statuses]},
         )
     return VerifiedAgreement(terms, jws, tuple(statuses))
-

@@ -128,8 +128,11 @@ class AgreementTerms:
         return self.valid_from <= now < self.valid_until
 
     def party_department(self, party: str) -> str | None:
-        return {"provider": self.provider, "consumer": self.consumer,
-                "authority": self.authority}.get(party)
+        return {
+            "provider": self.provider,
+            "consumer": self.consumer,
+            "authority": self.authority,
+        }.get(party)
 
     def dataset(self, dataset_id: str) -> dict[str, Any] | None:
         for ds in self.doc["datasets"]:

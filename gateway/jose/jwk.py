@@ -186,9 +186,13 @@ def load_private_key_pem(path: Path) -> PrivateKey:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
-        raise ValidationFailed(f"cannot load private key {path}: {exc}", code="bad_key_file") from exc
+        raise ValidationFailed(
+            f"cannot load private key {path}: {exc}", code="bad_key_file"
+        ) from exc
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key
     if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
         return key
-    raise ValidationFailed("only Ed25519 and P-256 private keys are supported", code="unsupported_key")
+    raise ValidationFailed(
+        "only Ed25519 and P-256 private keys are supported", code="unsupported_key"
+    )

@@ -33,7 +33,9 @@ def canonical_bytes(value: Any) -> bytes:
     try:
         return bytes(rfc8785.dumps(value))
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
-        raise ValidationFailed(f"value cannot be canonicalised: {exc}", code="not_canonicalisable") from exc
+        raise ValidationFailed(
+            f"value cannot be canonicalised: {exc}", code="not_canonicalisable"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,9 @@ class GeneralJWS:
                 header = json.loads(b64url_decode(protected_b64))
                 signature = b64url_decode(sig_b64)
             except (ValidationFailed, ValueError) as exc:
-                raise SignatureError(f"signature {i} is not decodable", code="malformed_jws") from exc
+                raise SignatureError(
+                    f"signature {i} is not decodable", code="malformed_jws"
+                ) from exc
             if not isinstance(header, dict):
                 raise SignatureError(f"signature {i} header is not an object", code="malformed_jws")
             if header.get("alg") not in ALGORITHMS:

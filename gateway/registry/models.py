@@ -47,7 +47,9 @@ class Department(DepartmentBase, table=True):
     __tablename__ = "department"
     caveats: list[str] = Field(default_factory=list, sa_column=Column(JSONColumn, nullable=False))
     status: str = Field(default="active", max_length=16)
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
 
 
 class DepartmentPublic(DepartmentBase):
@@ -60,7 +62,9 @@ class SystemBase(SQLModel):
     system_id: str = Field(regex=SLUG, max_length=63)
     name: str = Field(default="", max_length=200)
     #: Capabilities beyond requesting exchanges, e.g. "citizen_portal".
-    capabilities: list[str] = Field(default_factory=list, sa_column=Column(JSONColumn, nullable=False))
+    capabilities: list[str] = Field(
+        default_factory=list, sa_column=Column(JSONColumn, nullable=False)
+    )
 
 
 class SystemCreate(SQLModel):
@@ -76,9 +80,13 @@ class System(SQLModel, table=True):
     department_id: str = Field(foreign_key="department.id", index=True)
     system_id: str = Field(max_length=63)
     name: str = Field(default="", max_length=200)
-    capabilities: list[str] = Field(default_factory=list, sa_column=Column(JSONColumn, nullable=False))
+    capabilities: list[str] = Field(
+        default_factory=list, sa_column=Column(JSONColumn, nullable=False)
+    )
     status: str = Field(default="active", max_length=16)
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
 
 
 class SystemPublic(SQLModel):
@@ -109,7 +117,9 @@ class DepartmentKey(SQLModel, table=True):
     not_after: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
     revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
     revoked_reason: str | None = Field(default=None, max_length=500)
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
 
     def usable_at(self, when: datetime) -> bool:
         if when < self.not_before:

@@ -51,7 +51,9 @@ class RegistryService:
         except IntegrityError as exc:
             raise ConflictError("conflicts with an existing record", code="already_exists") from exc
         if self.audit is not None:
-            self.audit.append({"event": "key_change" if "kid" in event else "registry_change", **event})
+            self.audit.append(
+                {"event": "key_change" if "kid" in event else "registry_change", **event}
+            )
 
     # departments -----------------------------------------------------------------
     def register_department(self, data: DepartmentCreate, *, actor: str) -> Department:
@@ -64,7 +66,9 @@ class RegistryService:
                 raise ConflictError(f"department {data.id!r} exists", code="department_exists")
             dept = Department.model_validate(data)
             s.add(dept)
-            self._record(s, {"action": "department_registered", "actor": actor, "department": data.id})
+            self._record(
+                s, {"action": "department_registered", "actor": actor, "department": data.id}
+            )
             return dept
 
     def get_department(self, dept_id: str) -> Department:
@@ -91,8 +95,12 @@ class RegistryService:
             s.add(system)
             self._record(
                 s,
-                {"action": "system_added", "actor": actor, "department": dept_id,
-                 "system": data.system_id},
+                {
+                    "action": "system_added",
+                    "actor": actor,
+                    "department": dept_id,
+                    "system": data.system_id,
+                },
             )
             return system
 
@@ -120,17 +128,21 @@ class RegistryService:
             raise ValidationFailed(
                 "the JWK's kid must be its RFC 7638 thumbprint", code="kid_not_thumbprint"
             )
-        not_before = data.not_before or self.clock()
+        not_before = data.not_before or self.clock().replace(microsecond=0)
         if data.not_after is not None and data.not_after <= not_before:
             raise ValidationFailed("not_after must be later than not_before", code="bad_validity")
-        public = {k: data.jwk[k] for k in ("kty", "crv", "x", "y") if k in data.jwk}
+        public: dict[str, Any] = {k: data.jwk[k] for k in ("kty", "crv", "x", "y") if k in data.jwk}
         public.update({"alg": alg, "use": "sig", "kid": kid})
         with session_scope(self.engine) as s:
             if s.get(DepartmentKey, kid) is not None:
                 raise ConflictError(f"key {kid} is already registered", code="key_exists")
             row = DepartmentKey(
-                kid=kid, department_id=dept_id, alg=alg, jwk=public,
-                not_before=not_before, not_after=data.not_after,
+                kid=kid,
+                department_id=dept_id,
+                alg=alg,
+                jwk=public,
+                not_before=not_before,
+                not_after=data.not_after,
             )
             s.add(row)
             self._record(
@@ -138,7 +150,9 @@ class RegistryService:
             )
             return row
 
-    def revoke_key(self, kid: str, reason: str, *, actor: str, at: datetime | None = None) -> DepartmentKey:
+    def revoke_key(
+        self, kid: str, reason: str, *, actor: str, at: datetime | None = None
+    ) -> DepartmentKey:
         when = at or self.clock()
         with session_scope(self.engine) as s:
             row = s.get(DepartmentKey, kid, with_for_update=True)
@@ -151,8 +165,13 @@ class RegistryService:
             s.add(row)
             self._record(
                 s,
-                {"action": "key_revoked", "actor": actor, "department": row.department_id,
-                 "kid": kid, "reason": reason},
+                {
+                    "action": "key_revoked",
+                    "actor": actor,
+                    "department": row.department_id,
+                    "kid": kid,
+                    "reason": reason,
+                },
             )
             return row
 
@@ -177,16 +196,21 @@ class RegistryService:
         """
         row = self.get_key(kid)
         if row.department_id != department:
-            raise SignatureError(f"key {kid} does not belong to {department!r}", code="wrong_department_key")
+            raise SignatureError(
+                f"key {kid} does not belong to {department!r}", code="wrong_department_key"
+            )
         if row.revoked_at is not None and now >= row.revoked_at:
             raise SignatureError(f"key {kid} was revoked: {row.revoked_reason}", code="key_revoked")
         if not row.usable_at(now):
             raise SignatureError(f"key {kid} is not valid at {now.isoformat()}", code="key_expired")
         if signed_at is not None and not row.usable_at(signed_at):
             raise SignatureError(
-                f"key {kid} was not valid when the signature was made", code="key_not_valid_at_signing"
+                f"key {kid} was not valid when the signature was made",
+                code="key_not_valid_at_signing",
             )
         dept = self.get_department(department)
         if dept.status != "active":
-            raise SignatureError(f"department {department!r} is {dept.status}", code="department_inactive")
+            raise SignatureError(
+                f"department {department!r} is {dept.status}", code="department_inactive"
+            )
         return public_key_from_jwk(row.jwk)

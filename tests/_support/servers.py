@@ -68,25 +68,56 @@ class PostgresCluster:
             shutil.chown(self.dir, user="postgres")
         bindir = _pg_bin()
         subprocess.run(
-            _as_pg([str(bindir / "initdb"), "-D", str(self.dir / "data"), "-U", "accord",
-                    "--auth=trust", "-E", "UTF8"]),
-            check=True, capture_output=True,
+            _as_pg(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(self.dir / "data"),
+                    "-U",
+                    "accord",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                ]
+            ),
+            check=True,
+            capture_output=True,
         )
         subprocess.run(
-            _as_pg([str(bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-w", "-l",
-                    str(self.dir / "log"), "-o",
+            _as_pg(
+                [
+                    str(bindir / "pg_ctl"),
+                    "-D",
+                    str(self.dir / "data"),
+                    "-w",
+                    "-l",
+                    str(self.dir / "log"),
+                    "-o",
                     f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-                    "-c max_connections=200", "start"]),
-            check=True, capture_output=True,
+                    "-c max_connections=200",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
         )
         self.bindir = bindir
         self.url = f"postgresql+psycopg://accord@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
         subprocess.run(
-            _as_pg([str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-m",
-                    "immediate", "stop"]),
-            check=False, capture_output=True,
+            _as_pg(
+                [
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.dir / "data"),
+                    "-m",
+                    "immediate",
+                    "stop",
+                ]
+            ),
+            check=False,
+            capture_output=True,
         )
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -115,9 +146,17 @@ def opa_server() -> Iterator[str]:
     """A real ``opa run --server`` on a free loopback port; yields its base URL."""
     port = free_port()
     proc = subprocess.Popen(
-        [str(opa_binary()), "run", "--server", "--addr", f"127.0.0.1:{port}",
-         "--log-level", "error"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(opa_binary()),
+            "run",
+            "--server",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "error",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -1,0 +1,1 @@
+"""HTTP edge of the gateway: routers parse, call one service, map the result."""

@@ -1,0 +1,117 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway import __version__
+from gateway.api import routes_agreements, routes_health, routes_registry
+from gateway.api.problems import install_problem_handlers, problem_response
+from gateway.log import configure_logging
+from gateway.services import Services, build_services
+from gateway.settings import Settings
+
+__all__ = ["create_app"]
+
+DESCRIPTION = """\
+Accord brokers data exchanges between government departments: every request is
+checked against a signed sharing agreement and the data classification, every
+exchange is recorded in a tamper-evident audit log, and every answer carries a
+receipt signed by the gateway. Errors are RFC 9457 problem+json documents whose
+`type` is `urn:accord:problem:<code>`.
+"""
+
+
+class BodyLimit:
+    """Refuses bodies above the limit before the app reads them (413 body_too_large)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._too_large(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLarge:
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(
+            Request(scope),
+            status=413,
+            code="body_too_large",
+            title="Request body too large",
+            detail=f"request bodies are limited to {self.max_bytes} bytes",
+        )
+        await response(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
+    cfg = settings or (services.settings if services else Settings())
+    configure_logging(json_logs=cfg.json_logs)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = services is None
+        app.state.services = services or build_services(cfg)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.services.close()
+
+    app = FastAPI(
+        title="Accord",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+
+    @app.middleware("http")
+    async def request_context(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        rid = request.headers.get("x-request-id", "")
+        if not (0 < len(rid) <= 64 and rid.replace("-", "").isalnum()):
+            rid = uuid.uuid4().hex
+        request.state.request_id = rid
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = rid
+        return response
+
+    app.include_router(routes_health.router)
+    app.include_router(routes_registry.router)
+    app.include_router(routes_agreements.router)
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    return app

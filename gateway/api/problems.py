@@ -1,0 +1,137 @@
+"""RFC 9457 problem+json: the one place errors become HTTP responses."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.errors import AccordError
+from gateway.log import get_logger
+
+__all__ = ["PROBLEM_TYPE_PREFIX", "Problem", "install_problem_handlers", "problem_response"]
+
+PROBLEM_TYPE_PREFIX = "urn:accord:problem:"
+MEDIA_TYPE = "application/problem+json"
+log = get_logger(__name__)
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with Accord's stable ``code`` and ``exchange_id``."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    exchange_id: str | None = None
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+def problem_response(
+    request: Request,
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    exchange_id = getattr(request.state, "exchange_id", None)
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_PREFIX + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "instance": str(request.url.path),
+    }
+    if exchange_id:
+        body["exchange_id"] = exchange_id
+    if extra:
+        body.update({k: v for k, v in extra.items() if k not in body})
+    hdrs = dict(headers or {})
+    rid = getattr(request.state, "request_id", None)
+    if rid:
+        hdrs["X-Request-ID"] = rid
+    if status == 401:
+        hdrs.setdefault(
+            "WWW-Authenticate", f'Bearer error="invalid_token", error_description="{code}"'
+        )
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=hdrs)
+
+
+_HTTP_CODES = {
+    400: ("bad_request", "Bad request"),
+    401: ("unauthenticated", "Authentication required"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    406: ("not_acceptable", "Not acceptable"),
+    413: ("body_too_large", "Request body too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+}
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AccordError)
+    async def _accord(request: Request, exc: AccordError) -> JSONResponse:
+        if exc.status >= 500:
+            log.warning("request_failed", code=exc.code, detail=exc.detail)
+        return problem_response(
+            request,
+            status=exc.status,
+            code=exc.code,
+            title=exc.title,
+            detail=exc.detail,
+            extra=exc.extra,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for err in exc.errors()[:50]:
+            loc = "/".join(str(p) for p in err.get("loc", ()))
+            errors.append({"field": loc, "reason": str(err.get("msg", ""))})
+        malformed = any(e.get("type") == "json_invalid" for e in exc.errors())
+        code = "malformed_json" if malformed else "validation_failed"
+        first = errors[0] if errors else {"field": "", "reason": "invalid"}
+        return problem_response(
+            request,
+            status=400 if malformed else 422,
+            code=code,
+            title="Malformed JSON" if malformed else "Invalid input",
+            detail=f"{first['field']}: {first['reason']}",
+            extra={"errors": errors},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+        return problem_response(
+            request,
+            status=exc.status_code,
+            code=code,
+            title=title,
+            detail=str(exc.detail),
+            headers=dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        incident = uuid.uuid4().hex
+        log.error("unhandled_error", incident=incident, error_type=type(exc).__name__)
+        return problem_response(
+            request,
+            status=500,
+            code="internal_error",
+            title="Internal error",
+            detail=f"an internal error occurred (incident {incident}); nothing was released",
+        )

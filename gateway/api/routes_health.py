@@ -1,0 +1,49 @@
+"""Liveness, readiness and health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from gateway import __version__
+from gateway.api.deps import get_services
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/livez", summary="Liveness: the process is serving")
+async def livez() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/health", summary="Health: liveness plus version and gateway id")
+async def health(request: Request) -> dict[str, Any]:
+    services = get_services(request)
+    return {"status": "ok", "version": __version__, "gateway_id": services.settings.gateway_id}
+
+
+@router.get("/readyz", summary="Readiness: database, policy engine and audit appender")
+async def readyz(request: Request) -> JSONResponse:
+    services = get_services(request)
+    checks: dict[str, str] = {}
+    try:
+        with services.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {type(exc).__name__}"
+    for name, probe in services.extras.get("readiness", {}).items():
+        try:
+            await probe()
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"error: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+    )

@@ -1,0 +1,127 @@
+"""Admin API for the department registry; the directory itself is public."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+
+from gateway.api.deps import get_services, require_role
+from gateway.auth.humans import Principal
+from gateway.registry.models import (
+    DepartmentCreate,
+    DepartmentPublic,
+    KeyCreate,
+    KeyPublic,
+    KeyRevoke,
+    SystemCreate,
+    SystemPublic,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["registry"])
+Admin = Annotated[Principal, Depends(require_role("admin"))]
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid bearer token (problem+json)"},
+    403: {"description": "Role required (problem+json)"},
+    404: {"description": "Unknown department or key (problem+json)"},
+    409: {"description": "Already exists (problem+json)"},
+    422: {"description": "Invalid input (problem+json)"},
+}
+
+
+class DirectoryEntry(BaseModel):
+    id: str
+    name: str
+    status: str
+
+
+class JWKSet(BaseModel):
+    keys: list[dict[str, Any]]
+
+
+@router.get("/departments", response_model=list[DirectoryEntry], summary="Department directory")
+def list_departments(request: Request) -> list[DirectoryEntry]:
+    depts = get_services(request).registry.list_departments()
+    return [DirectoryEntry(id=d.id, name=d.name, status=d.status) for d in depts]
+
+
+@router.post(
+    "/departments",
+    response_model=DepartmentPublic,
+    status_code=201,
+    responses=PROBLEMS,
+    summary="Register a department",
+)
+def register_department(request: Request, body: DepartmentCreate, who: Admin) -> Any:
+    return get_services(request).registry.register_department(body, actor=who.actor)
+
+
+@router.get("/departments/{dept_id}", response_model=DepartmentPublic, responses=PROBLEMS)
+def get_department(request: Request, dept_id: str) -> Any:
+    return get_services(request).registry.get_department(dept_id)
+
+
+@router.post(
+    "/departments/{dept_id}/systems",
+    response_model=SystemPublic,
+    status_code=201,
+    responses=PROBLEMS,
+    summary="Register a system of a department",
+)
+def add_system(request: Request, dept_id: str, body: SystemCreate, who: Admin) -> Any:
+    return get_services(request).registry.add_system(dept_id, body, actor=who.actor)
+
+
+@router.get("/departments/{dept_id}/systems", response_model=list[SystemPublic], responses=PROBLEMS)
+def list_systems(request: Request, dept_id: str, who: Admin) -> Any:
+    return get_services(request).registry.list_systems(dept_id)
+
+
+@router.post(
+    "/departments/{dept_id}/keys",
+    response_model=KeyPublic,
+    status_code=201,
+    responses=PROBLEMS,
+    summary="Add a public signing key (JWK) of a department",
+)
+def add_key(request: Request, dept_id: str, body: KeyCreate, who: Admin) -> Any:
+    return get_services(request).registry.add_key(dept_id, body, actor=who.actor)
+
+
+@router.get(
+    "/departments/{dept_id}/keys",
+    response_model=list[KeyPublic],
+    responses=PROBLEMS,
+    summary="All keys of a department, with validity and revocation",
+)
+def list_keys(request: Request, dept_id: str) -> Any:
+    registry = get_services(request).registry
+    registry.get_department(dept_id)
+    return registry.list_keys(dept_id)
+
+
+@router.get(
+    "/departments/{dept_id}/jwks.json",
+    response_model=JWKSet,
+    responses=PROBLEMS,
+    summary="The department's currently usable public keys as a JWK Set",
+)
+def department_jwks(request: Request, dept_id: str) -> JWKSet:
+    services = get_services(request)
+    services.registry.get_department(dept_id)
+    now = services.registry.clock()
+    keys = [k.jwk for k in services.registry.list_keys(dept_id) if k.usable_at(now)]
+    return JWKSet(keys=keys)
+
+
+@router.post(
+    "/keys/{kid}/revoke",
+    response_model=KeyPublic,
+    responses=PROBLEMS,
+    summary="Revoke a key: it verifies nothing from now on",
+)
+def revoke_key(request: Request, kid: str, body: KeyRevoke, who: Admin) -> Any:
+    return get_services(request).registry.revoke_key(kid, body.reason, actor=who.actor)

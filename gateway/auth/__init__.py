@@ -1,0 +1,1 @@
+"""Authentication: human users (officers, auditors, admins) and department systems."""

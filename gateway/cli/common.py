@@ -1,0 +1,70 @@
+"""Shared CLI plumbing: settings, services, rich output and error reporting."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from gateway.errors import AccordError
+from gateway.services import Services, build_services
+from gateway.settings import Settings
+
+__all__ = ["console", "err_console", "handle_errors", "load_json_file", "open_services", "settings"]
+
+console = Console()
+err_console = Console(stderr=True)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err_console.print(f"[red]configuration error:[/red] {exc.errors()[0]['msg']}")
+        raise typer.Exit(2) from exc
+
+
+def open_services() -> Services:
+    return build_services(settings())
+
+
+def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Report Accord errors as one readable line and a non-zero exit, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except AccordError as exc:
+            err_console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {exc.detail}")
+            for item in exc.extra.get("errors", [])[:10]:
+                err_console.print(f"  {item.get('field')}: {item.get('reason')}")
+            raise typer.Exit(1) from exc
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = "/".join(str(p) for p in first["loc"])
+            err_console.print(
+                f"[red]error[/red] [bold]validation_failed[/bold]: {loc}: {first['msg']}"
+            )
+            raise typer.Exit(1) from exc
+
+    return wrapper
+
+
+def load_json_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        err_console.print(f"[red]error[/red] cannot read {path}: {exc.strerror}")
+        raise typer.Exit(1) from exc
+    except ValueError as exc:
+        err_console.print(f"[red]error[/red] [bold]malformed_json[/bold]: {path}: {exc}")
+        raise typer.Exit(1) from exc

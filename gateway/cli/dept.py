@@ -1,0 +1,100 @@
+"""``accord dept``: register departments, their systems and keys (operator side)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from gateway.cli.common import console, handle_errors, load_json_file, open_services
+from gateway.registry.models import DepartmentCreate, KeyCreate, SystemCreate
+
+dept_app = typer.Typer(help="Manage departments, systems and keys.", no_args_is_help=True)
+ACTOR = "cli:operator"
+
+
+@dept_app.command("register")
+@handle_errors
+def register(
+    dept_id: str,
+    name: Annotated[str, typer.Option(help="Full name")],
+    clearance: Annotated[str, typer.Option(help="A level of the classification scheme")],
+    caveat: Annotated[list[str] | None, typer.Option(help="Caveat held (repeatable)")] = None,
+    contact: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Register a department."""
+    services = open_services()
+    dept = services.registry.register_department(
+        DepartmentCreate(
+            id=dept_id, name=name, clearance=clearance, caveats=caveat or [], contact=contact
+        ),
+        actor=ACTOR,
+    )
+    console.print(f"registered [bold]{dept.id}[/bold] ({dept.name}), clearance {dept.clearance}")
+
+
+@dept_app.command("add-system")
+@handle_errors
+def add_system(
+    dept_id: str,
+    system_id: str,
+    name: Annotated[str, typer.Option()] = "",
+    capability: Annotated[list[str] | None, typer.Option(help="e.g. citizen_portal")] = None,
+) -> None:
+    """Register a system of a department (the `sub` of its request tokens)."""
+    services = open_services()
+    services.registry.add_system(
+        dept_id,
+        SystemCreate(system_id=system_id, name=name, capabilities=capability or []),
+        actor=ACTOR,
+    )
+    console.print(f"registered system [bold]{system_id}[/bold] of {dept_id}")
+
+
+@dept_app.command("add-key")
+@handle_errors
+def add_key(
+    dept_id: str,
+    jwk_file: Annotated[Path, typer.Argument(help="Public JWK (JSON) file")],
+    not_before: Annotated[datetime | None, typer.Option()] = None,
+    not_after: Annotated[datetime | None, typer.Option()] = None,
+) -> None:
+    """Add a public key to a department (several keys may be live at once)."""
+    services = open_services()
+    row = services.registry.add_key(
+        dept_id,
+        KeyCreate(jwk=load_json_file(jwk_file), not_before=not_before, not_after=not_after),
+        actor=ACTOR,
+    )
+    console.print(f"added key [bold]{row.kid}[/bold] ({row.alg}) to {dept_id}")
+
+
+@dept_app.command("revoke-key")
+@handle_errors
+def revoke_key(
+    kid: str, reason: Annotated[str, typer.Option(help="Why the key is revoked")]
+) -> None:
+    """Revoke a key: it verifies nothing from now on."""
+    services = open_services()
+    row = services.registry.revoke_key(kid, reason, actor=ACTOR)
+    console.print(f"revoked key [bold]{row.kid}[/bold] of {row.department_id}")
+
+
+@dept_app.command("list")
+@handle_errors
+def list_departments(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List registered departments."""
+    services = open_services()
+    depts = services.registry.list_departments()
+    if as_json:
+        print(json.dumps([d.model_dump(mode="json") for d in depts], indent=2))
+        return
+    table = Table("id", "name", "clearance", "caveats", "status", "keys")
+    for d in depts:
+        keys = services.registry.list_keys(d.id)
+        table.add_row(d.id, d.name, d.clearance, ",".join(d.caveats), d.status, str(len(keys)))
+    console.print(table)
