@@ -1,0 +1,292 @@
+"""REST/JSON connector: a department API reached with pooled async httpx.
+
+Bodies are streamed and cut off at the byte cap (checked on decoded bytes, so
+a gzip bomb is capped too); only ``application/json`` answers are parsed; keys
+are percent-encoded into the path so a key can never change the URL; proxies
+from the environment and redirects are ignored so requests go exactly where
+the config says.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from connectors._entities import EntitySpec, entity, parse_entities, project
+from connectors.interface import (
+    Connector,
+    ConnectorAuthFailed,
+    ConnectorBadResponse,
+    ConnectorConfigError,
+    ConnectorTimeout,
+    ConnectorUnavailable,
+    EntitySchema,
+    FetchContext,
+    FetchResult,
+    Health,
+    NotFound,
+    Page,
+    ResponseTooLarge,
+    freeze_record,
+)
+from connectors.resilience import Deadline, Resilience, ResilienceSettings, RetryableFault
+
+__all__ = ["RestConnector"]
+
+_TRANSIENT_STATUS = frozenset({502, 503, 504})
+
+
+class RestConnector(Connector):
+    """Reads entities from ``base_url`` using per-entity path templates."""
+
+    kind = "rest"
+
+    def __init__(self, config: Mapping[str, Any], *, transport: httpx.AsyncBaseTransport | None = None):
+        name = str(config.get("name", "rest"))
+        super().__init__(name)
+        base_url = config.get("base_url")
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ConnectorConfigError("rest connector needs an http(s) base_url", connector=name)
+        self.entities = parse_entities(config, name)
+        self.settings = ResilienceSettings.from_config(dict(config))
+        self.resilience = Resilience(name, self.settings)
+        self.health_path = str(config.get("health_path", "/healthz"))
+        self.openapi_path = str(config.get("openapi_path", "/openapi.json"))
+        s = self.settings
+        tls = config.get("tls") or {}
+        verify: Any = True
+        cert: Any = None
+        if tls.get("ca_file"):
+            import ssl
+
+            ctx = ssl.create_default_context(cafile=str(tls["ca_file"]))
+            if tls.get("client_cert"):
+                ctx.load_cert_chain(str(tls["client_cert"]), tls.get("client_key"))
+            verify = ctx
+        elif tls.get("client_cert"):
+            cert = (str(tls["client_cert"]), tls.get("client_key"))
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            headers=_auth_headers(config.get("auth"), name),
+            timeout=httpx.Timeout(
+                connect=s.connect_timeout, read=s.read_timeout, write=s.read_timeout,
+                pool=s.total_timeout,
+            ),
+            limits=httpx.Limits(
+                max_connections=s.max_concurrency, max_keepalive_connections=s.max_concurrency
+            ),
+            verify=verify,
+            cert=cert,
+            trust_env=False,
+            follow_redirects=False,
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # ----------------------------------------------------------------- interface
+
+    async def check(self, ctx: FetchContext | None = None) -> Health:
+        start = time.perf_counter()
+
+        async def op(deadline: Deadline) -> Any:
+            return await self._get_json(self.health_path, {}, deadline)
+
+        await self.resilience.call(op, idempotent=True, ctx=ctx)
+        return Health(self.name, self.kind, "ok", (time.perf_counter() - start) * 1000)
+
+    async def discover(self, ctx: FetchContext | None = None) -> tuple[EntitySchema, ...]:
+        async def op(deadline: Deadline) -> Any:
+            return await self._get_json(self.openapi_path, {}, deadline)
+
+        doc = await self.resilience.call(op, idempotent=True, ctx=ctx)
+        components = (doc.get("components") or {}).get("schemas") or {}
+        out = []
+        for spec in self.entities.values():
+            name = spec.options.get("schema")
+            schema: dict[str, Any] = {"type": "object"}
+            if isinstance(name, str) and isinstance(components.get(name), dict):
+                schema = dict(components[name])
+                schema["$defs"] = components
+            schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+            props = schema.get("properties")
+            if isinstance(props, dict):
+                schema["properties"] = {k: v for k, v in props.items() if k in spec.fields}
+            out.append(EntitySchema(spec.name, spec.key, schema))
+        return tuple(out)
+
+    async def fetch(
+        self, entity_name: str, key: str, fields: Sequence[str], ctx: FetchContext | None = None
+    ) -> FetchResult:
+        spec = entity(self.entities, entity_name, self.name)
+        wanted = spec.check_fields(fields, self.name)
+        spec.check_key(key, self.name)
+        path = str(spec.options.get("path", f"/{spec.name}/{{key}}")).replace(
+            "{key}", quote(key, safe="")
+        )
+        params = self._fields_param(spec, wanted)
+
+        async def op(deadline: Deadline) -> Any:
+            return await self._get_json(path, params, deadline)
+
+        doc = await self.resilience.call(op, idempotent=True, ctx=ctx)
+        record = _dig(doc, spec.options.get("record_path"), self.name)
+        if not isinstance(record, dict):
+            raise ConnectorBadResponse("record is not a JSON object", connector=self.name)
+        return FetchResult(self.name, spec.name, key, freeze_record(project(record, wanted)), wanted)
+
+    async def read(
+        self,
+        entity_name: str,
+        fields: Sequence[str],
+        *,
+        filters: Mapping[str, str] | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+        ctx: FetchContext | None = None,
+    ) -> Page:
+        spec = entity(self.entities, entity_name, self.name)
+        wanted = spec.check_fields(fields, self.name)
+        if filters:
+            spec.check_fields(list(filters), self.name)
+        params = self._fields_param(spec, wanted)
+        params.update({k: str(v) for k, v in (filters or {}).items()})
+        params[str(spec.options.get("limit_param", "limit"))] = str(max(1, min(limit, 1000)))
+        if cursor is not None:
+            params[str(spec.options.get("cursor_param", "cursor"))] = cursor
+        path = str(spec.options.get("list_path", f"/{spec.name}"))
+
+        async def op(deadline: Deadline) -> Any:
+            return await self._get_json(path, params, deadline)
+
+        doc = await self.resilience.call(op, idempotent=True, ctx=ctx)
+        items = _dig(doc, spec.options.get("records_path", "items"), self.name)
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise ConnectorBadResponse("page is not a list of objects", connector=self.name)
+        nxt = _dig(doc, spec.options.get("next_path", "next"), self.name, missing_ok=True)
+        if nxt is not None and not isinstance(nxt, str):
+            raise ConnectorBadResponse("next cursor is not a string", connector=self.name)
+        records = tuple(freeze_record(project(i, wanted)) for i in items)
+        return Page(self.name, spec.name, records, nxt, wanted)
+
+    # ----------------------------------------------------------------- transport
+
+    def _fields_param(self, spec: EntitySpec, wanted: tuple[str, ...]) -> dict[str, str]:
+        param = spec.options.get("fields_param")
+        return {str(param): ",".join(wanted)} if param else {}
+
+    async def _get_json(self, path: str, params: Mapping[str, str], deadline: Deadline) -> Any:
+        cap = self.settings.max_response_bytes
+        try:
+            async with self._client.stream(
+                "GET", path, params=params, headers={"Accept": "application/json"}
+            ) as resp:
+                self._check_status(resp)
+                ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+                if ctype != "application/json" and not ctype.endswith("+json"):
+                    raise ConnectorBadResponse(
+                        "provider answered with a non-JSON content type", connector=self.name
+                    )
+                declared = resp.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > cap:
+                    raise ResponseTooLarge("declared body exceeds the cap", connector=self.name)
+                body = bytearray()
+                async for chunk in resp.aiter_bytes():
+                    body += chunk
+                    if len(body) > cap:
+                        raise ResponseTooLarge("body exceeds the cap", connector=self.name)
+        except httpx.ConnectTimeout as exc:
+            raise RetryableFault(
+                "connect timed out", connector=self.name,
+                final=ConnectorTimeout("connect to provider timed out", connector=self.name),
+            ) from exc
+        except httpx.ConnectError as exc:
+            raise RetryableFault(
+                "connect failed", connector=self.name,
+                final=ConnectorUnavailable("provider refused the connection", connector=self.name),
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise ConnectorTimeout("provider read timed out", connector=self.name) from exc
+        except httpx.DecodingError as exc:
+            raise ConnectorBadResponse("body could not be decoded", connector=self.name) from exc
+        except httpx.HTTPError as exc:
+            raise ConnectorUnavailable(
+                f"transport failure ({type(exc).__name__})", connector=self.name
+            ) from exc
+        return _parse_json(bytes(body), self.name)
+
+    def _check_status(self, resp: httpx.Response) -> None:
+        status = resp.status_code
+        if 200 <= status < 300:
+            return
+        if status == 404:
+            raise NotFound("provider has no such record", connector=self.name)
+        if status in (401, 403):
+            raise ConnectorAuthFailed(
+                f"provider refused our credentials ({status})", connector=self.name
+            )
+        final = ConnectorUnavailable(f"provider answered {status}", connector=self.name)
+        if status in _TRANSIENT_STATUS:
+            raise RetryableFault(f"status {status}", connector=self.name, final=final)
+        if status == 429:
+            after = _retry_after(resp.headers.get("retry-after"))
+            if after is not None:
+                raise RetryableFault("rate limited", connector=self.name, retry_after=after,
+                                     final=final)
+            raise final
+        if status >= 500:
+            raise final
+        raise ConnectorBadResponse(f"provider answered {status}", connector=self.name)
+
+
+def _auth_headers(auth: Any, connector: str) -> dict[str, str]:
+    if not auth:
+        return {}
+    if not isinstance(auth, Mapping) or not isinstance(auth.get("token"), str):
+        raise ConnectorConfigError("auth needs a 'token' string", connector=connector)
+    header = str(auth.get("header", "Authorization"))
+    scheme = auth.get("scheme", "Bearer" if header.lower() == "authorization" else None)
+    token = auth["token"]
+    if not token:
+        raise ConnectorConfigError("auth token is empty", connector=connector)
+    return {header: f"{scheme} {token}" if scheme else token}
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        secs = float(value.strip())
+    except ValueError:
+        return None  # HTTP-date form: we do not wait on a server's clock
+    return secs if 0 <= secs < 3600 else None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _parse_json(body: bytes, connector: str) -> Any:
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError, UnicodeDecodeError) as exc:
+        raise ConnectorBadResponse("body is not valid JSON", connector=connector) from exc
+
+
+def _dig(doc: Any, path: Any, connector: str, *, missing_ok: bool = False) -> Any:
+    if not path:
+        return doc
+    cur = doc
+    for part in str(path).split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            if missing_ok:
+                return None
+            raise ConnectorBadResponse(f"response lacks {path!r}", connector=connector)
+        cur = cur[part]
+    return cur

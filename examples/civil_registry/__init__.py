@@ -1,0 +1,1 @@
+"""Sample civil registry: a REST/JSON API over its own SQLite database."""

@@ -1,0 +1,1 @@
+"""Sample welfare office: nightly CSV exports dropped into a folder."""
