@@ -1,0 +1,278 @@
+"""Compile a declarative mapping spec once into plain Python functions.
+
+The spec is validated against ``schemas/mapping.schema.json`` and turned into
+a list of (target path, getter) closures; mapping a record is then a loop
+over that list with no interpretation left. Only targets named in the spec
+are ever written, so unmapped source fields are dropped by construction, and
+the output is validated against the target JSON Schema before anyone sees it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from connectors.interface import MappingError
+from connectors.mapping.steps import Step, StepFailed, compile_step
+
+__all__ = [
+    "MAPPING_SCHEMA",
+    "CompiledMapping",
+    "compile_mapping",
+    "load_mapping",
+    "validate_spec",
+]
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+MAPPING_SCHEMA = SCHEMAS / "mapping.schema.json"
+_MISSING: Any = object()
+Getter = Callable[[Mapping[str, Any]], Any]
+_spec_validator: jsonschema.Draft202012Validator | None = None
+
+
+def validate_spec(spec: Any) -> None:
+    """Raise ``MappingError`` unless ``spec`` is a valid mapping document."""
+    global _spec_validator
+    if _spec_validator is None:
+        _spec_validator = jsonschema.Draft202012Validator(
+            json.loads(MAPPING_SCHEMA.read_text(encoding="utf-8"))
+        )
+    errors = sorted(_spec_validator.iter_errors(spec), key=lambda e: list(e.absolute_path))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
+        raise MappingError(f"mapping spec invalid at {where}: {errors[0].message}")
+
+
+def load_mapping(path: str | Path, target_schema: Mapping[str, Any] | None = None,
+                 *, schemas_dir: Path | None = None) -> CompiledMapping:
+    """Read a YAML spec file and compile it."""
+    try:
+        spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise MappingError(f"cannot read mapping {Path(path).name}") from exc
+    return compile_mapping(spec, target_schema, schemas_dir=schemas_dir)
+
+
+def _getter(path: str) -> Getter:
+    parts = tuple(int(p) if p.isdigit() else p for p in path.split("."))
+    if len(parts) == 1 and isinstance(parts[0], str):
+        key = parts[0]
+
+        def get_one(rec: Mapping[str, Any]) -> Any:
+            return rec.get(key, _MISSING)
+
+        return get_one
+
+    def get_path(rec: Mapping[str, Any]) -> Any:
+        cur: Any = rec
+        for p in parts:
+            if isinstance(p, int) and isinstance(cur, list):
+                if p >= len(cur):
+                    return _MISSING
+                cur = cur[p]
+            elif isinstance(cur, Mapping) and p in cur:
+                cur = cur[p]
+            else:
+                return _MISSING
+        return cur
+
+    return get_path
+
+
+def _condition(cond: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bool]:
+    get = _getter(cond["field"])
+    if "equals" in cond:
+        want = cond["equals"]
+        return lambda rec: get(rec) == want
+    if "not_equals" in cond:
+        avoid = cond["not_equals"]
+        return lambda rec: get(rec) != avoid
+    if "in" in cond:
+        allowed = list(cond["in"])
+        return lambda rec: get(rec) in allowed
+    present = bool(cond["present"])
+    return lambda rec: (get(rec) not in (_MISSING, None, "")) == present
+
+
+def _source(rule: Mapping[str, Any], codelists: Mapping[str, Any], where: str,
+            depth: int) -> Getter:
+    if "from" in rule:
+        return _getter(rule["from"])
+    if "const" in rule:
+        value = rule["const"]
+        return lambda rec: value
+    if "concat" in rule:
+        parts = [(_getter(p["from"]) if "from" in p else None, p.get("const"))
+                 for p in rule["concat"]["parts"]]
+        sep = rule["concat"].get("separator", "")
+
+        def concat(rec: Mapping[str, Any]) -> Any:
+            out = []
+            for get, const in parts:
+                v = const if get is None else get(rec)
+                if v is _MISSING or v is None or v == "":
+                    continue
+                out.append(v if isinstance(v, str) else str(v))
+            return sep.join(out) if out else _MISSING
+
+        return concat
+    if depth >= 3:
+        raise MappingError(f"{where}: 'each' nests too deep")
+    get_list = _getter(rule["each"]["from"])
+    inner = _compile_fields(rule["each"]["fields"], codelists, where + "[]", depth + 1)
+
+    def each(rec: Mapping[str, Any]) -> Any:
+        items = get_list(rec)
+        if items is _MISSING or items is None:
+            return _MISSING
+        if not isinstance(items, list):
+            raise StepFailed("each: source is not a list")
+        return [_apply(inner, item if isinstance(item, Mapping) else {}) for item in items]
+
+    return each
+
+
+_Field = tuple[str, tuple[str, ...], Getter, bool]
+
+
+def _compile_rule(target: str, name: str, rule: Mapping[str, Any],
+                  codelists: Mapping[str, Any], depth: int) -> _Field:
+    source = _source(rule, codelists, name, depth)
+    try:
+        steps: tuple[Step, ...] = tuple(compile_step(s, codelists) for s in rule.get("steps", []))
+    except KeyError as exc:
+        raise MappingError(f"{name}: {exc.args[0]}") from None
+    default = rule.get("default", _MISSING)
+    when = _condition(rule["when"]) if "when" in rule else None
+    required = bool(rule.get("required", False))
+
+    def value(rec: Mapping[str, Any]) -> Any:
+        if when is not None and not when(rec):
+            return _MISSING
+        v = source(rec)
+        if v is _MISSING or v is None or v == "":
+            return default
+        for step in steps:
+            v = step(v)
+        return v
+
+    return name, tuple(target.split(".")), value, required
+
+
+def _compile_fields(fields: Mapping[str, Any], codelists: Mapping[str, Any], where: str,
+                    depth: int) -> tuple[_Field, ...]:
+    return tuple(_compile_rule(t, f"{where}.{t}" if where else t, r, codelists, depth)
+                 for t, r in fields.items())
+
+
+def _apply(fields: Sequence[_Field], rec: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, path, value, required in fields:
+        try:
+            v = value(rec)
+        except StepFailed as exc:
+            raise MappingError(f"{name}: {exc}") from None
+        if v is _MISSING:
+            if required:
+                raise MappingError(f"{name}: required value is missing")
+            continue
+        if len(path) == 1:
+            out[path[0]] = v
+        else:
+            node = out
+            for p in path[:-1]:
+                node = node.setdefault(p, {})
+            node[path[-1]] = v
+    return out
+
+
+@dataclass(frozen=True)
+class CompiledMapping:
+    """A compiled spec: ``map(record)`` gives a validated target record."""
+
+    source_system: str
+    source_entity: str
+    target_model: str
+    fields: tuple[_Field, ...]
+    source_fields: Mapping[str, frozenset[str]]
+    validator: jsonschema.Draft202012Validator | None
+
+    @property
+    def target_fields(self) -> tuple[str, ...]:
+        return tuple(f[0] for f in self.fields)
+
+    def required_source_fields(self, target_fields: Iterable[str] | None = None) -> tuple[str, ...]:
+        """Top-level provider fields needed for ``target_fields`` (for push-down)."""
+        wanted = self.target_fields if target_fields is None else tuple(target_fields)
+        unknown = [t for t in wanted if t not in self.source_fields]
+        if unknown:
+            raise MappingError(f"mapping does not produce {sorted(unknown)}")
+        needed: set[str] = set()
+        for t in wanted:
+            needed |= self.source_fields[t]
+        return tuple(sorted(needed))
+
+    def map_unvalidated(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        return _apply(self.fields, record)
+
+    def validate(self, output: Mapping[str, Any], *, partial: bool = False) -> None:
+        if self.validator is None:
+            return
+        for error in self.validator.iter_errors(output):
+            if partial and error.validator == "required":
+                continue  # the caller asked for a subset of the model's fields
+            where = "/".join(str(p) for p in error.absolute_path) or "(record)"
+            raise MappingError(f"{self.target_model} output invalid at {where}: "
+                               f"{error.validator} check failed")
+
+    def map(self, record: Mapping[str, Any], *, partial: bool = False) -> dict[str, Any]:
+        out = _apply(self.fields, record)
+        self.validate(out, partial=partial)
+        return out
+
+
+def _top(path: str) -> str:
+    return path.split(".")[0]
+
+
+def _sources_of(rule: Mapping[str, Any]) -> frozenset[str]:
+    found: set[str] = set()
+    if "from" in rule:
+        found.add(_top(rule["from"]))
+    if "concat" in rule:
+        found |= {_top(p["from"]) for p in rule["concat"]["parts"] if "from" in p}
+    if "each" in rule:
+        found.add(_top(rule["each"]["from"]))
+    if "when" in rule:
+        found.add(_top(rule["when"]["field"]))
+    return frozenset(found)
+
+
+def compile_mapping(spec: Any, target_schema: Mapping[str, Any] | None = None,
+                    *, schemas_dir: Path | None = None) -> CompiledMapping:
+    """Validate and compile ``spec``; the target schema defaults to the canonical model."""
+    validate_spec(spec)
+    codelists = spec.get("codelists", {})
+    fields = _compile_fields(spec["fields"], codelists, "", 0)
+    model = spec["target"]["model"]
+    if target_schema is None:
+        from connectors.mapping.canonical import canonical_schema
+
+        target_schema = canonical_schema(model, schemas_dir)
+    validator = jsonschema.Draft202012Validator(
+        target_schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    return CompiledMapping(
+        source_system=spec["source"]["system"],
+        source_entity=spec["source"]["entity"],
+        target_model=model,
+        fields=fields,
+        source_fields={t: _sources_of(r) for t, r in spec["fields"].items()},
+        validator=validator,
+    )
