@@ -28,6 +28,7 @@ _PATH_KEYS = ("wsdl", "directory")
 
 def _expand(value: Any, env: Mapping[str, str]) -> Any:
     if isinstance(value, str):
+
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
             if name in env:

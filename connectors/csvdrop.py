@@ -86,8 +86,11 @@ class CsvConnector(Connector):
         for spec in self.entities.values():
             index = await self._load(spec, ctx)
             props = {h: {"type": "string"} for h in index.header if h in spec.fields}
-            schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-                      "type": "object", "properties": props}
+            schema = {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "properties": props,
+            }
             out.append(EntitySchema(spec.name, spec.key, schema))
         return tuple(out)
 
@@ -101,8 +104,9 @@ class CsvConnector(Connector):
         pos = index.by_key.get(key)
         if pos is None:
             raise NotFound("provider has no such record", connector=self.name)
-        return FetchResult(self.name, spec.name, key,
-                           freeze_record(project(index.rows[pos], wanted)), wanted)
+        return FetchResult(
+            self.name, spec.name, key, freeze_record(project(index.rows[pos], wanted)), wanted
+        )
 
     async def read(
         self,
@@ -139,8 +143,9 @@ class CsvConnector(Connector):
     def _latest(self, spec: EntitySpec) -> Path:
         pattern = str(spec.options.get("pattern", f"{spec.name}*.csv"))
         if "/" in pattern or ".." in pattern:
-            raise ConnectorConfigError("file pattern must not leave the drop folder",
-                                       connector=self.name)
+            raise ConnectorConfigError(
+                "file pattern must not leave the drop folder", connector=self.name
+            )
         try:
             files = sorted(p for p in self.directory.glob(pattern) if p.is_file())
         except OSError as exc:
@@ -167,8 +172,9 @@ class CsvConnector(Connector):
         result: _Index = await self.resilience.call(op, idempotent=True, ctx=ctx)
         return result
 
-    def _parse(self, spec: EntitySpec, path: Path, stamp: tuple[str, int, int],
-               deadline: Deadline) -> _Index:
+    def _parse(
+        self, spec: EntitySpec, path: Path, stamp: tuple[str, int, int], deadline: Deadline
+    ) -> _Index:
         cap = self.settings.max_response_bytes
         try:
             with path.open("rb") as fh:
@@ -182,21 +188,25 @@ class CsvConnector(Connector):
         try:
             text = raw.decode(str(spec.options.get("encoding", "utf-8-sig")))
         except (UnicodeDecodeError, LookupError) as exc:
-            raise ConnectorBadResponse("export is not in its declared encoding",
-                                       connector=self.name) from exc
-        reader = csv.reader(io.StringIO(text, newline=""),
-                            delimiter=str(spec.options.get("delimiter", ",")), strict=True)
+            raise ConnectorBadResponse(
+                "export is not in its declared encoding", connector=self.name
+            ) from exc
+        reader = csv.reader(
+            io.StringIO(text, newline=""),
+            delimiter=str(spec.options.get("delimiter", ",")),
+            strict=True,
+        )
         try:
             header = tuple(next(reader))
         except StopIteration:
             raise ConnectorBadResponse("export is empty", connector=self.name) from None
         except csv.Error as exc:
-            raise ConnectorBadResponse("export header is malformed",
-                                       connector=self.name) from exc
+            raise ConnectorBadResponse("export header is malformed", connector=self.name) from exc
         missing = [c for c in (spec.key, *spec.fields) if c not in header]
         if missing or len(set(header)) != len(header):
-            raise ConnectorBadResponse("export header does not match the config",
-                                       connector=self.name)
+            raise ConnectorBadResponse(
+                "export header does not match the config", connector=self.name
+            )
         rows: list[dict[str, str]] = []
         by_key: dict[str, int] = {}
         key_col = header.index(spec.key)
@@ -205,15 +215,17 @@ class CsvConnector(Connector):
                 if not line:
                     continue
                 if len(line) != len(header) or any(len(c) > _MAX_FIELD for c in line):
-                    raise ConnectorBadResponse(f"export row {reader.line_num} is malformed",
-                                               connector=self.name)
+                    raise ConnectorBadResponse(
+                        f"export row {reader.line_num} is malformed", connector=self.name
+                    )
                 if len(rows) >= self.max_rows:
                     raise ResponseTooLarge("export has too many rows", connector=self.name)
                 if deadline.expired():
                     raise ConnectorTimeout("export took too long to read", connector=self.name)
                 if line[key_col] in by_key:
-                    raise ConnectorBadResponse(f"duplicate key at row {reader.line_num}",
-                                               connector=self.name)
+                    raise ConnectorBadResponse(
+                        f"duplicate key at row {reader.line_num}", connector=self.name
+                    )
                 by_key[line[key_col]] = len(rows)
                 rows.append(dict(zip(header, line, strict=True)))
         except csv.Error as exc:

@@ -18,13 +18,13 @@ from typing import Any, ClassVar
 
 __all__ = [
     "CircuitOpen",
+    "Connector",
     "ConnectorAuthFailed",
     "ConnectorBadResponse",
     "ConnectorConfigError",
     "ConnectorError",
     "ConnectorTimeout",
     "ConnectorUnavailable",
-    "Connector",
     "EntitySchema",
     "FetchContext",
     "FetchResult",

@@ -108,9 +108,7 @@ class CircuitBreaker:
     def before_call(self, connector: str) -> None:
         state = self.state
         if state == "open" or (state == "half_open" and self._trial_running):
-            raise CircuitOpen(
-                "provider failed repeatedly; calls are paused", connector=connector
-            )
+            raise CircuitOpen("provider failed repeatedly; calls are paused", connector=connector)
         if state == "half_open":
             self._trial_running = True
 
@@ -185,9 +183,11 @@ class Resilience:
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
-            delay = min(s.retry_backoff * (2 ** (state.attempt_number - 1)), s.retry_max_wait)
+            delay: float = min(
+                s.retry_backoff * (2 ** (state.attempt_number - 1)), s.retry_max_wait
+            )
             if isinstance(exc, RetryableFault) and exc.retry_after is not None:
-                delay = exc.retry_after
+                delay = float(exc.retry_after)
             if delay >= deadline.remaining() or delay > s.retry_max_wait:
                 # Waiting would overrun the deadline: give up now with the real fault.
                 raise _final(exc, self.connector)

@@ -46,7 +46,9 @@ class RestConnector(Connector):
 
     kind = "rest"
 
-    def __init__(self, config: Mapping[str, Any], *, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self, config: Mapping[str, Any], *, transport: httpx.AsyncBaseTransport | None = None
+    ):
         name = str(config.get("name", "rest"))
         super().__init__(name)
         base_url = config.get("base_url")
@@ -74,7 +76,9 @@ class RestConnector(Connector):
             base_url=base_url,
             headers=_auth_headers(config.get("auth"), name),
             timeout=httpx.Timeout(
-                connect=s.connect_timeout, read=s.read_timeout, write=s.read_timeout,
+                connect=s.connect_timeout,
+                read=s.read_timeout,
+                write=s.read_timeout,
                 pool=s.total_timeout,
             ),
             limits=httpx.Limits(
@@ -139,7 +143,9 @@ class RestConnector(Connector):
         record = _dig(doc, spec.options.get("record_path"), self.name)
         if not isinstance(record, dict):
             raise ConnectorBadResponse("record is not a JSON object", connector=self.name)
-        return FetchResult(self.name, spec.name, key, freeze_record(project(record, wanted)), wanted)
+        return FetchResult(
+            self.name, spec.name, key, freeze_record(project(record, wanted)), wanted
+        )
 
     async def read(
         self,
@@ -203,12 +209,14 @@ class RestConnector(Connector):
                         raise ResponseTooLarge("body exceeds the cap", connector=self.name)
         except httpx.ConnectTimeout as exc:
             raise RetryableFault(
-                "connect timed out", connector=self.name,
+                "connect timed out",
+                connector=self.name,
                 final=ConnectorTimeout("connect to provider timed out", connector=self.name),
             ) from exc
         except httpx.ConnectError as exc:
             raise RetryableFault(
-                "connect failed", connector=self.name,
+                "connect failed",
+                connector=self.name,
                 final=ConnectorUnavailable("provider refused the connection", connector=self.name),
             ) from exc
         except httpx.TimeoutException as exc:
@@ -237,8 +245,9 @@ class RestConnector(Connector):
         if status == 429:
             after = _retry_after(resp.headers.get("retry-after"))
             if after is not None:
-                raise RetryableFault("rate limited", connector=self.name, retry_after=after,
-                                     final=final)
+                raise RetryableFault(
+                    "rate limited", connector=self.name, retry_after=after, final=final
+                )
             raise final
         if status >= 500:
             raise final

@@ -50,22 +50,36 @@ __all__ = ["SoapConnector", "hardened_parser"]
 
 _SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 _SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
-_XSD_JSON = {"int": "integer", "integer": "integer", "long": "integer", "short": "integer",
-             "decimal": "string", "boolean": "boolean", "double": "number", "float": "number"}
+_XSD_JSON = {
+    "int": "integer",
+    "integer": "integer",
+    "long": "integer",
+    "short": "integer",
+    "decimal": "string",
+    "boolean": "boolean",
+    "double": "number",
+    "float": "number",
+}
 
 
 def hardened_parser() -> etree.XMLParser:
     """An lxml parser that never resolves entities, loads DTDs or touches the network."""
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                           dtd_validation=False, huge_tree=False, remove_comments=True,
-                           remove_pis=True)
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
 
 
-class _LocalOnlyTransport(zeep.Transport):  # type: ignore[misc]
+class _LocalOnlyTransport(zeep.Transport):
     """zeep transport that may read the local WSDL but never fetches anything."""
 
     def __init__(self) -> None:
-        super().__init__(timeout=1)
+        super().__init__(timeout=1)  # type: ignore[no-untyped-call]
 
     def _load_remote_data(self, url: str) -> bytes:
         raise ConnectorConfigError("WSDL/XSD imports over the network are refused")
@@ -86,10 +100,16 @@ class SoapConnector(Connector):
         self.settings = ResilienceSettings.from_config(dict(config))
         self.resilience = Resilience(name, self.settings)
         try:
-            self._zeep = zeep.Client(
-                wsdl, transport=_LocalOnlyTransport(),
-                settings=Settings(strict=True, forbid_dtd=True, forbid_entities=True,
-                                  forbid_external=True, xml_huge_tree=False),
+            self._zeep = zeep.Client(  # type: ignore[no-untyped-call]
+                wsdl,
+                transport=_LocalOnlyTransport(),
+                settings=Settings(
+                    strict=True,
+                    forbid_dtd=True,
+                    forbid_entities=True,
+                    forbid_external=True,
+                    xml_huge_tree=False,
+                ),
             )
         except (zeep.exceptions.Error, etree.XMLSyntaxError, OSError) as exc:
             raise ConnectorConfigError(f"WSDL does not load: {exc}", connector=name) from exc
@@ -106,14 +126,18 @@ class SoapConnector(Connector):
             try:
                 self._binding.get(op)
             except (ValueError, KeyError) as exc:
-                raise ConnectorConfigError(f"WSDL has no operation {op!r}",
-                                           connector=name) from exc
+                raise ConnectorConfigError(f"WSDL has no operation {op!r}", connector=name) from exc
         s = self.settings
         self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=s.connect_timeout, read=s.read_timeout,
-                                  write=s.read_timeout, pool=s.total_timeout),
+            timeout=httpx.Timeout(
+                connect=s.connect_timeout,
+                read=s.read_timeout,
+                write=s.read_timeout,
+                pool=s.total_timeout,
+            ),
             limits=httpx.Limits(max_connections=s.max_concurrency),
-            trust_env=False, follow_redirects=False,
+            trust_env=False,
+            follow_redirects=False,
         )
 
     async def aclose(self) -> None:
@@ -126,15 +150,16 @@ class SoapConnector(Connector):
         if isinstance(self.ping_operation, str):
             await self._invoke(self.ping_operation, {}, ctx)
         else:
+
             async def op(deadline: Deadline) -> None:
                 try:
                     r = await self._http.get(self.address, params={"wsdl": ""})
                 except httpx.HTTPError as exc:
-                    raise ConnectorUnavailable("provider unreachable",
-                                               connector=self.name) from exc
+                    raise ConnectorUnavailable("provider unreachable", connector=self.name) from exc
                 if r.status_code >= 400:
-                    raise ConnectorUnavailable(f"provider answered {r.status_code}",
-                                               connector=self.name)
+                    raise ConnectorUnavailable(
+                        f"provider answered {r.status_code}", connector=self.name
+                    )
 
             await self.resilience.call(op, idempotent=True, ctx=ctx)
         return Health(self.name, self.kind, "ok", (time.perf_counter() - start) * 1000)
@@ -154,8 +179,11 @@ class SoapConnector(Connector):
             for fname, element in getattr(node, "elements", []):
                 if fname in spec.fields:
                     props[fname] = {"type": _XSD_JSON.get(element.type.name or "", "string")}
-            schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-                      "type": "object", "properties": props}
+            schema = {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "properties": props,
+            }
             out.append(EntitySchema(spec.name, spec.key, schema))
         return tuple(out)
 
@@ -165,16 +193,21 @@ class SoapConnector(Connector):
         spec = entity(self.entities, entity_name, self.name)
         wanted = spec.check_fields(fields, self.name)
         spec.check_key(key, self.name)
-        result = await self._invoke(str(spec.options["operation"]), {spec.key: key}, ctx,
-                                    idempotent=bool(spec.options.get("idempotent", True)))
-        record = _plain(zeep.helpers.serialize_object(result, dict))
+        result = await self._invoke(
+            str(spec.options["operation"]),
+            {spec.key: key},
+            ctx,
+            idempotent=bool(spec.options.get("idempotent", True)),
+        )
+        record = _plain(zeep.helpers.serialize_object(result, dict))  # type: ignore[no-untyped-call]
         for part in str(spec.options.get("result_path", "")).split("."):
             if part:
                 record = record.get(part) if isinstance(record, dict) else None
         if not isinstance(record, dict):
             raise ConnectorBadResponse("reply does not hold a record", connector=self.name)
-        return FetchResult(self.name, spec.name, key, freeze_record(project(record, wanted)),
-                           wanted)
+        return FetchResult(
+            self.name, spec.name, key, freeze_record(project(record, wanted)), wanted
+        )
 
     async def read(
         self,
@@ -187,20 +220,31 @@ class SoapConnector(Connector):
         ctx: FetchContext | None = None,
     ) -> Page:
         spec = entity(self.entities, entity_name, self.name)
-        raise UnknownField(f"entity {spec.name!r} has no bulk operation in this service",
-                           connector=self.name)
+        raise UnknownField(
+            f"entity {spec.name!r} has no bulk operation in this service", connector=self.name
+        )
 
     # ----------------------------------------------------------------- wire
 
-    async def _invoke(self, operation: str, args: Mapping[str, Any], ctx: FetchContext | None,
-                      *, idempotent: bool = True) -> Any:
+    async def _invoke(
+        self,
+        operation: str,
+        args: Mapping[str, Any],
+        ctx: FetchContext | None,
+        *,
+        idempotent: bool = True,
+    ) -> Any:
         try:
-            envelope = self._zeep.create_message(self._service, operation, **args)
+            envelope = self._zeep.create_message(  # type: ignore[no-untyped-call]
+                self._service, operation, **args
+            )
         except (zeep.exceptions.Error, TypeError) as exc:
             raise UnknownField(f"cannot build {operation} request", connector=self.name) from exc
         payload = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
-        headers = {"Content-Type": "text/xml; charset=utf-8",
-                   "SOAPAction": f'"{self._binding.get(operation).soapaction or ""}"'}
+        headers = {
+            "Content-Type": "text/xml; charset=utf-8",
+            "SOAPAction": f'"{self._binding.get(operation).soapaction or ""}"',
+        }
 
         async def op(deadline: Deadline) -> Any:
             status, body = await self._post(payload, headers)
@@ -213,52 +257,69 @@ class SoapConnector(Connector):
                 if code in self.not_found_faults:
                     raise NotFound("provider has no such record", connector=self.name)
                 if status in (502, 503, 504):
-                    raise RetryableFault(f"status {status}", connector=self.name,
-                                         final=ConnectorUnavailable(f"provider answered {status}",
-                                                                    connector=self.name))
-                raise ConnectorBadResponse(f"provider returned a SOAP fault ({code or '?'})",
-                                           connector=self.name)
+                    raise RetryableFault(
+                        f"status {status}",
+                        connector=self.name,
+                        final=ConnectorUnavailable(
+                            f"provider answered {status}", connector=self.name
+                        ),
+                    )
+                raise ConnectorBadResponse(
+                    f"provider returned a SOAP fault ({code or '?'})", connector=self.name
+                )
             if status != 200:
                 raise ConnectorBadResponse(f"provider answered {status}", connector=self.name)
             try:
                 return self._binding.get(operation).process_reply(doc)
             except (zeep.exceptions.Error, ValueError, TypeError, AttributeError) as exc:
-                raise ConnectorBadResponse("reply does not match the WSDL",
-                                           connector=self.name) from exc
+                raise ConnectorBadResponse(
+                    "reply does not match the WSDL", connector=self.name
+                ) from exc
 
         return await self.resilience.call(op, idempotent=idempotent, ctx=ctx)
 
     async def _post(self, payload: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
         cap = self.settings.max_response_bytes
         try:
-            async with self._http.stream("POST", self.address, content=payload,
-                                         headers=headers) as resp:
+            async with self._http.stream(
+                "POST", self.address, content=payload, headers=headers
+            ) as resp:
                 status = resp.status_code
                 if status in (502, 503, 504) and not _is_xml(resp):
-                    raise RetryableFault(f"status {status}", connector=self.name,
-                                         final=ConnectorUnavailable(f"provider answered {status}",
-                                                                    connector=self.name))
+                    raise RetryableFault(
+                        f"status {status}",
+                        connector=self.name,
+                        final=ConnectorUnavailable(
+                            f"provider answered {status}", connector=self.name
+                        ),
+                    )
                 if not _is_xml(resp):
-                    raise ConnectorBadResponse("provider answered with a non-XML content type",
-                                               connector=self.name)
+                    raise ConnectorBadResponse(
+                        "provider answered with a non-XML content type", connector=self.name
+                    )
                 body = bytearray()
                 async for chunk in resp.aiter_bytes():
                     body += chunk
                     if len(body) > cap:
                         raise ResponseTooLarge("body exceeds the cap", connector=self.name)
         except httpx.ConnectTimeout as exc:
-            raise RetryableFault("connect timed out", connector=self.name,
-                                 final=ConnectorTimeout("connect timed out",
-                                                        connector=self.name)) from exc
+            raise RetryableFault(
+                "connect timed out",
+                connector=self.name,
+                final=ConnectorTimeout("connect timed out", connector=self.name),
+            ) from exc
         except httpx.ConnectError as exc:
-            raise RetryableFault("connect failed", connector=self.name,
-                                 final=ConnectorUnavailable("provider refused the connection",
-                                                            connector=self.name)) from exc
+            raise RetryableFault(
+                "connect failed",
+                connector=self.name,
+                final=ConnectorUnavailable("provider refused the connection", connector=self.name),
+            ) from exc
         except httpx.TimeoutException as exc:
             raise ConnectorTimeout("provider read timed out", connector=self.name) from exc
         except httpx.HTTPError as exc:
-            raise ConnectorUnavailable(f"transport failure ({type(exc).__name__})",
-                                       connector=self.name) from exc
+            raise ConnectorUnavailable(
+                f"transport failure ({type(exc).__name__})", connector=self.name
+            ) from exc
         return status, bytes(body)
 
 

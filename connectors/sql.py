@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -42,7 +42,14 @@ from connectors.resilience import Deadline, Resilience, ResilienceSettings, Retr
 
 __all__ = ["SqlConnector"]
 
-_JSON_TYPES: dict[type[Any], str] = {int: "integer", float: "number", str: "string", bool: "boolean"}
+T = TypeVar("T")
+
+_JSON_TYPES: dict[type[Any], str] = {
+    int: "integer",
+    float: "number",
+    str: "string",
+    bool: "boolean",
+}
 
 
 class SqlConnector(Connector):
@@ -122,8 +129,9 @@ class SqlConnector(Connector):
             raise NotFound("provider has no such record", connector=self.name)
         if len(rows) > 1:
             raise ConnectorBadResponse("key is not unique at the provider", connector=self.name)
-        return FetchResult(self.name, spec.name, key, freeze_record(project(rows[0], wanted)),
-                           wanted)
+        return FetchResult(
+            self.name, spec.name, key, freeze_record(project(rows[0], wanted)), wanted
+        )
 
     async def read(
         self,
@@ -170,18 +178,24 @@ class SqlConnector(Connector):
         schema = spec.options.get("schema")
 
         def reflect(conn: sa.Connection) -> sa.Table:
-            return sa.Table(table_name, sa.MetaData(), autoload_with=conn,
-                            schema=str(schema) if schema else None)
+            return sa.Table(
+                table_name,
+                sa.MetaData(),
+                autoload_with=conn,
+                schema=str(schema) if schema else None,
+            )
 
         try:
             table = await self._run(reflect, deadline)
         except sa.exc.NoSuchTableError as exc:
-            raise ConnectorConfigError(f"table {table_name!r} does not exist",
-                                       connector=self.name) from exc
+            raise ConnectorConfigError(
+                f"table {table_name!r} does not exist", connector=self.name
+            ) from exc
         missing = [c for c in (spec.key, *spec.fields) if c not in table.c]
         if missing:
-            raise ConnectorConfigError(f"table {table_name!r} lacks columns {missing}",
-                                       connector=self.name)
+            raise ConnectorConfigError(
+                f"table {table_name!r} lacks columns {missing}", connector=self.name
+            )
         self._tables[spec.name] = table
         return table
 
@@ -201,8 +215,8 @@ class SqlConnector(Connector):
 
         return await self._run(run, deadline)
 
-    async def _run(self, fn: Any, deadline: Deadline) -> Any:
-        def work() -> Any:
+    async def _run(self, fn: Callable[[sa.Connection], T], deadline: Deadline) -> T:
+        def work() -> T:
             with self.engine.connect() as conn:
                 _arm_sqlite_deadline(conn, deadline)
                 try:
@@ -221,7 +235,8 @@ class SqlConnector(Connector):
             if "interrupted" in text or "statement timeout" in text or "canceling" in text:
                 raise ConnectorTimeout("query exceeded its deadline", connector=self.name) from exc
             raise RetryableFault(
-                "database unavailable", connector=self.name,
+                "database unavailable",
+                connector=self.name,
                 final=ConnectorUnavailable("database unavailable", connector=self.name),
             ) from exc
         except DBAPIError as exc:
@@ -264,8 +279,12 @@ def _read_only_engine(url: str, s: ResilienceSettings, name: str) -> Engine:
     except (sa.exc.ArgumentError, ValueError) as exc:
         raise ConnectorConfigError("sql url does not parse", connector=name) from exc
     backend = parsed.get_backend_name()
-    pool = {"pool_size": s.max_concurrency, "max_overflow": 0,
-            "pool_timeout": s.total_timeout, "pool_pre_ping": True}
+    pool = {
+        "pool_size": s.max_concurrency,
+        "max_overflow": 0,
+        "pool_timeout": s.total_timeout,
+        "pool_pre_ping": True,
+    }
     if backend == "sqlite":
         db = parsed.database or ""
         if not db or db == ":memory:":

@@ -56,8 +56,12 @@ class Departments:
         return load_config(EXAMPLES / name / "connector.yaml", env=self.env)
 
     def url(self, name: str) -> str:
-        key = {"civil_registry": "CIVIL_REGISTRY_URL", "tax_authority": "TAX_AUTHORITY_URL",
-               "health_insurer": "HEALTH_INSURER_DB_URL", "welfare_office": "WELFARE_DROP_DIR"}
+        key = {
+            "civil_registry": "CIVIL_REGISTRY_URL",
+            "tax_authority": "TAX_AUTHORITY_URL",
+            "health_insurer": "HEALTH_INSURER_DB_URL",
+            "welfare_office": "WELFARE_DROP_DIR",
+        }
         return self.env[key[name]]
 
 
@@ -67,7 +71,12 @@ def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> Non
         if proc.poll() is not None:
             raise RuntimeError(f"{url}: department exited with {proc.returncode}")
         try:
-            if httpx.get(url, timeout=1.0, headers={"Authorization": f"Bearer {TOKEN}"}).status_code < 500:
+            if (
+                httpx.get(
+                    url, timeout=1.0, headers={"Authorization": f"Bearer {TOKEN}"}
+                ).status_code
+                < 500
+            ):
                 return
         except httpx.HTTPError:
             time.sleep(0.05)
@@ -97,20 +106,35 @@ def launch(
         for name in names:
             if name in ("civil_registry", "tax_authority"):
                 port = free_port()
-                proc = subprocess.Popen(_serve(name, data_dir, "--port", str(port)), cwd=ROOT,
-                                        env=env, stdout=subprocess.DEVNULL)
+                proc = subprocess.Popen(
+                    _serve(name, data_dir, "--port", str(port)),
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                )
                 deps.processes[name] = proc
                 base = f"http://127.0.0.1:{port}"
                 _wait(base + "/healthz", proc)
-                deps.env["CIVIL_REGISTRY_URL" if name == "civil_registry" else
-                         "TAX_AUTHORITY_URL"] = base
+                deps.env[
+                    "CIVIL_REGISTRY_URL" if name == "civil_registry" else "TAX_AUTHORITY_URL"
+                ] = base
             else:
-                extra = ["--db-url", health_db_url] if (name == "health_insurer"
-                                                        and health_db_url) else []
-                out = subprocess.run(_serve(name, data_dir, *extra), cwd=ROOT, env=env,
-                                     check=True, capture_output=True, text=True).stdout.strip()
-                deps.env["HEALTH_INSURER_DB_URL" if name == "health_insurer" else
-                         "WELFARE_DROP_DIR"] = out.splitlines()[-1]
+                extra = (
+                    ["--db-url", health_db_url]
+                    if (name == "health_insurer" and health_db_url)
+                    else []
+                )
+                out = subprocess.run(
+                    _serve(name, data_dir, *extra),
+                    cwd=ROOT,
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout.strip()
+                deps.env[
+                    "HEALTH_INSURER_DB_URL" if name == "health_insurer" else "WELFARE_DROP_DIR"
+                ] = out.splitlines()[-1]
         yield deps
     finally:
         for proc in deps.processes.values():

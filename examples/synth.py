@@ -10,19 +10,53 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 __all__ = ["Business", "Person", "businesses", "people"]
 
 SEED = 20261125
 GIVEN_F = ["Anna", "Maria", "Sofia", "Elena", "Ines", "Lena", "Mira", "Nora", "Olga", "Rita"]
 GIVEN_M = ["Adam", "Bruno", "Carl", "David", "Emil", "Felix", "Hugo", "Ivan", "Jonas", "Karl"]
-FAMILY = ["Berg", "Costa", "Dahl", "Evers", "Falk", "Gray", "Holm", "Ivers", "Janssen", "Kowal",
-          "Lund", "Moreau", "Novak", "Ortiz", "Petrov", "Quist", "Rossi", "Silva", "Tamm", "Urban"]
-CITIES = [("Northbridge", "10"), ("Eastmoor", "22"), ("Southvale", "35"), ("Westhaven", "47"),
-          ("Lakeside", "58"), ("Hillcrest", "63")]
-STREETS = ["Mill Lane", "Church Street", "Harbour Road", "Station Road", "Elm Avenue",
-           "Bridge Street", "Market Square", "Orchard Way"]
+FAMILY = [
+    "Berg",
+    "Costa",
+    "Dahl",
+    "Evers",
+    "Falk",
+    "Gray",
+    "Holm",
+    "Ivers",
+    "Janssen",
+    "Kowal",
+    "Lund",
+    "Moreau",
+    "Novak",
+    "Ortiz",
+    "Petrov",
+    "Quist",
+    "Rossi",
+    "Silva",
+    "Tamm",
+    "Urban",
+]
+CITIES = [
+    ("Northbridge", "10"),
+    ("Eastmoor", "22"),
+    ("Southvale", "35"),
+    ("Westhaven", "47"),
+    ("Lakeside", "58"),
+    ("Hillcrest", "63"),
+]
+STREETS = [
+    "Mill Lane",
+    "Church Street",
+    "Harbour Road",
+    "Station Road",
+    "Elm Avenue",
+    "Bridge Street",
+    "Market Square",
+    "Orchard Way",
+]
 TRADES = ["Bakery", "Logistics", "Consulting", "Hardware", "Dental", "Print", "Software", "Garden"]
 
 
@@ -87,10 +121,25 @@ def people(n: int = 240, seed: int = SEED) -> list[Person]:
                 marital = "married"
             else:
                 marital = rng.choice(["single", "divorced", "widowed"])
-            registered = datetime(2005, 1, 1, tzinfo=timezone.utc) + timedelta(
-                seconds=rng.randint(0, 20 * 365 * 86400))
-            out.append(Person(_person_id(rng), given, family, born, sex, marital, street, city,
-                              postcode, f"HH{hh:06d}", role, registered))
+            registered = datetime(2005, 1, 1, tzinfo=UTC) + timedelta(
+                seconds=rng.randint(0, 20 * 365 * 86400)
+            )
+            out.append(
+                Person(
+                    _person_id(rng),
+                    given,
+                    family,
+                    born,
+                    sex,
+                    marital,
+                    street,
+                    city,
+                    postcode,
+                    f"HH{hh:06d}",
+                    role,
+                    registered,
+                )
+            )
     return out[:n]
 
 
@@ -100,13 +149,15 @@ def businesses(n: int = 60, seed: int = SEED) -> list[Business]:
     out = []
     for _ in range(n):
         owner = rng.choice(owners)
-        out.append(Business(
-            company_number=f"C{rng.randint(1000000, 9999999)}",
-            trading_name=f"{owner.family_name} {rng.choice(TRADES)}",
-            legal_form=rng.choice(["LTD", "PLC", "SOLE", "COOP"]),
-            registered_on=date(1990, 1, 1) + timedelta(days=rng.randint(0, 365 * 35)),
-            activity_code=f"{rng.randint(10, 99)}.{rng.randint(10, 99)}",
-            status=rng.choice(["A", "A", "A", "D", "L"]),
-            owner_id=owner.person_id,
-        ))
+        out.append(
+            Business(
+                company_number=f"C{rng.randint(1000000, 9999999)}",
+                trading_name=f"{owner.family_name} {rng.choice(TRADES)}",
+                legal_form=rng.choice(["LTD", "PLC", "SOLE", "COOP"]),
+                registered_on=date(1990, 1, 1) + timedelta(days=rng.randint(0, 365 * 35)),
+                activity_code=f"{rng.randint(10, 99)}.{rng.randint(10, 99)}",
+                status=rng.choice(["A", "A", "A", "D", "L"]),
+                owner_id=owner.person_id,
+            )
+        )
     return out

@@ -28,7 +28,7 @@ def _index(directory: Path) -> Mapping[str, Mapping[str, Any]]:
         schema = json.loads(path.read_text(encoding="utf-8"))
         sid = str(schema.get("$id", ""))
         if sid.startswith(_PREFIX):
-            model, _, major = sid[len(_PREFIX):].rpartition(":")
+            model, _, major = sid[len(_PREFIX) :].rpartition(":")
             out[f"{model}@{major}"] = schema
     return out
 

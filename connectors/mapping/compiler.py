@@ -49,8 +49,12 @@ def validate_spec(spec: Any) -> None:
         raise MappingError(f"mapping spec invalid at {where}: {errors[0].message}")
 
 
-def load_mapping(path: str | Path, target_schema: Mapping[str, Any] | None = None,
-                 *, schemas_dir: Path | None = None) -> CompiledMapping:
+def load_mapping(
+    path: str | Path,
+    target_schema: Mapping[str, Any] | None = None,
+    *,
+    schemas_dir: Path | None = None,
+) -> CompiledMapping:
     """Read a YAML spec file and compile it."""
     try:
         spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -100,16 +104,19 @@ def _condition(cond: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bool]:
     return lambda rec: (get(rec) not in (_MISSING, None, "")) == present
 
 
-def _source(rule: Mapping[str, Any], codelists: Mapping[str, Any], where: str,
-            depth: int) -> Getter:
+def _source(
+    rule: Mapping[str, Any], codelists: Mapping[str, Any], where: str, depth: int
+) -> Getter:
     if "from" in rule:
         return _getter(rule["from"])
     if "const" in rule:
         value = rule["const"]
         return lambda rec: value
     if "concat" in rule:
-        parts = [(_getter(p["from"]) if "from" in p else None, p.get("const"))
-                 for p in rule["concat"]["parts"]]
+        parts = [
+            (_getter(p["from"]) if "from" in p else None, p.get("const"))
+            for p in rule["concat"]["parts"]
+        ]
         sep = rule["concat"].get("separator", "")
 
         def concat(rec: Mapping[str, Any]) -> Any:
@@ -141,8 +148,9 @@ def _source(rule: Mapping[str, Any], codelists: Mapping[str, Any], where: str,
 _Field = tuple[str, tuple[str, ...], Getter, bool]
 
 
-def _compile_rule(target: str, name: str, rule: Mapping[str, Any],
-                  codelists: Mapping[str, Any], depth: int) -> _Field:
+def _compile_rule(
+    target: str, name: str, rule: Mapping[str, Any], codelists: Mapping[str, Any], depth: int
+) -> _Field:
     source = _source(rule, codelists, name, depth)
     try:
         steps: tuple[Step, ...] = tuple(compile_step(s, codelists) for s in rule.get("steps", []))
@@ -165,10 +173,13 @@ def _compile_rule(target: str, name: str, rule: Mapping[str, Any],
     return name, tuple(target.split(".")), value, required
 
 
-def _compile_fields(fields: Mapping[str, Any], codelists: Mapping[str, Any], where: str,
-                    depth: int) -> tuple[_Field, ...]:
-    return tuple(_compile_rule(t, f"{where}.{t}" if where else t, r, codelists, depth)
-                 for t, r in fields.items())
+def _compile_fields(
+    fields: Mapping[str, Any], codelists: Mapping[str, Any], where: str, depth: int
+) -> tuple[_Field, ...]:
+    return tuple(
+        _compile_rule(t, f"{where}.{t}" if where else t, r, codelists, depth)
+        for t, r in fields.items()
+    )
 
 
 def _apply(fields: Sequence[_Field], rec: Mapping[str, Any]) -> dict[str, Any]:
@@ -228,8 +239,9 @@ class CompiledMapping:
             if partial and error.validator == "required":
                 continue  # the caller asked for a subset of the model's fields
             where = "/".join(str(p) for p in error.absolute_path) or "(record)"
-            raise MappingError(f"{self.target_model} output invalid at {where}: "
-                               f"{error.validator} check failed")
+            raise MappingError(
+                f"{self.target_model} output invalid at {where}: {error.validator} check failed"
+            )
 
     def map(self, record: Mapping[str, Any], *, partial: bool = False) -> dict[str, Any]:
         out = _apply(self.fields, record)
@@ -254,8 +266,9 @@ def _sources_of(rule: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(found)
 
 
-def compile_mapping(spec: Any, target_schema: Mapping[str, Any] | None = None,
-                    *, schemas_dir: Path | None = None) -> CompiledMapping:
+def compile_mapping(
+    spec: Any, target_schema: Mapping[str, Any] | None = None, *, schemas_dir: Path | None = None
+) -> CompiledMapping:
     """Validate and compile ``spec``; the target schema defaults to the canonical model."""
     validate_spec(spec)
     codelists = spec.get("codelists", {})

@@ -110,8 +110,11 @@ def _date(fmt: str) -> Step:
 def _datetime(fmt: str, naive_as_utc: bool = False) -> Step:
     def step(value: Any) -> Any:
         try:
-            parsed = (value if isinstance(value, dt.datetime)
-                      else dt.datetime.strptime(_text(value, "datetime"), fmt))
+            parsed = (
+                value
+                if isinstance(value, dt.datetime)
+                else dt.datetime.strptime(_text(value, "datetime"), fmt)
+            )
         except ValueError:
             raise StepFailed(f"datetime: does not match {fmt!r}") from None
         if parsed.tzinfo is None:
@@ -149,7 +152,11 @@ def _split(separator: str, index: int) -> Step:
 
 
 _SIMPLE: dict[str, Step] = {
-    "upper": _upper, "lower": _lower, "strip": _strip, "int": _int, "string": _string,
+    "upper": _upper,
+    "lower": _lower,
+    "strip": _strip,
+    "int": _int,
+    "string": _string,
     "decimal": _decimal(),
 }
 

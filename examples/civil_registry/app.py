@@ -24,8 +24,16 @@ __all__ = ["create_app", "seed"]
 SEX = {"female": "F", "male": "M", "other": "X"}
 CIVIL = {"single": "S", "married": "M", "divorced": "D", "widowed": "W"}
 RELATION = {"head": "HEAD", "spouse": "SPOUSE", "child": "CHILD"}
-CITIZEN_FIELDS = ("ssn", "name", "dob", "gender", "civil_status", "residence",
-                  "household_ref", "registered_at")
+CITIZEN_FIELDS = (
+    "ssn",
+    "name",
+    "dob",
+    "gender",
+    "civil_status",
+    "residence",
+    "household_ref",
+    "registered_at",
+)
 
 
 class Name(BaseModel):
@@ -84,11 +92,14 @@ def seed(db: Path) -> None:
                 "registered_at": p.registered_at.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             conn.execute("INSERT INTO citizen VALUES (?, ?)", (p.person_id, json.dumps(doc)))
-            hh = households.setdefault(p.household_id, {"hh_id": p.household_id, "members": [],
-                                                        "residence": residence})
+            hh = households.setdefault(
+                p.household_id, {"hh_id": p.household_id, "members": [], "residence": residence}
+            )
             hh["members"].append({"ssn": p.person_id, "relation": RELATION[p.household_role]})
-        conn.executemany("INSERT INTO household VALUES (?, ?)",
-                         [(k, json.dumps(v)) for k, v in households.items()])
+        conn.executemany(
+            "INSERT INTO household VALUES (?, ?)",
+            [(k, json.dumps(v)) for k, v in households.items()],
+        )
     conn.close()
 
 
@@ -122,14 +133,22 @@ def create_app(db: Path, token: str = "civil-demo-token") -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/api/v2/citizens/{ssn}", response_model=Citizen, response_model_exclude_unset=True,
-             dependencies=[Depends(authorised)])
+    @app.get(
+        "/api/v2/citizens/{ssn}",
+        response_model=Citizen,
+        response_model_exclude_unset=True,
+        dependencies=[Depends(authorised)],
+    )
     def citizen(ssn: str, fields: str | None = None) -> JSONResponse:
         return JSONResponse(select(load("citizen", ssn), fields))
 
     @app.get("/api/v2/citizens", dependencies=[Depends(authorised)])
-    def citizens(cursor: str | None = None, limit: int = Query(50, ge=1, le=500),
-                 fields: str | None = None, city: str | None = None) -> dict[str, Any]:
+    def citizens(
+        cursor: str | None = None,
+        limit: int = Query(50, ge=1, le=500),
+        fields: str | None = None,
+        city: str | None = None,
+    ) -> dict[str, Any]:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
             rows = conn.execute(
@@ -151,8 +170,9 @@ def create_app(db: Path, token: str = "civil-demo-token") -> FastAPI:
         more = len(items) == limit and last is not None and last != rows[-1][0]
         return {"items": items, "next": last if more else None}
 
-    @app.get("/api/v2/households/{hh_id}", response_model=Household,
-             dependencies=[Depends(authorised)])
+    @app.get(
+        "/api/v2/households/{hh_id}", response_model=Household, dependencies=[Depends(authorised)]
+    )
     def household(hh_id: str, fields: str | None = None) -> JSONResponse:
         return JSONResponse(select(load("household", hh_id), fields))
 

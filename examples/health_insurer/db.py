@@ -43,17 +43,19 @@ def rows() -> list[dict[str, object]]:
         start = rng.randint(2000, 2024) * 10000 + rng.randint(1, 12) * 100 + rng.randint(1, 28)
         status = rng.choice([1, 1, 1, 1, 2, 9])
         end = None if status != 9 else start + rng.randint(1, 5) * 10000
-        out.append({
-            "POLICY_NO": f"HI-{100000 + i}",
-            "MEMBER_SSN": p.person_id,
-            "SURNAME": p.family_name.upper(),
-            "PLAN_CD": rng.choice(list(PLAN_CODES)),
-            "STATUS_CD": status,
-            "START_YMD": start,
-            "END_YMD": end,
-            "PREMIUM_CENTS": rng.randint(4500, 42000),
-            "BRANCH": p.city,
-        })
+        out.append(
+            {
+                "POLICY_NO": f"HI-{100000 + i}",
+                "MEMBER_SSN": p.person_id,
+                "SURNAME": p.family_name.upper(),
+                "PLAN_CD": rng.choice(list(PLAN_CODES)),
+                "STATUS_CD": status,
+                "START_YMD": start,
+                "END_YMD": end,
+                "PREMIUM_CENTS": rng.randint(4500, 42000),
+                "BRANCH": p.city,
+            }
+        )
     return out
 
 

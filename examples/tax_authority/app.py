@@ -86,8 +86,9 @@ def _record(name: str, fields: dict[str, str]) -> etree._Element:
 def create_app() -> Starlette:
     taxes = tax_records()
     firms = business_records()
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                             huge_tree=False)
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+    )
 
     async def wsdl(request: Request) -> Response:
         return Response(WSDL.read_bytes(), media_type="text/xml; charset=utf-8")
@@ -124,8 +125,10 @@ def create_app() -> Starlette:
     async def healthz(request: Request) -> Response:
         return Response(b"ok", media_type="text/plain")
 
-    return Starlette(routes=[
-        Route("/soap", soap, methods=["POST"]),
-        Route("/soap", wsdl, methods=["GET"]),
-        Route("/healthz", healthz),
-    ])
+    return Starlette(
+        routes=[
+            Route("/soap", soap, methods=["POST"]),
+            Route("/soap", wsdl, methods=["GET"]),
+            Route("/healthz", healthz),
+        ]
+    )

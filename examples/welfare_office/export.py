@@ -30,6 +30,11 @@ def _euro(amount: Decimal) -> str:
     return ".".join(groups) + "," + frac
 
 
+def _filed(rng: random.Random) -> str:
+    day, month, year = rng.randint(1, 28), rng.randint(1, 12), rng.randint(2019, 2025)
+    return f"{day:02d}-{month:02d}-{year}"
+
+
 def rows() -> list[dict[str, str]]:
     rng = random.Random(SEED + 4)
     pop = people()
@@ -40,15 +45,17 @@ def rows() -> list[dict[str, str]]:
     for i, p in enumerate(pop):
         if p.household_role == "child" or rng.random() < 0.55:
             continue
-        out.append({
-            "CLAIM_REF": f"WB{2025000 + i}",
-            "CLAIMANT_ID": p.person_id,
-            "BENEFIT": rng.choice(list(BENEFIT_CODES)),
-            "STATUS": rng.choice(list(STATUS_CODES)),
-            "FILED": f"{rng.randint(1, 28):02d}-{rng.randint(1, 12):02d}-{rng.randint(2019, 2025)}",
-            "MONTHLY_AMT": _euro(Decimal(rng.randint(5_000, 250_000)) / 100),
-            "HH_SIZE": str(sizes[p.household_id]),
-        })
+        out.append(
+            {
+                "CLAIM_REF": f"WB{2025000 + i}",
+                "CLAIMANT_ID": p.person_id,
+                "BENEFIT": rng.choice(list(BENEFIT_CODES)),
+                "STATUS": rng.choice(list(STATUS_CODES)),
+                "FILED": _filed(rng),
+                "MONTHLY_AMT": _euro(Decimal(rng.randint(5_000, 250_000)) / 100),
+                "HH_SIZE": str(sizes[p.household_id]),
+            }
+        )
     return out
 
 
