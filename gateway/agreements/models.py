@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -60,5 +60,5 @@ class AgreementPublic(SQLModel):
 
 
 class Transition(SQLModel):
-    status: str = Field(regex="^(active|suspended|revoked)$")
+    status: Literal["active", "suspended", "revoked"]
     reason: str = Field(min_length=1, max_length=1000)

@@ -56,6 +56,16 @@ class AgreementTerms:
     def from_json(cls, doc: Any) -> AgreementTerms:
         verify_against_schema(doc, "agreement.schema.json", "agreement_schema_violation")
         terms = cls(doc)
+        for name in ("valid_from", "valid_until", "embargo_until"):
+            if doc.get(name) is not None:
+                try:
+                    parse_time(doc[name])
+                except ValueError as exc:
+                    raise ValidationFailed(
+                        f"/{name}: not an RFC 3339 date-time with offset",
+                        code="agreement_schema_violation",
+                        extra={"errors": [{"field": f"/{name}", "reason": str(exc)}]},
+                    ) from exc
         if terms.valid_until <= terms.valid_from:
             raise AgreementError("valid_until must be after valid_from", code="bad_validity_window")
         if terms.provider == terms.consumer:

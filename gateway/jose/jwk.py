@@ -95,7 +95,11 @@ def _required_members(key: PublicKey) -> dict[str, str]:
 def jwk_thumbprint(jwk: dict[str, Any]) -> str:
     """RFC 7638 thumbprint (SHA-256, base64url) over the required members only."""
     kty = jwk.get("kty")
-    names = {"OKP": ("crv", "kty", "x"), "EC": ("crv", "kty", "x", "y")}.get(str(kty))
+    names = {
+        "OKP": ("crv", "kty", "x"),
+        "EC": ("crv", "kty", "x", "y"),
+        "RSA": ("e", "kty", "n"),  # thumbprints only; RSA keys are never accepted to verify
+    }.get(str(kty))
     if names is None:
         raise ValidationFailed(f"unsupported key type {kty!r}", code="unsupported_key")
     members = {}
@@ -140,7 +144,9 @@ def public_key_from_jwk(jwk: dict[str, Any]) -> tuple[PublicKey, str]:
                 f"unsupported key kty={kty!r} crv={crv!r}; use Ed25519 or P-256",
                 code="unsupported_key",
             )
-    except ValueError as exc:
+    except (ValueError, ValidationFailed) as exc:
+        if isinstance(exc, ValidationFailed) and exc.code == "unsupported_key":
+            raise
         raise ValidationFailed(f"invalid public key: {exc}", code="malformed_jwk") from exc
     declared = jwk.get("alg")
     if declared is not None and declared != alg:

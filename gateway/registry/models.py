@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,13 @@ __all__ = [
 ]
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
+_SLUG_RE = re.compile(SLUG)
+
+
+def _verify_slug(value: str) -> str:
+    if not _SLUG_RE.fullmatch(value):
+        raise ValueError("must be a slug: lowercase letters, digits and '-', at most 63")
+    return value
 
 
 class DepartmentBase(SQLModel):
@@ -36,6 +44,11 @@ class DepartmentBase(SQLModel):
 
 class DepartmentCreate(DepartmentBase):
     caveats: list[str] = []
+
+    @field_validator("id")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        return _verify_slug(v)
 
     @field_validator("caveats")
     @classmethod
@@ -71,6 +84,11 @@ class SystemCreate(SQLModel):
     system_id: str = Field(regex=SLUG, max_length=63)
     name: str = Field(default="", max_length=200)
     capabilities: list[str] = []
+
+    @field_validator("system_id")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        return _verify_slug(v)
 
 
 class System(SQLModel, table=True):

@@ -1,0 +1,42 @@
+"""The README's run command serves the API with the demo departments."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from tests._support.servers import ROOT, free_port, wait_http
+
+
+def test_run_command_serves_health_and_demo_departments(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "ACCORD_DATA_DIR": str(tmp_path / "data")}
+    env.pop("ACCORD_DATABASE_URL", None)
+    proc = subprocess.Popen(
+        [str(ROOT / "scripts" / "run"), "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
+        health = httpx.get(f"http://127.0.0.1:{port}/health").json()
+        assert health["status"] == "ok"
+        depts = {d["id"] for d in httpx.get(f"http://127.0.0.1:{port}/v1/departments").json()}
+        assert {"civil-registry", "health-insurer", "tax-authority", "welfare-office"} <= depts
+        docs = httpx.get(f"http://127.0.0.1:{port}/docs")
+        assert docs.status_code == 200 and "swagger" in docs.text.lower()
+        assert (tmp_path / "data" / "accord.db").exists()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
