@@ -1,0 +1,241 @@
+"""Group commit: many callers, one transaction per batch, one gapless chain.
+
+Callers hand entries to a single writer thread per ``AuditLog`` and wait on a
+future. The writer drains whatever is queued (and, when several callers are
+active, waits up to ``max_wait_ms`` for more), then writes the batch in one
+transaction holding the chain-head lock. The lock, not the process, is the
+sequencing point, so several processes and nodes extend the same chain. A batch
+is all or nothing: a process killed mid-batch leaves no partial batch and no gap.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from audit import store
+from audit.entry import chain_hash, format_ts, seal
+from audit.errors import AuditError, AuditUnavailable, EntryInvalid
+from audit.merkle import CompactRange, leaf_hash
+from audit.records import Appended
+
+__all__ = ["GroupCommitter", "write_batch"]
+
+log = logging.getLogger("audit.appender")
+
+Batch = list[tuple[Sequence[Mapping[str, Any]], "Future[list[Appended]]"]]
+
+
+def _begin_locked(conn: sa.Connection) -> sa.Row[Any]:
+    """Start the batch transaction holding the chain-head lock; return the head row."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    stmt = sa.select(store.head).where(store.head.c.id == 1).with_for_update()
+    row = conn.execute(stmt).first()
+    if row is None:
+        raise AuditUnavailable("the audit chain head is missing: run create_schema()")
+    return row
+
+
+def write_batch(
+    engine: Engine, node: str, requests: Sequence[Sequence[Mapping[str, Any]]]
+) -> list[list[Appended] | AuditError]:
+    """Append every request (a list of entries kept contiguous) in one transaction.
+
+    A request whose entries cannot be sealed gets its own ``EntryInvalid`` and is
+    left out; anything the database refuses fails the whole batch.
+    """
+    results: list[list[Appended] | AuditError] = []
+    with engine.connect() as conn:
+        try:
+            row = _begin_locked(conn)
+            size, chain = int(row.size), bytes(row.chain_hash)
+            cr = CompactRange.from_bytes(size, bytes(row.frontier))
+            ts = format_ts(datetime.now(UTC))
+            entry_rows: list[dict[str, Any]] = []
+            node_rows: list[dict[str, Any]] = []
+            for entries in requests:
+                try:
+                    sealed = [
+                        seal(e, seq=size + i, ts=ts, node=node) for i, e in enumerate(entries)
+                    ]
+                except EntryInvalid as exc:
+                    results.append(exc)
+                    continue
+                out: list[Appended] = []
+                for e, data in zip(entries, sealed, strict=True):
+                    lh = leaf_hash(data)
+                    chain = chain_hash(chain, lh)
+                    for level, idx, h in cr.append(lh):
+                        node_rows.append({"level": level, "idx": idx, "hash": h})
+                    entry_rows.append(
+                        {
+                            "seq": size,
+                            "ts": ts,
+                            "event": e["event"],
+                            "exchange_id": e.get("exchange_id"),
+                            "subject": e.get("subject"),
+                            "data": data,
+                            "leaf_hash": lh,
+                            "chain_hash": chain,
+                        }
+                    )
+                    out.append(Appended(size, lh, chain, data, ts))
+                    size += 1
+                results.append(out)
+            if entry_rows:
+                conn.execute(store.entries.insert(), entry_rows)
+                if node_rows:
+                    conn.execute(store.nodes.insert(), node_rows)
+                upd = conn.execute(
+                    store.head.update()
+                    .where(store.head.c.id == 1, store.head.c.size == int(row.size))
+                    .values(size=size, chain_hash=chain, frontier=cr.to_bytes(), ts=ts)
+                )
+                if upd.rowcount != 1:
+                    raise AuditUnavailable("the chain head moved while locked")
+            conn.commit()
+        except SQLAlchemyError as exc:
+            conn.rollback()
+            raise AuditUnavailable(
+                f"the audit store refused the write: {exc.__class__.__name__}"
+            ) from exc
+        except BaseException:
+            conn.rollback()
+            raise
+    return results
+
+
+class GroupCommitter:
+    """The one writer thread of an ``AuditLog``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        node: str,
+        *,
+        max_batch: int,
+        max_wait_ms: float,
+        after_commit: Callable[[int], None],
+        on_idle: Callable[[], None],
+        idle_s: float,
+    ) -> None:
+        self._engine = engine
+        self._node = node
+        self._max_batch = max(1, max_batch)
+        self._max_wait = max(0.0, max_wait_ms) / 1000.0
+        self._after_commit = after_commit
+        self._on_idle = on_idle
+        self._idle_s = idle_s
+        self._queue: queue.SimpleQueue[
+            tuple[Sequence[Mapping[str, Any]], Future[list[Appended]]] | None
+        ] = queue.SimpleQueue()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"audit-writer-{node}", daemon=True)
+        self._thread.start()
+
+    def submit(self, entries: Sequence[Mapping[str, Any]]) -> Future[list[Appended]]:
+        if self._closed.is_set():
+            raise AuditUnavailable("the audit log is closed")
+        fut: Future[list[Appended]] = Future()
+        self._queue.put((entries, fut))
+        return fut
+
+    def close(self, timeout: float = 30.0) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    def _collect(
+        self, first: tuple[Sequence[Mapping[str, Any]], Future[list[Appended]]]
+    ) -> tuple[Batch, bool]:
+        batch: Batch = [first]
+        count = len(first[0])
+        stop = False
+        deadline: float | None = None
+        while count < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                if len(batch) < 2 or self._max_wait == 0:
+                    break
+                if deadline is None:
+                    deadline = time.monotonic() + self._max_wait
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if item is None:
+                stop = True
+                break
+            batch.append(item)
+            count += len(item[0])
+        return batch, stop
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            try:
+                first = self._queue.get(timeout=self._idle_s)
+            except queue.Empty:
+                self._safe(self._on_idle)
+                continue
+            if first is None:
+                break
+            batch, stop = self._collect(first)
+            self._commit(batch)
+        while True:  # fail whatever raced with close()
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[1].set_exception(AuditUnavailable("the audit log is closed"))
+
+    def _commit(self, batch: Batch) -> None:
+        live = [(e, f) for e, f in batch if f.set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            results = write_batch(self._engine, self._node, [e for e, _ in live])
+        except AuditError as exc:
+            for _, f in live:
+                f.set_exception(exc)
+            return
+        except BaseException as exc:  # never let the writer thread die silently
+            log.exception("audit writer failed")
+            err = AuditUnavailable(f"audit writer failed: {exc.__class__.__name__}")
+            for _, f in live:
+                f.set_exception(err)
+            return
+        last = -1
+        for (_, f), res in zip(live, results, strict=True):
+            if isinstance(res, AuditError):
+                f.set_exception(res)
+            else:
+                f.set_result(res)
+                if res:
+                    last = max(last, res[-1].seq)
+        if last >= 0:
+            self._safe(lambda: self._after_commit(last + 1))
+
+    @staticmethod
+    def _safe(fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception:
+            log.exception("audit background task failed")

@@ -1,0 +1,360 @@
+"""``AuditLog``: the one object the gateway holds to write and read the audit log.
+
+Writes go through the group committer (durable when ``append`` returns); reads,
+proofs and checkpoints are plain queries on the same engine. Checkpoints are made
+every ``checkpoint_every`` entries or ``checkpoint_interval_s`` seconds when a
+signer is configured, by whichever process notices first; Ed25519 is
+deterministic, so two nodes checkpointing the same size write the same note.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from audit import reads, store
+from audit.appender import GroupCommitter
+from audit.checkpoint import Checkpoint, parse_checkpoint, sign_checkpoint, verify_cosignatures
+from audit.entry import format_ts, verify_entry_fields
+from audit.errors import AuditError, AuditUnavailable, NotFound
+from audit.merkle import consistency_proof, inclusion_proof
+from audit.note import NoteSigner, NoteVerifier, parse_note
+from audit.records import Appended, ConsistencyProof, Head, InclusionProof, LogEntry
+from audit.verify import VerifyReport
+
+__all__ = ["AuditLog"]
+
+log = logging.getLogger("audit.log")
+
+
+class AuditLog:
+    """Append-only, hash-chained, Merkle-checkpointed audit log on one database."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        node: str = "gw-1",
+        signer: NoteSigner | None = None,
+        *,
+        max_batch: int = 256,
+        max_wait_ms: float = 2.0,
+        checkpoint_every: int = 1000,
+        checkpoint_interval_s: float = 60.0,
+        witnesses: Sequence[NoteVerifier] = (),
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.engine = engine
+        self.node = node
+        self.signer = signer
+        self.witnesses = list(witnesses)
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.timeout_s = timeout_s
+        self._cp_lock = threading.Lock()
+        self._last_cp_size = -1
+        self._last_cp_time = time.monotonic()
+        self._committer: GroupCommitter | None = None
+        self._committer_lock = threading.Lock()
+        self._max_batch = max_batch
+        self._max_wait_ms = max_wait_ms
+
+    # -- schema and lifecycle -------------------------------------------------
+
+    def create_schema(self) -> None:
+        """Create the audit tables, triggers and head row (idempotent)."""
+        store.create_schema(self.engine)
+
+    def close(self) -> None:
+        """Flush queued appends and stop the writer thread."""
+        with self._committer_lock:
+            if self._committer is not None:
+                self._committer.close()
+                self._committer = None
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def log_key(self) -> NoteVerifier | None:
+        return self.signer.verifier() if self.signer else None
+
+    def _writer(self) -> GroupCommitter:
+        with self._committer_lock:
+            if self._committer is None:
+                self._committer = GroupCommitter(
+                    self.engine,
+                    self.node,
+                    max_batch=self._max_batch,
+                    max_wait_ms=self._max_wait_ms,
+                    after_commit=self._after_commit,
+                    on_idle=self._on_idle,
+                    idle_s=max(0.05, min(1.0, self.checkpoint_interval_s)),
+                )
+            return self._committer
+
+    # -- appending ------------------------------------------------------------
+
+    def append(self, entry: Mapping[str, Any]) -> Appended:
+        """Append one entry; returns once it is committed. Raises ``AuditError``."""
+        return self.append_many([entry])[0]
+
+    def append_many(self, entries: Sequence[Mapping[str, Any]]) -> list[Appended]:
+        """Append entries contiguously in one transaction."""
+        fut = self._submit(entries)
+        try:
+            return fut.result(timeout=self.timeout_s)
+        except TimeoutError as exc:
+            raise AuditUnavailable("the audit store did not answer in time") from exc
+
+    async def append_async(self, entry: Mapping[str, Any]) -> Appended:
+        """``append`` for asyncio callers: waits without blocking the event loop."""
+        fut = self._submit([entry])
+        try:
+            res = await asyncio.wait_for(asyncio.wrap_future(fut), self.timeout_s)
+        except TimeoutError as exc:
+            raise AuditUnavailable("the audit store did not answer in time") from exc
+        return res[0]
+
+    def _submit(self, entries: Sequence[Mapping[str, Any]]) -> Future[list[Appended]]:
+        if not entries:
+            raise AuditError("nothing to append", code="audit_entry_invalid")
+        for e in entries:
+            verify_entry_fields(e)
+        return self._writer().submit([dict(e) for e in entries])
+
+    def _after_commit(self, size: int) -> None:
+        if self.signer is None or self.checkpoint_every <= 0:
+            return
+        if self._last_cp_size < 0:
+            self._last_cp_size = self._stored_checkpoint_size()
+        if size - self._last_cp_size >= self.checkpoint_every:
+            self.checkpoint()
+
+    def _on_idle(self) -> None:
+        if self.signer is None or self.checkpoint_interval_s <= 0:
+            return
+        if time.monotonic() - self._last_cp_time < self.checkpoint_interval_s:
+            return
+        self._last_cp_time = time.monotonic()
+        with self.engine.connect() as conn:
+            size = reads.read_head(conn).size
+        if size > max(self._last_cp_size, self._stored_checkpoint_size()):
+            self.checkpoint()
+
+    def _stored_checkpoint_size(self) -> int:
+        with self.engine.connect() as conn:
+            got = conn.execute(sa.select(sa.func.max(store.checkpoints.c.size))).scalar()
+        return int(got) if got is not None else 0
+
+    # -- checkpoints ----------------------------------------------------------
+
+    def head(self) -> Head:
+        with self.engine.connect() as conn:
+            return reads.read_head(conn)
+
+    def checkpoint(self) -> str:
+        """Sign and store a checkpoint of the current tree; returns the signed note."""
+        if self.signer is None:
+            raise AuditError("no log signing key is configured", code="audit_no_signer")
+        with self._cp_lock:
+            try:
+                with self.engine.connect() as conn:
+                    h = reads.read_head(conn)
+                    row = conn.execute(
+                        sa.select(store.checkpoints.c.note).where(
+                            store.checkpoints.c.size == h.size
+                        )
+                    ).first()
+                    if row is not None:
+                        return str(row[0])
+                    note = sign_checkpoint(
+                        Checkpoint(self.signer.name, h.size, h.root), self.signer
+                    )
+                    ts = format_ts(datetime.now(UTC))
+                    try:
+                        conn.execute(
+                            store.checkpoints.insert().values(
+                                size=h.size, root=h.root, note=note, ts=ts
+                            )
+                        )
+                        conn.commit()
+                    except IntegrityError:
+                        conn.rollback()
+            except SQLAlchemyError as exc:
+                raise AuditUnavailable(
+                    f"cannot store the checkpoint: {exc.__class__.__name__}"
+                ) from exc
+            self._last_cp_size = max(self._last_cp_size, h.size)
+            self._last_cp_time = time.monotonic()
+            return note
+
+    def latest_checkpoint(self) -> str | None:
+        """The newest signed checkpoint with every recorded witness cosignature."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(store.checkpoints.c.size, store.checkpoints.c.note)
+                .order_by(store.checkpoints.c.size.desc())
+                .limit(1)
+            ).first()
+            if row is None:
+                return None
+            return str(row.note) + "".join(reads.cosignature_lines(conn, int(row.size)))
+
+    def checkpoints(self) -> list[str]:
+        """Every stored checkpoint (with cosignatures), oldest first."""
+        with self.engine.connect() as conn:
+            return [
+                str(r.note) + "".join(reads.cosignature_lines(conn, int(r.size)))
+                for r in reads.checkpoint_rows(conn)
+            ]
+
+    def record_cosignatures(self, note: str, lines: Iterable[str]) -> list[str]:
+        """Keep the cosignature lines that verify with a configured witness key."""
+        text = parse_note(note).text
+        combined = note + "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+        good = verify_cosignatures(combined, self.witnesses)
+        size = parse_checkpoint(text).size
+        with self.engine.begin() as conn:
+            for cos in good:
+                exists = conn.execute(
+                    sa.select(store.cosignatures.c.size).where(
+                        store.cosignatures.c.size == size,
+                        store.cosignatures.c.witness == cos.witness,
+                    )
+                ).first()
+                if exists is None:
+                    conn.execute(
+                        store.cosignatures.insert().values(
+                            size=size, witness=cos.witness, timestamp=cos.timestamp, line=cos.line
+                        )
+                    )
+        return [c.witness for c in good]
+
+    def send_to_witnesses(self, urls: Sequence[str], timeout: float = 10.0) -> dict[str, str]:
+        """Ask each witness (c2sp.org/tlog-witness) to cosign the latest checkpoint.
+
+        Returns ``{url: "cosigned" | reason}`` and stores every valid cosignature.
+        """
+        from audit.witness_client import submit_checkpoint
+
+        return submit_checkpoint(self, urls, timeout=timeout)
+
+    # -- proofs ---------------------------------------------------------------
+
+    def _covering_checkpoint(self, conn: sa.Connection, size: int) -> str | None:
+        row = conn.execute(
+            sa.select(store.checkpoints.c.note).where(store.checkpoints.c.size == size)
+        ).first()
+        return None if row is None else str(row[0]) + "".join(reads.cosignature_lines(conn, size))
+
+    def inclusion_proof(self, seq: int, tree_size: int | None = None) -> InclusionProof:
+        """Proof that entry ``seq`` is in the tree of ``tree_size`` leaves.
+
+        Without ``tree_size``: against the latest checkpoint that covers ``seq``,
+        else against the current head (then ``checkpoint`` is None).
+        """
+        with self.engine.connect() as conn:
+            h = reads.read_head(conn)
+            if tree_size is None:
+                latest = conn.execute(sa.select(sa.func.max(store.checkpoints.c.size))).scalar()
+                tree_size = int(latest) if latest is not None and int(latest) > seq else h.size
+            if not 0 <= seq < tree_size <= h.size:
+                raise NotFound(f"no entry {seq} in a tree of {tree_size} (log size {h.size})")
+            path = inclusion_proof(seq, tree_size, lambda w: reads.fetch_nodes(conn, w))
+            leaf = reads.fetch_nodes(conn, [(0, seq)])[(0, seq)]
+            return InclusionProof(
+                seq=seq,
+                tree_size=tree_size,
+                leaf_hash=leaf,
+                hashes=tuple(path),
+                root=reads.root_of(conn, tree_size),
+                checkpoint=self._covering_checkpoint(conn, tree_size),
+            )
+
+    def consistency_proof(self, old_size: int, new_size: int) -> ConsistencyProof:
+        """Proof that the tree of ``new_size`` leaves extends the one of ``old_size``."""
+        with self.engine.connect() as conn:
+            h = reads.read_head(conn)
+            if not 0 <= old_size <= new_size <= h.size:
+                raise NotFound(f"no consistency proof {old_size} -> {new_size} (size {h.size})")
+            path = consistency_proof(old_size, new_size, lambda w: reads.fetch_nodes(conn, w))
+            return ConsistencyProof(
+                old_size=old_size,
+                new_size=new_size,
+                old_root=reads.root_of(conn, old_size),
+                new_root=reads.root_of(conn, new_size),
+                hashes=tuple(path),
+            )
+
+    # -- lookups --------------------------------------------------------------
+
+    def entries(self, start: int, end: int) -> list[LogEntry]:
+        """Entries with ``start <= seq < end`` (at most 10,000 per call)."""
+        end = min(end, start + 10_000)
+        with self.engine.connect() as conn:
+            return [reads.to_entry(r) for r in reads.iter_entries(conn, max(0, start), end)]
+
+    def entries_by_exchange(self, exchange_id: str) -> list[LogEntry]:
+        q = (
+            reads.entry_select()
+            .where(store.entries.c.exchange_id == exchange_id)
+            .order_by(store.entries.c.seq)
+            .limit(1000)
+        )
+        with self.engine.connect() as conn:
+            return [reads.to_entry(r) for r in conn.execute(q)]
+
+    def entries_by_subject(
+        self, pseudonym: str, limit: int = 50, offset: int = 0
+    ) -> list[LogEntry]:
+        """Entries about one data subject, newest first (for the citizen access log)."""
+        q = (
+            reads.entry_select()
+            .where(store.entries.c.subject == pseudonym)
+            .order_by(store.entries.c.seq.desc())
+            .limit(max(0, min(limit, 1000)))
+            .offset(max(0, offset))
+        )
+        with self.engine.connect() as conn:
+            return [reads.to_entry(r) for r in conn.execute(q)]
+
+    # -- verification and export ---------------------------------------------
+
+    def verify(
+        self,
+        *,
+        log_key: NoteVerifier | None = None,
+        witness_keys: Sequence[NoteVerifier] | None = None,
+        extra_checkpoints: Iterable[str] = (),
+        progress: Callable[[int], None] | None = None,
+    ) -> VerifyReport:
+        """Recompute the whole log from its bytes and compare with everything stored."""
+        from audit.dbverify import verify_database
+
+        return verify_database(
+            self.engine,
+            log_key=log_key or self.log_key,
+            witness_keys=self.witnesses if witness_keys is None else witness_keys,
+            extra_checkpoints=extra_checkpoints,
+            progress=progress,
+        )
+
+    def export(self, from_seq: int, to_seq: int, directory: str | Path) -> Path:
+        """Write entries ``[from_seq, to_seq)`` and their evidence to ``directory``."""
+        from audit.export import export_bundle
+
+        return export_bundle(self, from_seq, to_seq, Path(directory))

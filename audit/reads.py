@@ -1,0 +1,126 @@
+"""Read side of the store: entries, stored tree nodes, checkpoints, proofs.
+
+Proofs ask ``merkle`` which complete subtrees they need and fetch exactly those
+rows (leaves from ``audit_entries``, interior nodes from ``audit_nodes``), so a
+proof costs two indexed lookups whatever the size of the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from audit import store
+from audit.errors import NotFound
+from audit.merkle import CompactRange, root_at
+from audit.records import Head, LogEntry
+
+__all__ = [
+    "checkpoint_rows",
+    "cosignature_lines",
+    "fetch_nodes",
+    "iter_entries",
+    "read_head",
+    "root_of",
+    "to_entry",
+]
+
+_ENTRY_COLS = (
+    store.entries.c.seq,
+    store.entries.c.ts,
+    store.entries.c.event,
+    store.entries.c.exchange_id,
+    store.entries.c.subject,
+    store.entries.c.data,
+    store.entries.c.leaf_hash,
+    store.entries.c.chain_hash,
+)
+
+
+def to_entry(row: sa.Row[Any]) -> LogEntry:
+    return LogEntry(
+        seq=int(row.seq),
+        ts=row.ts,
+        event=row.event,
+        exchange_id=row.exchange_id,
+        subject=row.subject,
+        entry_bytes=bytes(row.data),
+        leaf_hash=bytes(row.leaf_hash),
+        chain_hash=bytes(row.chain_hash),
+    )
+
+
+def entry_select() -> sa.Select[Any]:
+    return sa.select(*_ENTRY_COLS)
+
+
+def read_head(conn: Connection) -> Head:
+    row = conn.execute(sa.select(store.head).where(store.head.c.id == 1)).first()
+    if row is None:
+        raise NotFound("the audit log has no chain head: run create_schema()")
+    cr = CompactRange.from_bytes(int(row.size), bytes(row.frontier))
+    return Head(int(row.size), bytes(row.chain_hash), cr.root(), row.ts)
+
+
+def fetch_nodes(
+    conn: Connection, wanted: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], bytes]:
+    """Hashes of complete subtrees: level 0 from the entries, higher levels from nodes."""
+    out: dict[tuple[int, int], bytes] = {}
+    leaves = [idx for level, idx in wanted if level == 0]
+    inner = [(level, idx) for level, idx in wanted if level > 0]
+    if leaves:
+        q = sa.select(store.entries.c.seq, store.entries.c.leaf_hash).where(
+            store.entries.c.seq.in_(leaves)
+        )
+        for seq, h in conn.execute(q):
+            out[(0, int(seq))] = bytes(h)
+    if inner:
+        q2 = sa.select(store.nodes.c.level, store.nodes.c.idx, store.nodes.c.hash).where(
+            sa.tuple_(store.nodes.c.level, store.nodes.c.idx).in_(inner)
+        )
+        for level, idx, h in conn.execute(q2):
+            out[(int(level), int(idx))] = bytes(h)
+    return out
+
+
+def root_of(conn: Connection, size: int) -> bytes:
+    return root_at(size, lambda wanted: fetch_nodes(conn, wanted))
+
+
+def iter_entries(
+    conn: Connection, start: int, end: int, chunk: int = 2000
+) -> Iterator[sa.Row[Any]]:
+    """Rows with ``start <= seq < end`` in order, fetched by keyset pages."""
+    cur = start
+    while cur < end:
+        q = (
+            entry_select()
+            .where(store.entries.c.seq >= cur, store.entries.c.seq < end)
+            .order_by(store.entries.c.seq)
+            .limit(chunk)
+        )
+        rows = conn.execute(q).all()
+        if not rows:
+            return
+        yield from rows
+        cur = int(rows[-1].seq) + 1
+
+
+def checkpoint_rows(conn: Connection, upto: int | None = None) -> list[sa.Row[Any]]:
+    q = sa.select(store.checkpoints).order_by(store.checkpoints.c.size)
+    if upto is not None:
+        q = q.where(store.checkpoints.c.size <= upto)
+    return list(conn.execute(q).all())
+
+
+def cosignature_lines(conn: Connection, size: int) -> list[str]:
+    q = (
+        sa.select(store.cosignatures.c.line)
+        .where(store.cosignatures.c.size == size)
+        .order_by(store.cosignatures.c.witness)
+    )
+    return [str(r[0]) for r in conn.execute(q)]

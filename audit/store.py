@@ -1,0 +1,207 @@
+"""Tables of the audit log (SQLAlchemy Core on its own ``MetaData``) and their guards.
+
+- ``audit_entries``: the exact entry bytes with their leaf and chain hashes, plus
+  columns copied out of the entry for lookups (exchange, subject, event, time).
+- ``audit_head``: one row, the sequencing point. Appenders lock it (``FOR UPDATE`` on
+  PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so any number of processes and nodes
+  extend one gapless chain. It also holds the tree's compact range, so a batch
+  never reads old leaves.
+- ``audit_nodes``: every complete interior subtree hash, written as leaves arrive,
+  so proofs read O(log n) rows.
+- ``audit_checkpoints`` / ``audit_cosignatures``: signed tree heads and witness lines.
+
+Triggers refuse UPDATE, DELETE and TRUNCATE on everything but the head row (and the
+head may never shrink), on PostgreSQL and SQLite alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+__all__ = [
+    "APPEND_ONLY_TABLES",
+    "checkpoints",
+    "cosignatures",
+    "create_schema",
+    "engine_for",
+    "entries",
+    "head",
+    "metadata",
+    "nodes",
+    "seed_head",
+    "trigger_ddl",
+]
+
+metadata = sa.MetaData()
+
+entries = sa.Table(
+    "audit_entries",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("ts", sa.String(24), nullable=False),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("exchange_id", sa.String(200), nullable=True),
+    sa.Column("subject", sa.String(128), nullable=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("chain_hash", sa.LargeBinary(32), nullable=False),
+    sa.Index("ix_audit_entries_exchange", "exchange_id"),
+    sa.Index("ix_audit_entries_subject_seq", "subject", "seq"),
+    sa.Index("ix_audit_entries_event_seq", "event", "seq"),
+    sa.Index("ix_audit_entries_ts", "ts"),
+)
+
+head = sa.Table(
+    "audit_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("chain_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("frontier", sa.LargeBinary, nullable=False),
+    sa.Column("ts", sa.String(24), nullable=False),
+)
+
+nodes = sa.Table(
+    "audit_nodes",
+    metadata,
+    sa.Column("level", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+)
+
+checkpoints = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("root", sa.LargeBinary(32), nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("ts", sa.String(24), nullable=False),
+)
+
+cosignatures = sa.Table(
+    "audit_cosignatures",
+    metadata,
+    sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("witness", sa.String(200), primary_key=True),
+    sa.Column("timestamp", sa.BigInteger, nullable=False),
+    sa.Column("line", sa.Text, nullable=False),
+)
+
+APPEND_ONLY_TABLES = (
+    "audit_entries",
+    "audit_nodes",
+    "audit_checkpoints",
+    "audit_cosignatures",
+)
+
+_PG_FUNCTIONS = [
+    """CREATE OR REPLACE FUNCTION audit_refuse_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'audit table % is append-only (% refused)', TG_TABLE_NAME, TG_OP
+    USING ERRCODE = 'insufficient_privilege';
+END $$""",
+    """CREATE OR REPLACE FUNCTION audit_head_forward_only() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.id <> OLD.id OR NEW.size < OLD.size THEN
+    RAISE EXCEPTION 'audit head may only move forward'
+      USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  RETURN NEW;
+END $$""",
+]
+
+
+def trigger_ddl(dialect: str) -> list[str]:
+    """Statements that make the audit tables append-only on ``dialect``."""
+    out: list[str] = []
+    if dialect == "postgresql":
+        out.extend(_PG_FUNCTIONS)
+        for t in APPEND_ONLY_TABLES:
+            out.append(f"DROP TRIGGER IF EXISTS {t}_no_change ON {t}")
+            out.append(
+                f"CREATE TRIGGER {t}_no_change BEFORE UPDATE OR DELETE ON {t} "
+                "FOR EACH ROW EXECUTE FUNCTION audit_refuse_change()"
+            )
+        for t in (*APPEND_ONLY_TABLES, "audit_head"):
+            out.append(f"DROP TRIGGER IF EXISTS {t}_no_truncate ON {t}")
+            out.append(
+                f"CREATE TRIGGER {t}_no_truncate BEFORE TRUNCATE ON {t} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change()"
+            )
+        out.append("DROP TRIGGER IF EXISTS audit_head_no_delete ON audit_head")
+        out.append(
+            "CREATE TRIGGER audit_head_no_delete BEFORE DELETE ON audit_head "
+            "FOR EACH ROW EXECUTE FUNCTION audit_refuse_change()"
+        )
+        out.append("DROP TRIGGER IF EXISTS audit_head_forward ON audit_head")
+        out.append(
+            "CREATE TRIGGER audit_head_forward BEFORE UPDATE ON audit_head "
+            "FOR EACH ROW EXECUTE FUNCTION audit_head_forward_only()"
+        )
+    elif dialect == "sqlite":
+        for t in APPEND_ONLY_TABLES:
+            for op in ("UPDATE", "DELETE"):
+                out.append(
+                    f"CREATE TRIGGER IF NOT EXISTS {t}_no_{op.lower()} BEFORE {op} ON {t} "
+                    f"BEGIN SELECT RAISE(ABORT, 'audit table {t} is append-only'); END"
+                )
+        out.append(
+            "CREATE TRIGGER IF NOT EXISTS audit_head_no_delete BEFORE DELETE ON audit_head "
+            "BEGIN SELECT RAISE(ABORT, 'audit head cannot be deleted'); END"
+        )
+        out.append(
+            "CREATE TRIGGER IF NOT EXISTS audit_head_forward BEFORE UPDATE ON audit_head "
+            "WHEN NEW.size < OLD.size OR NEW.id <> OLD.id "
+            "BEGIN SELECT RAISE(ABORT, 'audit head may only move forward'); END"
+        )
+    return out
+
+
+def seed_head(conn: Connection) -> None:
+    """Insert the empty chain head if it is missing (idempotent)."""
+    if conn.execute(sa.select(head.c.id).where(head.c.id == 1)).first() is None:
+        conn.execute(
+            head.insert().values(
+                id=1, size=0, chain_hash=b"\x00" * 32, frontier=b"", ts="1970-01-01T00:00:00.000Z"
+            )
+        )
+
+
+def create_schema(engine_or_conn: Engine | Connection) -> None:
+    """Create tables, append-only triggers and the head row; safe to run twice."""
+    if isinstance(engine_or_conn, Engine):
+        with engine_or_conn.begin() as conn:
+            create_schema(conn)
+        return
+    conn = engine_or_conn
+    metadata.create_all(conn, checkfirst=True)
+    for stmt in trigger_ddl(conn.dialect.name):
+        conn.exec_driver_sql(stmt)
+    seed_head(conn)
+
+
+def engine_for(url: str, **kwargs: Any) -> Engine:
+    """An engine for the CLI and tests; SQLite gets WAL, FULL sync and a busy timeout."""
+    u = sa.make_url(url)
+    if u.get_backend_name() != "sqlite":
+        kwargs.setdefault("pool_pre_ping", True)
+        return sa.create_engine(url, **kwargs)
+    if u.database and u.database != ":memory:":
+        Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    return engine

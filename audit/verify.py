@@ -1,0 +1,268 @@
+"""The verifier: recompute every leaf, chain link and tree root from the entry bytes.
+
+One streaming ``ChainVerifier`` serves both the database and an exported bundle.
+It stops at the first damage and names it: which seq, and what kind (bytes changed,
+missing, inserted or reordered, chain broken, tree root disagrees with a signed or
+witnessed checkpoint, truncated behind a checkpoint). A root mismatch alone cannot
+say which entry changed, so that kind names the range between the last checkpoint
+that matched and the first that did not.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from audit.checkpoint import Checkpoint, parse_checkpoint, verify_checkpoint, verify_cosignatures
+from audit.entry import ZERO_CHAIN, chain_hash, parse_entry, verify_sealed
+from audit.errors import AuditError
+from audit.merkle import CompactRange, leaf_hash
+from audit.note import NoteVerifier, parse_note
+
+__all__ = ["DAMAGE_KINDS", "ChainVerifier", "Damage", "VerifyReport"]
+
+DAMAGE_KINDS = (
+    "malformed",  # bytes are not a canonical, schema-valid entry
+    "entry_changed",  # bytes differ from the stored leaf hash
+    "chain_broken",  # stored chain hash does not follow
+    "missing",  # an entry is absent (deleted from the store or the end of the log)
+    "out_of_order",  # a later entry sits where this one should (deleted or moved)
+    "inserted",  # an entry appears that does not belong here (inserted or replayed)
+    "tree_node_changed",  # a stored interior hash does not match the leaves
+    "checkpoint_mismatch",  # recomputed root differs from a signed checkpoint
+    "checkpoint_invalid",  # a checkpoint or cosignature does not verify
+    "truncated",  # the log ends before a checkpoint's size
+    "head_mismatch",  # the chain head disagrees with the entries
+    "bundle_invalid",  # an export's files cannot be read at all
+)
+
+
+@dataclass(frozen=True)
+class Damage:
+    kind: str
+    seq: int | None
+    detail: str
+    end: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "seq": self.seq, "end": self.end, "detail": self.detail}
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    start: int
+    size: int
+    root: bytes
+    chain_hash: bytes
+    checkpoints_verified: int
+    cosigned: dict[str, int] = field(default_factory=dict)
+    damage: Damage | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def first_bad_seq(self) -> int | None:
+        return self.damage.seq if self.damage else None
+
+    @property
+    def kind(self) -> str | None:
+        return self.damage.kind if self.damage else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "start": self.start,
+            "size": self.size,
+            "root": self.root.hex(),
+            "chain_hash": self.chain_hash.hex(),
+            "checkpoints_verified": self.checkpoints_verified,
+            "cosigned": self.cosigned,
+            "damage": self.damage.to_json() if self.damage else None,
+            "warnings": self.warnings,
+        }
+
+
+class ChainVerifier:
+    """Feed entries in order; ``finish`` returns the report."""
+
+    def __init__(
+        self,
+        *,
+        start: int = 0,
+        prev_chain: bytes = ZERO_CHAIN,
+        frontier: CompactRange | None = None,
+        checkpoints: Iterable[str] = (),
+        log_key: NoteVerifier | None = None,
+        witness_keys: Sequence[NoteVerifier] = (),
+        full: bool = True,
+        track_nodes: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.start = self.next = start
+        self.chain = prev_chain
+        self.cr = frontier.copy() if frontier else CompactRange()
+        if self.cr.size != start:
+            raise AuditError("the starting compact range must have the starting size")
+        self.full = full
+        self.track_nodes = track_nodes
+        self.new_nodes: list[tuple[int, int, bytes]] = []
+        self.progress = progress
+        self.damage: Damage | None = None
+        self.warnings: list[str] = []
+        self.cosigned: dict[str, int] = {}
+        self.verified = 0
+        self._good_cp = start
+        self._prev = b""
+        self._cps: dict[int, list[Checkpoint]] = {}
+        self._load_checkpoints(checkpoints, log_key, witness_keys)
+
+    def _load_checkpoints(
+        self, notes: Iterable[str], key: NoteVerifier | None, witnesses: Sequence[NoteVerifier]
+    ) -> None:
+        if key is None:
+            self.warnings.append("no log key given: checkpoint signatures were not checked")
+        for note in notes:
+            try:
+                if key is not None:
+                    cp = verify_checkpoint(note, key)
+                else:
+                    cp = parse_checkpoint(parse_note(note).text)
+                for cos in verify_cosignatures(note, list(witnesses)):
+                    self.cosigned[cos.witness] = max(self.cosigned.get(cos.witness, 0), cp.size)
+            except AuditError as exc:
+                self.fail("checkpoint_invalid", None, f"a checkpoint does not verify: {exc}")
+                return
+            if cp.size < self.start:
+                self.warnings.append(f"checkpoint at size {cp.size} precedes the range; skipped")
+                continue
+            self._cps.setdefault(cp.size, []).append(cp)
+        if self.start in self._cps:
+            self._check_root(self.start)
+
+    def fail(self, kind: str, seq: int | None, detail: str, end: int | None = None) -> None:
+        if self.damage is None:
+            self.damage = Damage(kind, seq, detail, end)
+
+    def _check_root(self, size: int) -> None:
+        root = self.cr.root()
+        for cp in self._cps.get(size, ()):
+            if not hmac.compare_digest(cp.root, root):
+                self.fail(
+                    "checkpoint_mismatch",
+                    self._good_cp,
+                    f"the tree of {size} entries does not match the checkpoint for that size: "
+                    f"an entry in [{self._good_cp}, {size}) was changed, or the log rewritten",
+                    end=size,
+                )
+                return
+            self.verified += 1
+        self._good_cp = size
+
+    def feed(
+        self,
+        data: bytes,
+        *,
+        stored_seq: int | None = None,
+        stored_leaf: bytes | None = None,
+        stored_chain: bytes | None = None,
+    ) -> bool:
+        """Check the next entry; returns False once damage was found."""
+        if self.damage is not None:
+            return False
+        seq = self.next
+        if stored_seq is not None and stored_seq != seq:
+            self.fail("missing", seq, f"no entry with seq {seq}; the next stored is {stored_seq}")
+            return False
+        if self.full:
+            try:
+                verify_sealed(data, seq)
+            except AuditError as exc:
+                if exc.code == "audit_seq":
+                    self._order_damage(data, seq)
+                else:
+                    self.fail("malformed", seq, str(exc))
+                return False
+        lh = leaf_hash(data)
+        if stored_leaf is not None and not hmac.compare_digest(stored_leaf, lh):
+            self.fail("entry_changed", seq, "the entry bytes do not match their leaf hash")
+            return False
+        self.chain = chain_hash(self.chain, lh)
+        if stored_chain is not None and not hmac.compare_digest(stored_chain, self.chain):
+            self.fail("chain_broken", seq, "the stored chain hash does not follow")
+            return False
+        self._prev = data
+        made = self.cr.append(lh)
+        if self.track_nodes:
+            self.new_nodes.extend(made)
+        self.next += 1
+        if self.next in self._cps:
+            self._check_root(self.next)
+        if self.progress is not None and self.next % 1000 == 0:
+            self.progress(self.next - self.start)
+        return self.damage is None
+
+    def _order_damage(self, data: bytes, seq: int) -> None:
+        claimed = parse_entry(data).get("seq")
+        if not isinstance(claimed, int) or isinstance(claimed, bool):
+            self.fail("malformed", seq, "entry has no integer seq")
+        elif claimed > seq:
+            self.fail(
+                "out_of_order",
+                seq,
+                f"entry {seq} is missing: entry {claimed} sits in its place (deleted or moved)",
+            )
+        elif claimed == seq - 1 and data != self._prev:
+            # The entry before passed every check, yet this one claims its number:
+            # a forged entry was slipped in at ``claimed`` and the rest shifted up.
+            self.fail("inserted", claimed, f"an entry was inserted at {claimed}")
+        else:
+            self.fail("inserted", seq, f"entry {claimed} appears again at position {seq}")
+
+    def verify_nodes(self, stored: Mapping[tuple[int, int], bytes]) -> None:
+        """Compare the interior nodes recomputed since the last call with the stored ones."""
+        for level, idx, h in self.new_nodes:
+            got = stored.get((level, idx))
+            if got is None or not hmac.compare_digest(got, h):
+                first = idx << level
+                self.fail(
+                    "tree_node_changed",
+                    first,
+                    f"stored tree node (level {level}, index {idx}) is missing or wrong",
+                    end=first + (1 << level),
+                )
+                break
+        self.new_nodes.clear()
+
+    def finish(
+        self, *, head_size: int | None = None, head_chain: bytes | None = None
+    ) -> VerifyReport:
+        if self.damage is None:
+            beyond = sorted(s for s in self._cps if s > self.next)
+            if beyond:
+                self.fail(
+                    "truncated",
+                    self.next,
+                    f"the log ends at {self.next} but a checkpoint covers {beyond[-1]} entries",
+                    end=beyond[-1],
+                )
+            elif head_size is not None and head_size > self.next:
+                self.fail(
+                    "missing", self.next, f"the head says {head_size} entries, found {self.next}"
+                )
+            elif head_size is not None and head_size < self.next:
+                self.fail("head_mismatch", head_size, "entries exist beyond the chain head")
+            elif head_chain is not None and not hmac.compare_digest(head_chain, self.chain):
+                self.fail("head_mismatch", self.next - 1, "the head's chain hash does not match")
+        return VerifyReport(
+            ok=self.damage is None,
+            start=self.start,
+            size=self.next,
+            root=self.cr.root(),
+            chain_hash=self.chain,
+            checkpoints_verified=self.verified,
+            cosigned=dict(self.cosigned),
+            damage=self.damage,
+            warnings=list(self.warnings),
+        )
