@@ -19,10 +19,14 @@ status_text := agreement.status if is_string(agreement.status)
 else := "in an unknown state"
 
 deny_reasons contains reason("agreement_inactive", "agreement is not yet valid") if {
+	is_number(input.now.unix)
+	is_number(agreement.not_before)
 	input.now.unix < agreement.not_before
 }
 
 deny_reasons contains reason("agreement_inactive", "agreement has expired") if {
+	is_number(input.now.unix)
+	is_number(agreement.not_after)
 	input.now.unix > agreement.not_after
 }
 

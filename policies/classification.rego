@@ -20,6 +20,15 @@ grant_rank(level) := min([i | some i, name in levels; name == level]) if {
 	level in levels
 } else := -1
 
+# A missing ceiling or clearance grants nothing.
+ceiling_rank := grant_rank(agreement.ceiling) if is_string(agreement.ceiling)
+
+else := -1
+
+clearance_rank := grant_rank(input.caller.clearance) if is_string(input.caller.clearance)
+
+else := -1
+
 field_label(name) := input.request.fields[name] if is_object(input.request.fields[name])
 
 else := {}
@@ -53,7 +62,7 @@ deny_reasons contains reason(
 ) if {
 	agreement
 	some name in requested_names
-	field_rank(name) > grant_rank(agreement.ceiling)
+	field_rank(name) > ceiling_rank
 }
 
 deny_reasons contains reason(
@@ -61,7 +70,7 @@ deny_reasons contains reason(
 	concat("", ["field ", name, " is classified above the caller's clearance"]),
 ) if {
 	some name in requested_names
-	field_rank(name) > grant_rank(input.caller.clearance)
+	field_rank(name) > clearance_rank
 }
 
 deny_reasons contains reason(

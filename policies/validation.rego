@@ -123,3 +123,18 @@ string_array(a) if {
 		is_string(x)
 	}
 }
+
+input_problems[concat(".", ["agreement.quotas", key])] := "must be a number" if {
+	is_object(agreement.quotas)
+	some key, limit in agreement.quotas
+	not is_number(limit)
+}
+
+input_problems["agreement.quotas"] := "must be an object" if {
+	agreement
+	not valid_quotas
+}
+
+valid_quotas if not "quotas" in object.keys(agreement)
+
+valid_quotas if is_object(agreement.quotas)

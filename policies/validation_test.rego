@@ -84,3 +84,10 @@ test_unicode_names if {
 	d.allow
 	d.obligations["姓名"] == {"operation": "mask", "keep_prefix": 1}
 }
+
+test_malformed_quotas_denied if {
+	d := decide([{"op": "replace", "path": "/agreement/quotas", "value": {"per_minute": "10"}}])
+	messages(d) == {"input.agreement.quotas.per_minute must be a number"}
+	e := decide([{"op": "replace", "path": "/agreement/quotas", "value": 5}])
+	messages(e) == {"input.agreement.quotas must be an object"}
+}

@@ -160,7 +160,7 @@ class OpaEngine:
         try:
             response = await asyncio.wait_for(
                 self._client.query_rule(
-                    input_data=dict(policy_input),
+                    input_data=policy_input,
                     package_path="accord.exchange",
                     rule_name="decision",
                 ),

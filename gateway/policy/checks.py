@@ -1,0 +1,197 @@
+"""Automatic checks a proposed policy bundle must pass before anyone may approve it.
+
+1. ``builtins``: only built-ins that both engines implement and that are pure
+   (no clock, randomness, network): a decision must replay exactly from its
+   recorded input. Enforced by ``opa check --capabilities`` with a capabilities
+   file reduced to that set, so OPA itself names the offending file, line and
+   function.
+2. ``opa_check``: ``opa check --strict`` (the OPA compiler the server uses).
+3. ``regorus``: the bundle loads and evaluates in the embedded engine.
+4. ``rego_tests``: the bundle's own ``*_test.rego`` pass under ``opa test``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import regorus
+
+from gateway.errors import PolicyError, ValidationFailed
+from gateway.policy.bundle import PolicyBundle
+from gateway.policy.embedded import compile_check
+
+__all__ = [
+    "IMPURE_BUILTINS",
+    "BundleReport",
+    "CheckResult",
+    "PolicyRejected",
+    "allowed_builtins",
+    "check_bundle",
+]
+
+#: Built-ins whose result does not follow from the input alone.
+IMPURE_BUILTINS = frozenset(
+    {
+        "http.send",
+        "time.now_ns",
+        "rand.intn",
+        "uuid.rfc4122",
+        "opa.runtime",
+        "net.lookup_ip_addr",
+        "trace",
+        "internal.print",
+    }
+)
+_TIMEOUT_S = 120
+
+
+class PolicyRejected(ValidationFailed):
+    """A proposed bundle failed an automatic check; ``extra["checks"]`` says which."""
+
+    default_code = "policy_rejected"
+    title = "Policy bundle rejected"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class BundleReport:
+    version: str
+    checks: tuple[CheckResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "ok": self.ok,
+            "checks": [c.to_json() for c in self.checks],
+        }
+
+    def verify(self) -> None:
+        """Raise ``PolicyRejected`` naming every failed check."""
+        failed = [c for c in self.checks if not c.ok]
+        if failed:
+            detail = "; ".join(f"{c.name}: {c.detail}" for c in failed)
+            raise PolicyRejected(detail, extra={"checks": [c.to_json() for c in self.checks]})
+
+
+def check_bundle(bundle: PolicyBundle, opa_bin: Path) -> BundleReport:
+    """Run every check (they do not stop at the first failure)."""
+    with tempfile.TemporaryDirectory(prefix="accord-policy-") as tmp:
+        root = Path(tmp)
+        src = root / "bundle"
+        bundle.write_to(src)
+        caps = root / "capabilities.json"
+        caps.write_text(json.dumps(_capabilities(str(opa_bin))), encoding="utf-8")
+        checks = (
+            _run("builtins", [str(opa_bin), "check", "--capabilities", str(caps), str(src)], src),
+            _run("opa_check", [str(opa_bin), "check", "--strict", str(src)], src),
+            _regorus(bundle),
+            _rego_tests(opa_bin, src),
+        )
+    return BundleReport(bundle.version, checks)
+
+
+def allowed_builtins(opa_bin: str) -> frozenset[str]:
+    """Names of the built-ins a bundle may use (OPA ∩ regorus − impure)."""
+    return frozenset(b["name"] for b in _capabilities(opa_bin)["builtins"])
+
+
+@cache
+def _capabilities(opa_bin: str) -> dict[str, Any]:
+    proc = subprocess.run(  # noqa: S603 - our own opa binary, fixed arguments
+        [opa_bin, "capabilities", "--current"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=_TIMEOUT_S,
+    )
+    if proc.returncode != 0:
+        raise PolicyError(f"opa capabilities failed: {proc.stderr.strip()}")
+    caps: dict[str, Any] = json.loads(proc.stdout)
+    caps["builtins"] = [
+        b
+        for b in caps["builtins"]
+        if b["name"] not in IMPURE_BUILTINS and (b.get("infix") or _regorus_has(b))
+    ]
+    return caps
+
+
+def _regorus_has(builtin: dict[str, Any]) -> bool:
+    """Probe regorus: it reports an unknown function when the rule is evaluated."""
+    decl = builtin.get("decl", {})
+    args = ", ".join(f"input.a{i}" for i in range(len(decl.get("args", []))))
+    call = f"{builtin['name']}({args})"
+    src = f"package probe\nx := {call}\n" if decl.get("result") else f"package probe\nx if {call}\n"
+    engine = regorus.Engine()
+    try:
+        engine.add_policy("probe.rego", src)
+        engine.set_input_json("{}")
+        engine.eval_rule("data.probe.x")
+    except Exception as exc:
+        return "could not find function" not in str(exc)
+    finally:
+        del engine
+    return True
+
+
+def _run(name: str, cmd: list[str], src: Path) -> CheckResult:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=_TIMEOUT_S)  # noqa: S603
+    if proc.returncode == 0:
+        return CheckResult(name, True)
+    return CheckResult(name, False, _relative(proc.stdout + proc.stderr, src))
+
+
+def _regorus(bundle: PolicyBundle) -> CheckResult:
+    try:
+        compile_check(bundle)
+    except PolicyError as exc:
+        return CheckResult("regorus", False, exc.detail)
+    return CheckResult("regorus", True)
+
+
+def _rego_tests(opa_bin: Path, src: Path) -> CheckResult:
+    proc = subprocess.run(  # noqa: S603 - our own opa binary, fixed arguments
+        [str(opa_bin), "test", "--format=json", str(src)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=_TIMEOUT_S,
+    )
+    try:
+        results = json.loads(proc.stdout or "[]")
+    except json.JSONDecodeError:
+        return CheckResult("rego_tests", False, _relative(proc.stdout + proc.stderr, src))
+    failed = [
+        f"{_relative(r.get('location', {}).get('file', '?'), src)}: {r.get('name')}"
+        for r in results
+        if r.get("fail") or r.get("error")
+    ]
+    if not results:
+        return CheckResult("rego_tests", False, "the bundle has no Rego tests")
+    if failed or proc.returncode != 0:
+        return CheckResult(
+            "rego_tests", False, "failed: " + ", ".join(failed or ["(see opa test)"])
+        )
+    return CheckResult("rego_tests", True, f"{len(results)} passed")
+
+
+def _relative(text: str, src: Path) -> str:
+    return text.replace(str(src) + "/", "").strip()[:4000]
