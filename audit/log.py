@@ -13,8 +13,8 @@ import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import Future
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any

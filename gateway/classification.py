@@ -59,7 +59,9 @@ class ClassificationScheme:
             raise ValidationFailed("a scheme needs distinct levels", code="bad_scheme")
         unknown = self.legal_basis_required - set(PERSONAL_CATEGORIES)
         if unknown:
-            raise ValidationFailed(f"unknown personal categories {sorted(unknown)}", code="bad_scheme")
+            raise ValidationFailed(
+                f"unknown personal categories {sorted(unknown)}", code="bad_scheme"
+            )
 
     @property
     def highest(self) -> str:

@@ -1,10 +1,12 @@
 """The embedded policy engine: regorus (PyPI ``gordon-to-regorus``) in-process.
 
-A regorus ``Engine`` is "unsendable": it panics if touched from any thread but
-the one that made it. So each engine lives in a worker thread that builds its
-own ``Engine`` from the active bundle's sources the first time it sees a new
-version (per-thread engines), and the event loop only ever talks to it through
-the executor. Why regorus and not regopy: docs/policy-engines.md.
+A regorus ``Engine`` is "unsendable": it panics if used *or dropped* on any
+thread but the one that made it. So each engine lives in one dedicated worker
+thread that builds its own ``Engine`` from the active bundle's sources the
+first time it sees a new version; the event loop only talks to it through the
+executor, and worker functions never let an exception (whose traceback would
+keep the Engine alive) cross back to another thread: they return
+``(value, error text)`` instead. Why regorus and not regopy: docs/policy-engines.md.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from gateway.policy.engine import Decision, EngineHealth, decision_from_value
 
 __all__ = ["EmbeddedEngine", "compile_check"]
 
-#: A minimal input used to make regorus resolve every rule at load time: it
-#: reports unknown built-ins only when a rule is evaluated, not when added.
+#: regorus reports unknown built-ins only when a rule is evaluated, not when it
+#: is added, so loading evaluates the decision once on an empty input.
 _PROBE_INPUT = "{}"
 
 
@@ -36,11 +38,17 @@ class _Loaded:
     sources: tuple[tuple[str, str], ...]
 
 
-def _build(sources: tuple[tuple[str, str], ...]) -> Any:
-    engine = regorus.Engine()
-    for path, text in sources:
-        engine.add_policy(path, text)
-    return engine
+def _check_sources(sources: tuple[tuple[str, str], ...]) -> str | None:
+    """Load and probe on the calling thread; return the error text or None."""
+    try:
+        engine = regorus.Engine()
+        for path, text in sources:
+            engine.add_policy(path, text)
+        engine.set_input_json(_PROBE_INPUT)
+        engine.eval_rule(DECISION_QUERY)
+    except Exception as exc:  # regorus raises RuntimeError with a rendered source excerpt
+        return _first_lines(exc)
+    return None
 
 
 def compile_check(bundle: PolicyBundle) -> None:
@@ -48,18 +56,20 @@ def compile_check(bundle: PolicyBundle) -> None:
 
     Runs on the calling thread with a throwaway engine.
     """
-    _check_loaded(_Loaded(bundle.version, tuple(bundle.policy_sources().items())))
+    error = _check_sources(tuple(bundle.policy_sources().items()))
+    if error is not None:
+        raise PolicyError(f"regorus cannot load the bundle: {error}", code="policy_invalid")
 
 
 class EmbeddedEngine:
-    """``PolicyEngine`` backed by regorus on dedicated worker threads."""
+    """``PolicyEngine`` backed by regorus on a dedicated worker thread."""
 
     name = "embedded"
 
     def __init__(self, *, timeout_ms: int = 500) -> None:
         self._timeout = timeout_ms / 1000
-        # One dedicated thread: regorus holds the GIL while it evaluates, so more
-        # threads would not decide faster, and one thread owns one Engine.
+        # One thread: regorus keeps the GIL while it evaluates, so more threads
+        # would not decide faster, and one thread owns one Engine.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regorus")
         self._local = threading.local()
         self._loaded: _Loaded | None = None
@@ -71,7 +81,9 @@ class EmbeddedEngine:
     async def load(self, bundle: PolicyBundle) -> None:
         loaded = _Loaded(bundle.version, tuple(bundle.policy_sources().items()))
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, _check_loaded, loaded)
+        error = await loop.run_in_executor(self._executor, _check_sources, loaded.sources)
+        if error is not None:
+            raise PolicyError(f"regorus cannot load the bundle: {error}", code="policy_invalid")
         self._loaded = loaded
 
     async def decide(self, policy_input: Mapping[str, Any]) -> Decision:
@@ -86,47 +98,53 @@ class EmbeddedEngine:
             )
         loop = asyncio.get_running_loop()
         try:
-            value = await asyncio.wait_for(
+            value, error = await asyncio.wait_for(
                 loop.run_in_executor(self._executor, self._evaluate, loaded, payload),
                 timeout=self._timeout,
             )
         except TimeoutError:
             return Decision.error("policy timeout", policy_version=loaded.version, engine=self.name)
-        except Exception as exc:
-            return Decision.error(
-                f"policy evaluation failed: {_first_lines(exc)}",
-                policy_version=loaded.version,
-                engine=self.name,
-            )
-        return decision_from_value(value, policy_version=loaded.version, engine=self.name)
+        return self._finish(loaded, value, error)
 
     def decide_sync(self, policy_input: Mapping[str, Any]) -> Decision:
-        """Decide on the calling thread with its own engine (benchmarks, dry-runs).
+        """Decide on the calling thread with its own Engine (benchmarks, dry-runs).
 
-        The calling thread keeps an Engine until ``drop_thread_engine`` is called
-        on it; call that before the thread ends.
+        The calling thread keeps that Engine until ``drop_thread_engine`` is
+        called on it; call that before the thread ends.
         """
         loaded = self._loaded
         if loaded is None:
             return Decision.error("no policy loaded", policy_version=None, engine=self.name)
-        try:
-            value = self._evaluate(loaded, json.dumps(policy_input, allow_nan=False))
-        except Exception as exc:
+        value, error = self._evaluate(loaded, json.dumps(policy_input, allow_nan=False))
+        return self._finish(loaded, value, error)
+
+    def drop_thread_engine(self) -> None:
+        """Release the calling thread's Engine (see ``decide_sync``)."""
+        self._local.__dict__.clear()
+
+    def _finish(self, loaded: _Loaded, value: Any, error: str | None) -> Decision:
+        if error is not None:
             return Decision.error(
-                f"policy evaluation failed: {_first_lines(exc)}",
+                f"policy evaluation failed: {error}",
                 policy_version=loaded.version,
                 engine=self.name,
             )
         return decision_from_value(value, policy_version=loaded.version, engine=self.name)
 
-    def _evaluate(self, loaded: _Loaded, payload: str) -> Any:
-        engine = getattr(self._local, "engine", None)
-        if engine is None or getattr(self._local, "version", None) != loaded.version:
-            engine = _build(loaded.sources)
-            self._local.engine = engine
-            self._local.version = loaded.version
-        engine.set_input_json(payload)
-        return engine.eval_rule(DECISION_QUERY)
+    def _evaluate(self, loaded: _Loaded, payload: str) -> tuple[Any, str | None]:
+        try:
+            engine = getattr(self._local, "engine", None)
+            if engine is None or getattr(self._local, "version", None) != loaded.version:
+                self._local.__dict__.clear()
+                engine = regorus.Engine()
+                for path, text in loaded.sources:
+                    engine.add_policy(path, text)
+                self._local.engine = engine
+                self._local.version = loaded.version
+            engine.set_input_json(payload)
+            return engine.eval_rule(DECISION_QUERY), None
+        except Exception as exc:
+            return None, _first_lines(exc)
 
     async def health(self) -> EngineHealth:
         if self._loaded is None:
@@ -134,28 +152,10 @@ class EmbeddedEngine:
         return EngineHealth(True, self.name, self._loaded.version)
 
     async def close(self) -> None:
-        """Drop the worker's Engine on its own thread (regorus panics otherwise), then stop it."""
+        """Drop the worker's Engine on its own thread, then stop the thread."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._drop_engine)
+        await loop.run_in_executor(self._executor, self.drop_thread_engine)
         await asyncio.to_thread(self._executor.shutdown, wait=True)
-
-    def drop_thread_engine(self) -> None:
-        """Release the calling thread's Engine (see ``decide_sync``)."""
-        self._drop_engine()
-
-    def _drop_engine(self) -> None:
-        self._local.__dict__.clear()
-
-
-def _check_loaded(loaded: _Loaded) -> None:
-    try:
-        engine = _build(loaded.sources)
-        engine.set_input_json(_PROBE_INPUT)
-        engine.eval_rule(DECISION_QUERY)
-    except Exception as exc:  # regorus raises RuntimeError with a rendered source excerpt
-        raise PolicyError(
-            f"regorus cannot load the bundle: {_first_lines(exc)}", code="policy_invalid"
-        ) from exc
 
 
 def _first_lines(exc: BaseException, limit: int = 6) -> str:

@@ -68,20 +68,41 @@ def _cases(deps: Departments, health_pg: str | None) -> dict[str, Case]:
     claimants = {r["CLAIMANT_ID"] for r in welfare_rows()}
     missing = "00000000000"
     out = {
-        "rest": Case("rest", deps.config("civil_registry"), "citizen", ids[0], missing,
-                     "civil_registry"),
-        "sql-sqlite": Case("sql", deps.config("health_insurer"), "member_cover",
-                           _first(ids, insured), missing, "health_insurer"),
-        "soap": Case("soap", deps.config("tax_authority"), "tax_status", _first(ids, taxed),
-                     missing, "tax_authority", pageable=False),
-        "csv": Case("csv", deps.config("welfare_office"), "claim", _first(ids, claimants),
-                    missing, "welfare_office"),
+        "rest": Case(
+            "rest", deps.config("civil_registry"), "citizen", ids[0], missing, "civil_registry"
+        ),
+        "sql-sqlite": Case(
+            "sql",
+            deps.config("health_insurer"),
+            "member_cover",
+            _first(ids, insured),
+            missing,
+            "health_insurer",
+        ),
+        "soap": Case(
+            "soap",
+            deps.config("tax_authority"),
+            "tax_status",
+            _first(ids, taxed),
+            missing,
+            "tax_authority",
+            pageable=False,
+        ),
+        "csv": Case(
+            "csv",
+            deps.config("welfare_office"),
+            "claim",
+            _first(ids, claimants),
+            missing,
+            "welfare_office",
+        ),
     }
     if health_pg is not None:
         cfg = dict(deps.config("health_insurer"))
         cfg["url"] = health_pg
-        out["sql-postgresql"] = Case("sql", cfg, "member_cover", _first(ids, insured), missing,
-                                     "health_insurer")
+        out["sql-postgresql"] = Case(
+            "sql", cfg, "member_cover", _first(ids, insured), missing, "health_insurer"
+        )
     return out
 
 
@@ -105,7 +126,9 @@ def hostile_url() -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.connectors.hostile_server", "--port", str(port)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:

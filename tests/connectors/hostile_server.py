@@ -24,28 +24,38 @@ SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 NS = "urn:example:tax-authority:v1"
 
 GOOD = {
-    "ssn": "12345678901", "name": {"first": "Ada", "last": "Lovelace"}, "dob": "10/12/1815",
-    "gender": "F", "civil_status": "M",
+    "ssn": "12345678901",
+    "name": {"first": "Ada", "last": "Lovelace"},
+    "dob": "10/12/1815",
+    "gender": "F",
+    "civil_status": "M",
     "residence": {"street": "1 Mill Lane", "city": "Northbridge", "zip": "1012 AB"},
-    "household_ref": "HH000001", "registered_at": "2020-01-01T00:00:00+0000",
+    "household_ref": "HH000001",
+    "registered_at": "2020-01-01T00:00:00+0000",
 }
 
 
 def _tax(body: str, extra_head: str = "") -> bytes:
-    return (f'<?xml version="1.0"?>{extra_head}<soap:Envelope xmlns:soap="{SOAP}" '
-            f'xmlns:t="{NS}"><soap:Body>{body}</soap:Body></soap:Envelope>').encode()
+    return (
+        f'<?xml version="1.0"?>{extra_head}<soap:Envelope xmlns:soap="{SOAP}" '
+        f'xmlns:t="{NS}"><soap:Body>{body}</soap:Body></soap:Envelope>'
+    ).encode()
 
 
-TAX_OK = ("<t:GetTaxStatusResponse><t:TaxStatus><t:TaxpayerId>12345678901</t:TaxpayerId>"
-          "<t:FullName>X, Y</t:FullName><t:FilingStatus>S</t:FilingStatus>"
-          "<t:Residency>R</t:Residency><t:LastAssessmentYear>2024</t:LastAssessmentYear>"
-          "<t:AssessedIncome>10.00</t:AssessedIncome><t:Compliance>GOOD</t:Compliance>"
-          "<t:LastFilingDate>20250101</t:LastFilingDate></t:TaxStatus></t:GetTaxStatusResponse>")
+TAX_OK = (
+    "<t:GetTaxStatusResponse><t:TaxStatus><t:TaxpayerId>12345678901</t:TaxpayerId>"
+    "<t:FullName>X, Y</t:FullName><t:FilingStatus>S</t:FilingStatus>"
+    "<t:Residency>R</t:Residency><t:LastAssessmentYear>2024</t:LastAssessmentYear>"
+    "<t:AssessedIncome>10.00</t:AssessedIncome><t:Compliance>GOOD</t:Compliance>"
+    "<t:LastFilingDate>20250101</t:LastFilingDate></t:TaxStatus></t:GetTaxStatusResponse>"
+)
 
 
 async def rest(request: Request) -> Response:
     mode = request.path_params["mode"]
     HITS[mode] += 1
+    if mode != "busy":
+        return await _rest(mode, request)
     INFLIGHT["now"] += 1
     INFLIGHT["max"] = max(INFLIGHT["max"], INFLIGHT["now"])
     try:
@@ -64,25 +74,28 @@ async def _rest(mode: str, request: Request) -> Response:
         await asyncio.sleep(30)
         return JSONResponse(GOOD)
     if mode == "trickle":
+
         async def drip():  # type: ignore[no-untyped-def]
             yield b'{"ssn": "'
             for _ in range(600):
                 await asyncio.sleep(0.05)
                 yield b"1"
+
         return StreamingResponse(drip(), media_type="application/json")
     if mode == "endless":
+
         async def flood():  # type: ignore[no-untyped-def]
             yield b'{"ssn": "'
             while True:
                 yield b"A" * 65536
                 await asyncio.sleep(0)
+
         return StreamingResponse(flood(), media_type="application/json")
     if mode == "huge":
         return Response(b"{" + b" " * (3 * 1024 * 1024) + b"}", media_type="application/json")
     if mode == "gzipbomb":
         body = gzip.compress(b'{"x": "' + b"0" * (20 * 1024 * 1024) + b'"}')
-        return Response(body, media_type="application/json",
-                        headers={"Content-Encoding": "gzip"})
+        return Response(body, media_type="application/json", headers={"Content-Encoding": "gzip"})
     if mode == "html":
         return Response("<html><body>maintenance</body></html>", media_type="text/html")
     if mode == "badjson":
@@ -126,9 +139,11 @@ async def reset(request: Request) -> Response:
     return JSONResponse({})
 
 
-BOMB = ('<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;">'
-        '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">'
-        '<!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">]>')
+BOMB = (
+    '<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;">'
+    '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">'
+    '<!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">]>'
+)
 XXE = '<!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
 
 
@@ -141,18 +156,21 @@ async def soap(request: Request) -> Response:
         return Response(_tax(TAX_OK), media_type=xml)
     if mode == "xxe":
         body = TAX_OK.replace("X, Y", "&xxe;")
-        return Response(b'<?xml version="1.0"?>' + XXE.encode() + _tax(body)[21:],
-                        media_type=xml)
+        return Response(b'<?xml version="1.0"?>' + XXE.encode() + _tax(body)[21:], media_type=xml)
     if mode == "bomb":
         body = TAX_OK.replace("X, Y", "&lol4;")
-        return Response(b'<?xml version="1.0"?>' + BOMB.encode() + _tax(body)[21:],
-                        media_type=xml)
+        return Response(b'<?xml version="1.0"?>' + BOMB.encode() + _tax(body)[21:], media_type=xml)
     if mode == "fault":
-        fault = "<soap:Fault><faultcode>soap:Server</faultcode><faultstring>boom</faultstring></soap:Fault>"
+        fault = (
+            "<soap:Fault><faultcode>soap:Server</faultcode>"
+            "<faultstring>boom</faultstring></soap:Fault>"
+        )
         return Response(_tax(fault), status_code=500, media_type=xml)
     if mode == "notfound":
-        fault = ("<soap:Fault><faultcode>soap:Client.NotFound</faultcode>"
-                 "<faultstring>no</faultstring></soap:Fault>")
+        fault = (
+            "<soap:Fault><faultcode>soap:Client.NotFound</faultcode>"
+            "<faultstring>no</faultstring></soap:Fault>"
+        )
         return Response(_tax(fault), status_code=500, media_type=xml)
     if mode == "garbage":
         return Response(b"<soap:Envelope><unclosed>", media_type=xml)
@@ -171,14 +189,16 @@ async def soap(request: Request) -> Response:
     return Response(status_code=404)
 
 
-app = Starlette(routes=[
-    Route("/rest/{mode}/{key}", rest),
-    Route("/rest/{mode}", rest),
-    Route("/soap/{mode}", soap, methods=["POST", "GET"]),
-    Route("/_hits", hits),
-    Route("/_reset", reset, methods=["POST"]),
-    Route("/healthz", lambda r: JSONResponse({"ok": True})),
-])
+app = Starlette(
+    routes=[
+        Route("/rest/{mode}/{key}", rest),
+        Route("/rest/{mode}", rest),
+        Route("/soap/{mode}", soap, methods=["POST", "GET"]),
+        Route("/_hits", hits),
+        Route("/_reset", reset, methods=["POST"]),
+        Route("/healthz", lambda r: JSONResponse({"ok": True})),
+    ]
+)
 
 
 if __name__ == "__main__":

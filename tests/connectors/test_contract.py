@@ -38,11 +38,11 @@ async def test_discover_describes_only_exposed_fields(connector: Connector, case
     assert set(props) <= allowed
 
 
-async def test_fetch_returns_exactly_the_requested_fields(connector: Connector,
-                                                           case: Case) -> None:
+async def test_fetch_returns_exactly_the_requested_fields(connector: Connector, case: Case) -> None:
     fields = case.config["entities"][case.entity]["fields"]
-    result = await connector.fetch(case.entity, case.key, fields[:2],
-                                   FetchContext(exchange_id="x1"))
+    result = await connector.fetch(
+        case.entity, case.key, fields[:2], FetchContext(exchange_id="x1")
+    )
     assert set(result.record) <= set(fields[:2])
     assert result.key == case.key
     assert result.fields == tuple(fields[:2])
@@ -56,8 +56,7 @@ async def test_fetched_record_is_frozen(connector: Connector, case: Case) -> Non
         result.record[fields[0]] = "tampered"  # type: ignore[index]
 
 
-async def test_fetch_then_map_validates_against_canonical(connector: Connector,
-                                                           case: Case) -> None:
+async def test_fetch_then_map_validates_against_canonical(connector: Connector, case: Case) -> None:
     mapping = load_mapping(mapping_path(case.department, case.entity))
     result = await connector.fetch(case.entity, case.key, mapping.required_source_fields())
     out = mapping.map(result.record)
@@ -71,10 +70,12 @@ async def test_missing_key_is_not_found(connector: Connector, case: Case) -> Non
     assert err.value.code == "not_found"
 
 
-@pytest.mark.parametrize("key", ["' OR '1'='1", "1; DROP TABLE x", "../../etc/passwd", "",
-                                 "1" * 500, "12345678901\n"])
-async def test_malformed_key_is_refused_before_the_provider(connector: Connector, case: Case,
-                                                            key: str) -> None:
+@pytest.mark.parametrize(
+    "key", ["' OR '1'='1", "1; DROP TABLE x", "../../etc/passwd", "", "1" * 500, "12345678901\n"]
+)
+async def test_malformed_key_is_refused_before_the_provider(
+    connector: Connector, case: Case, key: str
+) -> None:
     fields = case.config["entities"][case.entity]["fields"]
     with pytest.raises(InvalidKey) as err:
         await connector.fetch(case.entity, key, fields)

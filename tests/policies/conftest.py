@@ -49,3 +49,12 @@ def engines(opa_url: str, shipped_bundle: PolicyBundle) -> Iterator[Engines]:
         loop.run(opa.close())
         loop.run(embedded.close())
         loop.close()
+
+
+@pytest.fixture(scope="module")
+def scratch_opa_url() -> Iterator[str]:
+    """A private OPA server for tests that load broken policies into it."""
+    from tests._support.servers import opa_server
+
+    with opa_server() as url:
+        yield url

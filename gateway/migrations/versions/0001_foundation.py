@@ -78,5 +78,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("agreement_event", "agreement", "department_key", "department_system", "department"):
+    for table in (
+        "agreement_event",
+        "agreement",
+        "department_key",
+        "department_system",
+        "department",
+    ):
         op.drop_table(table)

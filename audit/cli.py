@@ -1,0 +1,329 @@
+"""``accord audit …``: the auditor's and operator's command line for the audit log.
+
+Mounted by the gateway's CLI as ``accord audit``; also usable on its own
+(``python -m audit.cli``) so an auditor can verify a bundle without the gateway.
+Exit status: 0 verified, 1 damage found, 2 bad input or unreachable store. Errors
+are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlalchemy.exc import SQLAlchemyError
+
+from audit.errors import AuditError
+from audit.export import verify_export
+from audit.log import AuditLog
+from audit.note import NoteSigner, NoteVerifier
+from audit.store import engine_for
+from audit.verify import VerifyReport
+
+__all__ = ["audit_app", "main"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_DB = "sqlite:///.accord-data/accord.db"
+DEFAULT_KEY = Path(".accord-data/keys/log.pem")
+DEFAULT_ORIGIN = "accord.local/audit"
+
+audit_app = typer.Typer(
+    name="audit",
+    help="Verify, prove, checkpoint, export and witness the tamper-evident audit log.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+DbUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", help="defaults to $ACCORD_DATABASE_URL, else local SQLite"),
+]
+LogKey = Annotated[Path, typer.Option("--log-key", help="PEM Ed25519 private key of the log")]
+Origin = Annotated[
+    str | None, typer.Option("--origin", help="log name (checkpoint origin); $ACCORD_AUDIT_ORIGIN")
+]
+
+
+def _fail_cleanly(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn expected failures into one line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except AuditError as exc:
+            err.print(f"[red]error[/red] ({exc.code}): {exc.detail}")
+        except SQLAlchemyError as exc:
+            err.print(f"[red]error[/red]: the database is unreachable ({exc.__class__.__name__})")
+        except (OSError, ValueError, UnicodeError) as exc:
+            err.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2)
+
+    return wrapper
+
+
+def _db_url(url: str | None) -> str:
+    return url or os.environ.get("ACCORD_DATABASE_URL") or DEFAULT_DB
+
+
+def _origin(origin: str | None) -> str:
+    return origin or os.environ.get("ACCORD_AUDIT_ORIGIN") or DEFAULT_ORIGIN
+
+
+def _signer(path: Path, origin: str | None) -> NoteSigner:
+    return NoteSigner.from_pem(_origin(origin), path.read_bytes())
+
+
+def _vkey(value: str) -> NoteVerifier:
+    """A vkey given inline or as a file holding one."""
+    p = Path(value)
+    text = p.read_text("utf-8").strip() if p.is_file() else value
+    return NoteVerifier.from_vkey(text)
+
+
+@contextmanager
+def _open_log(
+    url: str | None,
+    key: Path | None = None,
+    origin: str | None = None,
+    witnesses: Sequence[str] = (),
+) -> Iterator[AuditLog]:
+    signer = _signer(key, origin) if key is not None and key.exists() else None
+    engine = engine_for(_db_url(url))
+    log = AuditLog(engine, node="cli", signer=signer, witnesses=[_vkey(w) for w in witnesses])
+    try:
+        yield log
+    finally:
+        log.close()
+        engine.dispose()
+
+
+@contextmanager
+def _progress(total: int | None, label: str) -> Iterator[Callable[[int], None] | None]:
+    if not total or not sys.stderr.isatty():
+        yield None
+        return
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
+def _print_report(report: VerifyReport, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(report.to_json()))
+    elif report.ok:
+        out.print(
+            f"[green]verified[/green] entries [{report.start}, {report.size}), root "
+            f"{report.root.hex()}, {report.checkpoints_verified} checkpoint(s) match"
+        )
+        for witness, size in sorted(report.cosigned.items()):
+            out.print(f"  witnessed by {witness} up to {size}")
+    else:
+        d = report.damage
+        assert d is not None
+        where = f"seq {d.seq}" if d.seq is not None else "the checkpoints"
+        if d.end is not None:
+            where += f" (somewhere in [{d.seq}, {d.end}))"
+        out.print(f"[red]DAMAGED[/red] at {where}: {d.kind}: {d.detail}")
+    for w in report.warnings:
+        err.print(f"[yellow]warning[/yellow]: {w}")
+
+
+@audit_app.command()
+@_fail_cleanly
+def verify(
+    target: Annotated[str | None, typer.Argument(help="database URL or export directory")] = None,
+    database_url: DbUrl = None,
+    log_vkey: Annotated[
+        str | None, typer.Option("--log-vkey", help="trusted log verifier key (or file)")
+    ] = None,
+    log_key: LogKey = DEFAULT_KEY,
+    origin: Origin = None,
+    witness_vkey: Annotated[
+        list[str], typer.Option("--witness-vkey", help="trusted witness key (repeatable)")
+    ] = [],  # noqa: B006 - typer reads the default, never mutates it
+    checkpoint: Annotated[
+        list[Path], typer.Option("--checkpoint", help="a checkpoint note you hold (repeatable)")
+    ] = [],  # noqa: B006
+    hashes_only: Annotated[bool, typer.Option(help="skip JSON and schema checks")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Recompute every leaf, chain link, tree root and signature; exit 1 on damage."""
+    trusted = _vkey(log_vkey) if log_vkey else None
+    witnesses = [_vkey(w) for w in witness_vkey] or None
+    extra = [p.read_text("utf-8") for p in checkpoint]
+    if target is not None and Path(target).is_dir():
+        manifest = Path(target) / "manifest.json"
+        total = None
+        if manifest.is_file():
+            try:
+                m = json.loads(manifest.read_bytes()[: 1 << 20])
+                total = int(m["to_seq"]) - int(m["from_seq"])
+            except (ValueError, KeyError, TypeError):
+                total = None
+        with _progress(total, "verifying") as progress:
+            report = verify_export(
+                target,
+                log_key=trusted,
+                witness_keys=witnesses,
+                extra_checkpoints=extra,
+                full=not hashes_only,
+                progress=progress,
+            )
+    else:
+        url = target or database_url
+        if trusted is None and log_key.exists():
+            trusted = _signer(log_key, origin).verifier()
+        with _open_log(url) as log, _progress(log.head().size, "verifying") as progress:
+            report = log.verify(
+                log_key=trusted,
+                witness_keys=witnesses or [],
+                extra_checkpoints=extra,
+                progress=progress,
+            )
+    _print_report(report, as_json)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+@_fail_cleanly
+def checkpoint_cmd(
+    database_url: DbUrl = None,
+    log_key: LogKey = DEFAULT_KEY,
+    origin: Origin = None,
+    witness: Annotated[
+        list[str], typer.Option("--witness", help="witness URL to ask for a cosignature")
+    ] = [],  # noqa: B006
+    witness_vkey: Annotated[list[str], typer.Option("--witness-vkey")] = [],  # noqa: B006
+) -> None:
+    """Sign a checkpoint of the current tree (and send it to witnesses)."""
+    if not log_key.exists():
+        raise AuditError(f"log key {log_key} not found", code="audit_no_signer")
+    with _open_log(database_url, log_key, origin, witness_vkey) as log:
+        note = log.checkpoint()
+        if witness:
+            for url, result in log.send_to_witnesses(witness).items():
+                err.print(f"{url}: {result}")
+            note = log.latest_checkpoint() or note
+    sys.stdout.write(note)
+
+
+@audit_app.command()
+@_fail_cleanly
+def prove(
+    seq: Annotated[int | None, typer.Argument(help="entry sequence number")] = None,
+    exchange: Annotated[str | None, typer.Option("--exchange", help="exchange id")] = None,
+    tree_size: Annotated[int | None, typer.Option(help="prove against this size")] = None,
+    database_url: DbUrl = None,
+) -> None:
+    """Print inclusion proofs (JSON) for an entry or every entry of an exchange."""
+    if (seq is None) == (exchange is None):
+        raise ValueError("give exactly one of SEQ or --exchange")
+    with _open_log(database_url) as log:
+        seqs = (
+            [seq] if seq is not None else [e.seq for e in log.entries_by_exchange(exchange or "")]
+        )
+        if not seqs:
+            raise AuditError(f"no entries for exchange {exchange!r}", code="audit_not_found")
+        proofs = []
+        for s in seqs:
+            p = log.inclusion_proof(s, tree_size)
+            p.verify()
+            proofs.append(p.to_json())
+    out.print_json(json.dumps(proofs[0] if seq is not None else proofs))
+
+
+@audit_app.command()
+@_fail_cleanly
+def consistency(
+    old: Annotated[int, typer.Argument(help="older tree size")],
+    new: Annotated[int, typer.Argument(help="newer tree size")],
+    database_url: DbUrl = None,
+) -> None:
+    """Print the RFC 9162 consistency proof between two tree sizes (JSON)."""
+    with _open_log(database_url) as log:
+        proof = log.consistency_proof(old, new)
+        proof.verify()
+    out.print_json(json.dumps(proof.to_json()))
+
+
+@audit_app.command()
+@_fail_cleanly
+def export(
+    directory: Annotated[Path, typer.Argument(help="empty or new directory")],
+    from_seq: Annotated[int, typer.Option("--from", help="first seq (inclusive)")] = 0,
+    to_seq: Annotated[
+        int | None, typer.Option("--to", help="end seq (exclusive); default: the log size")
+    ] = None,
+    database_url: DbUrl = None,
+    log_key: LogKey = DEFAULT_KEY,
+    origin: Origin = None,
+    witness_vkey: Annotated[list[str], typer.Option("--witness-vkey")] = [],  # noqa: B006
+) -> None:
+    """Write entries, hashes, checkpoints, proofs, keys and a README for an auditor."""
+    with _open_log(database_url, log_key, origin, witness_vkey) as log:
+        end = log.head().size if to_seq is None else to_seq
+        log.export(from_seq, end, directory)
+    out.print(f"exported [{from_seq}, {end}) to {directory}")
+
+
+@audit_app.command()
+@_fail_cleanly
+def witness(
+    key: Annotated[Path, typer.Option("--key", help="PEM Ed25519 private key of the witness")],
+    name: Annotated[str, typer.Option("--name", help="witness key name, e.g. witness.example/w1")],
+    log_vkey: Annotated[
+        list[str], typer.Option("--log-vkey", help="vkey of a log to witness (repeatable)")
+    ],
+    state: Annotated[Path, typer.Option(help="SQLite file keeping what was seen")] = Path(
+        ".accord-data/witness.db"
+    ),
+    host: str = "127.0.0.1",
+    port: int = 8090,
+) -> None:
+    """Run a c2sp.org/tlog-witness witness that cosigns consistent checkpoints."""
+    from audit.checkpoint import Cosigner
+    from audit.note import load_private_key_pem
+    from audit.witness import Witness, make_server
+
+    state.parent.mkdir(parents=True, exist_ok=True)
+    cosigner = Cosigner(name, load_private_key_pem(key.read_bytes()))
+    w = Witness(cosigner, [_vkey(v) for v in log_vkey], state)
+    server = make_server(w, host, port)
+    err.print(f"witness {cosigner.verifier().vkey()} on http://{host}:{server.server_port}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run the audit CLI on its own (``python -m audit.cli``)."""
+    return audit_app(args=argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""Department systems authenticate each exchange with a single-use request token.
+
+Profile (docs/request-token.md): JWS compact, header ``typ: accord-req+jwt``,
+``alg`` EdDSA or ES256, ``kid`` of a registered key of the ``iss`` department;
+claims ``iss``, ``sub`` (a registered system), ``aud`` (this gateway), ``iat``,
+``exp`` (at most five minutes after ``iat``), ``jti`` (single use), ``htm``,
+``htu`` and ``bsh`` (base64url SHA-256 of the body) bind it to one request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+
+from gateway.errors import AccordError, AuthError
+from gateway.jose import PrivateKey, b64url_encode, public_jwk
+from gateway.registry.service import RegistryService
+
+__all__ = [
+    "MAX_LIFETIME_S",
+    "TOKEN_TYPE",
+    "Caller",
+    "RequestTokenVerifier",
+    "body_hash",
+    "sign_request_token",
+]
+
+TOKEN_TYPE = "accord-req+jwt"  # noqa: S105 - a media type, not a secret
+MAX_LIFETIME_S = 300
+LEEWAY_S = 30
+REQUIRED = ["iss", "sub", "aud", "iat", "exp", "jti", "htm", "htu", "bsh"]
+
+#: Remembers a jti until its expiry; raises AuthError(token_replayed) on a second use.
+ReplayGuard = Callable[[str, str, datetime], None]
+
+
+def body_hash(body: bytes) -> str:
+    return b64url_encode(hashlib.sha256(body).digest())
+
+
+@dataclass(frozen=True)
+class Caller:
+    department: str
+    system: str
+    kid: str
+    jti: str
+    capabilities: frozenset[str]
+
+    @property
+    def actor(self) -> str:
+        return f"system:{self.department}/{self.system}"
+
+
+def sign_request_token(
+    key: PrivateKey,
+    *,
+    department: str,
+    system: str,
+    audience: str,
+    method: str,
+    path: str,
+    body: bytes,
+    now: float | None = None,
+    lifetime_s: int = 60,
+    jti: str | None = None,
+) -> str:
+    """Sign a token for exactly one request (what the Python client does)."""
+    issued = int(now if now is not None else time.time())
+    jwk = public_jwk(key)
+    claims = {
+        "iss": department,
+        "sub": system,
+        "aud": audience,
+        "iat": issued,
+        "exp": issued + lifetime_s,
+        "jti": jti or uuid.uuid4().hex,
+        "htm": method.upper(),
+        "htu": path,
+        "bsh": body_hash(body),
+    }
+    return jwt.encode(
+        claims, key, algorithm=jwk["alg"], headers={"typ": TOKEN_TYPE, "kid": jwk["kid"]}
+    )
+
+
+class RequestTokenVerifier:
+    def __init__(self, registry: RegistryService, *, audience: str, replay: ReplayGuard) -> None:
+        self.registry = registry
+        self.audience = audience
+        self.replay = replay
+
+    def verify(self, token: str, *, method: str, path: str, body: bytes, now: datetime) -> Caller:
+        """Raise ``AuthError`` with a precise code unless the token is good for this request."""
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise AuthError(
+                "the request token is not a JWS compact token", code="malformed_token"
+            ) from exc
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in ("EdDSA", "ES256"):
+            raise AuthError(
+                f"algorithm {alg!r} is not accepted; use EdDSA or ES256", code="bad_algorithm"
+            )
+        if header.get("typ") != TOKEN_TYPE:
+            raise AuthError(f"token typ must be {TOKEN_TYPE}", code="wrong_token_type")
+        if not isinstance(kid, str) or not kid:
+            raise AuthError("token header lacks kid", code="unknown_key")
+        iss = unverified.get("iss")
+        if not isinstance(iss, str):
+            raise AuthError("token lacks iss", code="invalid_token")
+        try:
+            key, key_alg = self.registry.verification_key(kid, department=iss, now=now)
+        except AccordError as exc:
+            raise AuthError(exc.detail, code=exc.code) from exc
+        if key_alg != alg:
+            raise AuthError("algorithm does not fit the key", code="bad_algorithm")
+        try:
+            claims = self._decode_at(token, key, alg, now)
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthError("the request token has expired", code="token_expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise AuthError(
+                "the request token is not valid yet", code="token_not_yet_valid"
+            ) from exc
+        except jwt.InvalidAudienceError as exc:
+            raise AuthError("the token is for another gateway", code="wrong_audience") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(str(exc), code="missing_claim") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise AuthError(
+                "the token signature does not verify", code="signature_invalid"
+            ) from exc
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"the request token is invalid: {exc}", code="invalid_token") from exc
+        iat, exp = claims["iat"], claims["exp"]
+        if not isinstance(iat, int) or not isinstance(exp, int):
+            raise AuthError("iat and exp must be integers", code="invalid_token")
+        if exp - iat > MAX_LIFETIME_S or exp <= iat:
+            raise AuthError(
+                f"token lifetime must be at most {MAX_LIFETIME_S}s", code="token_lifetime_too_long"
+            )
+        if iat > now.timestamp() + LEEWAY_S:
+            raise AuthError("token issued in the future", code="token_not_yet_valid")
+        if claims["htm"] != method.upper() or claims["htu"] != path:
+            raise AuthError(
+                "the token was made for another method or path", code="token_request_mismatch"
+            )
+        if claims["bsh"] != body_hash(body):
+            raise AuthError("the body does not match the token's bsh", code="body_mismatch")
+        jti = claims["jti"]
+        if not isinstance(jti, str) or not 8 <= len(jti) <= 128:
+            raise AuthError("jti must be a string of 8 to 128 characters", code="invalid_token")
+        try:
+            system = self.registry.get_system(iss, str(claims["sub"]))
+        except AccordError as exc:
+            raise AuthError(exc.detail, code="unknown_system") from exc
+        self.replay(iss, jti, datetime.fromtimestamp(exp + LEEWAY_S, UTC))
+        return Caller(
+            department=iss,
+            system=system.system_id,
+            kid=kid,
+            jti=jti,
+            capabilities=frozenset(system.capabilities),
+        )
+
+    def _decode_at(self, token: str, key: Any, alg: str, now: datetime) -> dict[str, Any]:
+        """Verify signature, audience and required claims; time checks use ``now``, not the
+        library's clock, so validity is evaluated at an injected time like everywhere else."""
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[alg],
+            audience=self.audience,
+            options={
+                "require": REQUIRED,
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
+        )
+        ts = now.timestamp()
+        exp = claims.get("exp")
+        if isinstance(exp, int | float) and ts > exp + LEEWAY_S:
+            raise jwt.ExpiredSignatureError("expired")
+        nbf = claims.get("nbf")
+        if isinstance(nbf, int | float) and ts + LEEWAY_S < nbf:
+            raise jwt.ImmatureSignatureError("not yet valid")
+        return claims

@@ -1,0 +1,1 @@
+"""The exchange: authenticate, resolve, decide, fetch, translate, release, audit, answer."""
