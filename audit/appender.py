@@ -29,22 +29,80 @@ from audit.errors import AuditError, AuditUnavailable, EntryInvalid
 from audit.merkle import CompactRange, leaf_hash
 from audit.records import Appended
 
-__all__ = ["GroupCommitter", "write_batch"]
+__all__ = ["GroupCommitter", "append_in", "write_batch"]
 
 log = logging.getLogger("audit.appender")
 
 Batch = list[tuple[Sequence[Mapping[str, Any]], "Future[list[Appended]]"]]
 
 
-def _begin_locked(conn: sa.Connection) -> sa.Row[Any]:
-    """Start the batch transaction holding the chain-head lock; return the head row."""
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+def _lock_head(conn: sa.Connection) -> sa.Row[Any]:
     stmt = sa.select(store.head).where(store.head.c.id == 1).with_for_update()
     row = conn.execute(stmt).first()
     if row is None:
         raise AuditUnavailable("the audit chain head is missing: run create_schema()")
     return row
+
+
+def _begin_locked(conn: sa.Connection) -> sa.Row[Any]:
+    """Start the batch transaction holding the chain-head lock; return the head row."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    return _lock_head(conn)
+
+
+def _write_locked(
+    conn: sa.Connection,
+    node: str,
+    row: sa.Row[Any],
+    requests: Sequence[Sequence[Mapping[str, Any]]],
+) -> list[list[Appended] | AuditError]:
+    """Seal and insert every request after ``row`` (the locked head); advance the head."""
+    results: list[list[Appended] | AuditError] = []
+    size, chain = int(row.size), bytes(row.chain_hash)
+    cr = CompactRange.from_bytes(size, bytes(row.frontier))
+    ts = format_ts(datetime.now(UTC))
+    entry_rows: list[dict[str, Any]] = []
+    node_rows: list[dict[str, Any]] = []
+    for entries in requests:
+        try:
+            sealed = [seal(e, seq=size + i, ts=ts, node=node) for i, e in enumerate(entries)]
+        except EntryInvalid as exc:
+            results.append(exc)
+            continue
+        out: list[Appended] = []
+        for e, data in zip(entries, sealed, strict=True):
+            lh = leaf_hash(data)
+            chain = chain_hash(chain, lh)
+            for level, idx, h in cr.append(lh):
+                node_rows.append({"level": level, "idx": idx, "hash": h})
+            entry_rows.append(
+                {
+                    "seq": size,
+                    "ts": ts,
+                    "event": e["event"],
+                    "exchange_id": e.get("exchange_id"),
+                    "subject": e.get("subject"),
+                    "data": data,
+                    "leaf_hash": lh,
+                    "chain_hash": chain,
+                }
+            )
+            out.append(Appended(size, lh, chain, data, ts))
+            size += 1
+        results.append(out)
+    if entry_rows:
+        conn.execute(store.entries.insert(), entry_rows)
+        if node_rows:
+            conn.execute(store.nodes.insert(), node_rows)
+        upd = conn.execute(
+            store.head.update()
+            .where(store.head.c.id == 1, store.head.c.size == int(row.size))
+            .values(size=size, chain_hash=chain, frontier=cr.to_bytes(), ts=ts)
+        )
+        if upd.rowcount != 1:
+            raise AuditUnavailable("the chain head moved while locked")
+    return results
 
 
 def write_batch(
@@ -55,55 +113,9 @@ def write_batch(
     A request whose entries cannot be sealed gets its own ``EntryInvalid`` and is
     left out; anything the database refuses fails the whole batch.
     """
-    results: list[list[Appended] | AuditError] = []
     with engine.connect() as conn:
         try:
-            row = _begin_locked(conn)
-            size, chain = int(row.size), bytes(row.chain_hash)
-            cr = CompactRange.from_bytes(size, bytes(row.frontier))
-            ts = format_ts(datetime.now(UTC))
-            entry_rows: list[dict[str, Any]] = []
-            node_rows: list[dict[str, Any]] = []
-            for entries in requests:
-                try:
-                    sealed = [
-                        seal(e, seq=size + i, ts=ts, node=node) for i, e in enumerate(entries)
-                    ]
-                except EntryInvalid as exc:
-                    results.append(exc)
-                    continue
-                out: list[Appended] = []
-                for e, data in zip(entries, sealed, strict=True):
-                    lh = leaf_hash(data)
-                    chain = chain_hash(chain, lh)
-                    for level, idx, h in cr.append(lh):
-                        node_rows.append({"level": level, "idx": idx, "hash": h})
-                    entry_rows.append(
-                        {
-                            "seq": size,
-                            "ts": ts,
-                            "event": e["event"],
-                            "exchange_id": e.get("exchange_id"),
-                            "subject": e.get("subject"),
-                            "data": data,
-                            "leaf_hash": lh,
-                            "chain_hash": chain,
-                        }
-                    )
-                    out.append(Appended(size, lh, chain, data, ts))
-                    size += 1
-                results.append(out)
-            if entry_rows:
-                conn.execute(store.entries.insert(), entry_rows)
-                if node_rows:
-                    conn.execute(store.nodes.insert(), node_rows)
-                upd = conn.execute(
-                    store.head.update()
-                    .where(store.head.c.id == 1, store.head.c.size == int(row.size))
-                    .values(size=size, chain_hash=chain, frontier=cr.to_bytes(), ts=ts)
-                )
-                if upd.rowcount != 1:
-                    raise AuditUnavailable("the chain head moved while locked")
+            results = _write_locked(conn, node, _begin_locked(conn), requests)
             conn.commit()
         except SQLAlchemyError as exc:
             conn.rollback()
@@ -114,6 +126,27 @@ def write_batch(
             conn.rollback()
             raise
     return results
+
+
+def append_in(
+    conn: sa.Connection, node: str, entries: Sequence[Mapping[str, Any]]
+) -> list[Appended]:
+    """Append ``entries`` inside the caller's open transaction, without committing.
+
+    For administrative changes: the change and its audit entries commit together
+    or not at all. The caller's transaction holds the chain-head lock until it
+    ends, so keep it short; on SQLite it must already hold the write lock (it has
+    written) or be able to take it.
+    """
+    try:
+        result = _write_locked(conn, node, _lock_head(conn), [entries])[0]
+    except SQLAlchemyError as exc:
+        raise AuditUnavailable(
+            f"the audit store refused the write: {exc.__class__.__name__}"
+        ) from exc
+    if isinstance(result, AuditError):
+        raise result
+    return result
 
 
 class GroupCommitter:

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from audit import reads, store
-from audit.appender import GroupCommitter
+from audit.appender import GroupCommitter, append_in
 from audit.checkpoint import Checkpoint, parse_checkpoint, sign_checkpoint, verify_cosignatures
 from audit.entry import format_ts, verify_entry_fields
 from audit.errors import AuditError, AuditUnavailable, NotFound
@@ -119,6 +119,11 @@ class AuditLog:
             return fut.result(timeout=self.timeout_s)
         except TimeoutError as exc:
             raise AuditUnavailable("the audit store did not answer in time") from exc
+
+    def append_in(self, conn: sa.Connection, entry: Mapping[str, Any]) -> Appended:
+        """Append inside the caller's transaction: the change and its entry commit together."""
+        verify_entry_fields(entry)
+        return append_in(conn, self.node, [dict(entry)])[0]
 
     async def append_async(self, entry: Mapping[str, Any]) -> Appended:
         """``append`` for asyncio callers: waits without blocking the event loop."""

@@ -182,7 +182,7 @@ def create_schema(engine_or_conn: Engine | Connection) -> None:
     conn = engine_or_conn
     metadata.create_all(conn, checkfirst=True)
     for stmt in trigger_ddl(conn.dialect.name):
-        conn.exec_driver_sql(stmt)
+        conn.execute(sa.text(stmt))
     seed_head(conn)
 
 

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Engine
 
+from audit import AuditLog, NoteSigner, NoteVerifier
 from gateway.agreements.service import AgreementService
 from gateway.auth.humans import HumanVerifier, dev_issuer_key
 from gateway.classification import ClassificationScheme, default_scheme, load_scheme
@@ -50,12 +52,11 @@ class Services:
     humans: HumanVerifier
     gateway_key: PrivateKey
     log_key: PrivateKey
-    audit_log: Any = None
+    audit_log: AuditLog
     extras: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
-        if self.audit_log is not None and hasattr(self.audit_log, "close"):
-            self.audit_log.close()
+        self.audit_log.close()
         self.engine.dispose()
 
 
@@ -93,13 +94,19 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     )
 
 
-def _build_audit_log(engine: Engine, settings: Settings, log_key: PrivateKey) -> Any:
-    """The audit log, once the audit package provides it; ``None`` before that."""
-    try:
-        import audit
-    except ImportError:  # pragma: no cover - the package ships with the gateway
-        return None
-    factory = getattr(audit, "AuditLog", None)
-    if factory is None:
-        return None
-    return None
+def _build_audit_log(engine: Engine, settings: Settings, log_key: PrivateKey) -> AuditLog:
+    """The audit log on the gateway's database, signing checkpoints with the log key."""
+    if not isinstance(log_key, Ed25519PrivateKey):
+        raise ServiceUnavailableError(
+            "the audit log key must be Ed25519 (C2SP signed notes)", code="missing_key"
+        )
+    return AuditLog(
+        engine,
+        node=settings.node_id,
+        signer=NoteSigner(settings.audit_origin, log_key),
+        max_batch=settings.audit_max_batch,
+        max_wait_ms=settings.audit_max_wait_ms,
+        checkpoint_every=settings.checkpoint_every,
+        checkpoint_interval_s=settings.checkpoint_interval_s,
+        witnesses=[NoteVerifier.from_vkey(v) for v in settings.witness_vkeys],
+    )

@@ -41,6 +41,19 @@ class Settings(BaseSettings):
     classification_scheme: Path | None = None
     log_json: bool | None = None
     max_body_bytes: int = Field(default=1_048_576, gt=0)
+    #: This node's name in audit entries (several nodes share one chain).
+    node_id: str = Field(default="gw-1", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    #: Checkpoint origin line (C2SP tlog-checkpoint); a schemaless URL-like log name.
+    audit_origin: str = "accord.local/audit"
+    #: Sign a checkpoint every N entries or T seconds, whichever comes first.
+    checkpoint_every: int = Field(default=1000, ge=0)
+    checkpoint_interval_s: float = Field(default=60.0, ge=0)
+    #: Group commit: collect up to this many entries or wait this long per batch.
+    audit_max_batch: int = Field(default=256, gt=0)
+    audit_max_wait_ms: float = Field(default=2.0, ge=0)
+    #: Witnesses (c2sp.org/tlog-witness URLs) and their verifier keys (vkeys).
+    witness_urls: list[str] = Field(default_factory=list)
+    witness_vkeys: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _refuse_weak_secrets(self) -> Settings:

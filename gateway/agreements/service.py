@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 from gateway.agreements.models import Agreement, AgreementEvent
 from gateway.agreements.signing import VerifiedAgreement, verify_agreement
 from gateway.agreements.terms import AgreementTerms
-from gateway.auditing import AuditSink
+from gateway.auditing import AuditSink, audit_event
 from gateway.db import session_scope
 from gateway.dbtypes import utcnow
 from gateway.errors import AgreementError, ConflictError, NotFoundError
@@ -103,17 +103,19 @@ class AgreementService:
         )
         s.flush()
         if self.audit is not None:
-            self.audit.append(
-                {
-                    "event": "agreement_change",
-                    "actor": actor,
-                    "agreement": f"{row.agreement_id}@{row.version}",
-                    "provider": row.provider,
-                    "consumer": row.consumer,
-                    "outcome": to,
-                    "reason_codes": [reason] if reason else [],
-                    "agreement_sha256": row.terms_sha256,
-                }
+            self.audit.append_in(
+                s.connection(),
+                audit_event(
+                    "agreement_change",
+                    actor=actor,
+                    outcome=to,
+                    agreement=f"{row.agreement_id}@{row.version}",
+                    provider=row.provider,
+                    consumer=row.consumer,
+                    from_status=row.status if row.status != to else None,
+                    reason=reason or None,
+                    terms_sha256=row.terms_sha256,
+                ),
             )
 
     def create_draft(self, terms_doc: Any, *, actor: str) -> Agreement:

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from gateway.auditing import AuditSink
+from gateway.auditing import AuditSink, audit_event
 from gateway.classification import ClassificationScheme
 from gateway.db import session_scope
 from gateway.dbtypes import utcnow
@@ -51,8 +51,13 @@ class RegistryService:
         except IntegrityError as exc:
             raise ConflictError("conflicts with an existing record", code="already_exists") from exc
         if self.audit is not None:
-            self.audit.append(
-                {"event": "key_change" if "kid" in event else "registry_change", **event}
+            fields = dict(event)
+            kind = "key_change" if "kid" in fields else "department_change"
+            self.audit.append_in(
+                session.connection(),
+                audit_event(
+                    kind, actor=fields.pop("actor"), outcome=fields.pop("action"), **fields
+                ),
             )
 
     # departments -----------------------------------------------------------------
