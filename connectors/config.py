@@ -19,7 +19,7 @@ import yaml
 
 from connectors.interface import Connector, ConnectorConfigError
 
-__all__ = ["KINDS", "build_connector", "load_config"]
+__all__ = ["KINDS", "build_connector", "expand_placeholders", "load_config"]
 
 KINDS = ("rest", "sql", "soap", "csv")
 _PLACEHOLDER = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
@@ -43,6 +43,12 @@ def _expand(value: Any, env: Mapping[str, str]) -> Any:
     if isinstance(value, dict):
         return {k: _expand(v, env) for k, v in value.items()}
     return value
+
+
+def expand_placeholders(config: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """Fill ``${VAR}`` placeholders of a stored config from ``env`` (the gateway's own)."""
+    out: dict[str, Any] = _expand(dict(config), env)
+    return out
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:

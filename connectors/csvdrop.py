@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import os
+import stat
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from connectors.interface import (
     NotFound,
     Page,
     ResponseTooLarge,
+    UnsafeContent,
     freeze_record,
 )
 from connectors.resilience import Deadline, Resilience, ResilienceSettings
@@ -147,7 +150,10 @@ class CsvConnector(Connector):
                 "file pattern must not leave the drop folder", connector=self.name
             )
         try:
-            files = sorted(p for p in self.directory.glob(pattern) if p.is_file())
+            files = sorted(self.directory.glob(pattern))
+            if files and (files[-1].is_symlink() or not files[-1].is_file()):
+                # A link or FIFO could make us read a gateway-local file or block forever.
+                raise UnsafeContent("newest export is not a regular file", connector=self.name)
         except OSError as exc:
             raise ConnectorUnavailable("drop folder unreadable", connector=self.name) from exc
         if not files:
@@ -177,10 +183,20 @@ class CsvConnector(Connector):
     ) -> _Index:
         cap = self.settings.max_response_bytes
         try:
-            with path.open("rb") as fh:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            raise ConnectorUnavailable("export unreadable", connector=self.name) from exc
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UnsafeContent("export is not a regular file", connector=self.name)
+            with os.fdopen(fd, "rb") as fh:
+                fd = -1
                 raw = fh.read(cap + 1)
         except OSError as exc:
             raise ConnectorUnavailable("export unreadable", connector=self.name) from exc
+        finally:
+            if fd >= 0:
+                os.close(fd)
         if len(raw) > cap:
             raise ResponseTooLarge("export exceeds the byte cap", connector=self.name)
         if b"\x00" in raw:

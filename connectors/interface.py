@@ -34,6 +34,7 @@ __all__ = [
     "NotFound",
     "Page",
     "ResponseTooLarge",
+    "TlsFailed",
     "UnknownField",
     "UnsafeContent",
     "freeze_record",
@@ -83,6 +84,12 @@ class ConnectorAuthFailed(ConnectorUnavailable):
 
     code = "connector_auth_failed"
     transient = False
+
+
+class TlsFailed(ConnectorAuthFailed):
+    """The TLS handshake failed: untrusted server certificate or refused client cert."""
+
+    code = "connector_tls_failed"
 
 
 class CircuitOpen(ConnectorUnavailable):

@@ -166,10 +166,18 @@ def _is_retryable(exc: BaseException) -> bool:
 class Resilience:
     """Runs one provider call under deadline, cap, breaker and (maybe) retries."""
 
-    def __init__(self, connector: str, settings: ResilienceSettings) -> None:
+    def __init__(
+        self,
+        connector: str,
+        settings: ResilienceSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.connector = connector
         self.settings = settings
-        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_after)
+        self.breaker = CircuitBreaker(
+            settings.breaker_failures, settings.breaker_reset_after, clock=clock
+        )
         self._slots = asyncio.Semaphore(settings.max_concurrency)
 
     def deadline(self, ctx: FetchContext | None) -> Deadline:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import json
+import ssl
 from collections import Counter
 
 import uvicorn
@@ -120,6 +122,24 @@ async def _rest(mode: str, request: Request) -> Response:
         if HITS[mode] % 2:
             return Response(status_code=429, headers={"Retry-After": "0"})
         return JSONResponse(GOOD)
+    if mode == "ratelimited_long":
+        return Response(status_code=429, headers={"Retry-After": "120"})
+    if mode == "ratelimited_bare":
+        return Response(status_code=429)
+    if mode == "plain_json":
+        return Response(json.dumps(GOOD).encode(), media_type="text/plain")
+    if mode == "no_type":
+        return Response(json.dumps(GOOD).encode(), headers={"content-type": ""})
+    if mode == "lying_length":
+        return Response(
+            b"{}", media_type="application/json", headers={"Content-Length": str(10**12)}
+        )
+    if mode == "flaky502":
+        if HITS[mode] % 2:
+            return Response(status_code=502)
+        return JSONResponse(GOOD)
+    if mode == "gateway_timeout":
+        return Response(status_code=504)
     if mode == "error500":
         return Response(status_code=500)
     if mode == "unauthorised":
@@ -184,6 +204,45 @@ async def soap(request: Request) -> Response:
     if mode == "slow":
         await asyncio.sleep(30)
         return Response(_tax(TAX_OK), media_type=xml)
+    if mode == "trickle":
+
+        async def drip():  # type: ignore[no-untyped-def]
+            yield _tax(TAX_OK)[:60]
+            for _ in range(600):
+                await asyncio.sleep(0.05)
+                yield b" "
+
+        return StreamingResponse(drip(), media_type=xml)
+    if mode == "endless":
+
+        async def flood():  # type: ignore[no-untyped-def]
+            yield _tax("")[: -len("</soap:Body></soap:Envelope>")]
+            while True:
+                yield b"<!--" + b"x" * 65536 + b"-->"
+                await asyncio.sleep(0)
+
+        return StreamingResponse(flood(), media_type=xml)
+    if mode == "xxe_late":
+        # The DOCTYPE hides behind 8 KiB of comments and declares no entity inline.
+        late = "<!--" + "x" * 8192 + "-->" + '<!DOCTYPE e SYSTEM "http://169.254.169.254/x.dtd">'
+        return Response(
+            b'<?xml version="1.0"?>' + late.encode() + _tax(TAX_OK)[21:], media_type=xml
+        )
+    if mode == "param_entity":
+        head = '<!DOCTYPE e [<!ENTITY % ext SYSTEM "http://169.254.169.254/evil.dtd"> %ext;]>'
+        return Response(
+            b'<?xml version="1.0"?>' + head.encode() + _tax(TAX_OK)[21:], media_type=xml
+        )
+    if mode == "utf16_bomb":
+        body = TAX_OK.replace("X, Y", "&lol4;")
+        doc = '<?xml version="1.0" encoding="UTF-16"?>' + BOMB + _tax(body).decode()[21:]
+        return Response(doc.encode("utf-16"), media_type=xml)
+    if mode == "unknown_code":
+        return Response(_tax(TAX_OK.replace(">S<", ">ZZ<")), media_type=xml)
+    if mode == "missing_element":
+        return Response(_tax(TAX_OK.replace("<t:FullName>X, Y</t:FullName>", "")), media_type=xml)
+    if mode == "json":
+        return JSONResponse({"TaxpayerId": "12345678901"})
     if mode == "unavailable":
         return Response(b"", status_code=503)
     return Response(status_code=404)
@@ -204,5 +263,13 @@ app = Starlette(
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--certfile", help="serve TLS with this certificate (PEM)")
+    ap.add_argument("--keyfile")
+    ap.add_argument("--client-ca", help="require client certificates issued by this CA")
     args = ap.parse_args()
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    tls: dict[str, object] = {}
+    if args.certfile:
+        tls = {"ssl_certfile": args.certfile, "ssl_keyfile": args.keyfile}
+        if args.client_ca:
+            tls |= {"ssl_ca_certs": args.client_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", **tls)  # type: ignore[arg-type]

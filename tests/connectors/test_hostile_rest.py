@@ -7,6 +7,8 @@ config. Tests assert codes and hit counts, never wall time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -63,6 +65,13 @@ def config(url: str, **over: Any) -> dict[str, Any]:
                 "error500",
                 "unauthorised",
                 "redirect",
+                "ratelimited_long",
+                "ratelimited_bare",
+                "plain_json",
+                "no_type",
+                "lying_length",
+                "flaky502",
+                "gateway_timeout",
             ]
         },
     }
@@ -106,6 +115,9 @@ async def test_good_record_passes(rest: RestConnector) -> None:
         ("error500", "connector_unavailable"),
         ("unauthorised", "connector_auth_failed"),
         ("redirect", "connector_bad_response"),
+        ("plain_json", "connector_bad_response"),
+        ("no_type", "connector_bad_response"),
+        ("lying_length", "response_too_large"),
     ],
 )
 async def test_hostile_answer_maps_to_stable_code(
@@ -197,3 +209,49 @@ async def test_unreachable_provider_is_unavailable() -> None:
         assert await code_of(conn, "good") == "connector_unavailable"  # type: ignore[arg-type]
     finally:
         await conn.aclose()
+
+
+async def test_429_asking_to_wait_past_the_deadline_is_not_retried(
+    rest: RestConnector, hostile_url: str
+) -> None:
+    # Retry-After: 120 is beyond the budget: fail now instead of sleeping.
+    assert await code_of(rest, "ratelimited_long") == "connector_unavailable"
+    assert hits(hostile_url)["hits"]["ratelimited_long"] == 1
+
+
+async def test_429_without_retry_after_is_not_retried(
+    rest: RestConnector, hostile_url: str
+) -> None:
+    assert await code_of(rest, "ratelimited_bare") == "connector_unavailable"
+    assert hits(hostile_url)["hits"]["ratelimited_bare"] == 1
+
+
+async def test_502_is_transient_and_retried(rest: RestConnector, hostile_url: str) -> None:
+    result = await rest.fetch("flaky502", "12345678901", ["ssn"])
+    assert result.record == {"ssn": "12345678901"}
+    assert hits(hostile_url)["hits"]["flaky502"] == 2
+
+
+async def test_504_is_retried_up_to_the_attempt_limit(
+    rest: RestConnector, hostile_url: str
+) -> None:
+    assert await code_of(rest, "gateway_timeout") == "connector_unavailable"
+    assert hits(hostile_url)["hits"]["gateway_timeout"] == 3
+
+
+@pytest.mark.parametrize("mode", ["slow", "html", "unauthorised", "error500"])
+async def test_non_transient_faults_are_not_retried(
+    rest: RestConnector, hostile_url: str, mode: str
+) -> None:
+    await code_of(rest, mode)
+    assert hits(hostile_url)["hits"][mode] == 1
+
+
+async def test_key_cannot_change_the_request_path(rest: RestConnector, hostile_url: str) -> None:
+    spec = rest.entities["good"]
+    rest.entities["good"] = dataclasses.replace(spec, key_pattern=re.compile(r".{1,64}"))
+    # A permissive key pattern still cannot walk the path: the key is percent-encoded,
+    # so "../../_hits" never reaches the (JSON-answering) /_hits route.
+    with pytest.raises(ConnectorError) as err:
+        await rest.fetch("good", "../../_hits", ["ssn"])
+    assert err.value.code == "not_found"
