@@ -153,7 +153,10 @@ def _regorus_has(builtin: dict[str, Any]) -> bool:
 
 
 def _run(name: str, cmd: list[str], src: Path) -> CheckResult:
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=_TIMEOUT_S)  # noqa: S603
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=_TIMEOUT_S)  # noqa: S603
+    except subprocess.TimeoutExpired:
+        return CheckResult(name, False, f"timed out after {_TIMEOUT_S} s")
     if proc.returncode == 0:
         return CheckResult(name, True)
     return CheckResult(name, False, _relative(proc.stdout + proc.stderr, src))
@@ -168,22 +171,24 @@ def _regorus(bundle: PolicyBundle) -> CheckResult:
 
 
 def _rego_tests(opa_bin: Path, src: Path) -> CheckResult:
-    proc = subprocess.run(  # noqa: S603 - our own opa binary, fixed arguments
-        [str(opa_bin), "test", "--format=json", str(src)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=_TIMEOUT_S,
-    )
+    try:
+        proc = subprocess.run(  # noqa: S603 - our own opa binary, fixed arguments
+            [str(opa_bin), "test", "--format=json", str(src)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        return CheckResult("rego_tests", False, f"opa test timed out after {_TIMEOUT_S} s")
     try:
         results = json.loads(proc.stdout or "[]")
     except json.JSONDecodeError:
         return CheckResult("rego_tests", False, _relative(proc.stdout + proc.stderr, src))
-    failed = [
-        f"{_relative(r.get('location', {}).get('file', '?'), src)}: {r.get('name')}"
-        for r in results
-        if r.get("fail") or r.get("error")
-    ]
+    if not isinstance(results, list) or (proc.returncode != 0 and not results):
+        # The bundle did not even load: OPA names the file and line on stderr.
+        return CheckResult("rego_tests", False, _relative(proc.stderr or proc.stdout, src))
+    failed = [_test_name(r, src) for r in results if r.get("fail") or r.get("error")]
     if not results:
         return CheckResult("rego_tests", False, "the bundle has no Rego tests")
     if failed or proc.returncode != 0:
@@ -191,6 +196,19 @@ def _rego_tests(opa_bin: Path, src: Path) -> CheckResult:
             "rego_tests", False, "failed: " + ", ".join(failed or ["(see opa test)"])
         )
     return CheckResult("rego_tests", True, f"{len(results)} passed")
+
+
+def _test_name(result: dict[str, Any], src: Path) -> str:
+    location = result.get("location") or {}
+    where = _relative(str(location.get("file", "?")), src)
+    if location.get("row"):
+        where += f":{location['row']}"
+    name = f"{where}: {result.get('package', '')}.{result.get('name')}".replace(": .", ": ")
+    error = result.get("error")
+    if error:
+        message = error.get("message", error) if isinstance(error, dict) else error
+        name += f" (error: {message})"
+    return name
 
 
 def _relative(text: str, src: Path) -> str:

@@ -1,0 +1,464 @@
+"""The security officers' policy workflow: propose, check, dry-run, approve, activate, roll back.
+
+Invariant 4 (ARCHITECTURE.md): every policy change is proposed, tested,
+approved by a second officer and audited before it decides anything. So a
+version moves ``draft -> checked -> approved -> active -> retired`` (or
+``rejected``) only through this service; each step locks the single
+``policy_head`` row first (changes from several nodes are serialised) and
+appends its ``policy_change`` audit entry in the same transaction, so a step
+whose audit append fails does not happen. The active pointer lives in the
+database, which is how an activation on one node reaches every node
+(``gateway.policy.runtime`` polls ``active_version``).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from gateway.auditing import AuditSink, audit_event
+from gateway.db import session_scope
+from gateway.dbtypes import utcnow
+from gateway.errors import ServiceUnavailableError, ValidationFailed
+from gateway.policy.bundle import PolicyBundle
+from gateway.policy.checks import BundleReport, PolicyRejected, check_bundle
+from gateway.policy.engine import Decision
+from gateway.policy.errors import (
+    ChecksUnavailable,
+    FourEyesViolation,
+    NothingToRollBack,
+    PolicyStateConflict,
+)
+from gateway.policy.impact import run_impact
+from gateway.policy.models import (
+    ActivationPublic,
+    ImpactReport,
+    PolicyActivation,
+    PolicyHead,
+    PolicyVersion,
+    PolicyVersionDetail,
+    PolicyVersionPublic,
+)
+from gateway.policy.store import (
+    bundle_of,
+    decision_record,
+    delete_decisions_before,
+    lock_head,
+    read_head,
+    record_activation,
+    require_status,
+    resolve_version,
+    switch_active,
+)
+from gateway.policy.views import detail_view, public_view
+
+__all__ = ["PolicyService"]
+
+log = structlog.get_logger(__name__)
+Listener = Callable[[str | None], None]
+
+
+class PolicyService:
+    """Policy versions, the active pointer, the decision log and their audit trail."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        audit: AuditSink | None,
+        opa_bin: Path | None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.audit = audit
+        self.opa_bin = opa_bin
+        self.clock = clock
+        self._listeners: list[Listener] = []
+
+    # -- reading -------------------------------------------------------------
+
+    def active_version(self) -> str | None:
+        """The active version (one primary-key read; runtimes poll it)."""
+        with Session(self.engine) as s:
+            head = s.get(PolicyHead, 1)
+            return head.version if head is not None else None
+
+    def active_bundle(self) -> PolicyBundle | None:
+        with Session(self.engine) as s:
+            head = s.get(PolicyHead, 1)
+            if head is None or head.version is None:
+                return None
+            row = s.get(PolicyVersion, head.version)
+            if row is None:  # pragma: no cover - foreign key guarantees it
+                raise ServiceUnavailableError("the active policy version is missing")
+            return bundle_of(row)
+
+    def bundle(self, version: str) -> PolicyBundle:
+        with Session(self.engine) as s:
+            return bundle_of(resolve_version(s, version))
+
+    def list(self, *, status: str | None = None) -> builtins.list[PolicyVersionPublic]:
+        with Session(self.engine) as s:
+            active = read_head(s).version
+            stmt = select(PolicyVersion).order_by(col(PolicyVersion.proposed_at).desc())
+            if status is not None:
+                stmt = stmt.where(PolicyVersion.status == status)
+            return [public_view(r, active) for r in s.exec(stmt)]
+
+    def get(self, version: str) -> PolicyVersionDetail:
+        with Session(self.engine) as s:
+            return detail_view(resolve_version(s, version), read_head(s).version)
+
+    def history(self) -> builtins.list[ActivationPublic]:
+        """Activations, newest first (what rollback walks back through)."""
+        with Session(self.engine) as s:
+            rows = list(s.exec(select(PolicyActivation).order_by(col(PolicyActivation.id).desc())))
+            by_id = {r.id: r for r in rows}
+            out = []
+            for r in rows:
+                prev = by_id.get(r.previous_id) if r.previous_id is not None else None
+                assert r.id is not None
+                out.append(
+                    ActivationPublic(
+                        id=r.id,
+                        version=r.version,
+                        action=r.action,  # type: ignore[arg-type]
+                        actor=r.actor,
+                        at=r.at,
+                        previous_version=prev.version if prev else None,
+                    )
+                )
+            return out
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(new_version)`` after each committed activation or rollback."""
+        self._listeners.append(listener)
+
+    # -- bootstrap -----------------------------------------------------------
+
+    def ensure_initial(self, bundle_dir: Path, *, actor: str = "system:bootstrap") -> str:
+        """On an empty store, make the shipped bundle the first active version (audited).
+
+        Idempotent and safe on several nodes at once: returns the active version.
+        The shipped bundle is checked when the ``opa`` binary is configured; a
+        bundle that fails is refused and nothing is stored (fail closed).
+        """
+        current = self.active_version()
+        if current is not None:
+            return current
+        bundle = PolicyBundle.from_directory(bundle_dir)
+        report = self._run_checks(bundle) if self.opa_bin is not None else None
+        if report is not None:
+            report.verify()
+        now = self.clock()
+        with self._tx() as s:
+            head = lock_head(s)
+            if head.version is not None:
+                return head.version
+            row = s.get(PolicyVersion, bundle.version)
+            if row is None:
+                row = PolicyVersion(
+                    version=bundle.version,
+                    files=bundle.sources(),
+                    status="active",
+                    note=f"shipped bundle from {bundle_dir}, activated at first start",
+                    proposer=actor,
+                    proposed_at=now,
+                )
+                s.add(row)
+            row.status, row.activated_at, row.approver, row.approved_at = "active", now, actor, now
+            if report is not None:
+                row.checks, row.checked_at = report.to_json(), now
+            s.flush()
+            record_activation(
+                s, head, row.version, action="bootstrap", actor=actor, now=now, previous_id=None
+            )
+            self._audit(
+                s,
+                "activated",
+                actor,
+                row.version,
+                bootstrap=True,
+                checks="passed" if report is not None else "not_run",
+            )
+        self._notify(bundle.version)
+        return bundle.version
+
+    # -- the workflow --------------------------------------------------------
+
+    def propose(self, bundle: PolicyBundle, *, actor: str, note: str = "") -> PolicyVersionPublic:
+        """Store ``bundle`` as a draft, then run the automatic checks.
+
+        Raises ``PolicyRejected`` (the version stays stored as ``rejected`` with
+        its check results) when a check fails.
+        """
+        if len(note) > 1000:
+            raise ValidationFailed("a proposal note is at most 1000 characters")
+        now = self.clock()
+        with self._tx() as s:
+            head = lock_head(s)
+            existing = s.get(PolicyVersion, bundle.version)
+            if existing is not None:
+                raise PolicyStateConflict(
+                    f"{bundle.version} was already proposed (it is {existing.status})",
+                    code="policy_exists",
+                    extra={"version": bundle.version, "status": existing.status},
+                )
+            s.add(
+                PolicyVersion(
+                    version=bundle.version,
+                    files=bundle.sources(),
+                    status="draft",
+                    note=note,
+                    base_version=head.version,
+                    proposer=actor,
+                    proposed_at=now,
+                )
+            )
+            s.flush()
+            self._audit(
+                s,
+                "proposed",
+                actor,
+                bundle.version,
+                files=sorted(bundle.files),
+                base_version=head.version,
+            )
+        if self.opa_bin is None:
+            return self._public(bundle.version)
+        return self.check(bundle.version, actor=actor)
+
+    def check(self, version: str, *, actor: str) -> PolicyVersionPublic:
+        """Run the automatic checks on a draft and store the results (checked or rejected)."""
+        with Session(self.engine) as s:
+            row = resolve_version(s, version)
+        require_status(row, "draft", "policy_not_draft")
+        report = self._run_checks(bundle_of(row))
+        now = self.clock()
+        with self._tx() as s:
+            lock_head(s)
+            row = resolve_version(s, row.version)
+            require_status(row, "draft", "policy_not_draft")
+            row.checks, row.checked_at = report.to_json(), now
+            row.status = "checked" if report.ok else "rejected"
+            if not report.ok:
+                row.rejected_by, row.rejected_at = "system:checks", now
+            s.add(row)
+            s.flush()
+            failed = [c for c in report.checks if not c.ok]
+            self._audit(
+                s,
+                "checked" if report.ok else "rejected",
+                actor,
+                row.version,
+                checks_passed=[c.name for c in report.checks if c.ok],
+                checks_failed=[c.name for c in failed],
+                failure=failed[0].detail if failed else None,
+            )
+        if not report.ok:
+            try:
+                report.verify()
+            except PolicyRejected as exc:
+                exc.extra["version"] = row.version
+                raise
+        return self._public(row.version)
+
+    def impact(
+        self, version: str, *, actor: str, days: int = 30, limit: int = 50_000
+    ) -> ImpactReport:
+        """Replay the last ``days`` of the decision log through ``version`` vs the active one."""
+        if not 1 <= days <= 3650 or not 1 <= limit <= 1_000_000:
+            raise ValidationFailed("days must be 1..3650 and limit 1..1000000")
+        with Session(self.engine) as s:
+            row = resolve_version(s, version)
+            if row.status in ("draft", "rejected"):
+                raise PolicyStateConflict(
+                    f"{row.version} is {row.status}; only checked versions can be dry-run",
+                    code="policy_not_checked",
+                )
+            proposed = bundle_of(row)
+        baseline = self.active_bundle()
+        since = self.clock() - timedelta(days=days)
+        report = run_impact(self.engine, proposed, baseline, since=since, days=days, limit=limit)
+        with self._tx() as s:
+            lock_head(s)
+            row = resolve_version(s, row.version)
+            row.impact = {
+                k: v for k, v in report.model_dump(mode="json").items() if k != "groups"
+            } | {"assessed_by": actor, "groups": len(report.groups)}
+            s.add(row)
+            s.flush()
+            self._audit(
+                s,
+                "impact_assessed",
+                actor,
+                row.version,
+                baseline=report.baseline,
+                days=days,
+                replayed=report.replayed,
+                changed=report.changed,
+                allow_to_deny=report.allow_to_deny,
+                deny_to_allow=report.deny_to_allow,
+            )
+        return report
+
+    def approve(self, version: str, *, actor: str) -> PolicyVersionPublic:
+        """Approve a checked version; the approver must not be its proposer (four eyes)."""
+        now = self.clock()
+        with self._tx() as s:
+            lock_head(s)
+            row = resolve_version(s, version)
+            require_status(row, "checked", "policy_not_checked")
+            if actor == row.proposer:
+                raise FourEyesViolation(
+                    f"{actor} proposed {row.version}; a different officer must approve it",
+                    extra={"version": row.version, "proposer": row.proposer},
+                )
+            row.status, row.approver, row.approved_at = "approved", actor, now
+            s.add(row)
+            s.flush()
+            self._audit(
+                s,
+                "approved",
+                actor,
+                row.version,
+                proposer=row.proposer,
+                impact_changed=(row.impact or {}).get("changed"),
+            )
+        return self._public(row.version)
+
+    def reject(self, version: str, *, actor: str, reason: str) -> PolicyVersionPublic:
+        """Turn down a checked or approved (not active) version."""
+        if not 1 <= len(reason) <= 500:
+            raise ValidationFailed("a rejection needs a reason of 1..500 characters")
+        now = self.clock()
+        with self._tx() as s:
+            lock_head(s)
+            row = resolve_version(s, version)
+            require_status(row, ("draft", "checked", "approved"), "policy_not_rejectable")
+            row.status, row.rejected_by, row.rejected_at = "rejected", actor, now
+            s.add(row)
+            s.flush()
+            self._audit(s, "rejected", actor, row.version, reason=reason)
+        return self._public(row.version)
+
+    def activate(self, version: str, *, actor: str) -> PolicyVersionPublic:
+        """Make an approved (or earlier active) version the one every node decides with."""
+        now = self.clock()
+        with self._tx() as s:
+            head = lock_head(s)
+            row = resolve_version(s, version)
+            if head.version == row.version:
+                raise PolicyStateConflict(f"{row.version} is already active", code="policy_active")
+            require_status(row, ("approved", "retired"), "policy_not_approved")
+            previous = head.version
+            switch_active(s, head, row, now)
+            record_activation(
+                s,
+                head,
+                row.version,
+                action="activate",
+                actor=actor,
+                now=now,
+                previous_id=head.activation_id,
+            )
+            self._audit(s, "activated", actor, row.version, previous_version=previous)
+        self._notify(row.version)
+        return self._public(row.version)
+
+    def rollback(self, *, actor: str) -> PolicyVersionPublic:
+        """Return to the version that was active before the current one (a stack pop)."""
+        now = self.clock()
+        with self._tx() as s:
+            head = lock_head(s)
+            current = s.get(PolicyActivation, head.activation_id) if head.activation_id else None
+            target = (
+                s.get(PolicyActivation, current.previous_id)
+                if current is not None and current.previous_id is not None
+                else None
+            )
+            if current is None or target is None:
+                raise NothingToRollBack("there is no earlier active version to return to")
+            row = resolve_version(s, target.version)
+            previous = head.version
+            switch_active(s, head, row, now)
+            record_activation(
+                s,
+                head,
+                row.version,
+                action="rollback",
+                actor=actor,
+                now=now,
+                previous_id=target.previous_id,
+            )
+            self._audit(s, "rolled_back", actor, row.version, from_version=previous)
+        self._notify(row.version)
+        return self._public(row.version)
+
+    # -- the decision log ----------------------------------------------------
+
+    def record_decision(
+        self, *, exchange_id: str, policy_input: Mapping[str, Any], decision: Decision
+    ) -> None:
+        """Keep a decision and its input (labels and codes only) for impact dry-runs."""
+        record = decision_record(
+            exchange_id=exchange_id, policy_input=policy_input, decision=decision, now=self.clock()
+        )
+        with session_scope(self.engine) as s:
+            s.add(record)
+
+    def prune_decisions(self, *, before: datetime) -> int:
+        """Delete decision-log rows older than ``before`` (retention); returns how many."""
+        with session_scope(self.engine) as s:
+            return delete_decisions_before(s, before)
+
+    # -- internals -----------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        with session_scope(self.engine) as s:
+            yield s
+
+    def _audit(self, s: Session, outcome: str, actor: str, version: str, **detail: Any) -> None:
+        """Append the step's entry in the step's transaction: no entry, no change."""
+        if self.audit is None:
+            log.warning("policy_change_unaudited", outcome=outcome, version=version)
+            return
+        entry = audit_event(
+            "policy_change",
+            actor=actor,
+            outcome=outcome,
+            policy_version=version.removeprefix("sha256:"),
+            **detail,
+        )
+        append_in = getattr(self.audit, "append_in", None)
+        if append_in is not None:
+            append_in(s.connection(), entry)
+        else:
+            self.audit.append(entry)
+
+    def _run_checks(self, bundle: PolicyBundle) -> BundleReport:
+        if self.opa_bin is None:
+            raise ChecksUnavailable(
+                "the automatic checks need the opa binary (ACCORD_OPA_BIN); nothing can be checked"
+            )
+        return check_bundle(bundle, self.opa_bin)
+
+    def _public(self, version: str) -> PolicyVersionPublic:
+        with Session(self.engine) as s:
+            return public_view(resolve_version(s, version), read_head(s).version)
+
+    def _notify(self, version: str | None) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(version)
+            except Exception:  # a listener must not undo a committed activation
+                log.exception("policy_listener_failed")

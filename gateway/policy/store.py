@@ -1,0 +1,177 @@
+"""Row-level helpers of the policy store, used inside ``PolicyService`` transactions.
+
+Kept apart from the workflow so the service reads as the list of steps and
+their rules; everything here takes an open ``Session`` and never commits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, update
+from sqlmodel import Session, col, select
+
+from gateway.errors import ServiceUnavailableError
+from gateway.policy.bundle import PolicyBundle
+from gateway.policy.engine import Decision
+from gateway.policy.errors import PolicyNotFound, PolicyStateConflict
+from gateway.policy.models import PolicyActivation, PolicyDecisionRecord, PolicyHead, PolicyVersion
+
+__all__ = [
+    "bundle_of",
+    "decision_record",
+    "delete_decisions_before",
+    "lock_head",
+    "read_head",
+    "record_activation",
+    "require_status",
+    "resolve_version",
+    "switch_active",
+]
+
+_REF = re.compile(r"^(sha256:)?([0-9a-f]{8,64})$")
+
+
+def read_head(s: Session) -> PolicyHead:
+    head = s.get(PolicyHead, 1)
+    if head is None:
+        raise ServiceUnavailableError(
+            "the policy store is not initialised; run `accord db upgrade`",
+            code="policy_store_missing",
+        )
+    return head
+
+
+def lock_head(s: Session) -> PolicyHead:
+    """Serialise workflow changes: write the head row first.
+
+    On PostgreSQL the UPDATE takes the row lock; on SQLite it takes the
+    database write lock. Either way the rest of the step sees no concurrent change.
+    """
+    s.connection().execute(
+        update(PolicyHead).where(col(PolicyHead.id) == 1).values(serial=PolicyHead.serial + 1)
+    )
+    head = s.get(PolicyHead, 1, populate_existing=True)
+    return head if head is not None else read_head(s)
+
+
+def resolve_version(s: Session, ref: str) -> PolicyVersion:
+    """Find a version by ``sha256:<hex>``, bare hex, or a unique prefix of 8+ hex digits."""
+    match = _REF.match(ref.strip().lower())
+    if match is None:
+        raise PolicyNotFound(f"{ref!r} is not a policy version (sha256:<hex> or a prefix)")
+    digest = match.group(2)
+    if len(digest) == 64:
+        row = s.get(PolicyVersion, "sha256:" + digest)
+        if row is None:
+            raise PolicyNotFound(f"no policy version sha256:{digest}")
+        return row
+    rows = list(
+        s.exec(
+            select(PolicyVersion)
+            .where(col(PolicyVersion.version).startswith("sha256:" + digest))
+            .limit(2)
+        )
+    )
+    if not rows:
+        raise PolicyNotFound(f"no policy version starts with sha256:{digest}")
+    if len(rows) > 1:
+        raise PolicyNotFound(
+            f"sha256:{digest} names more than one version; give more digits",
+            code="policy_ambiguous",
+        )
+    return rows[0]
+
+
+def require_status(row: PolicyVersion, states: str | tuple[str, ...], code: str) -> None:
+    allowed = (states,) if isinstance(states, str) else states
+    if row.status not in allowed:
+        raise PolicyStateConflict(
+            f"{row.version} is {row.status}; this step needs {' or '.join(allowed)}",
+            code=code,
+            extra={"version": row.version, "status": row.status},
+        )
+
+
+def switch_active(s: Session, head: PolicyHead, row: PolicyVersion, now: datetime) -> None:
+    """Retire the active version and mark ``row`` active (``record_activation`` moves the head)."""
+    if head.version is not None:
+        old = s.get(PolicyVersion, head.version)
+        if old is not None:
+            old.status, old.retired_at = "retired", now
+            s.add(old)
+    row.status, row.activated_at = "active", now
+    s.add(row)
+    s.flush()
+
+
+def record_activation(
+    s: Session,
+    head: PolicyHead,
+    version: str,
+    *,
+    action: str,
+    actor: str,
+    now: datetime,
+    previous_id: int | None,
+) -> None:
+    """Append to the activation history and point the head at ``version``."""
+    activation = PolicyActivation(
+        version=version, previous_id=previous_id, action=action, actor=actor, at=now
+    )
+    s.add(activation)
+    s.flush()
+    head.version, head.activation_id = version, activation.id
+    s.add(head)
+    s.flush()
+
+
+def bundle_of(row: PolicyVersion) -> PolicyBundle:
+    """The stored bundle, re-hashed: a row whose files changed is refused."""
+    bundle = PolicyBundle.from_sources(row.files)
+    if bundle.version != row.version:
+        raise ServiceUnavailableError(
+            f"stored policy {row.version} does not hash to its version", code="policy_corrupt"
+        )
+    return bundle
+
+
+def decision_record(
+    *,
+    exchange_id: str,
+    policy_input: Mapping[str, Any],
+    decision: Decision,
+    now: datetime,
+) -> PolicyDecisionRecord:
+    agreement = policy_input.get("agreement")
+    ref = None
+    if isinstance(agreement, Mapping) and agreement.get("id"):
+        ref = f"{agreement.get('id')}@{agreement.get('version', '?')}"
+    return PolicyDecisionRecord(
+        exchange_id=exchange_id[:200],
+        agreement=ref[:200] if ref else None,
+        consumer=_text(policy_input.get("caller"), "department"),
+        dataset=_text(policy_input.get("request"), "dataset"),
+        policy_version=decision.policy_version,
+        allow=decision.allow,
+        codes=list(decision.codes),
+        decision=decision.to_json(),
+        input=dict(policy_input),
+        decided_at=now,
+    )
+
+
+def delete_decisions_before(s: Session, before: datetime) -> int:
+    result = s.connection().execute(
+        delete(PolicyDecisionRecord).where(col(PolicyDecisionRecord.decided_at) < before)
+    )
+    return int(result.rowcount)
+
+
+def _text(doc: Any, key: str) -> str | None:
+    if isinstance(doc, Mapping) and isinstance(doc.get(key), str):
+        return str(doc[key])[:200]
+    return None

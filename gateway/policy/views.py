@@ -1,0 +1,46 @@
+"""Turn stored policy versions into what the API and CLI show."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.policy.models import (
+    CheckOut,
+    PolicyVersion,
+    PolicyVersionDetail,
+    PolicyVersionPublic,
+)
+
+__all__ = ["detail_view", "public_view"]
+
+
+def _fields(row: PolicyVersion, active: str | None) -> dict[str, Any]:
+    checks = row.checks or {}
+    return {
+        "version": row.version,
+        "status": row.status,
+        "active": row.version == active,
+        "note": row.note,
+        "base_version": row.base_version,
+        "files": sorted(row.files),
+        "proposer": row.proposer,
+        "proposed_at": row.proposed_at,
+        "checks_ok": checks.get("ok") if row.checks is not None else None,
+        "checks": [CheckOut(**c) for c in checks.get("checks", [])],
+        "checked_at": row.checked_at,
+        "approver": row.approver,
+        "approved_at": row.approved_at,
+        "rejected_by": row.rejected_by,
+        "rejected_at": row.rejected_at,
+        "activated_at": row.activated_at,
+        "retired_at": row.retired_at,
+        "impact": row.impact,
+    }
+
+
+def public_view(row: PolicyVersion, active: str | None) -> PolicyVersionPublic:
+    return PolicyVersionPublic(**_fields(row, active))
+
+
+def detail_view(row: PolicyVersion, active: str | None) -> PolicyVersionDetail:
+    return PolicyVersionDetail(**_fields(row, active), sources=dict(sorted(row.files.items())))
