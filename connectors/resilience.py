@@ -24,6 +24,7 @@ from tenacity import (
 
 from connectors.interface import (
     CircuitOpen,
+    ConnectorConfigError,
     ConnectorError,
     ConnectorTimeout,
     ConnectorUnavailable,
@@ -141,22 +142,49 @@ class ResilienceSettings:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ResilienceSettings:
-        timeouts = config.get("timeouts", {}) or {}
-        retries = config.get("retries", {}) or {}
-        breaker = config.get("breaker", {}) or {}
-        d = cls()
-        return cls(
-            connect_timeout=float(timeouts.get("connect", d.connect_timeout)),
-            read_timeout=float(timeouts.get("read", d.read_timeout)),
-            total_timeout=float(timeouts.get("total", d.total_timeout)),
-            retry_attempts=int(retries.get("attempts", d.retry_attempts)),
-            retry_backoff=float(retries.get("backoff", d.retry_backoff)),
-            retry_max_wait=float(retries.get("max_wait", d.retry_max_wait)),
-            breaker_failures=int(breaker.get("failures", d.breaker_failures)),
-            breaker_reset_after=float(breaker.get("reset_after", d.breaker_reset_after)),
-            max_concurrency=int(config.get("max_concurrency", d.max_concurrency)),
-            max_response_bytes=int(config.get("max_response_bytes", d.max_response_bytes)),
-        )
+        """Read the shared knobs; a wrong type or a non-positive value is a config error.
+
+        A zero concurrency cap or timeout would not fail loudly: every call
+        would simply hang until its deadline, so it is refused at build time.
+        """
+        name = str(config.get("name", "connector"))
+        try:
+            timeouts = config.get("timeouts", {}) or {}
+            retries = config.get("retries", {}) or {}
+            breaker = config.get("breaker", {}) or {}
+            d = cls()
+            settings = cls(
+                connect_timeout=float(timeouts.get("connect", d.connect_timeout)),
+                read_timeout=float(timeouts.get("read", d.read_timeout)),
+                total_timeout=float(timeouts.get("total", d.total_timeout)),
+                retry_attempts=int(retries.get("attempts", d.retry_attempts)),
+                retry_backoff=float(retries.get("backoff", d.retry_backoff)),
+                retry_max_wait=float(retries.get("max_wait", d.retry_max_wait)),
+                breaker_failures=int(breaker.get("failures", d.breaker_failures)),
+                breaker_reset_after=float(breaker.get("reset_after", d.breaker_reset_after)),
+                max_concurrency=int(config.get("max_concurrency", d.max_concurrency)),
+                max_response_bytes=int(config.get("max_response_bytes", d.max_response_bytes)),
+            )
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ConnectorConfigError(
+                "timeouts, retries, breaker and caps must be numbers", connector=name
+            ) from exc
+        positive = {
+            "timeouts.connect": settings.connect_timeout,
+            "timeouts.read": settings.read_timeout,
+            "timeouts.total": settings.total_timeout,
+            "retries.attempts": settings.retry_attempts,
+            "breaker.failures": settings.breaker_failures,
+            "max_concurrency": settings.max_concurrency,
+            "max_response_bytes": settings.max_response_bytes,
+        }
+        bad = sorted(k for k, v in positive.items() if not v > 0)
+        if bad or settings.retry_backoff < 0 or settings.breaker_reset_after < 0:
+            raise ConnectorConfigError(
+                f"settings must be positive: {bad or ['retries.backoff/breaker.reset_after']}",
+                connector=name,
+            )
+        return settings
 
 
 def _is_retryable(exc: BaseException) -> bool:
