@@ -91,7 +91,7 @@ class PolicyDecisionRecord(SQLModel, table=True):
     allow: bool
     codes: list[str] = Field(sa_column=Column(JSONColumn, nullable=False))
     decision: dict[str, Any] = Field(sa_column=Column(JSONColumn, nullable=False))
-    input: dict[str, Any] = Field(sa_column=Column(JSONColumn, nullable=False))
+    input: Any = Field(sa_column=Column(JSONColumn, nullable=False))
     decided_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False, index=True))
 
 

@@ -63,6 +63,7 @@ class PolicyRuntime:
         service: PolicyService,
         *,
         refresh_s: float = DEFAULT_REFRESH_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> PolicyRuntime:
         """Build the engine ``settings.policy_engine`` names and load the active version.
 
@@ -78,7 +79,7 @@ class PolicyRuntime:
             )
         else:
             engine = EmbeddedEngine(timeout_ms=settings.policy_timeout_ms)
-        runtime = cls(engine, service, refresh_s=refresh_s)
+        runtime = cls(engine, service, refresh_s=refresh_s, monotonic=monotonic)
         await runtime.reload()
         return runtime
 

@@ -6,6 +6,7 @@ their rules; everything here takes an open ``Session`` and never commits.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -146,20 +147,21 @@ def decision_record(
     decision: Decision,
     now: datetime,
 ) -> PolicyDecisionRecord:
-    agreement = policy_input.get("agreement")
+    doc: Mapping[str, Any] = policy_input if isinstance(policy_input, Mapping) else {}
+    agreement = doc.get("agreement")
     ref = None
     if isinstance(agreement, Mapping) and agreement.get("id"):
         ref = f"{agreement.get('id')}@{agreement.get('version', '?')}"
     return PolicyDecisionRecord(
         exchange_id=exchange_id[:200],
         agreement=ref[:200] if ref else None,
-        consumer=_text(policy_input.get("caller"), "department"),
-        dataset=_text(policy_input.get("request"), "dataset"),
+        consumer=_text(doc.get("caller"), "department"),
+        dataset=_text(doc.get("request"), "dataset"),
         policy_version=decision.policy_version,
         allow=decision.allow,
         codes=list(decision.codes),
         decision=decision.to_json(),
-        input=dict(policy_input),
+        input=json.loads(json.dumps(policy_input, allow_nan=False)),
         decided_at=now,
     )
 

@@ -24,7 +24,7 @@ T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 #: A reviewed change: welfare eligibility checks under agreement agr-2 are suspended.
 SUSPEND_RULE = """package accord.exchange
 
-deny_reasons contains reason("purpose_not_permitted", "eligibility checks under agr-2 are suspended") if {
+deny_reasons contains reason("purpose_not_permitted", "checks are suspended") if {
 \tinput.agreement.id == "agr-2"
 \tinput.request.purpose == "benefit_eligibility"
 }
