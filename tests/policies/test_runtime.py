@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from gateway.db import session_scope
+from gateway.errors import PolicyError
 from gateway.policy.models import PolicyHead, PolicyVersion
 from gateway.policy.runtime import PolicyRuntime
 from gateway.settings import Settings
@@ -136,6 +137,11 @@ async def test_opa_node_pushes_activation_and_rollback(
             await runtime.close()
 
 
+def _wipe_opa(url: str) -> None:
+    for p in httpx.get(url + "/v1/policies", timeout=5).json()["result"]:
+        httpx.delete(f"{url}/v1/policies/{p['id']}", timeout=5)
+
+
 def _opa_sources(url: str) -> str:
     policies = httpx.get(url + "/v1/policies", timeout=5).json()["result"]
     return "\n".join(p["raw"] for p in policies)
@@ -152,7 +158,7 @@ async def test_unreachable_opa_fails_closed_then_recovers(sqlite_url: str, tmp_p
             d = await runtime.decide(base_input())
             assert not d.allow and d.codes == ("policy_error",)
             assert not (await runtime.health()).ok
-            with pytest.raises(Exception):  # noqa: B017 - the verify step must refuse
+            with pytest.raises(PolicyError):
                 d.verify_allowed()
         finally:
             await runtime.close()
@@ -180,8 +186,7 @@ async def test_opa_restarted_empty_gets_the_bundle_again(sqlite_url: str, tmp_pa
         runtime = await PolicyRuntime.open(cfg, service, monotonic=ticks)
         try:
             assert (await runtime.decide(base_input())).allow
-            for p in httpx.get(url + "/v1/policies", timeout=5).json()["result"]:
-                httpx.delete(f"{url}/v1/policies/{p['id']}", timeout=5)
+            _wipe_opa(url)
             assert (await runtime.decide(base_input())).codes == ("policy_error",)
             ticks.t += 1.5
             assert (await runtime.decide(base_input())).allow
