@@ -275,6 +275,15 @@ def _check_proofs(d: Path, report: VerifyReport, later: dict[int, bytes], end: i
             tied = True
             report.checkpoints_verified += 1
     if later and not tied:
-        report.warnings.append(
-            "a later checkpoint is bundled without a proof tying it to the range"
+        # A signed checkpoint beyond the range that nothing ties to the range is what
+        # an export cut short behind a checkpoint (manifest edited, proofs dropped)
+        # looks like: the entries in [end, checkpoint) cannot be shown to exist.
+        first = min(later)
+        report.ok = False
+        report.damage = Damage(
+            "truncated",
+            end,
+            f"no consistency proof ties the range to the signed checkpoint of {first} "
+            "entries: entries after the range may have been cut off",
+            end=first,
         )

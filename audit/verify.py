@@ -175,6 +175,13 @@ class ChainVerifier:
         if stored_seq is not None and stored_seq != seq:
             self.fail("missing", seq, f"no entry with seq {seq}; the next stored is {stored_seq}")
             return False
+        # The stored leaf hash is checked first: bytes changed in place are
+        # "entry_changed" at this seq, even when the change also breaks the JSON or
+        # alters the entry's own seq field (which would otherwise read as a reorder).
+        lh = leaf_hash(data)
+        if stored_leaf is not None and not hmac.compare_digest(stored_leaf, lh):
+            self.fail("entry_changed", seq, "the entry bytes do not match their leaf hash")
+            return False
         if self.full:
             try:
                 verify_sealed(data, seq)
@@ -184,10 +191,6 @@ class ChainVerifier:
                 else:
                     self.fail("malformed", seq, str(exc))
                 return False
-        lh = leaf_hash(data)
-        if stored_leaf is not None and not hmac.compare_digest(stored_leaf, lh):
-            self.fail("entry_changed", seq, "the entry bytes do not match their leaf hash")
-            return False
         self.chain = chain_hash(self.chain, lh)
         if stored_chain is not None and not hmac.compare_digest(stored_chain, self.chain):
             self.fail("chain_broken", seq, "the stored chain hash does not follow")
