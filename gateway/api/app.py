@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway import __version__
 from gateway.api import routes_agreements, routes_health, routes_registry
 from gateway.api.problems import install_problem_handlers, problem_response
+from gateway.api.routes_policy import router as policy_router
 from gateway.log import configure_logging
 from gateway.services import Services, build_services
 from gateway.settings import Settings
@@ -113,5 +114,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(routes_health.router)
     app.include_router(routes_registry.router)
     app.include_router(routes_agreements.router)
+    app.include_router(policy_router)
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     return app
