@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.port:
         ap.error("--port is required for HTTP departments")
+    from starlette.applications import Starlette
+
+    app: Starlette
     if args.name == "civil_registry":
         from examples.civil_registry.app import create_app
 

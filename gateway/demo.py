@@ -7,6 +7,7 @@ the demo's department systems can sign requests and agreements.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,13 @@ from typing import Any
 from gateway.agreements.signing import sign_agreement
 from gateway.agreements.terms import AgreementTerms
 from gateway.errors import NotFoundError
+from gateway.exchange.models import DatasetBindingCreate
 from gateway.jose import public_jwk
 from gateway.registry.models import DepartmentCreate, KeyCreate, SystemCreate
 from gateway.services import Services, load_or_create_key
+from gateway.settings import Settings
 
-__all__ = ["DEMO_DEPARTMENTS", "demo_agreements", "seed"]
+__all__ = ["DEMO_BINDINGS", "DEMO_DEPARTMENTS", "demo_agreements", "seed", "seed_bindings"]
 
 ACTOR = "demo:seed"
 
@@ -48,7 +51,7 @@ DEMO_DEPARTMENTS: list[dict[str, Any]] = [
         "id": "welfare-office",
         "name": "Social Welfare Office",
         "clearance": "confidential",
-        "caveats": ["tax"],
+        "caveats": ["tax", "health"],
         "systems": ["benefits-app"],
     },
     {
@@ -62,28 +65,51 @@ DEMO_DEPARTMENTS: list[dict[str, Any]] = [
 ]
 
 
+def _agreement(
+    agreement_id: str,
+    title: str,
+    provider: str,
+    consumer: str,
+    purpose: tuple[str, str],
+    ceiling: str,
+    caveats: list[str],
+    datasets: list[dict[str, Any]],
+    window: tuple[str, str],
+) -> dict[str, Any]:
+    return {
+        "accord_agreement": "1",
+        "id": agreement_id,
+        "version": 1,
+        "title": title,
+        "provider": provider,
+        "consumer": consumer,
+        "required_parties": ["provider", "consumer"],
+        "purposes": [{"code": purpose[0], "legal_basis": purpose[1]}],
+        "classification_ceiling": ceiling,
+        "caveats": caveats,
+        "valid_from": window[0],
+        "valid_until": window[1],
+        "quotas": {"per_minute": 6000, "per_day": 1_000_000},
+        "datasets": datasets,
+        "retention": {"max_days": 30, "obligation": "Delete after the decision it supports"},
+        "onward_sharing": False,
+    }
+
+
 def demo_agreements(now_iso: str, until_iso: str) -> list[dict[str, Any]]:
+    """One agreement per connector kind (REST, SQL, SOAP, CSV), plus an aggregate dataset."""
+    window = (now_iso, until_iso)
+    eligibility = ("benefit-eligibility", "Social Welfare Act s.12 (eligibility assessment)")
     return [
-        {
-            "accord_agreement": "1",
-            "id": "welfare-person-lookup",
-            "version": 1,
-            "title": "Civil registry shares person data with the welfare office",
-            "provider": "civil-registry",
-            "consumer": "welfare-office",
-            "required_parties": ["provider", "consumer"],
-            "purposes": [
-                {
-                    "code": "benefit-eligibility",
-                    "legal_basis": "Social Welfare Act s.12 (eligibility assessment)",
-                }
-            ],
-            "classification_ceiling": "confidential",
-            "caveats": [],
-            "valid_from": now_iso,
-            "valid_until": until_iso,
-            "quotas": {"per_minute": 600, "per_day": 100000},
-            "datasets": [
+        _agreement(
+            "welfare-person-lookup",
+            "Civil registry shares person data with the welfare office",
+            "civil-registry",
+            "welfare-office",
+            eligibility,
+            "confidential",
+            [],
+            [
                 {
                     "id": "person",
                     "model": "person@1",
@@ -91,15 +117,149 @@ def demo_agreements(now_iso: str, until_iso: str) -> list[dict[str, Any]]:
                         "person_id": {"operation": "pseudonymise"},
                         "given_name": {"operation": "pass"},
                         "family_name": {"operation": "pass"},
-                        "birth_date": {"operation": "generalise", "to": "year"},
-                        "age": {"operation": "verify_only", "predicates": ["age_over"]},
+                        "birth_date": {
+                            "operation": "verify_only",
+                            "predicates": ["age_over(18)", "age_over(65)"],
+                        },
+                        "address_city": {"operation": "pass"},
+                        "address_postcode": {"operation": "generalise", "to": "district"},
+                        "marital_status": {"operation": "pass"},
+                    },
+                },
+                {
+                    "id": "person-statistics",
+                    "model": "person@1",
+                    "fields": {
+                        "address_city": {"operation": "aggregate"},
+                        "sex": {"operation": "aggregate"},
+                        "marital_status": {"operation": "aggregate"},
+                    },
+                    "aggregate": {"min_k": 5},
+                },
+            ],
+            window,
+        ),
+        _agreement(
+            "welfare-health-cover",
+            "Health insurer confirms health cover to the welfare office",
+            "health-insurer",
+            "welfare-office",
+            eligibility,
+            "confidential",
+            ["health"],
+            [
+                {
+                    "id": "health-coverage",
+                    "model": "health_coverage@1",
+                    "fields": {
+                        "person_id": {"operation": "pseudonymise"},
+                        "plan": {"operation": "pass"},
+                        "status": {"operation": "pass"},
+                        "start_date": {"operation": "generalise", "to": "month"},
+                        "end_date": {"operation": "generalise", "to": "month"},
                     },
                 }
             ],
-            "retention": {"max_days": 30, "obligation": "Delete after the eligibility decision"},
-            "onward_sharing": False,
-        },
+            window,
+        ),
+        _agreement(
+            "welfare-tax-status",
+            "Tax authority shares filing and compliance status with the welfare office",
+            "tax-authority",
+            "welfare-office",
+            eligibility,
+            "confidential",
+            ["tax"],
+            [
+                {
+                    "id": "tax-status",
+                    "model": "tax_status@1",
+                    "fields": {
+                        "person_id": {"operation": "pseudonymise"},
+                        "filing_status": {"operation": "pass"},
+                        "resident": {"operation": "pass"},
+                        "compliance": {"operation": "pass"},
+                        "last_assessment_year": {"operation": "pass"},
+                    },
+                }
+            ],
+            window,
+        ),
+        _agreement(
+            "tax-benefit-claims",
+            "Welfare office reports benefit claims to the tax authority",
+            "welfare-office",
+            "tax-authority",
+            ("income-assessment", "Income Tax Act s.40 (taxable benefits)"),
+            "confidential",
+            [],
+            [
+                {
+                    "id": "benefit-claim",
+                    "model": "benefit_claim@1",
+                    "fields": {
+                        "claim_id": {"operation": "pass"},
+                        "person_id": {"operation": "pass"},
+                        "status": {"operation": "pass"},
+                        "monthly_amount": {"operation": "pass"},
+                        "filed_on": {"operation": "generalise", "to": "month"},
+                    },
+                }
+            ],
+            window,
+        ),
     ]
+
+
+#: (provider, dataset, example folder, connector entity, mapping file, canonical model)
+DEMO_BINDINGS: list[tuple[str, str, str, str, str, str]] = [
+    ("civil-registry", "person", "civil_registry", "citizen", "citizen", "person@1"),
+    ("civil-registry", "person-statistics", "civil_registry", "citizen", "citizen", "person@1"),
+    (
+        "health-insurer",
+        "health-coverage",
+        "health_insurer",
+        "member_cover",
+        "member_cover",
+        "health_coverage@1",
+    ),
+    ("tax-authority", "tax-status", "tax_authority", "tax_status", "tax_status", "tax_status@1"),
+    ("welfare-office", "benefit-claim", "welfare_office", "claim", "claim", "benefit_claim@1"),
+]
+
+
+def seed_bindings(services: Services) -> list[str]:
+    """Bind each demo dataset to its sample system's connector config and mapping.
+
+    Configs are stored with their ``${ENV}`` placeholders (endpoints, tokens),
+    which the gateway fills from its own environment when it builds a connector.
+    """
+    import yaml
+
+    from examples.launch import EXAMPLES
+
+    bound = []
+    for provider, dataset, folder, entity, mapping, model in DEMO_BINDINGS:
+        config = yaml.safe_load((EXAMPLES / folder / "connector.yaml").read_text("utf-8"))
+        for key in ("wsdl", "directory"):
+            value = config.get(key)
+            if isinstance(value, str) and "${" not in value and not Path(value).is_absolute():
+                config[key] = str((EXAMPLES / folder / value).resolve())
+        spec = yaml.safe_load((EXAMPLES / folder / f"{mapping}.mapping.yaml").read_text("utf-8"))
+        services.bindings.put_binding(
+            provider,
+            DatasetBindingCreate(
+                dataset_id=dataset,
+                model=model,
+                entity=entity,
+                connector=config,
+                mapping=spec,
+                subject_field="person_id",
+            ),
+            actor=ACTOR,
+        )
+        bound.append(f"{provider}/{dataset}")
+    return bound
 
 
 def _key_path(services: Services, dept: str) -> Path:
@@ -163,5 +323,39 @@ def seed(services: Services) -> dict[str, Any]:
     return {
         "departments_created": created,
         "agreements_created": agreements,
+        "datasets_bound": seed_bindings(services),
         "departments": [d.id for d in registry.list_departments()],
     }
+
+
+def usage_examples(settings: Settings, base_url: str) -> str:
+    """Ready-to-paste examples for the demo: the Python client and curl."""
+    from examples.synth import people
+
+    subject = people()[0].person_id  # the sample data is deterministic
+    key = (settings.data_dir / "demo-keys" / "welfare-office.pem").resolve()
+    body = json.dumps(
+        {
+            "agreement": "welfare-person-lookup",
+            "dataset": "person",
+            "purpose": "benefit-eligibility",
+            "query": {"kind": "record", "subject": subject},
+        }
+    )
+    return f"""
+Python
+  from gateway.client import AccordClient
+  from gateway.jose import load_private_key_pem
+  client = AccordClient("{base_url}", department="welfare-office", system="benefits-app",
+                        key=load_private_key_pem("{key}"))
+  print(client.exchange(agreement="welfare-person-lookup", dataset="person",
+                        purpose="benefit-eligibility",
+                        query={{"kind": "record", "subject": "{subject}"}}).records)
+
+curl
+  echo '{body}' > /tmp/req.json
+  TOKEN=$(accord token request --department welfare-office --system benefits-app \\
+          --key {key} --body /tmp/req.json)
+  curl -s {base_url}/v1/exchanges -H "Authorization: Bearer $TOKEN" \\
+       -H 'Content-Type: application/json' --data-binary @/tmp/req.json
+"""

@@ -12,15 +12,22 @@ from sqlalchemy.engine import Engine
 from audit import AuditLog, NoteSigner, NoteVerifier
 from gateway.agreements.service import AgreementService
 from gateway.auth.humans import HumanVerifier, dev_issuer_key
+from gateway.auth.requests import RequestTokenVerifier
 from gateway.classification import ClassificationScheme, default_scheme, load_scheme
 from gateway.db import make_engine, upgrade
 from gateway.errors import ServiceUnavailableError
+from gateway.exchange.bindings import BindingService
+from gateway.exchange.counters import ReplayCache
+from gateway.exchange.metrics import ExchangeMetrics
+from gateway.exchange.service import ExchangeService
 from gateway.jose import (
     PrivateKey,
     generate_private_key,
     load_private_key_pem,
     private_key_pem,
 )
+from gateway.policy.runtime import PolicyRuntime
+from gateway.policy.service import PolicyService
 from gateway.registry.service import RegistryService
 from gateway.settings import Settings
 
@@ -53,7 +60,48 @@ class Services:
     gateway_key: PrivateKey
     log_key: PrivateKey
     audit_log: AuditLog
+    policy: PolicyService
+    bindings: BindingService
+    replay: ReplayCache
+    metrics: ExchangeMetrics
     extras: dict[str, Any] = field(default_factory=dict)
+    policy_runtime: PolicyRuntime | None = None
+    _exchange: ExchangeService | None = None
+
+    @property
+    def exchange(self) -> ExchangeService:
+        if self._exchange is None:
+            raise ServiceUnavailableError("the exchange service is not started", code="starting")
+        return self._exchange
+
+    async def start(self) -> None:
+        """Open what needs the event loop: the policy runtime and the exchange flow."""
+        if self._exchange is not None:
+            return
+        self.policy_runtime = await PolicyRuntime.open(self.settings, self.policy)
+        self._exchange = ExchangeService(
+            gateway_id=self.settings.gateway_id,
+            registry=self.registry,
+            agreements=self.agreements,
+            bindings=self.bindings,
+            policy=self.policy_runtime,
+            policy_store=self.policy,
+            audit_log=self.audit_log,
+            verifier=RequestTokenVerifier(
+                self.registry, audience=self.settings.gateway_id, replay=self.replay
+            ),
+            gateway_key=self.gateway_key,
+            pseudonym_secret=self.settings.pseudonym_secret.get_secret_value().encode(),
+            metrics=self.metrics,
+            fetch_timeout_s=self.settings.fetch_timeout_s,
+        )
+
+    async def stop(self) -> None:
+        await self.bindings.close()
+        if self.policy_runtime is not None:
+            await self.policy_runtime.close()
+            self.policy_runtime = None
+        self._exchange = None
 
     def close(self) -> None:
         self.audit_log.close()
@@ -75,6 +123,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     audit_log = _build_audit_log(engine, settings, log_key)
     registry = RegistryService(engine, scheme, audit=audit_log)
     agreements = AgreementService(engine, registry, audit=audit_log)
+    policy = PolicyService(engine, audit=audit_log, opa_bin=settings.opa_bin)
     humans = HumanVerifier(
         audience=settings.oidc_audience,
         dev_key=dev_issuer_key(key_dir) if settings.dev_mode else None,
@@ -91,6 +140,10 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         gateway_key=gateway_key,
         log_key=log_key,
         audit_log=audit_log,
+        policy=policy,
+        bindings=BindingService(engine, audit=audit_log),
+        replay=ReplayCache(engine),
+        metrics=ExchangeMetrics(),
     )
 
 

@@ -29,8 +29,11 @@ class Settings(BaseSettings):
     #: Directory holding the gateway's own private keys (receipt and log keys).
     key_dir: Path | None = None
     policy_engine: Literal["embedded", "opa"] = "embedded"
-    policy_dir: Path = Path("policies")
+    #: The shipped Rego bundle; it becomes the first active policy version on an empty store.
+    policy_dir: Path = Path(__file__).resolve().parents[1] / "policies"
     opa_url: str = "http://127.0.0.1:8181"
+    #: The ``opa`` binary used to check proposed policies (``opa check``/``opa test``).
+    opa_bin: Path | None = None
     policy_timeout_ms: int = Field(default=500, gt=0)
     #: Root secret for per-agreement pseudonymisation keys (HKDF input).
     pseudonym_secret: SecretStr = SecretStr("")
@@ -41,6 +44,8 @@ class Settings(BaseSettings):
     classification_scheme: Path | None = None
     log_json: bool | None = None
     max_body_bytes: int = Field(default=1_048_576, gt=0)
+    #: Budget for one call to a provider's system (the connector's own limits also apply).
+    fetch_timeout_s: float = Field(default=10.0, gt=0)
     #: This node's name in audit entries (several nodes share one chain).
     node_id: str = Field(default="gw-1", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     #: Checkpoint origin line (C2SP tlog-checkpoint); a schemaless URL-like log name.

@@ -56,11 +56,14 @@ def load_mapping(
     schemas_dir: Path | None = None,
 ) -> CompiledMapping:
     """Read a YAML spec file and compile it."""
+    path = Path(path)
     try:
-        spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise MappingError(f"cannot read mapping {Path(path).name}") from exc
-    return compile_mapping(spec, target_schema, schemas_dir=schemas_dir)
+        raise MappingError(f"cannot read mapping {path.name}") from exc
+    return compile_mapping(
+        spec, target_schema, schemas_dir=schemas_dir, base_dir=path.resolve().parent
+    )
 
 
 def _getter(path: str) -> Getter:
@@ -205,7 +208,13 @@ def _apply(fields: Sequence[_Field], rec: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class CompiledMapping:
-    """A compiled spec: ``map(record)`` gives a validated target record."""
+    """A compiled spec: ``map(record)`` gives a validated target record.
+
+    ``direction`` is ``provider_to_canonical`` (source is a department entity,
+    target a canonical model) or ``canonical_to_consumer`` (source is a
+    canonical model, target a consumer's own schema). ``canonical_model`` is
+    the canonical side either way, the one classification labels come from.
+    """
 
     source_system: str
     source_entity: str
@@ -213,10 +222,17 @@ class CompiledMapping:
     fields: tuple[_Field, ...]
     source_fields: Mapping[str, frozenset[str]]
     validator: jsonschema.Draft202012Validator | None
+    direction: str = "provider_to_canonical"
+    canonical_model: str = ""
 
     @property
     def target_fields(self) -> tuple[str, ...]:
         return tuple(f[0] for f in self.fields)
+
+    @property
+    def required_targets(self) -> tuple[str, ...]:
+        """Target fields marked ``required``: a record without them does not map."""
+        return tuple(f[0] for f in self.fields if f[3])
 
     def required_source_fields(self, target_fields: Iterable[str] | None = None) -> tuple[str, ...]:
         """Top-level provider fields needed for ``target_fields`` (for push-down)."""
@@ -266,26 +282,104 @@ def _sources_of(rule: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(found)
 
 
+def _schema_props(schema: Mapping[str, Any]) -> frozenset[str] | None:
+    """Top-level names a closed schema allows; ``None`` if it takes any name."""
+    props = schema.get("properties")
+    if schema.get("additionalProperties") is not False or not isinstance(props, Mapping):
+        return None
+    return frozenset(props)
+
+
+def _consumer_schema(target: Mapping[str, Any], base_dir: Path | None) -> Mapping[str, Any]:
+    name = str(target["schema"])
+    if base_dir is None:
+        raise MappingError(f"target schema {name!r} needs the spec's directory (load_mapping)")
+    path = base_dir / name
+    try:
+        schema: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MappingError(f"target schema {name!r} does not load") from exc
+    if not isinstance(schema, dict):
+        raise MappingError(f"target schema {name!r} is not a JSON Schema object")
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise MappingError(f"target schema {name!r} is not valid JSON Schema") from exc
+    return schema
+
+
+def _verify_names(
+    spec: Mapping[str, Any],
+    sources: Mapping[str, frozenset[str]],
+    source_props: frozenset[str] | None,
+    target_props: frozenset[str] | None,
+    source_label: str,
+    target_label: str,
+) -> None:
+    """Every target must exist in a closed target schema; every source in a canonical one."""
+    for target in spec["fields"]:
+        top = _top(target)
+        if target_props is not None and top not in target_props:
+            raise MappingError(f"{target}: {target_label} has no field {top!r}")
+        if source_props is not None:
+            unknown = sorted(sources[target] - source_props)
+            if unknown:
+                raise MappingError(f"{target}: {source_label} has no field {unknown[0]!r}")
+
+
 def compile_mapping(
-    spec: Any, target_schema: Mapping[str, Any] | None = None, *, schemas_dir: Path | None = None
+    spec: Any,
+    target_schema: Mapping[str, Any] | None = None,
+    *,
+    schemas_dir: Path | None = None,
+    base_dir: Path | None = None,
 ) -> CompiledMapping:
-    """Validate and compile ``spec``; the target schema defaults to the canonical model."""
+    """Validate and compile ``spec``.
+
+    The target schema defaults to the canonical model named by ``target.model``,
+    or, for a consumer target, to the JSON Schema file ``target.schema`` in
+    ``base_dir`` (the spec's own folder when loaded with ``load_mapping``).
+    Field names are checked against closed schemas now, so a typo is a
+    compile error naming the field rather than a failure on the first record.
+    """
+    from connectors.mapping.canonical import canonical_schema
+
     validate_spec(spec)
     codelists = spec.get("codelists", {})
     fields = _compile_fields(spec["fields"], codelists, "", 0)
-    model = spec["target"]["model"]
-    if target_schema is None:
-        from connectors.mapping.canonical import canonical_schema
-
-        target_schema = canonical_schema(model, schemas_dir)
+    source, target = spec["source"], spec["target"]
+    sources = {t: _sources_of(r) for t, r in spec["fields"].items()}
+    source_props: frozenset[str] | None = None
+    if "model" in source:
+        direction = "canonical_to_consumer"
+        canonical = str(source["model"])
+        source_system, source_entity = "canonical", canonical
+        source_props = frozenset(canonical_schema(canonical, schemas_dir).get("properties", {}))
+    else:
+        direction = "provider_to_canonical"
+        canonical = str(target.get("model", ""))
+        source_system, source_entity = str(source["system"]), str(source["entity"])
+    if "model" in target:
+        model = str(target["model"])
+        if direction == "canonical_to_consumer":
+            canonical = model  # canonical → canonical (a re-shaping between majors)
+        if target_schema is None:
+            target_schema = canonical_schema(model, schemas_dir)
+    else:
+        model = f"{target['system']}.{target['entity']}@{target.get('version', 1)}"
+        if target_schema is None:
+            target_schema = _consumer_schema(target, base_dir)
+    _verify_names(spec, sources, source_props, _schema_props(target_schema), source_entity, model)
     validator = jsonschema.Draft202012Validator(
         target_schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
     )
     return CompiledMapping(
-        source_system=spec["source"]["system"],
-        source_entity=spec["source"]["entity"],
+        source_system=source_system,
+        source_entity=source_entity,
         target_model=model,
         fields=fields,
-        source_fields={t: _sources_of(r) for t, r in spec["fields"].items()},
+        source_fields=sources,
         validator=validator,
+        direction=direction,
+        canonical_model=canonical,
     )

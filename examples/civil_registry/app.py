@@ -157,7 +157,7 @@ def create_app(db: Path, token: str = "civil-demo-token") -> FastAPI:
             ).fetchall()
         finally:
             conn.close()
-        items = []
+        items: list[dict[str, Any]] = []
         last = None
         for ssn, raw in rows:
             doc = json.loads(raw)

@@ -22,7 +22,7 @@ COLUMNS = ["CLAIM_REF", "CLAIMANT_ID", "BENEFIT", "STATUS", "FILED", "MONTHLY_AM
 
 def _euro(amount: Decimal) -> str:
     whole, frac = f"{amount:.2f}".split(".")
-    groups = []
+    groups: list[str] = []
     while len(whole) > 3:
         groups.insert(0, whole[-3:])
         whole = whole[:-3]

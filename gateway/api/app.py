@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__
-from gateway.api import routes_agreements, routes_health, routes_registry
-from gateway.api.problems import install_problem_handlers, problem_response
+from gateway.api import routes_agreements, routes_exchange, routes_health, routes_registry
+from gateway.api.problems import Problem, install_problem_handlers, problem_response
 from gateway.api.routes_policy import router as policy_router
 from gateway.log import configure_logging
 from gateway.services import Services, build_services
@@ -75,6 +78,43 @@ class _BodyTooLarge(Exception):
     pass
 
 
+def _readiness(svc: Services) -> dict[str, Callable[[], Awaitable[None]]]:
+    async def policy() -> None:
+        runtime = svc.policy_runtime
+        if runtime is None:
+            raise RuntimeError("policy runtime not started")
+        health = await runtime.health()
+        if not health.ok:
+            raise RuntimeError(health.detail)
+
+    async def audit() -> None:
+        await asyncio.to_thread(svc.audit_log.head)
+
+    return {"policy_engine": policy, "audit_log": audit}
+
+
+async def _metrics_endpoint(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _extend_openapi(app: FastAPI) -> None:
+    """Add the schemas that hand-read bodies and problem answers refer to."""
+    base = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = base()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(routes_exchange.exchange_schemas())
+        components.setdefault("Problem", Problem.model_json_schema())
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
     cfg = settings or (services.settings if services else Settings())
     configure_logging(json_logs=cfg.json_logs)
@@ -82,12 +122,16 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
-        app.state.services = services or build_services(cfg)
+        svc = services or build_services(cfg)
+        app.state.services = svc
+        await svc.start()
+        svc.extras.setdefault("readiness", {}).update(_readiness(svc))
         try:
             yield
         finally:
+            await svc.stop()
             if owned:
-                app.state.services.close()
+                svc.close()
 
     app = FastAPI(
         title="Accord",
@@ -114,6 +158,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(routes_health.router)
     app.include_router(routes_registry.router)
     app.include_router(routes_agreements.router)
+    app.include_router(routes_exchange.router)
     app.include_router(policy_router)
+    app.add_route("/metrics", _metrics_endpoint, include_in_schema=False)
+    _extend_openapi(app)
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     return app

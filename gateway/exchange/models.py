@@ -1,23 +1,33 @@
 """Tables the exchange flow shares across gateway nodes: replay cache, quota
-counters, provider datasets and issued receipts."""
+counters, provider dataset bindings and consumer mappings.
+
+Nothing here holds an exchanged field value: bindings hold connector configs
+(secrets stay ``${ENV}`` placeholders, expanded from the gateway's environment
+when the connector is built) and mapping specs. Receipts are not stored: each
+is rebuilt from its audit entry and re-signed (Ed25519 is deterministic).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Text
+from pydantic import field_validator
+from sqlalchemy import Column
 from sqlmodel import Field, SQLModel
 
 from gateway.dbtypes import JSONColumn, UTCDateTime, utcnow
 
 __all__ = [
+    "ConsumerMapping",
+    "ConsumerMappingCreate",
     "DatasetBinding",
     "DatasetBindingCreate",
-    "ExchangeRecord",
     "ReplayedJti",
     "UsageCounter",
 ]
+
+_SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 
 class ReplayedJti(SQLModel, table=True):
@@ -35,14 +45,18 @@ class UsageCounter(SQLModel, table=True):
 
 
 class DatasetBindingCreate(SQLModel):
-    """How a provider serves a dataset: its connector and the mapping to canonical."""
+    """How a provider serves a dataset: its connector, entity and mapping to canonical."""
 
-    dataset_id: str = Field(max_length=63)
+    dataset_id: str = Field(max_length=63, regex=_SLUG)
+    #: canonical model the mapping produces, e.g. ``person@1``
     model: str = Field(max_length=80)
+    #: entity name in the connector config
     entity: str = Field(max_length=80)
+    #: connector config (``kind: rest|sql|soap|csv``); secrets as ``${ENV}`` placeholders
     connector: dict[str, Any]
+    #: mapping spec (schemas/mapping.schema.json), provider entity -> canonical model
     mapping: dict[str, Any]
-    #: canonical field holding the subject key (used for the subject access log)
+    #: canonical field holding the subject key (the data subject's identifier)
     subject_field: str = Field(default="person_id", max_length=80)
 
 
@@ -60,13 +74,29 @@ class DatasetBinding(SQLModel, table=True):
     )
 
 
-class ExchangeRecord(SQLModel, table=True):
-    __tablename__ = "exchange_record"
-    exchange_id: str = Field(primary_key=True, max_length=64)
-    seq: int = Field(index=True)
-    consumer: str = Field(max_length=63, index=True)
-    agreement: str = Field(max_length=80)
-    receipt: str = Field(sa_column=Column(Text, nullable=False))
-    created_at: datetime = Field(
+class ConsumerMappingCreate(SQLModel):
+    """A consumer's own schema: canonical model -> the consumer's record shape."""
+
+    name: str = Field(max_length=63, regex=_SLUG)
+    #: mapping spec whose source is the canonical model
+    mapping: dict[str, Any]
+    #: JSON Schema of the consumer's record (output is validated against it)
+    json_schema: dict[str, Any]
+
+    @field_validator("json_schema")
+    @classmethod
+    def _object_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("type") != "object":
+            raise ValueError("a consumer schema must describe an object")
+        return value
+
+
+class ConsumerMapping(SQLModel, table=True):
+    __tablename__ = "consumer_mapping"
+    consumer: str = Field(primary_key=True, foreign_key="department.id", max_length=63)
+    name: str = Field(primary_key=True, max_length=63)
+    mapping: dict[str, Any] = Field(sa_column=Column(JSONColumn, nullable=False))
+    json_schema: dict[str, Any] = Field(sa_column=Column(JSONColumn, nullable=False))
+    updated_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
     )

@@ -121,11 +121,15 @@ def agreement_view(terms: Mapping[str, Any], *, status: str | None = None) -> di
         "status": status if status is not None else str(terms.get("status", "active")),
         "provider": _party(terms.get("provider")),
         "consumer": _party(terms.get("consumer")),
-        "not_before": _unix(validity.get("not_before", terms.get("not_before"))),
-        "not_after": _unix(validity.get("not_after", terms.get("not_after"))),
+        "not_before": _unix(
+            validity.get("not_before", terms.get("not_before", terms.get("valid_from")))
+        ),
+        "not_after": _unix(
+            validity.get("not_after", terms.get("not_after", terms.get("valid_until")))
+        ),
         "ceiling": str(terms.get("ceiling") or terms.get("classification_ceiling") or ""),
         "purposes": [_code(p) for p in terms.get("purposes") or []],
-        "legal_basis": _legal_basis(terms.get("legal_basis")),
+        "legal_basis": _legal_basis(terms.get("legal_basis") or _purpose_bases(terms)),
         "datasets": _datasets(terms.get("datasets") or {}),
         "quotas": {
             key: int(quotas[key])
@@ -181,6 +185,16 @@ def _legal_basis(value: Any) -> str:
     elif isinstance(value, list):
         value = "; ".join(_legal_basis(v) for v in value)
     return str(value or "")
+
+
+def _purpose_bases(terms: Mapping[str, Any]) -> str:
+    """Agreements name a legal basis per purpose; an unpermitted purpose is denied anyway."""
+    purposes = terms.get("purposes") or []
+    return "; ".join(
+        str(p.get("legal_basis"))
+        for p in purposes
+        if isinstance(p, Mapping) and p.get("legal_basis")
+    )
 
 
 def _unix(value: Any) -> int:

@@ -1,0 +1,212 @@
+"""Which connector and mapping serve a provider's dataset, and consumers' own schemas.
+
+Administrators register a binding per (provider, dataset): the connector config,
+the entity, and the mapping spec to the canonical model. Specs are validated and
+compiled when registered (a bad one is refused before it can serve anything)
+and again, once, when a node first uses them; connectors are built once per
+binding version and reused, so their connection pools and circuit breakers
+live as long as the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from connectors import Connector, ConnectorError, build_connector
+from connectors.config import KINDS, expand_placeholders
+from connectors.mapping.canonical import classification_of
+from connectors.mapping.compiler import CompiledMapping, compile_mapping
+from gateway.auditing import AuditSink, audit_event
+from gateway.db import session_scope
+from gateway.dbtypes import utcnow
+from gateway.errors import NotFoundError, ValidationFailed
+from gateway.exchange.models import (
+    ConsumerMapping,
+    ConsumerMappingCreate,
+    DatasetBinding,
+    DatasetBindingCreate,
+)
+
+__all__ = ["BindingService", "ResolvedBinding"]
+
+
+@dataclass(frozen=True)
+class ResolvedBinding:
+    """A binding ready to serve: compiled mapping, live connector, field labels."""
+
+    provider: str
+    dataset: str
+    model: str
+    entity: str
+    subject_field: str
+    mapping: CompiledMapping
+    connector: Connector
+    labels: Mapping[str, Any]
+    version: datetime
+
+
+def _compile(spec: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> CompiledMapping:
+    try:
+        return compile_mapping(dict(spec), schema)
+    except ConnectorError as exc:
+        raise ValidationFailed(exc.detail, code="mapping_invalid") from exc
+
+
+class BindingService:
+    def __init__(self, engine: Engine, *, audit: AuditSink | None = None) -> None:
+        self.engine = engine
+        self.audit = audit
+        self._live: dict[tuple[str, str], ResolvedBinding] = {}
+        self._consumer: dict[tuple[str, str], tuple[datetime, CompiledMapping]] = {}
+        self._lock = asyncio.Lock()
+
+    # -- administration -------------------------------------------------------
+
+    def put_binding(
+        self, provider: str, data: DatasetBindingCreate, *, actor: str
+    ) -> DatasetBinding:
+        """Register or replace how ``provider`` serves ``data.dataset_id``."""
+        mapping = _compile(data.mapping)
+        if mapping.target_model != data.model:
+            raise ValidationFailed(
+                f"the mapping produces {mapping.target_model}, not {data.model}",
+                code="mapping_invalid",
+            )
+        if data.subject_field not in mapping.target_fields:
+            raise ValidationFailed(
+                f"the mapping does not produce the subject field {data.subject_field!r}",
+                code="mapping_invalid",
+            )
+        _check_connector_config(data.connector, data.entity)
+        with session_scope(self.engine) as s:
+            row = s.get(DatasetBinding, (provider, data.dataset_id))
+            if row is None:
+                row = DatasetBinding(provider=provider, **data.model_dump())
+            else:
+                for key, value in data.model_dump().items():
+                    setattr(row, key, value)
+            row.updated_at = utcnow()
+            s.add(row)
+            s.flush()
+            if self.audit is not None:
+                self.audit.append_in(
+                    s.connection(),
+                    audit_event(
+                        "admin",
+                        actor=actor,
+                        outcome="dataset_bound",
+                        provider=provider,
+                        dataset=data.dataset_id,
+                        model=data.model,
+                        connector_kind=str(data.connector.get("kind")),
+                    ),
+                )
+            return row
+
+    def get_binding(self, provider: str, dataset: str) -> DatasetBinding:
+        with Session(self.engine) as s:
+            row = s.get(DatasetBinding, (provider, dataset))
+        if row is None:
+            raise NotFoundError(
+                f"{provider} serves no dataset {dataset!r}", code="dataset_not_bound"
+            )
+        return row
+
+    def put_consumer_mapping(
+        self, consumer: str, data: ConsumerMappingCreate, *, actor: str
+    ) -> ConsumerMapping:
+        _compile(data.mapping, data.json_schema)
+        with session_scope(self.engine) as s:
+            row = s.get(ConsumerMapping, (consumer, data.name))
+            if row is None:
+                row = ConsumerMapping(consumer=consumer, **data.model_dump())
+            else:
+                row.mapping, row.json_schema = data.mapping, data.json_schema
+            row.updated_at = utcnow()
+            s.add(row)
+            s.flush()
+            if self.audit is not None:
+                self.audit.append_in(
+                    s.connection(),
+                    audit_event(
+                        "admin",
+                        actor=actor,
+                        outcome="consumer_mapping_set",
+                        consumer=consumer,
+                        mapping=data.name,
+                    ),
+                )
+            return row
+
+    # -- serving --------------------------------------------------------------
+
+    async def resolve(self, provider: str, dataset: str) -> ResolvedBinding:
+        """The live binding; rebuilt when an administrator changed it."""
+        row = await asyncio.to_thread(self.get_binding, provider, dataset)
+        key = (provider, dataset)
+        live = self._live.get(key)
+        if live is not None and live.version == row.updated_at:
+            return live
+        async with self._lock:
+            live = self._live.get(key)
+            if live is not None and live.version == row.updated_at:
+                return live
+            try:
+                connector = build_connector(expand_placeholders(row.connector, os.environ))
+            except ConnectorError as exc:
+                raise ValidationFailed(exc.detail, code="connector_config_invalid") from exc
+            resolved = ResolvedBinding(
+                provider=provider,
+                dataset=dataset,
+                model=row.model,
+                entity=row.entity,
+                subject_field=row.subject_field,
+                mapping=_compile(row.mapping),
+                connector=connector,
+                labels=classification_of(row.model),
+                version=row.updated_at,
+            )
+            self._live[key] = resolved
+        if live is not None:
+            await live.connector.aclose()
+        return resolved
+
+    def consumer_mapping(self, consumer: str, name: str) -> CompiledMapping:
+        with Session(self.engine) as s:
+            row = s.get(ConsumerMapping, (consumer, name))
+        if row is None:
+            raise NotFoundError(
+                f"{consumer} has no schema mapping {name!r}", code="unknown_target_schema"
+            )
+        cached = self._consumer.get((consumer, name))
+        if cached is not None and cached[0] == row.updated_at:
+            return cached[1]
+        compiled = _compile(row.mapping, row.json_schema)
+        self._consumer[(consumer, name)] = (row.updated_at, compiled)
+        return compiled
+
+    async def close(self) -> None:
+        live, self._live = list(self._live.values()), {}
+        for binding in live:
+            await binding.connector.aclose()
+
+
+def _check_connector_config(config: Mapping[str, Any], entity: str) -> None:
+    """Refuse a config that cannot serve ``entity``; endpoints are checked when first used."""
+    if config.get("kind") not in KINDS:
+        raise ValidationFailed(
+            f"connector kind must be one of {list(KINDS)}", code="connector_config_invalid"
+        )
+    entities = config.get("entities")
+    if not isinstance(entities, Mapping) or entity not in entities:
+        raise ValidationFailed(
+            f"the connector config has no entity {entity!r}", code="connector_config_invalid"
+        )

@@ -1,0 +1,115 @@
+"""State every gateway node shares through the database: used jtis and quota counters.
+
+Both are single statements that the database makes atomic, so any number of
+nodes behind a load balancer agree: a jti is inserted once (the primary key
+refuses the second), and a quota window is reserved with one upsert that
+returns the new count.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from gateway.errors import AuthError, ServiceUnavailableError
+from gateway.exchange.models import ReplayedJti, UsageCounter
+
+__all__ = ["QuotaReservation", "ReplayCache", "Usage", "release_quota", "reserve_quota"]
+
+_JTI = ReplayedJti.__table__  # type: ignore[attr-defined]
+_USAGE = UsageCounter.__table__  # type: ignore[attr-defined]
+
+
+class ReplayCache:
+    """Remembers each (issuer, jti) until the token could no longer be accepted."""
+
+    def __init__(self, engine: Engine, *, purge_every: int = 1000) -> None:
+        self.engine = engine
+        self._purge_every = purge_every
+        self._seen = 0
+
+    def __call__(self, iss: str, jti: str, expires_at: datetime) -> None:
+        """Record ``jti``; raise ``AuthError(token_replayed)`` if it was used before."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(_JTI.insert().values(iss=iss, jti=jti, expires_at=expires_at))
+        except IntegrityError as exc:
+            raise AuthError("this request token was already used", code="token_replayed") from exc
+        except SQLAlchemyError as exc:
+            raise ServiceUnavailableError(
+                "the replay cache is unavailable", code="store_unavailable"
+            ) from exc
+        self._seen += 1
+        if self._seen % self._purge_every == 0:
+            self.purge(expires_at - timedelta(minutes=10))
+
+    def purge(self, before: datetime) -> int:
+        """Forget jtis whose tokens expired before ``before`` (they fail on time anyway)."""
+        with self.engine.begin() as conn:
+            return int(conn.execute(_JTI.delete().where(_JTI.c.expires_at < before)).rowcount)
+
+
+class Usage:
+    """Window keys for an instant: one per UTC minute and one per UTC day."""
+
+    def __init__(self, now: datetime) -> None:
+        self.minute = "m:" + now.strftime("%Y-%m-%dT%H:%M")
+        self.day = "d:" + now.strftime("%Y-%m-%d")
+
+
+class QuotaReservation:
+    """Counts taken for one exchange; ``before_*`` are the exchanges made before it."""
+
+    def __init__(self, agreement_id: str, usage: Usage, minute: int, day: int) -> None:
+        self.agreement_id = agreement_id
+        self.usage = usage
+        self.before_minute = minute - 1
+        self.before_day = day - 1
+
+
+def _bump(conn: sa.Connection, agreement_id: str, window: str, delta: int) -> int:
+    dialect = conn.dialect.name
+    values = {"agreement_id": agreement_id, "window": window, "count": max(delta, 0)}
+    if dialect == "postgresql":
+        pg = postgresql.insert(_USAGE).values(**values)
+        stmt = pg.on_conflict_do_update(
+            index_elements=["agreement_id", "window"],
+            set_={"count": _USAGE.c.count + delta},
+        ).returning(_USAGE.c.count)
+    elif dialect == "sqlite":
+        lite = sqlite.insert(_USAGE).values(**values)
+        stmt = lite.on_conflict_do_update(
+            index_elements=["agreement_id", "window"],
+            set_={"count": _USAGE.c.count + delta},
+        ).returning(_USAGE.c.count)
+    else:  # pragma: no cover - only the two supported stores
+        raise ServiceUnavailableError(f"quotas are not supported on {dialect}")
+    return int(conn.execute(stmt).scalar_one())
+
+
+def reserve_quota(engine: Engine, agreement_id: str, now: datetime) -> QuotaReservation:
+    """Count this exchange in its minute and day windows (atomically, across nodes)."""
+    usage = Usage(now)
+    try:
+        with engine.begin() as conn:
+            minute = _bump(conn, agreement_id, usage.minute, 1)
+            day = _bump(conn, agreement_id, usage.day, 1)
+    except SQLAlchemyError as exc:
+        raise ServiceUnavailableError(
+            "the quota counters are unavailable", code="store_unavailable"
+        ) from exc
+    return QuotaReservation(agreement_id, usage, minute, day)
+
+
+def release_quota(engine: Engine, reservation: QuotaReservation) -> None:
+    """Give a reservation back: the exchange was refused or failed, nothing was released."""
+    try:
+        with engine.begin() as conn:
+            _bump(conn, reservation.agreement_id, reservation.usage.minute, -1)
+            _bump(conn, reservation.agreement_id, reservation.usage.day, -1)
+    except SQLAlchemyError:
+        pass  # a counter left one too high only errs on the side of refusing

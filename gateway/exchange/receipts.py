@@ -1,0 +1,75 @@
+"""Receipts: what the gateway signs for the consumer about one exchange.
+
+A receipt is a JWS compact (``typ: accord-receipt+jwt``) signed with the
+gateway key over the facts of the exchange's audit entry: exchange id, seq,
+leaf hash, request and response SHA-256, decision, agreement@version, policy
+version and the entry's time. Because every claim comes from the stored entry
+and Ed25519 signatures are deterministic, a receipt can be rebuilt from the log
+at any time and is byte-for-byte the one returned with the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jwt
+
+from gateway.errors import SignatureError
+from gateway.jose import PrivateKey, public_jwk
+
+__all__ = ["RECEIPT_TYPE", "receipt_claims", "sign_receipt", "verify_receipt"]
+
+RECEIPT_TYPE = "accord-receipt+jwt"
+
+
+def receipt_claims(*, issuer: str, entry: Mapping[str, Any], leaf_hash: bytes) -> dict[str, Any]:
+    """The receipt's claims, read off the sealed audit entry."""
+    return {
+        "iss": issuer,
+        "exchange_id": entry["exchange_id"],
+        "seq": entry["seq"],
+        "leaf_hash": leaf_hash.hex(),
+        "request_sha256": entry.get("request_sha256"),
+        "response_sha256": entry.get("response_sha256"),
+        "decision": {
+            "allow": entry.get("decision") == "allow",
+            "released": dict(entry.get("operations") or {}),
+            "reasons": list(entry.get("reasons") or []),
+        },
+        "agreement": entry.get("agreement"),
+        "policy_version": entry.get("policy_version"),
+        "consumer": entry.get("consumer"),
+        "provider": entry.get("provider"),
+        "ts": entry["ts"],
+    }
+
+
+def sign_receipt(key: PrivateKey, claims: Mapping[str, Any]) -> str:
+    jwk = public_jwk(key)
+    return jwt.encode(
+        dict(claims), key, algorithm=jwk["alg"], headers={"typ": RECEIPT_TYPE, "kid": jwk["kid"]}
+    )
+
+
+def verify_receipt(token: str, jwks: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a receipt against a published JWK Set; return its claims or raise."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise SignatureError("not a JWS compact receipt", code="receipt_invalid") from exc
+    if header.get("typ") != RECEIPT_TYPE or header.get("alg") not in ("EdDSA", "ES256"):
+        raise SignatureError("not an Accord receipt", code="receipt_invalid")
+    for jwk in jwks.get("keys", []):
+        if jwk.get("kid") == header.get("kid"):
+            key = jwt.PyJWK(dict(jwk))
+            try:
+                claims: dict[str, Any] = jwt.decode(
+                    token, key, algorithms=[header["alg"]], options={"verify_aud": False}
+                )
+            except jwt.PyJWTError as exc:
+                raise SignatureError(
+                    "receipt signature does not verify", code="receipt_invalid"
+                ) from exc
+            return claims
+    raise SignatureError("the receipt's key is not published", code="receipt_invalid")

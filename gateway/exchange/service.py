@@ -1,0 +1,564 @@
+"""The exchange flow: authenticate, resolve, decide, fetch, translate, release, audit, answer.
+
+``ExchangeService.run`` is the one place the steps of ARCHITECTURE.md happen, in
+that order. Every way out is either an ``ExchangeAnswer`` (data released, audit
+entry durable, receipt signed) or an ``AccordError`` whose code says which step
+refused; every refusal after authentication is itself appended to the audit log
+before the caller hears of it. Nothing is released unless the audit append
+returned: if the log cannot take the entry, the caller gets 503 and no data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import rfc8785
+import structlog
+from pydantic import ValidationError
+
+from audit import AuditError, AuditLog
+from connectors import ConnectorError, FetchContext
+from gateway.agreements.models import Agreement
+from gateway.agreements.service import AgreementService
+from gateway.agreements.terms import AgreementTerms
+from gateway.auth.requests import Caller, RequestTokenVerifier
+from gateway.errors import (
+    AccordError,
+    AuthError,
+    NotFoundError,
+    ServiceUnavailableError,
+    ValidationFailed,
+)
+from gateway.exchange.bindings import BindingService, ResolvedBinding
+from gateway.exchange.counters import QuotaReservation, release_quota, reserve_quota
+from gateway.exchange.metrics import ExchangeMetrics
+from gateway.exchange.receipts import receipt_claims, sign_receipt
+from gateway.exchange.release_step import released_result
+from gateway.exchange.schemas import ExchangeRequest
+from gateway.exchange.subjects import SubjectPseudonyms, subject_accesses
+from gateway.jose import PrivateKey
+from gateway.policy.engine import Decision, PolicyDenied
+from gateway.policy.input import build_policy_input
+from gateway.registry.service import RegistryService
+
+__all__ = ["ConnectorFault", "ExchangeAnswer", "ExchangeService"]
+
+log = structlog.get_logger(__name__)
+
+
+class ConnectorFault(AccordError):
+    """The provider's system failed; nothing was released."""
+
+    status = 502
+    default_code = "connector_error"
+    title = "Provider system failed"
+
+
+class ConnectorTimeoutFault(ConnectorFault):
+    """The provider's system did not answer in time; nothing was released."""
+
+    status = 504
+    default_code = "connector_timeout"
+    title = "Provider system timed out"
+
+
+@dataclass
+class ExchangeAnswer:
+    body: dict[str, Any]
+    exchange_id: str
+
+
+@dataclass
+class _Trace:
+    """What one exchange learned so far: enough to audit any way it ends."""
+
+    exchange_id: str
+    request_sha256: str
+    started: float = field(default_factory=time.perf_counter)
+    stages: dict[str, float] = field(default_factory=dict)
+    caller: Caller | None = None
+    request: ExchangeRequest | None = None
+    agreement: Agreement | None = None
+    decision: Decision | None = None
+    subject: str | None = None
+
+    def stage(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        self.stages[name] = self.stages.get(name, 0.0) + (now - since)
+        return now
+
+
+class ExchangeService:
+    def __init__(
+        self,
+        *,
+        gateway_id: str,
+        registry: RegistryService,
+        agreements: AgreementService,
+        bindings: BindingService,
+        policy: Any,
+        policy_store: Any,
+        audit_log: AuditLog,
+        verifier: RequestTokenVerifier,
+        gateway_key: PrivateKey,
+        pseudonym_secret: bytes,
+        metrics: ExchangeMetrics,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        fetch_timeout_s: float = 10.0,
+        max_aggregate_records: int = 100_000,
+    ) -> None:
+        self.gateway_id = gateway_id
+        self.registry = registry
+        self.agreements = agreements
+        self.bindings = bindings
+        self.policy = policy
+        self.policy_store = policy_store
+        self.audit_log = audit_log
+        self.verifier = verifier
+        self.gateway_key = gateway_key
+        self.pseudonym_secret = pseudonym_secret
+        self.subjects = SubjectPseudonyms(pseudonym_secret)
+        self.metrics = metrics
+        self.clock = clock
+        self.fetch_timeout_s = fetch_timeout_s
+        self.max_aggregate_records = max_aggregate_records
+
+    # -- the flow ---------------------------------------------------------------
+
+    async def run(
+        self, *, token: str | None, method: str, path: str, body: bytes
+    ) -> ExchangeAnswer:
+        trace = _Trace(uuid.uuid4().hex, hashlib.sha256(body).hexdigest())
+        structlog.contextvars.bind_contextvars(exchange_id=trace.exchange_id)
+        now = self.clock()
+        reservation: QuotaReservation | None = None
+        try:
+            t = time.perf_counter()
+            trace.caller = await self._authenticate(trace, token, method, path, body, now)
+            trace.request = _parse(body)
+            t = trace.stage("auth", t)
+            trace.agreement = await asyncio.to_thread(self._resolve, trace.request)
+            if trace.agreement is not None and trace.agreement.consumer == trace.caller.department:
+                reservation = await asyncio.to_thread(
+                    reserve_quota, self.agreements.engine, trace.agreement.agreement_id, now
+                )
+            decision = await self._decide(trace, reservation, now)
+            trace.decision = decision
+            t = trace.stage("decide", t)
+            decision.verify_allowed()
+            binding = await self.bindings.resolve(
+                trace.agreement.provider if trace.agreement else "", trace.request.dataset
+            )
+            result, released = await self._produce(trace, binding, decision, now)
+            answer = await self._finish(trace, result, released, decision)
+            reservation = None  # the exchange happened: it counts
+            return answer
+        except AccordError as exc:
+            await self._audit_refusal(trace, exc)
+            raise
+        finally:
+            if reservation is not None:
+                await asyncio.to_thread(release_quota, self.agreements.engine, reservation)
+            total = time.perf_counter() - trace.started
+            self.metrics.stage_seconds.labels("total").observe(total)
+            for name, seconds in trace.stages.items():
+                self.metrics.stage_seconds.labels(name).observe(seconds)
+
+    async def _authenticate(
+        self, trace: _Trace, token: str | None, method: str, path: str, body: bytes, now: datetime
+    ) -> Caller:
+        if not token:
+            raise AuthError("a request token is required", code="missing_token")
+        caller = await asyncio.to_thread(
+            self.verifier.verify, token, method=method, path=path, body=body, now=now
+        )
+        structlog.contextvars.bind_contextvars(consumer=caller.department)
+        return caller
+
+    def _resolve(self, request: ExchangeRequest) -> Agreement | None:
+        try:
+            return self.agreements.get(request.agreement, request.agreement_version)
+        except NotFoundError:
+            return None
+
+    async def _decide(
+        self, trace: _Trace, reservation: QuotaReservation | None, now: datetime
+    ) -> Decision:
+        caller, request, row = trace.caller, trace.request, trace.agreement
+        assert caller is not None
+        assert request is not None
+        dept = await asyncio.to_thread(self.registry.get_department, caller.department)
+        terms = AgreementTerms(row.terms) if row is not None else None
+        labels = _labels_for(terms, request.dataset)
+        wanted = _requested_fields(request, terms)
+        query = request.query
+        policy_input = build_policy_input(
+            caller_department=caller.department,
+            caller_clearance=dept.clearance,
+            caller_caveats=dept.caveats,
+            caller_system=caller.system,
+            agreement_terms=row.terms if row is not None else None,
+            agreement_status=self.agreements.status_at(row, now) if row is not None else None,
+            dataset=request.dataset,
+            fields={name: labels.get(name) for name in wanted},
+            purpose=request.purpose,
+            now=now,
+            usage_minute=reservation.before_minute if reservation else 0,
+            usage_day=reservation.before_day if reservation else 0,
+            query_kind=query.kind,
+            scheme_levels=self.registry.scheme.levels,
+            scheme_name=self.registry.scheme.name,
+        )
+        decision: Decision = await self.policy.decide(policy_input)
+        if self.policy_store is not None:
+            try:
+                await asyncio.to_thread(
+                    self.policy_store.record_decision,
+                    exchange_id=trace.exchange_id,
+                    policy_input=policy_input,
+                    decision=decision,
+                )
+            except Exception:  # the decision log feeds dry-runs; it never blocks an exchange
+                log.warning("decision_log_failed", exc_info=True)
+        return decision
+
+    async def _produce(
+        self, trace: _Trace, binding: ResolvedBinding, decision: Decision, now: datetime
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        request, caller, row = trace.request, trace.caller, trace.agreement
+        assert request is not None
+        assert caller is not None
+        assert row is not None
+        ctx = FetchContext(
+            exchange_id=trace.exchange_id, timeout=self.fetch_timeout_s, purpose=request.purpose
+        )
+        query = request.query
+        if query.kind in ("record", "verify"):
+            trace.subject = self.subjects.pseudonym(query.subject)
+        t = time.perf_counter()
+        try:
+            records = await _fetch(binding, request, decision, ctx, self.max_aggregate_records)
+            self.metrics.connector_up.labels(binding.provider, binding.dataset).set(1)
+        except ConnectorError as exc:
+            if exc.code != "not_found":
+                self.metrics.connector_up.labels(binding.provider, binding.dataset).set(0)
+            raise _connector_fault(exc) from exc
+        t = trace.stage("fetch", t)
+        try:
+            canonical = [binding.mapping.map(r, partial=True) for r in records]
+        except ConnectorError as exc:
+            raise _connector_fault(exc) from exc
+        t = trace.stage("translate", t)
+        target = (
+            await asyncio.to_thread(
+                self.bindings.consumer_mapping, caller.department, request.target_schema
+            )
+            if request.target_schema
+            else None
+        )
+        result, released = released_result(
+            request=request,
+            records=canonical,
+            decision=decision,
+            agreement_id=row.agreement_id,
+            consumer=caller.department,
+            root_secret=self.pseudonym_secret,
+            today=now.date(),
+            target=target,
+        )
+        trace.stage("release", t)
+        return result, released
+
+    async def _finish(
+        self,
+        trace: _Trace,
+        result: dict[str, Any],
+        released: dict[str, str],
+        decision: Decision,
+    ) -> ExchangeAnswer:
+        request, caller, row = trace.request, trace.caller, trace.agreement
+        assert request is not None
+        assert caller is not None
+        assert row is not None
+        response_sha = hashlib.sha256(rfc8785.dumps(result)).hexdigest()
+        entry = self._entry(trace, outcome="released", status=200)
+        entry.update(
+            decision="allow",
+            fields=sorted(released),
+            operations=dict(sorted(released.items())),
+            response_sha256=response_sha,
+        )
+        t = time.perf_counter()
+        try:
+            appended = await self.audit_log.append_async(entry)
+        except AuditError as exc:
+            log.error("audit_append_failed", code=exc.code, detail=exc.detail)
+            raise ServiceUnavailableError(
+                "the audit log did not take the exchange; nothing was released",
+                code="audit_unavailable",
+            ) from exc
+        trace.stage("audit", t)
+        sealed = rfc8785_loads(appended.entry_bytes)
+        receipt = sign_receipt(
+            self.gateway_key,
+            receipt_claims(issuer=self.gateway_id, entry=sealed, leaf_hash=appended.leaf_hash),
+        )
+        self.metrics.exchanges.labels("released", caller.department, row.provider).inc()
+        return ExchangeAnswer(
+            exchange_id=trace.exchange_id,
+            body={
+                "exchange_id": trace.exchange_id,
+                "agreement": f"{row.agreement_id}@{row.version}",
+                "dataset": request.dataset,
+                "purpose": request.purpose,
+                "result": result,
+                "released": released,
+                "policy_version": decision.policy_version,
+                "audit": {"seq": appended.seq, "leaf_hash": appended.leaf_hash.hex()},
+                "receipt": receipt,
+            },
+        )
+
+    # -- receipts and the citizen's access log --------------------------------
+
+    def receipt_for(self, exchange_id: str, department: str) -> dict[str, Any]:
+        """Rebuild the receipt from the audit entry (same bytes as first issued) with a proof."""
+        for stored in self.audit_log.entries_by_exchange(exchange_id):
+            doc = stored.doc()
+            if doc.get("event") != "exchange" or doc.get("outcome") != "released":
+                continue
+            if doc.get("consumer") != department:
+                break
+            receipt = sign_receipt(
+                self.gateway_key,
+                receipt_claims(issuer=self.gateway_id, entry=doc, leaf_hash=stored.leaf_hash),
+            )
+            proof = None
+            try:
+                candidate = self.audit_log.inclusion_proof(stored.seq)
+                if candidate.checkpoint is not None:
+                    proof = candidate.to_json()
+            except AuditError:
+                proof = None
+            return {
+                "exchange_id": exchange_id,
+                "receipt": receipt,
+                "seq": stored.seq,
+                "inclusion_proof": proof,
+            }
+        raise NotFoundError(f"no receipt for exchange {exchange_id!r}", code="unknown_exchange")
+
+    def accesses(
+        self, subject_key: str, *, caller: Caller, limit: int, offset: int
+    ) -> dict[str, Any]:
+        now = self.clock()
+
+        def hidden(ref: str) -> None:
+            self.audit_log.append(
+                {
+                    "event": "embargo",
+                    "actor": f"{caller.department}/{caller.system}",
+                    "agreement": ref,
+                    "subject": self.subjects.pseudonym(subject_key),
+                    "outcome": "hidden",
+                }
+            )
+
+        return subject_accesses(
+            audit_log=self.audit_log,
+            agreements=self.agreements,
+            pseudonyms=self.subjects,
+            subject_key=subject_key,
+            now=now,
+            limit=limit,
+            offset=offset,
+            on_hidden=hidden,
+        )
+
+    # -- audit of every refusal -----------------------------------------------
+
+    def _entry(self, trace: _Trace, *, outcome: str, status: int) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "event": "exchange",
+            "exchange_id": trace.exchange_id,
+            "outcome": outcome,
+            "status": status,
+            "request_sha256": trace.request_sha256,
+            "latency_ms": round((time.perf_counter() - trace.started) * 1000, 3),
+        }
+        if trace.caller is not None:
+            entry["actor"] = f"{trace.caller.department}/{trace.caller.system}"
+            entry["consumer"] = trace.caller.department
+        if trace.request is not None:
+            entry["dataset"] = trace.request.dataset
+            entry["purpose"] = trace.request.purpose
+        if trace.agreement is not None:
+            entry["agreement"] = f"{trace.agreement.agreement_id}@{trace.agreement.version}"
+            entry["provider"] = trace.agreement.provider
+        if trace.decision is not None and trace.decision.policy_version:
+            entry["policy_version"] = trace.decision.policy_version.removeprefix("sha256:")
+        if trace.subject is not None:
+            entry["subject"] = trace.subject
+        return entry
+
+    async def _audit_refusal(self, trace: _Trace, exc: AccordError) -> None:
+        """Record the refusal; if even that fails the caller still only gets an error."""
+        if trace.caller is None:
+            event, outcome = "auth_failure", "refused"
+        elif isinstance(exc, PolicyDenied) or (
+            trace.decision is not None and not trace.decision.allow
+        ):
+            event, outcome = "denial", "denied"
+        else:
+            event, outcome = "exchange", "failed"
+        if exc.code == "audit_unavailable":
+            return
+        entry = self._entry(trace, outcome=outcome, status=exc.status)
+        entry["event"] = event
+        entry["problem"] = exc.code
+        if trace.decision is not None and not trace.decision.allow:
+            entry["decision"] = "deny"
+            entry["reasons"] = list(trace.decision.codes)
+            for code in trace.decision.codes:
+                self.metrics.denials.labels(code).inc()
+        if trace.caller is None:
+            entry["actor"] = "anonymous"
+        consumer = trace.caller.department if trace.caller else "unknown"
+        provider = trace.agreement.provider if trace.agreement else "unknown"
+        self.metrics.exchanges.labels(outcome, consumer, provider).inc()
+        try:
+            await self.audit_log.append_async(entry)
+        except AuditError as audit_exc:
+            log.error(
+                "audit_append_failed",
+                code=audit_exc.code,
+                detail=audit_exc.detail,
+                refused=exc.code,
+            )
+            exc.extra.setdefault("audit", "unavailable")
+
+
+def rfc8785_loads(data: bytes) -> dict[str, Any]:
+    import json
+
+    doc: dict[str, Any] = json.loads(data)
+    return doc
+
+
+def _parse(body: bytes) -> ExchangeRequest:
+    try:
+        return ExchangeRequest.model_validate_json(body)
+    except ValidationError as exc:
+        errors = [
+            {"field": "/".join(str(p) for p in e["loc"]), "reason": e["msg"]}
+            for e in exc.errors()[:50]
+        ]
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise _Malformed(
+                "the request body is not valid JSON", extra={"errors": errors}
+            ) from exc
+        first = errors[0] if errors else {"field": "", "reason": "invalid"}
+        raise ValidationFailed(
+            f"{first['field']}: {first['reason']}",
+            code="validation_failed",
+            extra={"errors": errors},
+        ) from exc
+
+
+class _Malformed(ValidationFailed):
+    status = 400
+    default_code = "malformed_json"
+    title = "Malformed JSON"
+
+
+def _dataset_terms(terms: AgreementTerms | None, dataset: str) -> Mapping[str, Any] | None:
+    if terms is None:
+        return None
+    for ds in terms.doc.get("datasets", []):
+        if ds.get("id") == dataset:
+            return dict(ds)
+    return None
+
+
+def _requested_fields(request: ExchangeRequest, terms: AgreementTerms | None) -> list[str]:
+    """The fields the policy judges: named ones, the predicate's, or the agreement's."""
+    query = request.query
+    if query.kind == "verify":
+        from gateway.release import parse_predicate
+
+        return [str(parse_predicate(query.predicate)[1])]
+    if query.kind == "aggregate":
+        sums = [m[4:-1] for m in query.measures if m.startswith("sum(")]
+        return sorted(set(query.group_by) | set(sums))
+    return list(request.fields or _agreement_fields(terms, request.dataset) or ["*"])
+
+
+def _agreement_fields(terms: AgreementTerms | None, dataset: str) -> list[str]:
+    ds = _dataset_terms(terms, dataset)
+    return sorted(ds.get("fields", {})) if ds else []
+
+
+def _labels_for(terms: AgreementTerms | None, dataset: str) -> dict[str, Any]:
+    """Classification labels of the dataset's canonical model (unknown: unlabelled)."""
+    from connectors.mapping.canonical import classification_of
+
+    ds = _dataset_terms(terms, dataset)
+    if not ds or not ds.get("model"):
+        return {}
+    try:
+        return classification_of(str(ds["model"]))
+    except ConnectorError:
+        return {}
+
+
+async def _fetch(
+    binding: ResolvedBinding,
+    request: ExchangeRequest,
+    decision: Decision,
+    ctx: FetchContext,
+    max_records: int,
+) -> list[Mapping[str, Any]]:
+    query = request.query
+    if query.kind == "aggregate":
+        wanted = set(query.group_by) | {m[4:-1] for m in query.measures if m.startswith("sum(")}
+    elif query.kind == "verify":
+        from gateway.release import parse_predicate
+
+        wanted = {str(parse_predicate(query.predicate)[1])}
+    else:
+        wanted = set(decision.obligations)
+    wanted |= set(binding.mapping.required_targets)
+    wanted &= set(binding.mapping.target_fields)
+    source_fields = binding.mapping.required_source_fields(sorted(wanted)) if wanted else ()
+    if query.kind != "aggregate":
+        got = await binding.connector.fetch(binding.entity, query.subject, source_fields, ctx)
+        return [got.record]
+    records: list[Mapping[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        page = await binding.connector.read(
+            binding.entity, source_fields, cursor=cursor, limit=500, ctx=ctx
+        )
+        records.extend(page.records)
+        if len(records) > max_records:
+            raise ValidationFailed(
+                f"aggregates are limited to {max_records} source records",
+                code="aggregate_too_large",
+            )
+        cursor = page.next_cursor
+        if cursor is None:
+            return records
+
+
+def _connector_fault(exc: ConnectorError) -> AccordError:
+    if exc.code == "not_found":
+        return NotFoundError("the provider holds no such record", code="subject_not_found")
+    kind = ConnectorTimeoutFault if exc.http_status == 504 else ConnectorFault
+    return kind(f"the provider's system failed: {exc.detail}", code=exc.code)
