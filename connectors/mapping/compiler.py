@@ -179,6 +179,14 @@ def _compile_rule(
 def _compile_fields(
     fields: Mapping[str, Any], codelists: Mapping[str, Any], where: str, depth: int
 ) -> tuple[_Field, ...]:
+    for target in fields:
+        parts = target.split(".")
+        for i in range(1, len(parts)):
+            prefix = ".".join(parts[:i])
+            if prefix in fields:
+                # "a" as a value and "a.b" inside an object cannot both be written.
+                name = f"{where}.{target}" if where else target
+                raise MappingError(f"{name}: target clashes with {prefix!r}")
     return tuple(
         _compile_rule(t, f"{where}.{t}" if where else t, r, codelists, depth)
         for t, r in fields.items()

@@ -107,6 +107,22 @@ def _date(fmt: str) -> Step:
     return step
 
 
+def _format_date(fmt: str) -> Step:
+    """ISO date in, the consumer's own date format out (canonical → consumer)."""
+
+    def step(value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            return value.strftime(fmt)
+        if isinstance(value, dt.date):
+            return value.strftime(fmt)
+        try:
+            return dt.date.fromisoformat(_text(value, "format_date")).strftime(fmt)
+        except ValueError:
+            raise StepFailed("format_date: not an ISO date") from None
+
+    return step
+
+
 def _datetime(fmt: str, naive_as_utc: bool = False) -> Step:
     def step(value: Any) -> Any:
         try:
@@ -168,6 +184,8 @@ def compile_step(step: Any, codelists: Mapping[str, Mapping[str, Any]]) -> Step:
     ((name, arg),) = step.items()
     if name == "date":
         return _date(arg)
+    if name == "format_date":
+        return _format_date(arg)
     if name == "datetime":
         if isinstance(arg, str):
             return _datetime(arg)
