@@ -1,0 +1,154 @@
+"""Entry point of the ``accord`` console script; sub-commands live in sibling modules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gateway.cli.agreement import agreement_app
+from gateway.cli.common import console, handle_errors, open_services, settings
+from gateway.cli.dept import dept_app
+from gateway.cli.keys import keys_app
+from gateway.cli.policy import policy_app
+
+app = typer.Typer(
+    name="accord",
+    help="Accord: a secure data-exchange gateway for government departments.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+token_app = typer.Typer(help="Tokens for people and department systems.", no_args_is_help=True)
+
+app.add_typer(keys_app, name="keys")
+app.add_typer(dept_app, name="dept")
+app.add_typer(agreement_app, name="agreement")
+app.add_typer(policy_app, name="policy")
+app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
+
+
+@db_app.command("upgrade")
+@handle_errors
+def db_upgrade(revision: str = "head") -> None:
+    """Apply the migrations to ACCORD_DATABASE_URL (SQLite by default)."""
+    from gateway.db import make_engine, upgrade
+
+    cfg = settings()
+    engine = make_engine(cfg.resolved_database_url)
+    upgrade(engine, revision)
+    console.print(f"database at {engine.url.render_as_string(hide_password=True)} is at {revision}")
+
+
+@token_app.command("issue")
+@handle_errors
+def token_issue(
+    role: Annotated[list[str], typer.Option(help="admin | officer | auditor | department")],
+    sub: Annotated[str, typer.Option(help="Who the token is for")] = "dev-user",
+    department: Annotated[str | None, typer.Option()] = None,
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds")] = 3600,
+) -> None:
+    """Issue a token for a person from the local dev issuer (dev mode only)."""
+    from gateway.auth.humans import dev_issuer_key, issue_dev_token
+
+    cfg = settings()
+    if not cfg.dev_mode:
+        console.print("[red]the dev issuer only works with ACCORD_DEV_MODE=true[/red]")
+        raise typer.Exit(2)
+    key = dev_issuer_key(cfg.resolved_key_dir)
+    print(
+        issue_dev_token(
+            key,
+            subject=sub,
+            roles=role,
+            audience=cfg.oidc_audience,
+            department=department,
+            ttl_s=ttl,
+        )
+    )
+
+
+@token_app.command("request")
+@handle_errors
+def token_request(
+    department: Annotated[str, typer.Option(help="Calling department id (iss)")],
+    system: Annotated[str, typer.Option(help="Calling system id (sub)")],
+    key: Annotated[Path, typer.Option(help="The system's private key (PEM)")],
+    body: Annotated[Path | None, typer.Option(help="The exact request body file")] = None,
+    method: Annotated[str, typer.Option()] = "POST",
+    path: Annotated[str, typer.Option()] = "/v1/exchanges",
+) -> None:
+    """Sign a request token good for exactly one request (method, path and body)."""
+    from gateway.auth.requests import sign_request_token
+    from gateway.jose import load_private_key_pem
+
+    print(
+        sign_request_token(
+            load_private_key_pem(key),
+            department=department,
+            system=system,
+            audience=settings().gateway_id,
+            method=method,
+            path=path,
+            body=body.read_bytes() if body is not None else b"",
+        )
+    )
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8080,
+    workers: Annotated[int, typer.Option()] = 1,
+) -> None:
+    """Run the gateway (configuration from ACCORD_* variables)."""
+    import uvicorn
+
+    settings()  # fail early on bad configuration
+    uvicorn.run(
+        "gateway.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        proxy_headers=False,
+    )
+
+
+@app.command("demo")
+@handle_errors
+def demo(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8080,
+) -> None:
+    """Start the sample department systems, seed the demo, and serve the gateway."""
+    import os
+
+    os.environ.setdefault("ACCORD_DEV_MODE", "true")
+    from examples.launch import launch
+    from gateway.demo import seed, usage_examples
+
+    cfg = settings()
+    with launch(data_dir=Path(cfg.data_dir) / "departments") as departments:
+        os.environ.update(departments.env)
+        services = open_services()
+        summary = seed(services)
+        services.close()
+        console.print_json(json.dumps(summary))
+        base_url = f"http://{host}:{port}"
+        console.print(f"[green]Accord demo[/green] on {base_url}  (API docs: /docs)")
+        console.print(usage_examples(cfg, base_url), markup=False, highlight=False)
+        serve(host=host, port=port, workers=1)
+
+
+@app.callback()
+def _root() -> None:
+    """Accord: a secure data-exchange gateway for government departments."""
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,255 @@
+"""``accord policy``: the security officers' workflow from a terminal, over the HTTP API.
+
+The CLI talks to a running gateway with the officer's own bearer token
+(``--token`` / ``ACCORD_TOKEN``; ``accord token issue --role officer`` in dev
+mode) rather than to the database: four-eyes approval is only worth something
+if the gateway, not the person at the keyboard, says who proposed and who
+approved. ``--url`` / ``ACCORD_URL`` names the gateway (default
+http://127.0.0.1:8080).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.panel import Panel
+from rich.table import Table
+
+from gateway.cli.common import console, err_console, handle_errors
+from gateway.policy.bundle import PolicyBundle
+
+__all__ = ["policy_app"]
+
+policy_app = typer.Typer(
+    help="Policy versions: propose, check, dry-run, approve, activate, roll back.",
+    no_args_is_help=True,
+)
+
+
+@dataclass(frozen=True)
+class _Api:
+    url: str
+    token: str
+    timeout: float
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        if not self.token:
+            err_console.print("[red]error[/red] no token: pass --token or set ACCORD_TOKEN")
+            raise typer.Exit(2)
+        try:
+            resp = httpx.request(
+                method,
+                self.url.rstrip("/") + path,
+                json=body,
+                headers={"Authorization": f"Bearer {self.token}"},
+                timeout=self.timeout,
+            )
+        except httpx.HTTPError as exc:
+            err_console.print(f"[red]error[/red] cannot reach {self.url}: {exc}")
+            raise typer.Exit(1) from exc
+        if resp.status_code >= 400:
+            _print_problem(resp)
+            raise typer.Exit(1)
+        return resp.json()
+
+
+def _print_problem(resp: httpx.Response) -> None:
+    try:
+        doc = resp.json()
+    except ValueError:
+        err_console.print(f"[red]error[/red] HTTP {resp.status_code}: {resp.text[:500]}")
+        return
+    err_console.print(
+        f"[red]error[/red] [bold]{doc.get('code', resp.status_code)}[/bold]: {doc.get('detail')}"
+    )
+    for check in doc.get("checks", []):
+        if not check.get("ok"):
+            err_console.print(f"  [red]✗[/red] {check['name']}: {check.get('detail', '')}")
+    if doc.get("version"):
+        err_console.print(f"  version {doc['version']}")
+
+
+@policy_app.callback()
+def _connect(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option(envvar="ACCORD_URL", help="Gateway base URL")] = (
+        "http://127.0.0.1:8080"
+    ),
+    token: Annotated[
+        str, typer.Option(envvar="ACCORD_TOKEN", help="Officer's bearer token", show_default=False)
+    ] = "",
+    timeout: Annotated[float, typer.Option(help="Seconds per request")] = 120.0,
+) -> None:
+    ctx.obj = _Api(url, token, timeout)
+
+
+def _api(ctx: typer.Context) -> _Api:
+    api: _Api = ctx.obj
+    return api
+
+
+def _short(version: str | None) -> str:
+    return version.removeprefix("sha256:")[:16] if version else "-"
+
+
+def _status(view: dict[str, Any]) -> str:
+    colour = {"active": "green", "rejected": "red", "approved": "cyan", "checked": "blue"}
+    text = view["status"]
+    return f"[{colour.get(text, 'white')}]{text}[/]"
+
+
+def _print_version(view: dict[str, Any]) -> None:
+    lines = [
+        f"status      {_status(view)}{'  (active)' if view.get('active') else ''}",
+        f"proposed    {view['proposer']} at {view['proposed_at']}",
+        f"base        {view.get('base_version') or '-'}",
+        f"files       {', '.join(view.get('files', []))}",
+    ]
+    if view.get("note"):
+        lines.append(f"note        {view['note']}")
+    if view.get("approver"):
+        lines.append(f"approved    {view['approver']} at {view['approved_at']}")
+    if view.get("rejected_by"):
+        lines.append(f"rejected    {view['rejected_by']} at {view['rejected_at']}")
+    for check in view.get("checks", []):
+        mark = "[green]✓[/green]" if check["ok"] else "[red]✗[/red]"
+        lines.append(f"check       {mark} {check['name']} {check.get('detail', '')}".rstrip())
+    if view.get("impact"):
+        impact = view["impact"]
+        lines.append(
+            f"impact      {impact.get('changed')} of {impact.get('replayed')} decisions change "
+            f"(last {impact.get('days')} days, by {impact.get('assessed_by')})"
+        )
+    console.print(Panel("\n".join(lines), title=view["version"], expand=False))
+
+
+@policy_app.command("propose")
+@handle_errors
+def propose(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="Bundle directory (*.rego, tests included)")],
+    note: Annotated[str, typer.Option(help="Why this change")] = "",
+) -> None:
+    """Upload a bundle as a new version; the automatic checks run at once."""
+    bundle = PolicyBundle.from_directory(directory)
+    console.print(f"proposing {bundle.version} ({len(bundle.files)} files)")
+    view = _api(ctx).call("POST", "/v1/policies", {"files": bundle.sources(), "note": note})
+    _print_version(view)
+
+
+@policy_app.command("list")
+def list_versions(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option(help="Only versions in this state")] = None,
+) -> None:
+    """Every version, newest first."""
+    views = _api(ctx).call("GET", "/v1/policies" + (f"?status={status}" if status else ""))
+    table = Table("version", "status", "proposer", "approver", "proposed", "checks")
+    for v in views:
+        checks = {None: "-", True: "[green]pass[/green]", False: "[red]fail[/red]"}[v["checks_ok"]]
+        table.add_row(
+            _short(v["version"]) + (" *" if v["active"] else ""),
+            _status(v),
+            v["proposer"],
+            v.get("approver") or "-",
+            v["proposed_at"][:19],
+            checks,
+        )
+    console.print(table)
+
+
+@policy_app.command("show")
+def show(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="sha256:<hex>, or a prefix of 8+ hex digits")],
+    sources: Annotated[bool, typer.Option(help="Print the Rego files too")] = False,
+) -> None:
+    """One version: state, who did what, check results, last impact summary."""
+    view = _api(ctx).call("GET", f"/v1/policies/{version}")
+    _print_version(view)
+    if sources:
+        for path, text in view["sources"].items():
+            console.rule(path)
+            console.print(text, markup=False, highlight=False)
+
+
+@policy_app.command("impact")
+def impact(
+    ctx: typer.Context,
+    version: str,
+    days: Annotated[int, typer.Option(help="Replay the decisions of the last N days")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Dry-run: which recorded decisions this version would change, by agreement and reason."""
+    report = _api(ctx).call("POST", f"/v1/policies/{version}/impact", {"days": days})
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    console.print(
+        f"{report['version']} vs active {report['baseline'] or '(none)'}: "
+        f"[bold]{report['changed']}[/bold] of {report['replayed']} decisions in the last "
+        f"{report['days']} days change ({report['allow_to_deny']} allow→deny, "
+        f"{report['deny_to_allow']} deny→allow, {report['errors']} policy errors)"
+        + (" [yellow](truncated)[/yellow]" if report["truncated"] else "")
+    )
+    table = Table("agreement", "change", "reasons +", "reasons −", "fields", "count", "e.g.")
+    for g in report["groups"]:
+        table.add_row(
+            g["agreement"],
+            g["change"],
+            ", ".join(g["reasons_added"]),
+            ", ".join(g["reasons_removed"]),
+            ", ".join(g["fields_changed"]),
+            str(g["count"]),
+            ", ".join(g["exchanges"][:3]),
+        )
+    if report["groups"]:
+        console.print(table)
+
+
+@policy_app.command("approve")
+def approve(ctx: typer.Context, version: str) -> None:
+    """Approve a checked version (a different officer than its proposer)."""
+    _print_version(_api(ctx).call("POST", f"/v1/policies/{version}/approve"))
+
+
+@policy_app.command("reject")
+def reject(
+    ctx: typer.Context, version: str, reason: Annotated[str, typer.Option(help="Why")]
+) -> None:
+    """Turn down a version that is not active."""
+    _print_version(_api(ctx).call("POST", f"/v1/policies/{version}/reject", {"reason": reason}))
+
+
+@policy_app.command("activate")
+def activate(ctx: typer.Context, version: str) -> None:
+    """Make an approved version active on every node."""
+    _print_version(_api(ctx).call("POST", f"/v1/policies/{version}/activate"))
+
+
+@policy_app.command("rollback")
+def rollback(ctx: typer.Context) -> None:
+    """Return to the version that was active before the current one."""
+    view = _api(ctx).call("POST", "/v1/policies/rollback")
+    console.print(f"[green]rolled back[/green]: {view['version']} is active again")
+
+
+@policy_app.command("history")
+def history(ctx: typer.Context) -> None:
+    """Activations and rollbacks, newest first."""
+    table = Table("#", "action", "version", "previous", "actor", "at")
+    for h in _api(ctx).call("GET", "/v1/policies/history"):
+        table.add_row(
+            str(h["id"]),
+            h["action"],
+            _short(h["version"]),
+            _short(h["previous_version"]),
+            h["actor"],
+            h["at"][:19],
+        )
+    console.print(table)
