@@ -89,7 +89,7 @@ class Operation:
     params: Mapping[str, Any]
 
 
-def _parse_op(fieldname: str, raw: Any) -> Operation:
+def _parse_op(fieldname: str, raw: Any, birth_date_field: str = "birth_date") -> Operation:
     spec: Mapping[str, Any] = {"operation": raw} if isinstance(raw, str) else raw
     if not isinstance(spec, Mapping) or spec.get("operation") not in OPERATIONS:
         raise ReleaseError(
@@ -122,15 +122,25 @@ def _parse_op(fieldname: str, raw: Any) -> Operation:
                 code="release_invalid_obligation",
             )
     if name == "verify_only" and "predicates" in params:
-        params["predicates"] = tuple(parse_predicate(p) for p in params["predicates"])
+        listed = params["predicates"]
+        if not isinstance(listed, (list, tuple)):
+            raise ReleaseError(
+                f"field {fieldname!r}: predicates must be a list",
+                code="release_invalid_obligation",
+            )
+        params["predicates"] = tuple(
+            parse_predicate(p, birth_date_field=birth_date_field) for p in listed
+        )
     return Operation(name, params)
 
 
-def normalise_obligations(obligations: Mapping[str, Any]) -> dict[str, Operation]:
+def normalise_obligations(
+    obligations: Mapping[str, Any], *, birth_date_field: str = "birth_date"
+) -> dict[str, Operation]:
     """Validate every obligation up front, so a bad one refuses the whole release."""
     if not isinstance(obligations, Mapping):
         raise ReleaseError("obligations must be a map", code="release_invalid_obligation")
-    return {str(f): _parse_op(str(f), op) for f, op in obligations.items()}
+    return {str(f): _parse_op(str(f), op, birth_date_field) for f, op in obligations.items()}
 
 
 # --------------------------------------------------------------------------- operations
@@ -192,12 +202,33 @@ def _generalise(value: Any, params: Mapping[str, Any], ctx: ReleaseContext) -> s
         width = int(params["width"])
         if isinstance(value, int) and not isinstance(value, bool):
             n = value
+        elif isinstance(value, str) and value.strip().isdigit():
+            n = int(value.strip())  # an age or count sent as text
         else:
             n = _age(_as_date(value), ctx.today)
         low = (n // width) * width
         return f"{low}-{low + width - 1}"
-    text = str(value).strip().upper()
-    return text.split()[0] if " " in text else text[:3]
+    return _district(value)
+
+
+_NL_POSTCODE = re.compile(r"^([0-9]{4})\s*[A-Z]{2}$")
+_UK_COMPACT = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?)([0-9][A-Z]{2})$")
+
+
+def _district(value: Any) -> str:
+    """The postcode's district part, the same with or without the inner space.
+
+    ``1012 AB`` and ``1012AB`` → ``1012``; ``SW1A 1AA`` and ``SW1A1AA`` →
+    ``SW1A``; other forms keep their first part, or their first three
+    characters when they have no space (``75008`` → ``750``).
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ReleaseError("value is not a postcode", code="release_type_mismatch")
+    text = " ".join(value.strip().upper().split())
+    m = _NL_POSTCODE.match(text) or _UK_COMPACT.match(text.replace(" ", ""))
+    if m is not None:
+        return m.group(1)
+    return text.split(" ")[0] if " " in text else text[:3]
 
 
 def _release_value(value: Any, op: Operation, ctx: ReleaseContext, key: bytes) -> Any:
@@ -259,8 +290,12 @@ _SIGNATURES = {
 }
 
 
-def parse_predicate(text: Any) -> tuple[Any, ...]:
-    """``age_over(18)`` → ``("age_over", "birth_date", 18)``; a closed set of forms."""
+def parse_predicate(text: Any, *, birth_date_field: str = "birth_date") -> tuple[Any, ...]:
+    """``age_over(18)`` → ``("age_over", "birth_date", 18)``; a closed set of forms.
+
+    ``age_over(dob, 18)`` names the date field explicitly; without it the
+    date field is ``birth_date_field``.
+    """
     m = _CALL.match(text) if isinstance(text, str) and len(text) <= 500 else None
     if m is None or m["fn"] not in _SIGNATURES:
         raise ReleaseError("predicate is not one of the supported forms", code="predicate_invalid")
@@ -281,8 +316,9 @@ def parse_predicate(text: Any) -> tuple[Any, ...]:
             raise ReleaseError("predicate arguments need commas", code="predicate_invalid")
         rest = rest.lstrip()[1:] if rest.strip() else ""
     fn = m["fn"]
-    if fn in ("age_over", "age_under") and len(args) == 1:
-        args.insert(0, ("field", "birth_date"))
+    if fn in ("age_over", "age_under") and len(args) in (1, 2):
+        if len(args) == 1:
+            args.insert(0, ("field", birth_date_field))
         sig = "fn"
     else:
         sig = _SIGNATURES[fn]
@@ -315,9 +351,9 @@ def evaluate_predicate(
     record: Mapping[str, Any], predicate: str, obligations: Mapping[str, Any], ctx: ReleaseContext
 ) -> bool:
     """Answer a verify-only question with True/False; the value itself never leaves."""
-    parsed = parse_predicate(predicate)
+    parsed = parse_predicate(predicate, birth_date_field=ctx.birth_date_field)
     fn, fname, *args = parsed
-    op = normalise_obligations(obligations).get(fname)
+    op = normalise_obligations(obligations, birth_date_field=ctx.birth_date_field).get(fname)
     if op is None or op.name not in ("verify_only", "pass"):
         raise ReleaseError(
             f"predicates on {fname!r} are not allowed by the agreement",
@@ -406,7 +442,7 @@ def aggregate(
         if m != "count" and hit is None:
             raise ReleaseError(f"unknown measure {m!r}", code="aggregate_not_allowed")
         if hit is not None:
-            if hit[1] not in ops or ops[hit[1]].name not in usable:
+            if hit[1] not in ops or ops[hit[1]].name not in ("aggregate", "pass"):
                 raise ReleaseError(
                     f"summing {hit[1]!r} is not allowed", code="aggregate_not_allowed"
                 )
