@@ -161,6 +161,7 @@ class ExchangeService:
             reservation = None  # the exchange happened: it counts
             return answer
         except AccordError as exc:
+            exc.extra.setdefault("exchange_id", trace.exchange_id)
             await self._audit_refusal(trace, exc)
             raise
         finally:

@@ -1,0 +1,212 @@
+"""End to end over real HTTP: gateway + sample departments, on both stacks.
+
+Each connector kind serves one agreement of the demo: the civil registry over
+REST, the health insurer over SQL, the tax authority over SOAP and the welfare
+office's CSV drop. After the exchanges, the audit log verifies with the auditor's
+CLI and every receipt verifies against the published JWKS with jwcrypto.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import rfc8785
+from jwcrypto import jwk, jws
+
+from gateway.client import AccordClient, Denied, NotFound
+from tests._support.gateway import Gateway
+from tests.exchange.conftest import subject_with
+
+PERSON = {
+    "agreement": "welfare-person-lookup",
+    "dataset": "person",
+    "purpose": "benefit-eligibility",
+}
+
+
+def _log_key(gw: Gateway) -> Path:
+    return gw.data_dir / "keys" / "log.pem"
+
+
+def _verify_with_jwcrypto(gw: Gateway, receipt: str) -> dict[str, Any]:
+    keys = jwk.JWKSet.from_json(httpx.get(gw.url + "/.well-known/jwks.json").text)
+    token = jws.JWS()
+    token.deserialize(receipt)
+    token.verify(keys)
+    claims: dict[str, Any] = json.loads(token.payload)
+    return claims
+
+
+def test_record_over_rest_is_released_as_the_agreement_says(gateway: Gateway) -> None:
+    subject = subject_with("civil")
+    answer = gateway.client("welfare-office").exchange(
+        **PERSON, query={"kind": "record", "subject": subject}
+    )
+    record = answer.records[0]
+    assert answer.body["released"]["person_id"] == "pseudonymise"
+    assert record["person_id"] != subject and record["person_id"].startswith("ps1_")
+    assert "birth_date" not in record  # verify-only never leaves as a value
+    assert "address_street" not in record  # not in the agreement
+    assert " " not in record["address_postcode"]  # generalised to the district
+    claims = _verify_with_jwcrypto(gateway, answer.receipt)
+    assert claims["exchange_id"] == answer.exchange_id
+    assert (
+        claims["response_sha256"]
+        == hashlib.sha256(rfc8785.dumps(answer.body["result"])).hexdigest()
+    )
+    assert claims["agreement"] == "welfare-person-lookup@1"
+
+
+def test_verify_only_answers_yes_or_no(gateway: Gateway) -> None:
+    answer = gateway.client("welfare-office").exchange(
+        **PERSON,
+        query={"kind": "verify", "subject": subject_with("civil"), "predicate": "age_over(18)"},
+    )
+    assert answer.result == {"kind": "verify", "predicate": "age_over(18)", "result": True}
+    assert answer.body["released"] == {"birth_date": "verify_only"}
+
+
+def test_predicate_the_agreement_does_not_list_is_refused(gateway: Gateway) -> None:
+    with pytest.raises(Exception) as err:
+        gateway.client("welfare-office").exchange(
+            **PERSON,
+            query={"kind": "verify", "subject": subject_with("civil"), "predicate": "age_over(21)"},
+        )
+    assert getattr(err.value, "code", None) == "predicate_not_allowed"
+
+
+def test_aggregate_suppresses_small_cells(gateway: Gateway) -> None:
+    answer = gateway.client("welfare-office").exchange(
+        agreement="welfare-person-lookup",
+        dataset="person-statistics",
+        purpose="benefit-eligibility",
+        query={"kind": "aggregate", "group_by": ["address_city", "marital_status"]},
+    )
+    result = answer.result
+    assert result["min_k"] == 5
+    assert result["cells"], "some cells are large enough"
+    assert all(cell["count"] >= 5 for cell in result["cells"])
+    total = sum(cell["count"] for cell in result["cells"])
+    assert total < 240 and result["suppressed"] > 0  # small groups were withheld
+
+
+def test_sql_connector_health_cover(gateway: Gateway) -> None:
+    answer = gateway.client("welfare-office").exchange(
+        agreement="welfare-health-cover",
+        dataset="health-coverage",
+        purpose="benefit-eligibility",
+        query={"kind": "record", "subject": subject_with("health")},
+    )
+    record = answer.records[0]
+    assert record["plan"] in {"basic", "comprehensive", "premium"}
+    assert len(record["start_date"]) == 7  # generalised to the month
+    assert "monthly_premium" not in record
+
+
+def test_soap_connector_tax_status(gateway: Gateway) -> None:
+    answer = gateway.client("welfare-office").exchange(
+        agreement="welfare-tax-status",
+        dataset="tax-status",
+        purpose="benefit-eligibility",
+        query={"kind": "record", "subject": subject_with("civil")},
+    )
+    record = answer.records[0]
+    assert record["filing_status"] in {
+        "single",
+        "married_joint",
+        "married_separate",
+        "head_of_household",
+    }
+    assert "assessed_income" not in record  # restricted, and not in the agreement
+
+
+def test_csv_connector_benefit_claims(gateway: Gateway) -> None:
+    answer = gateway.client("tax-authority").exchange(
+        agreement="tax-benefit-claims",
+        dataset="benefit-claim",
+        purpose="income-assessment",
+        query={"kind": "record", "subject": subject_with("claims")},
+    )
+    record = answer.records[0]
+    assert record["person_id"] == subject_with("claims")
+    assert set(record) <= {"claim_id", "person_id", "status", "monthly_amount", "filed_on"}
+
+
+def test_unknown_subject_is_not_found_and_releases_nothing(gateway: Gateway) -> None:
+    with pytest.raises(NotFound) as err:
+        gateway.client("welfare-office").exchange(
+            **PERSON, query={"kind": "record", "subject": "99999999999"}
+        )
+    assert err.value.code == "subject_not_found"
+    assert err.value.exchange_id
+
+
+def test_denial_lists_every_reason(gateway: Gateway) -> None:
+    with pytest.raises(Denied) as err:
+        gateway.client("welfare-office").exchange(
+            agreement="welfare-person-lookup",
+            dataset="person",
+            purpose="marketing",
+            fields=["given_name", "address_street"],
+            query={"kind": "record", "subject": subject_with("civil")},
+        )
+    assert {"purpose_not_permitted", "field_not_permitted"} <= set(err.value.reasons)
+
+
+def test_receipt_with_inclusion_proof_and_citizen_access_log(gateway: Gateway) -> None:
+    subject = subject_with("civil")
+    client = gateway.client("welfare-office")
+    answer = client.exchange(**PERSON, query={"kind": "record", "subject": subject})
+    subprocess.run(
+        [sys.executable, "-m", "audit.cli", "checkpoint", "--log-key", str(_log_key(gateway))],
+        cwd=gateway.data_dir,
+        env={**gateway.env, "ACCORD_DATA_DIR": str(gateway.data_dir)},
+        check=True,
+        capture_output=True,
+    )
+    found = client.receipt(answer.exchange_id)
+    assert found["receipt"] == answer.receipt  # rebuilt from the log, byte for byte
+    AccordClient.verify_inclusion(found)
+    portal = gateway.client("citizen-portal")
+    log = portal.accesses(subject)
+    ids = [a["exchange_id"] for a in log["accesses"]]
+    assert answer.exchange_id in ids
+    mine = log["accesses"][ids.index(answer.exchange_id)]
+    assert mine["consumer"] == "welfare-office"
+    assert mine["purpose"] == "benefit-eligibility"
+    assert "Social Welfare Act" in mine["legal_basis"]
+    with pytest.raises(Denied):
+        client.accesses(subject)  # only a citizen-portal system may ask
+
+
+def test_audit_log_verifies_after_the_run(gateway: Gateway) -> None:
+    client = gateway.client("welfare-office")
+    for _ in range(3):
+        client.exchange(**PERSON, query={"kind": "record", "subject": subject_with("civil")})
+    time.sleep(0.1)
+    out = subprocess.run(
+        [sys.executable, "-m", "audit.cli", "verify", "--log-key", str(_log_key(gateway))],
+        cwd=gateway.data_dir,
+        env={**gateway.env},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "verified" in out.stdout
+
+
+def test_metrics_and_readiness(gateway: Gateway) -> None:
+    ready = httpx.get(gateway.url + "/readyz")
+    assert ready.status_code == 200, ready.text
+    assert set(ready.json()["checks"]) >= {"database", "policy_engine", "audit_log"}
+    text = httpx.get(gateway.url + "/metrics").text
+    assert 'accord_exchanges_total{consumer="welfare-office"' in text
+    assert 'accord_exchange_stage_seconds_bucket{le="0.005",stage="decide"}' in text
