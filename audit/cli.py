@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -44,8 +45,8 @@ audit_app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DbUrl = Annotated[
     str | None,
@@ -55,6 +56,11 @@ LogKey = Annotated[Path, typer.Option("--log-key", help="PEM Ed25519 private key
 Origin = Annotated[
     str | None, typer.Option("--origin", help="log name (checkpoint origin); $ACCORD_AUDIT_ORIGIN")
 ]
+
+
+def _print_json(doc: Any) -> None:
+    """Plain JSON on stdout: machine-read, so never wrapped or coloured."""
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
 
 
 def _fail_cleanly(fn: Callable[P, R]) -> Callable[P, R]:
@@ -70,6 +76,10 @@ def _fail_cleanly(fn: Callable[P, R]) -> Callable[P, R]:
             err.print(f"[red]error[/red]: the database is unreachable ({exc.__class__.__name__})")
         except (OSError, ValueError, UnicodeError) as exc:
             err.print(f"[red]error[/red]: {exc}")
+        except (typer.Exit, typer.Abort, click.ClickException):
+            raise
+        except Exception as exc:  # an auditor's tool answers, it does not dump a traceback
+            err.print(f"[red]error[/red]: unexpected {exc.__class__.__name__}: {exc}")
         raise typer.Exit(2)
 
     return wrapper
@@ -130,7 +140,7 @@ def _progress(total: int | None, label: str) -> Iterator[Callable[[int], None] |
 
 def _print_report(report: VerifyReport, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps(report.to_json()))
+        _print_json(report.to_json())
     elif report.ok:
         out.print(
             f"[green]verified[/green] entries [{report.start}, {report.size}), root "
@@ -251,7 +261,7 @@ def prove(
             p = log.inclusion_proof(s, tree_size)
             p.verify()
             proofs.append(p.to_json())
-    out.print_json(json.dumps(proofs[0] if seq is not None else proofs))
+    _print_json(proofs[0] if seq is not None else proofs)
 
 
 @audit_app.command()
@@ -265,7 +275,7 @@ def consistency(
     with _open_log(database_url) as log:
         proof = log.consistency_proof(old, new)
         proof.verify()
-    out.print_json(json.dumps(proof.to_json()))
+    _print_json(proof.to_json())
 
 
 @audit_app.command()

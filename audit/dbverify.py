@@ -52,10 +52,10 @@ def verify_database(
             end = (int(last) + 1) if last is not None else 0
             for row in reads.iter_entries(conn, 0, end, chunk=_CHUNK):
                 if not v.feed(
-                    bytes(row.data),
+                    reads.as_bytes(row.data),
                     stored_seq=int(row.seq),
-                    stored_leaf=bytes(row.leaf_hash),
-                    stored_chain=bytes(row.chain_hash),
+                    stored_leaf=reads.as_bytes(row.leaf_hash),
+                    stored_chain=reads.as_bytes(row.chain_hash),
                 ):
                     break
                 if len(v.new_nodes) >= _CHUNK:
@@ -65,7 +65,9 @@ def verify_database(
             if head_row is None:
                 v.warnings.append("no chain head row")
                 return v.finish()
-            return v.finish(head_size=int(head_row.size), head_chain=bytes(head_row.chain_hash))
+            return v.finish(
+                head_size=int(head_row.size), head_chain=reads.as_bytes(head_row.chain_hash)
+            )
     except SQLAlchemyError as exc:
         raise AuditUnavailable(f"cannot read the audit store: {exc.__class__.__name__}") from exc
 

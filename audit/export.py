@@ -62,14 +62,15 @@ def export_bundle(log: AuditLog, from_seq: int, to_seq: int, directory: Path) ->
             ).first()
             if row is None:
                 raise NotFound(f"entry {from_seq - 1} is missing")
-            prev_chain = bytes(row[0])
+            prev_chain = reads.as_bytes(row[0])
         with (
             open(directory / "entries.jsonl", "wb") as fe,
             open(directory / "hashes.txt", "w", encoding="ascii") as fh,
         ):
             for r in reads.iter_entries(conn, from_seq, to_seq):
-                fe.write(bytes(r.data) + b"\n")
-                fh.write(f"{r.seq} {bytes(r.leaf_hash).hex()} {bytes(r.chain_hash).hex()}\n")
+                fe.write(reads.as_bytes(r.data) + b"\n")
+                leaf, chain = reads.as_bytes(r.leaf_hash), reads.as_bytes(r.chain_hash)
+                fh.write(f"{r.seq} {leaf.hex()} {chain.hex()}\n")
             fe.flush()
             os.fsync(fe.fileno())
         cps = reads.checkpoint_rows(conn)

@@ -19,6 +19,7 @@ from audit.merkle import CompactRange, root_at
 from audit.records import Head, LogEntry
 
 __all__ = [
+    "as_bytes",
     "checkpoint_rows",
     "cosignature_lines",
     "fetch_nodes",
@@ -40,6 +41,19 @@ _ENTRY_COLS = (
 )
 
 
+def as_bytes(value: Any) -> bytes:
+    """A stored blob as bytes, whatever a tampered SQLite column now holds.
+
+    SQLite keeps any type in any column, so a hand-edited row can hold text or a
+    number where a hash was; those read as bytes that will not match, never crash.
+    """
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    return b"" if value is None else str(value).encode()
+
+
 def to_entry(row: sa.Row[Any]) -> LogEntry:
     return LogEntry(
         seq=int(row.seq),
@@ -47,9 +61,9 @@ def to_entry(row: sa.Row[Any]) -> LogEntry:
         event=row.event,
         exchange_id=row.exchange_id,
         subject=row.subject,
-        entry_bytes=bytes(row.data),
-        leaf_hash=bytes(row.leaf_hash),
-        chain_hash=bytes(row.chain_hash),
+        entry_bytes=as_bytes(row.data),
+        leaf_hash=as_bytes(row.leaf_hash),
+        chain_hash=as_bytes(row.chain_hash),
     )
 
 
@@ -77,13 +91,13 @@ def fetch_nodes(
             store.entries.c.seq.in_(leaves)
         )
         for seq, h in conn.execute(q):
-            out[(0, int(seq))] = bytes(h)
+            out[(0, int(seq))] = as_bytes(h)
     if inner:
         q2 = sa.select(store.nodes.c.level, store.nodes.c.idx, store.nodes.c.hash).where(
             sa.tuple_(store.nodes.c.level, store.nodes.c.idx).in_(inner)
         )
         for level, idx, h in conn.execute(q2):
-            out[(int(level), int(idx))] = bytes(h)
+            out[(int(level), int(idx))] = as_bytes(h)
     return out
 
 
