@@ -8,9 +8,18 @@ codes, names, hashes and pseudonyms only.
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
 
-__all__ = ["ENTRY_SCHEMA", "ENTRY_VERSION", "EVENTS", "SCHEMA_ID", "SEALED_FIELDS"]
+__all__ = [
+    "ENTRY_SCHEMA",
+    "ENTRY_VERSION",
+    "EVENTS",
+    "SCHEMA_ID",
+    "SEALED_FIELDS",
+    "schema_json",
+]
 
 ENTRY_VERSION = 1
 SCHEMA_ID = "urn:accord:schema:audit-entry:1"
@@ -111,3 +120,12 @@ ENTRY_SCHEMA: dict[str, Any] = {
         },
     },
 }
+
+
+def schema_json() -> str:
+    """The text of ``schemas/audit-entry.schema.json`` (``python -m audit.schema > …``)."""
+    return json.dumps(ENTRY_SCHEMA, indent=2, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(schema_json())
