@@ -292,7 +292,7 @@ def _read_only_engine(url: str, s: ResilienceSettings, name: str) -> Engine:
         engine = sa.create_engine(
             f"sqlite:///file:{db}?mode=ro&uri=true",
             connect_args={"timeout": s.connect_timeout, "check_same_thread": False},
-            **pool,
+            **{**pool, "pool_pre_ping": False},  # a local file has no connection to lose
         )
     elif backend == "postgresql":
         ms = int(s.read_timeout * 1000)

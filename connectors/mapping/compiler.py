@@ -163,7 +163,33 @@ def _compile_rule(
     when = _condition(rule["when"]) if "when" in rule else None
     required = bool(rule.get("required", False))
 
-    def value(rec: Mapping[str, Any]) -> Any:
+    return name, tuple(target.split(".")), _value(source, steps, default, when), required
+
+
+def _value(
+    source: Getter,
+    steps: tuple[Step, ...],
+    default: Any,
+    when: Callable[[Mapping[str, Any]], bool] | None,
+) -> Getter:
+    """One field's function, specialised for the common shapes (a plain copy, one step)."""
+    if when is None and not steps:
+
+        def copy(rec: Mapping[str, Any]) -> Any:
+            v = source(rec)
+            return default if v is _MISSING or v is None or v == "" else v
+
+        return copy
+    if when is None and len(steps) == 1:
+        (only,) = steps
+
+        def one_step(rec: Mapping[str, Any]) -> Any:
+            v = source(rec)
+            return default if v is _MISSING or v is None or v == "" else only(v)
+
+        return one_step
+
+    def general(rec: Mapping[str, Any]) -> Any:
         if when is not None and not when(rec):
             return _MISSING
         v = source(rec)
@@ -173,7 +199,7 @@ def _compile_rule(
             v = step(v)
         return v
 
-    return name, tuple(target.split(".")), value, required
+    return general
 
 
 def _compile_fields(

@@ -1,0 +1,1 @@
+"""Benchmarks that print Accord next to a baseline measured in the same run."""
