@@ -35,8 +35,7 @@ __all__ = ["audit_app", "main"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
-DEFAULT_DB = "sqlite:///.accord-data/accord.db"
-DEFAULT_KEY = Path(".accord-data/keys/log.pem")
+DEFAULT_DATA_DIR = ".accord-data"
 DEFAULT_ORIGIN = "accord.local/audit"
 
 audit_app = typer.Typer(
@@ -52,7 +51,12 @@ DbUrl = Annotated[
     str | None,
     typer.Option("--database-url", help="defaults to $ACCORD_DATABASE_URL, else local SQLite"),
 ]
-LogKey = Annotated[Path, typer.Option("--log-key", help="PEM Ed25519 private key of the log")]
+LogKey = Annotated[
+    Path | None,
+    typer.Option(
+        "--log-key", help="PEM Ed25519 log key; defaults to the gateway's <key dir>/log.pem"
+    ),
+]
 Origin = Annotated[
     str | None, typer.Option("--origin", help="log name (checkpoint origin); $ACCORD_AUDIT_ORIGIN")
 ]
@@ -86,7 +90,20 @@ def _fail_cleanly(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def _db_url(url: str | None) -> str:
-    return url or os.environ.get("ACCORD_DATABASE_URL") or DEFAULT_DB
+    if url or os.environ.get("ACCORD_DATABASE_URL"):
+        return url or os.environ["ACCORD_DATABASE_URL"]
+    data = Path(os.environ.get("ACCORD_DATA_DIR") or DEFAULT_DATA_DIR)
+    return f"sqlite:///{(data / 'accord.db').resolve()}"
+
+
+def _key_path(path: Path | None) -> Path:
+    """The gateway's log key: ``$ACCORD_KEY_DIR`` or ``$ACCORD_DATA_DIR/keys``, as it does."""
+    if path is not None:
+        return path
+    key_dir = os.environ.get("ACCORD_KEY_DIR")
+    if key_dir:
+        return Path(key_dir) / "log.pem"
+    return Path(os.environ.get("ACCORD_DATA_DIR") or DEFAULT_DATA_DIR) / "keys" / "log.pem"
 
 
 def _origin(origin: str | None) -> str:
@@ -167,7 +184,7 @@ def verify(
     log_vkey: Annotated[
         str | None, typer.Option("--log-vkey", help="trusted log verifier key (or file)")
     ] = None,
-    log_key: LogKey = DEFAULT_KEY,
+    log_key: LogKey = None,
     origin: Origin = None,
     witness_vkey: Annotated[
         list[str], typer.Option("--witness-vkey", help="trusted witness key (repeatable)")
@@ -202,8 +219,9 @@ def verify(
             )
     else:
         url = target or database_url
-        if trusted is None and log_key.exists():
-            trusted = _signer(log_key, origin).verifier()
+        key = _key_path(log_key)
+        if trusted is None and key.exists():
+            trusted = _signer(key, origin).verifier()
         with _open_log(url) as log, _progress(log.head().size, "verifying") as progress:
             report = log.verify(
                 log_key=trusted,
@@ -220,7 +238,7 @@ def verify(
 @_fail_cleanly
 def checkpoint_cmd(
     database_url: DbUrl = None,
-    log_key: LogKey = DEFAULT_KEY,
+    log_key: LogKey = None,
     origin: Origin = None,
     witness: Annotated[
         list[str], typer.Option("--witness", help="witness URL to ask for a cosignature")
@@ -228,9 +246,10 @@ def checkpoint_cmd(
     witness_vkey: Annotated[list[str], typer.Option("--witness-vkey")] = [],  # noqa: B006
 ) -> None:
     """Sign a checkpoint of the current tree (and send it to witnesses)."""
-    if not log_key.exists():
-        raise AuditError(f"log key {log_key} not found", code="audit_no_signer")
-    with _open_log(database_url, log_key, origin, witness_vkey) as log:
+    key = _key_path(log_key)
+    if not key.exists():
+        raise AuditError(f"log key {key} not found", code="audit_no_signer")
+    with _open_log(database_url, key, origin, witness_vkey) as log:
         note = log.checkpoint()
         if witness:
             for url, result in log.send_to_witnesses(witness).items():
@@ -287,12 +306,12 @@ def export(
         int | None, typer.Option("--to", help="end seq (exclusive); default: the log size")
     ] = None,
     database_url: DbUrl = None,
-    log_key: LogKey = DEFAULT_KEY,
+    log_key: LogKey = None,
     origin: Origin = None,
     witness_vkey: Annotated[list[str], typer.Option("--witness-vkey")] = [],  # noqa: B006
 ) -> None:
     """Write entries, hashes, checkpoints, proofs, keys and a README for an auditor."""
-    with _open_log(database_url, log_key, origin, witness_vkey) as log:
+    with _open_log(database_url, _key_path(log_key), origin, witness_vkey) as log:
         end = log.head().size if to_seq is None else to_seq
         log.export(from_seq, end, directory)
     out.print(f"exported [{from_seq}, {end}) to {directory}")

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway import __version__
 from gateway.api import routes_agreements, routes_exchange, routes_health, routes_registry
 from gateway.api.problems import Problem, install_problem_handlers, problem_response
+from gateway.api.routes_audit import router as audit_router
 from gateway.api.routes_policy import router as policy_router
 from gateway.log import configure_logging
 from gateway.services import Services, build_services
@@ -160,6 +161,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(routes_agreements.router)
     app.include_router(routes_exchange.router)
     app.include_router(policy_router)
+    app.include_router(audit_router)
     app.add_route("/metrics", _metrics_endpoint, include_in_schema=False)
     _extend_openapi(app)
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)

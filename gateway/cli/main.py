@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from audit.cli import audit_app
 from gateway.cli.agreement import agreement_app
 from gateway.cli.common import console, handle_errors, open_services, settings
 from gateway.cli.dept import dept_app
@@ -29,6 +30,7 @@ app.add_typer(agreement_app, name="agreement")
 app.add_typer(policy_app, name="policy")
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.add_typer(audit_app, name="audit")
 
 
 @db_app.command("upgrade")
