@@ -140,6 +140,12 @@ async def _rest(mode: str, request: Request) -> Response:
         return JSONResponse(GOOD)
     if mode == "gateway_timeout":
         return Response(status_code=504)
+    if mode == "page_mixed":
+        return JSONResponse({"items": [GOOD, "not an object", GOOD], "next": None})
+    if mode == "page_no_items":
+        return JSONResponse({"records": [GOOD]})
+    if mode == "page_bad_cursor":
+        return JSONResponse({"items": [GOOD], "next": {"offset": 1}})
     if mode == "error500":
         return Response(status_code=500)
     if mode == "unauthorised":

@@ -255,3 +255,16 @@ async def test_key_cannot_change_the_request_path(rest: RestConnector, hostile_u
     with pytest.raises(ConnectorError) as err:
         await rest.fetch("good", "../../_hits", ["ssn"])
     assert err.value.code == "not_found"
+
+
+@pytest.mark.parametrize("mode", ["page_mixed", "page_no_items", "page_bad_cursor"])
+async def test_malformed_page_is_refused_whole(hostile_url: str, mode: str) -> None:
+    cfg = config(hostile_url)
+    cfg["entities"] = {mode: {"key": "ssn", "list_path": f"/rest/{mode}", "fields": FIELDS}}
+    conn = build_connector(cfg)
+    try:
+        with pytest.raises(ConnectorError) as err:
+            await conn.read(mode, ["ssn"])
+    finally:
+        await conn.aclose()
+    assert err.value.code == "connector_bad_response"
