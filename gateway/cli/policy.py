@@ -242,13 +242,13 @@ def rollback(ctx: typer.Context) -> None:
 @policy_app.command("history")
 def history(ctx: typer.Context) -> None:
     """Activations and rollbacks, newest first."""
-    table = Table("#", "action", "version", "previous", "actor", "at")
+    table = Table("#", "action", "version", "rollback to", "actor", "at")
     for h in _api(ctx).call("GET", "/v1/policies/history"):
         table.add_row(
             str(h["id"]),
             h["action"],
             _short(h["version"]),
-            _short(h["previous_version"]),
+            _short(h["rollback_to"]),
             h["actor"],
             h["at"][:19],
         )

@@ -26,6 +26,7 @@ __all__ = [
     "DECISION_QUERY",
     "MAX_BUNDLE_BYTES",
     "PolicyBundle",
+    "audit_version",
     "bundle_version",
 ]
 
@@ -43,6 +44,11 @@ def bundle_version(files: Mapping[str, bytes]) -> str:
         outer.update(b"\x00")
         outer.update(hashlib.sha256(files[path]).digest())
     return "sha256:" + outer.hexdigest()
+
+
+def audit_version(version: str | None) -> str | None:
+    """A version as audit entries carry it: the 64 hex digits, without ``sha256:``."""
+    return version.removeprefix("sha256:") if version is not None else None
 
 
 @dataclass(frozen=True)

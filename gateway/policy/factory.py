@@ -15,8 +15,8 @@ async def open_engine(settings: Settings, bundle: PolicyBundle | None = None) ->
     """Create the engine ``ACCORD_POLICY_ENGINE`` names and load ``bundle``.
 
     ``bundle`` should be the active version from the policy store
-    (``PolicyWorkflow.active_bundle()``); without one, the files in
-    ``ACCORD_POLICY_DIR`` are loaded (first start, before any officer acted).
+    (``PolicyService.active_bundle()``; ``PolicyRuntime.open`` does this); without
+    one, the files in ``ACCORD_POLICY_DIR`` are loaded.
     """
     if bundle is None:
         bundle = PolicyBundle.from_directory(settings.policy_dir)

@@ -30,6 +30,7 @@ __all__ = [
     "Outcome",
     "ReplayedRecord",
     "group_changes",
+    "impact_summary",
     "outcome_of",
     "replay",
     "run_impact",
@@ -213,3 +214,9 @@ def run_impact(
         truncated=truncated,
         groups=group_changes(changed),
     )
+
+
+def impact_summary(report: ImpactReport, actor: str) -> dict[str, Any]:
+    """What a version row keeps of its latest dry-run (counts, not the groups)."""
+    summary = {k: v for k, v in report.model_dump(mode="json").items() if k != "groups"}
+    return summary | {"assessed_by": actor, "groups": len(report.groups)}

@@ -136,7 +136,9 @@ class ActivationPublic(SQLModel):
     action: Literal["bootstrap", "activate", "rollback"]
     actor: str
     at: datetime
-    previous_version: str | None
+    rollback_to: str | None = Field(
+        description="the version a rollback from this activation returns to (null: none)"
+    )
 
 
 class ImpactGroup(SQLModel):

@@ -28,7 +28,7 @@ from gateway.auditing import AuditSink, audit_event
 from gateway.db import session_scope
 from gateway.dbtypes import utcnow
 from gateway.errors import ServiceUnavailableError, ValidationFailed
-from gateway.policy.bundle import PolicyBundle
+from gateway.policy.bundle import PolicyBundle, audit_version
 from gateway.policy.checks import BundleReport, PolicyRejected, check_bundle
 from gateway.policy.engine import Decision
 from gateway.policy.errors import (
@@ -37,7 +37,7 @@ from gateway.policy.errors import (
     NothingToRollBack,
     PolicyStateConflict,
 )
-from gateway.policy.impact import run_impact
+from gateway.policy.impact import impact_summary, run_impact
 from gateway.policy.models import (
     ActivationPublic,
     ImpactReport,
@@ -56,9 +56,10 @@ from gateway.policy.store import (
     record_activation,
     require_status,
     resolve_version,
+    store_bootstrap_version,
     switch_active,
 )
-from gateway.policy.views import detail_view, public_view
+from gateway.policy.views import detail_view, history_view, public_view
 
 __all__ = ["PolicyService"]
 
@@ -120,23 +121,9 @@ class PolicyService:
     def history(self) -> builtins.list[ActivationPublic]:
         """Activations, newest first (what rollback walks back through)."""
         with Session(self.engine) as s:
-            rows = list(s.exec(select(PolicyActivation).order_by(col(PolicyActivation.id).desc())))
-            by_id = {r.id: r for r in rows}
-            out = []
-            for r in rows:
-                prev = by_id.get(r.previous_id) if r.previous_id is not None else None
-                assert r.id is not None
-                out.append(
-                    ActivationPublic(
-                        id=r.id,
-                        version=r.version,
-                        action=r.action,  # type: ignore[arg-type]
-                        actor=r.actor,
-                        at=r.at,
-                        previous_version=prev.version if prev else None,
-                    )
-                )
-            return out
+            return history_view(
+                list(s.exec(select(PolicyActivation).order_by(col(PolicyActivation.id).desc())))
+            )
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(new_version)`` after each committed activation or rollback."""
@@ -163,21 +150,14 @@ class PolicyService:
             head = lock_head(s)
             if head.version is not None:
                 return head.version
-            row = s.get(PolicyVersion, bundle.version)
-            if row is None:
-                row = PolicyVersion(
-                    version=bundle.version,
-                    files=bundle.sources(),
-                    status="active",
-                    note=f"shipped bundle from {bundle_dir}, activated at first start",
-                    proposer=actor,
-                    proposed_at=now,
-                )
-                s.add(row)
-            row.status, row.activated_at, row.approver, row.approved_at = "active", now, actor, now
-            if report is not None:
-                row.checks, row.checked_at = report.to_json(), now
-            s.flush()
+            row = store_bootstrap_version(
+                s,
+                bundle,
+                actor=actor,
+                now=now,
+                note=f"shipped bundle from {bundle_dir}, activated at first start",
+                checks=report.to_json() if report is not None else None,
+            )
             record_activation(
                 s, head, row.version, action="bootstrap", actor=actor, now=now, previous_id=None
             )
@@ -291,9 +271,7 @@ class PolicyService:
         with self._tx() as s:
             lock_head(s)
             row = resolve_version(s, row.version)
-            row.impact = {
-                k: v for k, v in report.model_dump(mode="json").items() if k != "groups"
-            } | {"assessed_by": actor, "groups": len(report.groups)}
+            row.impact = impact_summary(report, actor)
             s.add(row)
             s.flush()
             self._audit(
@@ -436,7 +414,7 @@ class PolicyService:
             "policy_change",
             actor=actor,
             outcome=outcome,
-            policy_version=version.removeprefix("sha256:"),
+            policy_version=audit_version(version),
             **detail,
         )
         append_in = getattr(self.audit, "append_in", None)

@@ -30,6 +30,7 @@ __all__ = [
     "record_activation",
     "require_status",
     "resolve_version",
+    "store_bootstrap_version",
     "switch_active",
 ]
 
@@ -128,6 +129,34 @@ def record_activation(
     head.version, head.activation_id = version, activation.id
     s.add(head)
     s.flush()
+
+
+def store_bootstrap_version(
+    s: Session,
+    bundle: PolicyBundle,
+    *,
+    actor: str,
+    now: datetime,
+    note: str,
+    checks: dict[str, Any] | None,
+) -> PolicyVersion:
+    """The shipped bundle as an active version (``ensure_initial`` moves the head)."""
+    row = s.get(PolicyVersion, bundle.version)
+    if row is None:
+        row = PolicyVersion(
+            version=bundle.version,
+            files=bundle.sources(),
+            status="draft",
+            note=note,
+            proposer=actor,
+            proposed_at=now,
+        )
+    row.status, row.activated_at, row.approver, row.approved_at = "active", now, actor, now
+    if checks is not None:
+        row.checks, row.checked_at = checks, now
+    s.add(row)
+    s.flush()
+    return row
 
 
 def bundle_of(row: PolicyVersion) -> PolicyBundle:

@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.policy.models import (
+    ActivationPublic,
     CheckOut,
+    PolicyActivation,
     PolicyVersion,
     PolicyVersionDetail,
     PolicyVersionPublic,
 )
 
-__all__ = ["detail_view", "public_view"]
+__all__ = ["detail_view", "history_view", "public_view"]
 
 
 def _fields(row: PolicyVersion, active: str | None) -> dict[str, Any]:
@@ -44,3 +46,23 @@ def public_view(row: PolicyVersion, active: str | None) -> PolicyVersionPublic:
 
 def detail_view(row: PolicyVersion, active: str | None) -> PolicyVersionDetail:
     return PolicyVersionDetail(**_fields(row, active), sources=dict(sorted(row.files.items())))
+
+
+def history_view(rows: list[PolicyActivation]) -> list[ActivationPublic]:
+    """Activation rows (newest first) with the version each one's rollback returns to."""
+    by_id = {r.id: r for r in rows}
+    out = []
+    for r in rows:
+        below = by_id.get(r.previous_id) if r.previous_id is not None else None
+        assert r.id is not None
+        out.append(
+            ActivationPublic(
+                id=r.id,
+                version=r.version,
+                action=r.action,  # type: ignore[arg-type]  # stored from the same literals
+                actor=r.actor,
+                at=r.at,
+                rollback_to=below.version if below else None,
+            )
+        )
+    return out

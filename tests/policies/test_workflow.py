@@ -88,7 +88,8 @@ def test_full_workflow_and_rollback(db_url: str, opa_bin: Path) -> None:
             ("activate", proposed.version),
             ("bootstrap", shipped),
         ]
-        assert history[1].previous_version == shipped
+        assert history[1].rollback_to == shipped
+        assert history[0].rollback_to is None  # the bootstrap is the bottom of the stack
 
         events = policy_events(audit)
         assert [(e["outcome"], e["policy_version"], e["actor"]) for e in events] == [
