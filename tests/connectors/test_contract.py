@@ -6,8 +6,12 @@ built from the department's own declarative config.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from connectors.config import build_connector
 from connectors.interface import (
     Connector,
     ConnectorError,
@@ -18,7 +22,8 @@ from connectors.interface import (
     UnknownField,
 )
 from connectors.mapping import load_mapping
-from examples.launch import mapping_path
+from examples.launch import Departments, mapping_path
+from tests._support.servers import free_port
 from tests.connectors.conftest import Case
 
 
@@ -108,3 +113,50 @@ async def test_read_pages_through_everything_once(connector: Connector, case: Ca
             break
     assert len(seen) > 37
     assert len(seen) == len(set(seen))
+
+
+def _gone(case: Case, tmp_path: Path) -> dict[str, Any]:
+    """The case's config pointed at a provider that is not there."""
+    cfg = dict(case.config)
+    cfg["retries"] = {"attempts": 1}
+    dead = f"127.0.0.1:{free_port()}"
+    if case.kind == "rest":
+        cfg["base_url"] = f"http://{dead}"
+    elif case.kind == "soap":
+        cfg["address"] = f"http://{dead}/soap"
+    elif case.kind == "sql":
+        sqlite = str(cfg["url"]).startswith("sqlite")
+        cfg["url"] = (
+            f"sqlite:///{tmp_path / 'gone.db'}" if sqlite else f"postgresql+psycopg://x@{dead}/x"
+        )
+    else:
+        cfg["directory"] = str(tmp_path)
+    return cfg
+
+
+async def test_check_and_fetch_fail_cleanly_when_the_provider_is_gone(
+    case: Case, tmp_path: Path
+) -> None:
+    conn = build_connector(_gone(case, tmp_path))
+    fields = case.config["entities"][case.entity]["fields"]
+    try:
+        with pytest.raises(ConnectorError) as checked:
+            await conn.check()
+        with pytest.raises(ConnectorError) as fetched:
+            await conn.fetch(case.entity, case.key, fields)
+    finally:
+        await conn.aclose()
+    assert checked.value.code == "connector_unavailable"
+    assert fetched.value.code == "connector_unavailable"
+
+
+async def test_wrong_credentials_are_auth_failed(departments: Departments) -> None:
+    cfg = departments.config("civil_registry")
+    cfg["auth"] = {"token": "stolen-or-stale"}
+    conn = build_connector(cfg)
+    try:
+        with pytest.raises(ConnectorError) as err:
+            await conn.check()
+    finally:
+        await conn.aclose()
+    assert err.value.code == "connector_auth_failed"
