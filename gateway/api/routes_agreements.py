@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Path, Request
 from pydantic import BaseModel
 
 from gateway.agreements.models import AgreementPublic, Transition
@@ -16,6 +16,8 @@ from gateway.auth.humans import Principal
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/agreements", tags=["agreements"])
+#: Agreement versions are small positive integers (32-bit in the store).
+Version = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Admin = Annotated[Principal, Depends(require_role("admin"))]
 Reader = Annotated[Principal, Depends(require_role("admin", "officer", "auditor"))]
 
@@ -116,7 +118,7 @@ def get_latest(request: Request, agreement_id: str, who: Reader) -> Any:
 @router.get(
     "/{agreement_id}/versions/{version}", response_model=AgreementPublic, responses=PROBLEMS
 )
-def get_version(request: Request, agreement_id: str, version: int, who: Reader) -> Any:
+def get_version(request: Request, agreement_id: str, version: Version, who: Reader) -> Any:
     return get_services(request).agreements.get(agreement_id, version)
 
 
@@ -126,7 +128,7 @@ def get_version(request: Request, agreement_id: str, version: int, who: Reader) 
     responses=PROBLEMS,
     summary="Lifecycle history: who, when, why",
 )
-def events(request: Request, agreement_id: str, version: int, who: Reader) -> list[EventOut]:
+def events(request: Request, agreement_id: str, version: Version, who: Reader) -> list[EventOut]:
     rows = get_services(request).agreements.events(agreement_id, version)
     return [
         EventOut(
@@ -147,7 +149,7 @@ def events(request: Request, agreement_id: str, version: int, who: Reader) -> li
     summary="Suspend, reactivate or revoke an agreement version",
 )
 def transition(
-    request: Request, agreement_id: str, version: int, body: Transition, who: Admin
+    request: Request, agreement_id: str, version: Version, body: Transition, who: Admin
 ) -> Any:
     return get_services(request).agreements.transition(
         agreement_id, version, body.status, actor=who.actor, reason=body.reason

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from gateway.api.deps import get_services, require_role
 from gateway.auth.humans import Principal
 from gateway.auth.requests import Caller
-from gateway.errors import AccordError, AuthError, ForbiddenError, NotFoundError
+from gateway.errors import AccordError, AuthError, ForbiddenError, ValidationFailed
 from gateway.exchange.models import ConsumerMappingCreate, DatasetBindingCreate
 from gateway.exchange.schemas import ExchangeRequest, ExchangeResponse
 from gateway.jose import public_jwk
@@ -191,14 +191,19 @@ async def subject_accesses(
 @router.put(
     "/v1/departments/{provider}/datasets/{dataset_id}",
     status_code=200,
-    responses={401: _problem("token"), 403: _problem("role_required"), 422: _problem("invalid")},
+    responses={
+        401: _problem("token"),
+        403: _problem("role_required"),
+        404: _problem("unknown_department"),
+        422: _problem("validation_failed, mapping_invalid, connector_config_invalid"),
+    },
     summary="Bind a provider's dataset to its connector and mapping",
 )
 def put_binding(
     request: Request, provider: str, dataset_id: str, body: DatasetBindingCreate, who: Admin
 ) -> dict[str, Any]:
     if body.dataset_id != dataset_id:
-        raise NotFoundError("the path and body name different datasets", code="dataset_mismatch")
+        raise ValidationFailed("the path and body name different datasets", code="dataset_mismatch")
     services = get_services(request)
     services.registry.get_department(provider)
     row = services.bindings.put_binding(provider, body, actor=who.actor)
@@ -208,14 +213,19 @@ def put_binding(
 @router.put(
     "/v1/departments/{consumer}/mappings/{name}",
     status_code=200,
-    responses={401: _problem("token"), 403: _problem("role_required"), 422: _problem("invalid")},
+    responses={
+        401: _problem("token"),
+        403: _problem("role_required"),
+        404: _problem("unknown_department"),
+        422: _problem("validation_failed, mapping_invalid, connector_config_invalid"),
+    },
     summary="Register a consumer's own record schema (canonical -> consumer mapping)",
 )
 def put_consumer_mapping(
     request: Request, consumer: str, name: str, body: ConsumerMappingCreate, who: Admin
 ) -> dict[str, Any]:
     if body.name != name:
-        raise NotFoundError("the path and body name different mappings", code="mapping_mismatch")
+        raise ValidationFailed("the path and body name different mappings", code="mapping_mismatch")
     services = get_services(request)
     services.registry.get_department(consumer)
     row = services.bindings.put_consumer_mapping(consumer, body, actor=who.actor)
