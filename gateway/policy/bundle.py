@@ -93,7 +93,10 @@ class PolicyBundle:
 
     @classmethod
     def from_sources(cls, sources: Mapping[str, str]) -> PolicyBundle:
-        return cls({path: text.encode("utf-8") for path, text in sources.items()})
+        try:
+            return cls({path: text.encode("utf-8") for path, text in sources.items()})
+        except UnicodeEncodeError as exc:  # lone surrogates: not text a file can hold
+            raise ValidationFailed("Rego source must be valid Unicode text") from exc
 
     def sources(self) -> dict[str, str]:
         """All files, tests included, as text."""
