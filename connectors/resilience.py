@@ -113,6 +113,10 @@ class CircuitBreaker:
         if state == "half_open":
             self._trial_running = True
 
+    def abandon_trial(self) -> None:
+        """A call ended without a verdict (cancelled): let the next caller try."""
+        self._trial_running = False
+
     def record_success(self) -> None:
         self._failures = 0
         self._opened_at = None
@@ -240,6 +244,9 @@ class Resilience:
     ) -> T:
         """Run ``operation``; faults surface as ``ConnectorError`` subclasses only."""
         deadline = self.deadline(ctx)
+        if deadline.expired():
+            # The exchange spent its budget elsewhere: not the provider's fault.
+            raise ConnectorTimeout("no time left for the provider call", connector=self.connector)
         self.breaker.before_call(self.connector)
         try:
             async with asyncio.timeout(max(deadline.remaining(), 0.0)):
@@ -258,9 +265,16 @@ class Resilience:
             if isinstance(exc, RetryableFault):
                 raise _final(exc, self.connector) from exc
             raise
-        except BaseException:
-            self.breaker.record_failure()
+        except asyncio.CancelledError:
+            # Our caller went away; that says nothing about the provider.
+            self.breaker.abandon_trial()
             raise
+        except Exception as exc:
+            # The boundary holds even for faults no branch above foresaw.
+            self.breaker.record_failure()
+            raise ConnectorUnavailable(
+                f"provider call failed ({type(exc).__name__})", connector=self.connector
+            ) from exc
         self.breaker.record_success()
         return result
 

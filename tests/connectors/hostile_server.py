@@ -278,4 +278,11 @@ if __name__ == "__main__":
         tls = {"ssl_certfile": args.certfile, "ssl_keyfile": args.keyfile}
         if args.client_ca:
             tls |= {"ssl_ca_certs": args.client_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED}
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", **tls)  # type: ignore[arg-type]
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        timeout_graceful_shutdown=1,
+        **tls,
+    )  # type: ignore[arg-type]

@@ -7,13 +7,19 @@ the provider's hits to see which calls were made, retried or withheld.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from connectors.config import build_connector
-from connectors.interface import CircuitOpen, ConnectorConfigError, ConnectorError
+from connectors.interface import (
+    CircuitOpen,
+    ConnectorConfigError,
+    ConnectorError,
+    FetchContext,
+)
 from connectors.resilience import CircuitBreaker, Deadline, Resilience, ResilienceSettings
 from connectors.rest import RestConnector
 from tests.connectors.conftest import hits, reset
@@ -108,7 +114,7 @@ def cfg(url: str, **over: Any) -> dict[str, Any]:
         "breaker": {"failures": 3, "reset_after": 30},
         "entities": {
             m: {"key": "ssn", "path": f"/rest/{m}/{{key}}", "fields": ["ssn"]}
-            for m in ("good", "always503", "html", "nothing")
+            for m in ("good", "always503", "html", "nothing", "slow")
         },
     }
     base.update(over)
@@ -184,3 +190,43 @@ def test_settings_defaults_are_bounded() -> None:
     assert s.total_timeout > 0
     assert s.max_response_bytes > 0
     assert s.retry_attempts >= 1
+
+
+async def test_cancelled_half_open_trial_does_not_wedge_the_breaker(
+    clocked: tuple[RestConnector, Clock],
+) -> None:
+    conn, clock = clocked
+    for _ in range(3):
+        await code(conn, "always503")
+    clock.now += 31
+    trial = asyncio.create_task(conn.fetch("slow", "12345678901", ["ssn"]))
+    await asyncio.sleep(0.2)
+    trial.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await trial
+    assert conn.resilience.breaker.state == "half_open"
+    assert (await conn.fetch("good", "12345678901", ["ssn"])).record["ssn"] == "12345678901"
+    assert conn.resilience.breaker.state == "closed"
+
+
+async def test_exhausted_budget_is_a_timeout_without_blaming_the_provider(
+    clocked: tuple[RestConnector, Clock], hostile_url: str
+) -> None:
+    conn, _ = clocked
+    for _ in range(5):
+        with pytest.raises(ConnectorError) as err:
+            await conn.fetch("good", "12345678901", ["ssn"], FetchContext(timeout=0))
+        assert err.value.code == "connector_timeout"
+    assert conn.resilience.breaker.state == "closed"
+    assert hits(hostile_url)["hits"].get("good", 0) == 0
+
+
+async def test_unforeseen_fault_inside_a_call_is_still_a_connector_error() -> None:
+    res = Resilience("p", ResilienceSettings())
+
+    async def broken(_: Deadline) -> None:
+        raise KeyError("surprise")
+
+    with pytest.raises(ConnectorError) as err:
+        await res.call(broken, idempotent=True, ctx=None)
+    assert err.value.code == "connector_unavailable"
