@@ -21,7 +21,14 @@ from gateway.registry.models import DepartmentCreate, KeyCreate, SystemCreate
 from gateway.services import Services, load_or_create_key
 from gateway.settings import Settings
 
-__all__ = ["DEMO_BINDINGS", "DEMO_DEPARTMENTS", "demo_agreements", "seed", "seed_bindings"]
+__all__ = [
+    "DEMO_BINDINGS",
+    "DEMO_DEPARTMENTS",
+    "agreement_doc",
+    "demo_agreements",
+    "seed",
+    "seed_bindings",
+]
 
 ACTOR = "demo:seed"
 
@@ -65,7 +72,7 @@ DEMO_DEPARTMENTS: list[dict[str, Any]] = [
 ]
 
 
-def _agreement(
+def agreement_doc(
     agreement_id: str,
     title: str,
     provider: str,
@@ -101,7 +108,7 @@ def demo_agreements(now_iso: str, until_iso: str) -> list[dict[str, Any]]:
     window = (now_iso, until_iso)
     eligibility = ("benefit-eligibility", "Social Welfare Act s.12 (eligibility assessment)")
     return [
-        _agreement(
+        agreement_doc(
             "welfare-person-lookup",
             "Civil registry shares person data with the welfare office",
             "civil-registry",
@@ -139,7 +146,7 @@ def demo_agreements(now_iso: str, until_iso: str) -> list[dict[str, Any]]:
             ],
             window,
         ),
-        _agreement(
+        agreement_doc(
             "welfare-health-cover",
             "Health insurer confirms health cover to the welfare office",
             "health-insurer",
@@ -162,7 +169,7 @@ def demo_agreements(now_iso: str, until_iso: str) -> list[dict[str, Any]]:
             ],
             window,
         ),
-        _agreement(
+        agreement_doc(
             "welfare-tax-status",
             "Tax authority shares filing and compliance status with the welfare office",
             "tax-authority",
@@ -185,7 +192,7 @@ def demo_agreements(now_iso: str, until_iso: str) -> list[dict[str, Any]]:
             ],
             window,
         ),
-        _agreement(
+        agreement_doc(
             "tax-benefit-claims",
             "Welfare office reports benefit claims to the tax authority",
             "welfare-office",

@@ -170,9 +170,34 @@ class AgreementService:
                 old.status, old.updated_at = "superseded", now
                 s.add(old)
             self._event(s, row, "active", actor, "all required signatures verified", now)
+            self._record_embargo(s, row, terms, actor)
             row.status, row.updated_at = "active", now
             s.add(row)
             return row
+
+    def _record_embargo(
+        self, s: Session, row: Agreement, terms: AgreementTerms, actor: str
+    ) -> None:
+        """An embargo hides this agreement's accesses from data subjects: audit that it exists.
+
+        The entry names the agreement and the date, so an auditor can list every
+        embargo in force and check it against the legal ground the agreement cites.
+        """
+        embargo = terms.doc.get("embargo_until")
+        if embargo is None or self.audit is None:
+            return
+        self.audit.append_in(
+            s.connection(),
+            audit_event(
+                "embargo",
+                actor=actor,
+                outcome="declared",
+                agreement=f"{row.agreement_id}@{row.version}",
+                provider=row.provider,
+                consumer=row.consumer,
+                embargo_until=str(embargo),
+            ),
+        )
 
     def _refuse_existing(self, s: Session, terms: AgreementTerms) -> None:
         found = s.exec(

@@ -23,7 +23,7 @@ from gateway.services import Services, build_services
 from gateway.settings import Settings
 from tests._support.servers import ROOT, free_port, wait_http
 
-__all__ = ["Gateway", "running_gateway", "seeded_services"]
+__all__ = ["Gateway", "add_agreement", "running_gateway", "seeded_services"]
 
 SYSTEMS = {
     "civil-registry": "population-api",
@@ -61,6 +61,25 @@ class Gateway:
             data_dir=self.data_dir,
             database_url=self.env["ACCORD_DATABASE_URL"],
         )
+
+
+def add_agreement(services: Services, doc: dict[str, Any]) -> None:
+    """Sign ``doc`` with the demo keys of both parties and submit it."""
+    from gateway.agreements.signing import sign_agreement
+    from gateway.agreements.terms import AgreementTerms
+
+    keys = services.settings.data_dir / "demo-keys"
+    terms = AgreementTerms.from_json(doc)
+    signed = sign_agreement(
+        {"payload": "", "signatures": []},
+        load_private_key_pem(keys / f"{terms.provider}.pem"),
+        party="provider",
+        terms=terms,
+    )
+    signed = sign_agreement(
+        signed, load_private_key_pem(keys / f"{terms.consumer}.pem"), party="consumer"
+    )
+    services.agreements.submit(signed.to_json(), actor="test")
 
 
 def seeded_services(db_url: str, data_dir: Path) -> Services:

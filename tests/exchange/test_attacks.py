@@ -30,15 +30,13 @@ import pytest
 import yaml
 
 from examples.launch import EXAMPLES, Departments
-from gateway.agreements.signing import sign_agreement
-from gateway.agreements.terms import AgreementTerms
 from gateway.auth.humans import dev_issuer_key, issue_dev_token
 from gateway.auth.requests import TOKEN_TYPE, body_hash
-from gateway.demo import _agreement
+from gateway.demo import agreement_doc
 from gateway.exchange.models import DatasetBindingCreate
 from gateway.jose import PrivateKey, generate_private_key, public_jwk
 from gateway.services import Services
-from tests._support.gateway import Gateway, running_gateway, start_gateway, stop
+from tests._support.gateway import Gateway, add_agreement, running_gateway, start_gateway, stop
 from tests.exchange.conftest import subject_with
 
 PATH = "/v1/exchanges"
@@ -81,23 +79,6 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _add_agreement(services: Services, doc: dict[str, Any]) -> None:
-    keys = services.settings.data_dir / "demo-keys"
-    from gateway.jose import load_private_key_pem
-
-    terms = AgreementTerms.from_json(doc)
-    signed = sign_agreement(
-        {"payload": "", "signatures": []},
-        load_private_key_pem(keys / f"{terms.provider}.pem"),
-        party="provider",
-        terms=terms,
-    )
-    signed = sign_agreement(
-        signed, load_private_key_pem(keys / f"{terms.consumer}.pem"), party="consumer"
-    )
-    services.agreements.submit(signed.to_json(), actor="test")
-
-
 def _prepare(slow_url: str) -> Any:
     def prepare(services: Services) -> None:
         now = datetime.now(UTC).replace(microsecond=0)
@@ -111,7 +92,7 @@ def _prepare(slow_url: str) -> Any:
             "fields": {"given_name": {"operation": "pass"}},
         }
         basis = ("benefit-eligibility", "Social Welfare Act s.12")
-        quota = _agreement(
+        quota = agreement_doc(
             "welfare-quota",
             "t",
             "civil-registry",
@@ -123,14 +104,14 @@ def _prepare(slow_url: str) -> Any:
             window,
         )
         quota["quotas"] = {"per_minute": 2, "per_day": 100}
-        _add_agreement(services, quota)
+        add_agreement(services, quota)
         config = yaml.safe_load((EXAMPLES / "civil_registry" / "connector.yaml").read_text())
         spec = yaml.safe_load((EXAMPLES / "civil_registry" / "citizen.mapping.yaml").read_text())
         for dataset, base_url in (
             ("person-down", f"http://127.0.0.1:{_closed_port()}"),
             ("person-slow", slow_url),
         ):
-            doc = _agreement(
+            doc = agreement_doc(
                 f"welfare-{dataset}",
                 "t",
                 "civil-registry",
@@ -141,7 +122,7 @@ def _prepare(slow_url: str) -> Any:
                 [{**person, "id": dataset}],
                 window,
             )
-            _add_agreement(services, doc)
+            add_agreement(services, doc)
             services.bindings.put_binding(
                 "civil-registry",
                 DatasetBindingCreate(
