@@ -10,7 +10,7 @@ the output is validated against the target JSON Schema before anyone sees it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import jsonschema
 import yaml
 
 from connectors.interface import MappingError
-from connectors.mapping.steps import Step, StepFailed, compile_step
+from connectors.mapping._fields import Field, apply_fields, compile_fields
 
 __all__ = [
     "MAPPING_SCHEMA",
@@ -31,8 +31,6 @@ __all__ = [
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 MAPPING_SCHEMA = SCHEMAS / "mapping.schema.json"
-_MISSING: Any = object()
-Getter = Callable[[Mapping[str, Any]], Any]
 _spec_validator: jsonschema.Draft202012Validator | None = None
 
 
@@ -66,180 +64,6 @@ def load_mapping(
     )
 
 
-def _getter(path: str) -> Getter:
-    parts = tuple(int(p) if p.isdigit() else p for p in path.split("."))
-    if len(parts) == 1 and isinstance(parts[0], str):
-        key = parts[0]
-
-        def get_one(rec: Mapping[str, Any]) -> Any:
-            return rec.get(key, _MISSING)
-
-        return get_one
-
-    def get_path(rec: Mapping[str, Any]) -> Any:
-        cur: Any = rec
-        for p in parts:
-            if isinstance(p, int) and isinstance(cur, list):
-                if p >= len(cur):
-                    return _MISSING
-                cur = cur[p]
-            elif isinstance(cur, Mapping) and p in cur:
-                cur = cur[p]
-            else:
-                return _MISSING
-        return cur
-
-    return get_path
-
-
-def _condition(cond: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bool]:
-    get = _getter(cond["field"])
-    if "equals" in cond:
-        want = cond["equals"]
-        return lambda rec: get(rec) == want
-    if "not_equals" in cond:
-        avoid = cond["not_equals"]
-        return lambda rec: get(rec) != avoid
-    if "in" in cond:
-        allowed = list(cond["in"])
-        return lambda rec: get(rec) in allowed
-    present = bool(cond["present"])
-    return lambda rec: (get(rec) not in (_MISSING, None, "")) == present
-
-
-def _source(
-    rule: Mapping[str, Any], codelists: Mapping[str, Any], where: str, depth: int
-) -> Getter:
-    if "from" in rule:
-        return _getter(rule["from"])
-    if "const" in rule:
-        value = rule["const"]
-        return lambda rec: value
-    if "concat" in rule:
-        parts = [
-            (_getter(p["from"]) if "from" in p else None, p.get("const"))
-            for p in rule["concat"]["parts"]
-        ]
-        sep = rule["concat"].get("separator", "")
-
-        def concat(rec: Mapping[str, Any]) -> Any:
-            out = []
-            for get, const in parts:
-                v = const if get is None else get(rec)
-                if v is _MISSING or v is None or v == "":
-                    continue
-                out.append(v if isinstance(v, str) else str(v))
-            return sep.join(out) if out else _MISSING
-
-        return concat
-    if depth >= 3:
-        raise MappingError(f"{where}: 'each' nests too deep")
-    get_list = _getter(rule["each"]["from"])
-    inner = _compile_fields(rule["each"]["fields"], codelists, where + "[]", depth + 1)
-
-    def each(rec: Mapping[str, Any]) -> Any:
-        items = get_list(rec)
-        if items is _MISSING or items is None:
-            return _MISSING
-        if not isinstance(items, list):
-            raise StepFailed("each: source is not a list")
-        return [_apply(inner, item if isinstance(item, Mapping) else {}) for item in items]
-
-    return each
-
-
-_Field = tuple[str, tuple[str, ...], Getter, bool]
-
-
-def _compile_rule(
-    target: str, name: str, rule: Mapping[str, Any], codelists: Mapping[str, Any], depth: int
-) -> _Field:
-    source = _source(rule, codelists, name, depth)
-    try:
-        steps: tuple[Step, ...] = tuple(compile_step(s, codelists) for s in rule.get("steps", []))
-    except KeyError as exc:
-        raise MappingError(f"{name}: {exc.args[0]}") from None
-    default = rule.get("default", _MISSING)
-    when = _condition(rule["when"]) if "when" in rule else None
-    required = bool(rule.get("required", False))
-
-    return name, tuple(target.split(".")), _value(source, steps, default, when), required
-
-
-def _value(
-    source: Getter,
-    steps: tuple[Step, ...],
-    default: Any,
-    when: Callable[[Mapping[str, Any]], bool] | None,
-) -> Getter:
-    """One field's function, specialised for the common shapes (a plain copy, one step)."""
-    if when is None and not steps:
-
-        def copy(rec: Mapping[str, Any]) -> Any:
-            v = source(rec)
-            return default if v is _MISSING or v is None or v == "" else v
-
-        return copy
-    if when is None and len(steps) == 1:
-        (only,) = steps
-
-        def one_step(rec: Mapping[str, Any]) -> Any:
-            v = source(rec)
-            return default if v is _MISSING or v is None or v == "" else only(v)
-
-        return one_step
-
-    def general(rec: Mapping[str, Any]) -> Any:
-        if when is not None and not when(rec):
-            return _MISSING
-        v = source(rec)
-        if v is _MISSING or v is None or v == "":
-            return default
-        for step in steps:
-            v = step(v)
-        return v
-
-    return general
-
-
-def _compile_fields(
-    fields: Mapping[str, Any], codelists: Mapping[str, Any], where: str, depth: int
-) -> tuple[_Field, ...]:
-    for target in fields:
-        parts = target.split(".")
-        for i in range(1, len(parts)):
-            prefix = ".".join(parts[:i])
-            if prefix in fields:
-                # "a" as a value and "a.b" inside an object cannot both be written.
-                name = f"{where}.{target}" if where else target
-                raise MappingError(f"{name}: target clashes with {prefix!r}")
-    return tuple(
-        _compile_rule(t, f"{where}.{t}" if where else t, r, codelists, depth)
-        for t, r in fields.items()
-    )
-
-
-def _apply(fields: Sequence[_Field], rec: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, path, value, required in fields:
-        try:
-            v = value(rec)
-        except StepFailed as exc:
-            raise MappingError(f"{name}: {exc}") from None
-        if v is _MISSING:
-            if required:
-                raise MappingError(f"{name}: required value is missing")
-            continue
-        if len(path) == 1:
-            out[path[0]] = v
-        else:
-            node = out
-            for p in path[:-1]:
-                node = node.setdefault(p, {})
-            node[path[-1]] = v
-    return out
-
-
 @dataclass(frozen=True)
 class CompiledMapping:
     """A compiled spec: ``map(record)`` gives a validated target record.
@@ -253,7 +77,7 @@ class CompiledMapping:
     source_system: str
     source_entity: str
     target_model: str
-    fields: tuple[_Field, ...]
+    fields: tuple[Field, ...]
     source_fields: Mapping[str, frozenset[str]]
     validator: jsonschema.Draft202012Validator | None
     direction: str = "provider_to_canonical"
@@ -280,7 +104,7 @@ class CompiledMapping:
         return tuple(sorted(needed))
 
     def map_unvalidated(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        return _apply(self.fields, record)
+        return apply_fields(self.fields, record)
 
     def validate(self, output: Mapping[str, Any], *, partial: bool = False) -> None:
         if self.validator is None:
@@ -294,7 +118,7 @@ class CompiledMapping:
             )
 
     def map(self, record: Mapping[str, Any], *, partial: bool = False) -> dict[str, Any]:
-        out = _apply(self.fields, record)
+        out = apply_fields(self.fields, record)
         self.validate(out, partial=partial)
         return out
 
@@ -380,7 +204,7 @@ def compile_mapping(
 
     validate_spec(spec)
     codelists = spec.get("codelists", {})
-    fields = _compile_fields(spec["fields"], codelists, "", 0)
+    fields = compile_fields(spec["fields"], codelists, "", 0)
     source, target = spec["source"], spec["target"]
     sources = {t: _sources_of(r) for t, r in spec["fields"].items()}
     source_props: frozenset[str] | None = None

@@ -1,0 +1,212 @@
+"""Verify-only predicates and k-suppressed aggregates: answers without the values.
+
+A predicate answers yes or no on a field the agreement opens for it, from a
+closed set of forms that are parsed, never evaluated; an aggregate releases
+only cells of at least k records, grouped and summed by allowed fields.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from gateway.release import (
+    ReleaseContext,
+    ReleaseError,
+    aggregate,
+    apply_release,
+    evaluate_predicate,
+    parse_predicate,
+    release_record,
+)
+
+SECRET = b"s" * 32
+TODAY = dt.date(2026, 11, 25)
+PERSON = {
+    "person_id": "12345678901",
+    "given_name": "Ada",
+    "family_name": "Lovelace",
+    "birth_date": "2008-11-25",
+    "address_city": "Northbridge",
+    "address_postcode": "1012 AB",
+    "registered_at": "2020-03-04T05:06:07+00:00",
+    "income": "1234.50",
+}
+
+
+def ctx(agreement: str = "agr-1", consumer: str = "welfare-office", **kw: Any) -> ReleaseContext:
+    return ReleaseContext(
+        agreement, consumer, kw.pop("secret", SECRET), kw.pop("today", TODAY), **kw
+    )
+
+
+def one(obligations: dict[str, Any], record: dict[str, Any] | None = None, **kw: Any) -> Any:
+    return release_record(record or PERSON, obligations, ctx(**kw))
+
+
+def refused(code: str, obligations: Any, record: dict[str, Any] | None = None) -> None:
+    with pytest.raises(ReleaseError) as err:
+        apply_release([record or PERSON], obligations, ctx())
+    assert err.value.code == code
+
+
+# --------------------------------------------------------------------------- verify_only
+
+
+def test_verify_only_value_never_leaves_in_a_record_release() -> None:
+    out = one({"birth_date": "verify_only", "given_name": "pass"})
+    assert out == {"given_name": "Ada"}
+
+
+@pytest.mark.parametrize(
+    ("predicate", "answer"),
+    [
+        ("age_over(18)", True),  # 18th birthday is today
+        ("age_over(19)", False),
+        ("age_under(18)", False),
+        ("age_under(19)", True),
+        ("age_over(birth_date, 18)", True),
+    ],
+)
+def test_age_predicates_answer_yes_or_no(predicate: str, answer: bool) -> None:
+    got = evaluate_predicate(PERSON, predicate, {"birth_date": "verify_only"}, ctx())
+    assert got is answer
+
+
+@pytest.mark.parametrize(
+    ("predicate", "answer"),
+    [
+        ('equals(address_city, "northbridge")', True),
+        ('equals(address_city, "Eastmoor")', False),
+        ('not_equals(address_city, "Eastmoor")', True),
+        ('one_of(address_city, "Eastmoor", "Northbridge")', True),
+        ("exists(address_city)", True),
+        ('before(registered_at, "2021-01-01")', True),
+        ('after(registered_at, "2021-01-01")', False),
+        ("greater_than(income, 1000)", True),
+        ("less_than(income, 1000.5)", False),
+    ],
+)
+def test_value_predicates_answer_yes_or_no(predicate: str, answer: bool) -> None:
+    obligations = {f: "verify_only" for f in ("address_city", "registered_at", "income")}
+    assert evaluate_predicate(PERSON, predicate, obligations, ctx()) is answer
+
+
+def test_age_predicate_uses_the_contexts_birth_date_field() -> None:
+    rec = {"dob": "2000-01-01"}
+    c = ctx(birth_date_field="dob")
+    assert evaluate_predicate(rec, "age_over(18)", {"dob": "verify_only"}, c) is True
+    with pytest.raises(ReleaseError) as err:
+        evaluate_predicate(rec, "age_over(18)", {"birth_date": "verify_only"}, c)
+    assert err.value.code == "predicate_not_allowed"
+
+
+def test_predicate_on_a_field_the_agreement_does_not_open_is_refused() -> None:
+    for ob in ({}, {"birth_date": "mask"}, {"birth_date": "pseudonymise"}):
+        with pytest.raises(ReleaseError) as err:
+            evaluate_predicate(PERSON, "age_over(18)", ob, ctx())
+        assert err.value.code == "predicate_not_allowed"
+
+
+def test_only_listed_predicates_may_be_asked() -> None:
+    ob = {"birth_date": {"operation": "verify_only", "predicates": ["age_over(18)"]}}
+    assert evaluate_predicate(PERSON, "age_over( 18 )", ob, ctx()) is True
+    with pytest.raises(ReleaseError) as err:
+        evaluate_predicate(PERSON, 'equals(birth_date, "2008-11-25")', ob, ctx())
+    assert err.value.code == "predicate_not_allowed"
+
+
+def test_predicate_on_a_missing_value_is_undecidable_not_false() -> None:
+    with pytest.raises(ReleaseError) as err:
+        evaluate_predicate({}, "age_over(18)", {"birth_date": "verify_only"}, ctx())
+    assert err.value.code == "predicate_undecidable"
+    assert (
+        evaluate_predicate({}, "exists(birth_date)", {"birth_date": "verify_only"}, ctx()) is False
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "__import__('os').system('id')",
+        "age_over(18) or true",
+        "age_over()",
+        'age_over("18")',
+        "equals(address_city)",
+        'equals("x", address_city)',
+        "one_of(address_city, other_field)",
+        'matches(address_city, ".*")',
+        "age_over(18",
+        "x" * 600,
+        42,
+    ],
+)
+def test_predicates_outside_the_closed_set_are_invalid(text: Any) -> None:
+    with pytest.raises(ReleaseError) as err:
+        parse_predicate(text)
+    assert err.value.code == "predicate_invalid"
+
+
+# --------------------------------------------------------------------------- aggregate
+
+POP = [
+    {"city": c, "birth_date": f"{y}-06-01", "amount": "10.50"}
+    for c, y, n in [("Northbridge", 1980, 7), ("Eastmoor", 1980, 2), ("Southvale", 1990, 5)]
+    for _ in range(n)
+]
+
+
+def test_aggregate_suppresses_cells_below_k() -> None:
+    ob = {"city": {"operation": "aggregate", "min_k": 5}}
+    res = aggregate(POP, ob, ctx(), group_by=["city"], min_k=2)
+    assert res.min_k == 5
+    assert [dict(c) for c in res.cells] == [
+        {"city": "Northbridge", "count": 7},
+        {"city": "Southvale", "count": 5},
+    ]
+    assert res.suppressed == 1  # Eastmoor's 2 never appear
+
+
+def test_aggregate_sums_and_groups_by_generalised_values() -> None:
+    ob = {
+        "birth_date": {"operation": "generalise", "to": "year"},
+        "amount": {"operation": "aggregate", "min_k": 3},
+    }
+    res = aggregate(
+        POP, ob, ctx(), group_by=["birth_date"], measures=["count", "sum(amount)"], min_k=3
+    )
+    assert [dict(c) for c in res.cells] == [
+        {"birth_date": "1980", "count": 9, "sum_amount": "94.50"},
+        {"birth_date": "1990", "count": 5, "sum_amount": "52.50"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ob", "group_by", "measures", "code"),
+    [
+        ({"city": "aggregate"}, ["birth_date"], ["count"], "aggregate_not_allowed"),
+        ({"city": "verify_only"}, ["city"], ["count"], "aggregate_not_allowed"),
+        ({"city": "aggregate"}, ["city"], ["sum(amount)"], "aggregate_not_allowed"),
+        (
+            {"city": "aggregate", "birth_date": {"operation": "generalise", "to": "year"}},
+            ["city"],
+            ["sum(birth_date)"],
+            "aggregate_not_allowed",
+        ),
+        ({"city": "aggregate"}, ["city"], ["avg(amount)"], "aggregate_not_allowed"),
+        ({"city": "aggregate"}, ["city"], ["count"], "release_invalid_obligation"),
+    ],
+)
+def test_aggregate_refusals(
+    ob: dict[str, Any], group_by: list[str], measures: list[str], code: str
+) -> None:
+    min_k = 1 if code == "release_invalid_obligation" else 2
+    with pytest.raises(ReleaseError) as err:
+        aggregate(POP, ob, ctx(), group_by=group_by, measures=measures, min_k=min_k)
+    assert err.value.code == code
+
+
+def test_aggregate_fields_never_leave_as_records() -> None:
+    assert one({"city": {"operation": "aggregate", "min_k": 5}}, {"city": "X"}) == {}
