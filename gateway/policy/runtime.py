@@ -131,6 +131,7 @@ class PolicyRuntime:
         return health
 
     async def close(self) -> None:
+        self.service.remove_listener(self._on_local_change)
         await self.engine.close()
 
     # -- internals -----------------------------------------------------------

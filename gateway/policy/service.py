@@ -129,6 +129,10 @@ class PolicyService:
         """Call ``listener(new_version)`` after each committed activation or rollback."""
         self._listeners.append(listener)
 
+    def remove_listener(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     # -- bootstrap -----------------------------------------------------------
 
     def ensure_initial(self, bundle_dir: Path, *, actor: str = "system:bootstrap") -> str:

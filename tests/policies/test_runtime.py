@@ -79,6 +79,7 @@ async def test_activation_reaches_a_second_node(db_url: str, tmp_path: Path, opa
         finally:
             await a.close()
             await b.close()
+        assert node_a._listeners == [] and node_b._listeners == []  # closed runtimes let go
 
 
 async def test_a_node_between_polls_reports_unhealthy(sqlite_url: str, tmp_path: Path) -> None:
