@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import jsonschema
-import rfc8785
 
+from audit.canonical import CanonicalizationError, canonical_bytes
 from audit.errors import EntryInvalid
 from audit.schema import ENTRY_SCHEMA, ENTRY_VERSION, SEALED_FIELDS
 
@@ -92,8 +92,8 @@ def seal(entry: Mapping[str, Any], *, seq: int, ts: str, node: str) -> bytes:
     """The canonical bytes of ``entry`` with its sealed fields set."""
     doc = {**entry, "v": ENTRY_VERSION, "seq": seq, "ts": ts, "node": node}
     try:
-        data: bytes = rfc8785.dumps(doc)
-    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        data = canonical_bytes(doc)
+    except (CanonicalizationError, TypeError, ValueError) as exc:
         raise EntryInvalid(f"audit entry cannot be canonicalised: {exc}") from exc
     if len(data) > MAX_ENTRY_BYTES:
         raise EntryInvalid("audit entry is too large")
@@ -115,8 +115,8 @@ def verify_sealed(data: bytes, seq: int) -> dict[str, Any]:
     """Check stored bytes: JSON, canonical, schema-valid, and carrying ``seq``."""
     doc = parse_entry(data)
     try:
-        canon = rfc8785.dumps(doc)
-    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        canon = canonical_bytes(doc)
+    except (CanonicalizationError, TypeError, ValueError) as exc:
         raise EntryInvalid(f"entry cannot be canonicalised: {exc}") from exc
     if canon != data:
         raise EntryInvalid("entry bytes are not RFC 8785 canonical", code="audit_not_canonical")

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import sqlalchemy as sa
 
@@ -224,31 +224,65 @@ def _note_size(note: str) -> int | None:
     return None
 
 
+_RUN = 4096
+
+
+def _read_run(f: BinaryIO, count: int, limit: int) -> list[bytes] | None:
+    """``count`` whole lines (newlines stripped), or None if any is cut short or too long."""
+    out = []
+    for _ in range(count):
+        line = f.readline(limit)
+        if not line.endswith(b"\n"):
+            return None
+        out.append(line[:-1])
+    return out
+
+
 def _feed_lines(d: Path, v: ChainVerifier, end: int) -> None:
     with open(d / "entries.jsonl", "rb") as fe, open(d / "hashes.txt", "rb") as fh:
-        while v.next < end:
-            line = fe.readline(MAX_ENTRY_BYTES + 2)
-            if not line:
+        while v.next < end and v.damage is None:
+            count = min(_RUN, end - v.next)
+            at_e, at_h = fe.tell(), fh.tell()
+            datas = _read_run(fe, count, MAX_ENTRY_BYTES + 2)
+            hlines = _read_run(fh, count, 200) if datas is not None else None
+            if datas is not None and hlines is not None:
+                tokens = b" ".join(hlines).split()
+                if len(tokens) == 3 * count and v.feed_run(
+                    datas, tokens[0::3], b"".join(tokens[1::3]), b"".join(tokens[2::3])
+                ):
+                    continue
+            fe.seek(at_e)
+            fh.seek(at_h)
+            if not _feed_slowly(fe, fh, v, v.next + count):
                 return
-            hline = fh.readline(200)
-            seq = v.next
-            if not line.endswith(b"\n"):
-                v.fail("malformed", seq, "entry line is cut short or too long")
-                return
-            parts = hline.decode("ascii", "replace").split()
-            try:
-                stored_seq, leaf, chain = (
-                    int(parts[0]),
-                    bytes.fromhex(parts[1]),
-                    bytes.fromhex(parts[2]),
-                )
-            except (IndexError, ValueError):
-                v.fail("malformed", seq, "hashes.txt line is missing or malformed")
-                return
-            if not v.feed(line[:-1], stored_seq=stored_seq, stored_leaf=leaf, stored_chain=chain):
-                return
-        if fe.readline(1):
+        if v.damage is None and fe.readline(1):
             v.fail("inserted", end, "entries.jsonl holds more entries than the manifest says")
+
+
+def _feed_slowly(fe: BinaryIO, fh: BinaryIO, v: ChainVerifier, stop: int) -> bool:
+    """One entry at a time, naming the first damage; False once damage is found or input ends."""
+    while v.next < stop:
+        line = fe.readline(MAX_ENTRY_BYTES + 2)
+        if not line:
+            return False
+        hline = fh.readline(200)
+        seq = v.next
+        if not line.endswith(b"\n"):
+            v.fail("malformed", seq, "entry line is cut short or too long")
+            return False
+        parts = hline.decode("ascii", "replace").split()
+        try:
+            stored_seq, leaf, chain = (
+                int(parts[0]),
+                bytes.fromhex(parts[1]),
+                bytes.fromhex(parts[2]),
+            )
+        except (IndexError, ValueError):
+            v.fail("malformed", seq, "hashes.txt line is missing or malformed")
+            return False
+        if not v.feed(line[:-1], stored_seq=stored_seq, stored_leaf=leaf, stored_chain=chain):
+            return False
+    return True
 
 
 def _check_proofs(d: Path, report: VerifyReport, later: dict[int, bytes], end: int) -> None:

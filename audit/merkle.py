@@ -195,6 +195,36 @@ class CompactRange:
             made.append((level, (self.size >> level) - 1, h))
         return made
 
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        """Append many leaves fast: whole aligned subtrees are hashed level by level.
+
+        Same result as ``append`` per leaf (a test checks it) without the per-leaf
+        Python bookkeeping; the interior nodes are not returned.
+        """
+        sha = hashlib.sha256
+        i, n = 0, len(leaves)
+        while i < n:
+            low = self.size & -self.size if self.size else 1 << 62
+            block = min(low, 1 << ((n - i).bit_length() - 1))
+            level = list(leaves[i : i + block])
+            while len(level) > 1:
+                level = [
+                    sha(b"\x01" + a + b).digest()
+                    for a, b in zip(level[0::2], level[1::2], strict=True)
+                ]
+            self._push(level[0], block.bit_length() - 1)
+            i += block
+
+    def _push(self, h: bytes, level: int) -> None:
+        """Add a complete subtree of 2^level leaves at an aligned position."""
+        self.hashes.append(h)
+        self.size += 1 << level
+        while (self.size >> level) & 1 == 0:
+            right = self.hashes.pop()
+            left = self.hashes.pop()
+            self.hashes.append(node_hash(left, right))
+            level += 1
+
     def root(self) -> bytes:
         return fold(self.hashes)
 

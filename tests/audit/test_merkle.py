@@ -214,3 +214,21 @@ def test_compact_range_round_trips_and_rejects_wrong_sizes() -> None:
         CompactRange.from_bytes(24, cr.to_bytes())
     with pytest.raises(ProofError):
         CompactRange.from_bytes(23, cr.to_bytes()[:-1])
+
+
+@given(st.integers(0, 300), st.lists(st.integers(0, 300), max_size=6))
+def test_extend_equals_appending_one_by_one(start: int, cuts: list[int]) -> None:
+    leaves = [leaf_hash(i.to_bytes(2, "big")) for i in range(start + 300)]
+    one = CompactRange()
+    for h in leaves[:start]:
+        one.append(h)
+    bulk = one.copy()
+    at = start
+    for c in sorted(cuts):
+        bulk.extend(leaves[at : start + c])
+        at = max(at, start + c)
+    bulk.extend(leaves[at:])
+    for h in leaves[start:]:
+        one.append(h)
+    assert (bulk.size, bulk.hashes) == (one.size, one.hashes)
+    assert bulk.root() == ref.mth([i.to_bytes(2, "big") for i in range(start + 300)])
