@@ -10,7 +10,6 @@ the config says.
 from __future__ import annotations
 
 import json
-import ssl
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,6 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from connectors._entities import EntitySpec, entity, parse_entities, project
+from connectors._tls import is_tls_failure, tls_context
 from connectors.interface import (
     Connector,
     ConnectorAuthFailed,
@@ -62,7 +62,7 @@ class RestConnector(Connector):
         self.health_path = str(config.get("health_path", "/healthz"))
         self.openapi_path = str(config.get("openapi_path", "/openapi.json"))
         s = self.settings
-        verify = _tls_context(config.get("tls"), base_url, name)
+        verify = tls_context(config.get("tls"), base_url, name)
         self._client = httpx.AsyncClient(
             base_url=base_url,
             headers=_auth_headers(config.get("auth"), name),
@@ -204,7 +204,7 @@ class RestConnector(Connector):
                 final=ConnectorTimeout("connect to provider timed out", connector=self.name),
             ) from exc
         except httpx.ConnectError as exc:
-            if _tls_failure(exc):
+            if is_tls_failure(exc):
                 raise TlsFailed(
                     "TLS handshake with the provider failed", connector=self.name
                 ) from exc
@@ -246,48 +246,6 @@ class RestConnector(Connector):
         if status >= 500:
             raise final
         raise ConnectorBadResponse(f"provider answered {status}", connector=self.name)
-
-
-def _tls_failure(exc: BaseException) -> bool:
-    """Whether a connect error is a TLS verification/handshake failure (not transient)."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, ssl.SSLError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _tls_context(tls: Any, base_url: str, connector: str) -> ssl.SSLContext | bool:
-    """Server verification (optionally against a private CA) and the mTLS client cert.
-
-    Misconfiguration is caught here, at build time: a missing or unreadable
-    file, a key that does not match its certificate, or TLS settings on a
-    plain-HTTP base URL (where the client cert would silently never be sent).
-    """
-    if not tls:
-        return True
-    if not isinstance(tls, Mapping) or set(tls) - {"ca_file", "client_cert", "client_key"}:
-        raise ConnectorConfigError(
-            "tls takes ca_file, client_cert and client_key", connector=connector
-        )
-    if not base_url.startswith("https://"):
-        raise ConnectorConfigError("tls settings need an https base_url", connector=connector)
-    if tls.get("client_key") and not tls.get("client_cert"):
-        raise ConnectorConfigError("tls client_key needs a client_cert", connector=connector)
-    try:
-        ctx = ssl.create_default_context(cafile=str(tls["ca_file"]) if tls.get("ca_file") else None)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if tls.get("client_cert"):
-            key = tls.get("client_key")
-            ctx.load_cert_chain(str(tls["client_cert"]), str(key) if key else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConnectorConfigError(
-            f"tls files do not load ({type(exc).__name__})", connector=connector
-        ) from exc
-    return ctx
 
 
 def _auth_headers(auth: Any, connector: str) -> dict[str, str]:

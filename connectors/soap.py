@@ -27,6 +27,7 @@ from lxml import etree
 from zeep.settings import Settings
 
 from connectors._entities import entity, parse_entities, project
+from connectors._tls import is_tls_failure, tls_context
 from connectors.interface import (
     Connector,
     ConnectorBadResponse,
@@ -40,6 +41,7 @@ from connectors.interface import (
     NotFound,
     Page,
     ResponseTooLarge,
+    TlsFailed,
     UnknownField,
     UnsafeContent,
     freeze_record,
@@ -136,6 +138,7 @@ class SoapConnector(Connector):
                 pool=s.total_timeout,
             ),
             limits=httpx.Limits(max_connections=s.max_concurrency),
+            verify=tls_context(config.get("tls"), address, name),
             trust_env=False,
             follow_redirects=False,
         )
@@ -309,6 +312,10 @@ class SoapConnector(Connector):
                 final=ConnectorTimeout("connect timed out", connector=self.name),
             ) from exc
         except httpx.ConnectError as exc:
+            if is_tls_failure(exc):
+                raise TlsFailed(
+                    "TLS handshake with the provider failed", connector=self.name
+                ) from exc
             raise RetryableFault(
                 "connect failed",
                 connector=self.name,

@@ -1,4 +1,4 @@
-"""The REST connector over mutual TLS against a real TLS server on 127.0.0.1.
+"""REST and SOAP connectors over mutual TLS against a real TLS server on 127.0.0.1.
 
 The server (``hostile_server`` with ``--certfile``/``--client-ca``) demands a
 client certificate from our private CA; certificates are minted per session
@@ -171,3 +171,41 @@ def test_certificate_files_are_not_leaked_in_errors(pki: Path | Pki) -> None:
     with pytest.raises(ConnectorConfigError) as err:
         build_connector(config("https://127.0.0.1:9", {"client_cert": "/etc/passwd"}))
     assert "root:" not in err.value.detail
+
+
+async def test_soap_over_mutual_tls(tls_url: str, pki: Pki) -> None:
+    from tests.connectors.conftest import WSDL
+
+    tls = {
+        "ca_file": str(pki.ca),
+        "client_cert": str(pki.client_cert),
+        "client_key": str(pki.client_key),
+    }
+    cfg = {
+        "kind": "soap",
+        "name": "tls_tax",
+        "wsdl": str(WSDL),
+        "address": f"{tls_url}/soap/good",
+        "tls": tls,
+        "entities": {
+            "tax_status": {
+                "operation": "GetTaxStatus",
+                "key": "TaxpayerId",
+                "fields": ["TaxpayerId", "FilingStatus"],
+            }
+        },
+    }
+    conn = build_connector(cfg)
+    try:
+        result = await conn.fetch("tax_status", "12345678901", ["TaxpayerId", "FilingStatus"])
+    finally:
+        await conn.aclose()
+    assert result.record == {"TaxpayerId": "12345678901", "FilingStatus": "S"}
+    untrusted = dict(cfg, tls={k: v for k, v in tls.items() if k != "ca_file"})
+    conn = build_connector(untrusted)
+    try:
+        with pytest.raises(ConnectorError) as err:
+            await conn.fetch("tax_status", "12345678901", ["TaxpayerId"])
+    finally:
+        await conn.aclose()
+    assert err.value.code == "connector_tls_failed"
