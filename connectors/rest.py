@@ -100,7 +100,9 @@ class RestConnector(Connector):
             return await self._get_json(self.openapi_path, {}, deadline)
 
         doc = await self.resilience.call(op, idempotent=True, ctx=ctx)
-        components = (doc.get("components") or {}).get("schemas") or {}
+        components = _dig(doc, "components.schemas", self.name, missing_ok=True) or {}
+        if not isinstance(doc, dict) or not isinstance(components, dict):
+            raise ConnectorBadResponse("OpenAPI document is not an object", connector=self.name)
         out = []
         for spec in self.entities.values():
             name = spec.options.get("schema")

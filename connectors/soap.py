@@ -26,7 +26,7 @@ import zeep.helpers
 from lxml import etree
 from zeep.settings import Settings
 
-from connectors._entities import entity, parse_entities, project
+from connectors._entities import EntitySpec, entity, parse_entities, project
 from connectors._tls import is_tls_failure, tls_context
 from connectors.interface import (
     Connector,
@@ -168,27 +168,32 @@ class SoapConnector(Connector):
         return Health(self.name, self.kind, "ok", (time.perf_counter() - start) * 1000)
 
     async def discover(self, ctx: FetchContext | None = None) -> tuple[EntitySchema, ...]:
-        out = []
-        for spec in self.entities.values():
-            body = self._binding.get(spec.options["operation"]).output.body
-            node = body.type
-            for part in str(spec.options.get("result_path", "")).split("."):
-                if part:
-                    node = dict(node.elements)[part].type
-            elements = getattr(node, "elements", [])
-            if len(elements) == 1 and getattr(elements[0][1].type, "elements", None):
-                node = elements[0][1].type  # zeep unwraps a single-record reply the same way
-            props = {}
-            for fname, element in getattr(node, "elements", []):
-                if fname in spec.fields:
-                    props[fname] = {"type": _XSD_JSON.get(element.type.name or "", "string")}
-            schema = {
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "type": "object",
-                "properties": props,
-            }
-            out.append(EntitySchema(spec.name, spec.key, schema))
-        return tuple(out)
+        try:
+            return tuple(self._describe(spec) for spec in self.entities.values())
+        except (KeyError, AttributeError, TypeError, ValueError, zeep.exceptions.Error) as exc:
+            raise ConnectorConfigError(
+                "entity options do not match the WSDL", connector=self.name
+            ) from exc
+
+    def _describe(self, spec: EntitySpec) -> EntitySchema:
+        """The entity's reply record as JSON Schema, from the local WSDL's XSD types."""
+        node = self._binding.get(spec.options["operation"]).output.body.type
+        for part in str(spec.options.get("result_path", "")).split("."):
+            if part:
+                node = dict(node.elements)[part].type
+        elements = getattr(node, "elements", [])
+        if len(elements) == 1 and getattr(elements[0][1].type, "elements", None):
+            node = elements[0][1].type  # zeep unwraps a single-record reply the same way
+        props = {}
+        for fname, element in getattr(node, "elements", []):
+            if fname in spec.fields:
+                props[fname] = {"type": _XSD_JSON.get(element.type.name or "", "string")}
+        schema = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "properties": props,
+        }
+        return EntitySchema(spec.name, spec.key, schema)
 
     async def fetch(
         self, entity_name: str, key: str, fields: Sequence[str], ctx: FetchContext | None = None

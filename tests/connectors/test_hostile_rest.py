@@ -268,3 +268,14 @@ async def test_malformed_page_is_refused_whole(hostile_url: str, mode: str) -> N
     finally:
         await conn.aclose()
     assert err.value.code == "connector_bad_response"
+
+
+@pytest.mark.parametrize("mode", ["array", "html", "badjson"])
+async def test_hostile_openapi_document_is_bad_response(hostile_url: str, mode: str) -> None:
+    conn = build_connector(config(hostile_url, openapi_path=f"/rest/{mode}"))
+    try:
+        with pytest.raises(ConnectorError) as err:
+            await conn.discover()
+    finally:
+        await conn.aclose()
+    assert err.value.code == "connector_bad_response"

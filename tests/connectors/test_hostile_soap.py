@@ -186,3 +186,15 @@ async def test_network_wsdl_imports_are_refused(tmp_path: Any) -> None:
     with pytest.raises(ConnectorError) as err:
         build_connector(config("http://127.0.0.1:9", "good", wsdl=str(path)))
     assert err.value.code == "connector_config_invalid"
+
+
+async def test_result_path_not_in_the_wsdl_is_a_config_error_on_discover() -> None:
+    cfg = config("http://127.0.0.1:9", "good")
+    cfg["entities"]["tax_status"]["result_path"] = "NoSuchElement"
+    conn = build_connector(cfg)
+    try:
+        with pytest.raises(ConnectorError) as err:
+            await conn.discover()
+    finally:
+        await conn.aclose()
+    assert err.value.code == "connector_config_invalid"
