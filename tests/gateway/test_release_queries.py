@@ -55,6 +55,10 @@ def refused(code: str, obligations: Any, record: dict[str, Any] | None = None) -
 # --------------------------------------------------------------------------- verify_only
 
 
+def listing(fname: str, *predicates: str) -> dict[str, Any]:
+    return {fname: {"operation": "verify_only", "predicates": list(predicates)}}
+
+
 def test_verify_only_value_never_leaves_in_a_record_release() -> None:
     out = one({"birth_date": "verify_only", "given_name": "pass"})
     assert out == {"given_name": "Ada"}
@@ -71,7 +75,7 @@ def test_verify_only_value_never_leaves_in_a_record_release() -> None:
     ],
 )
 def test_age_predicates_answer_yes_or_no(predicate: str, answer: bool) -> None:
-    got = evaluate_predicate(PERSON, predicate, {"birth_date": "verify_only"}, ctx())
+    got = evaluate_predicate(PERSON, predicate, listing("birth_date", predicate), ctx())
     assert got is answer
 
 
@@ -90,16 +94,30 @@ def test_age_predicates_answer_yes_or_no(predicate: str, answer: bool) -> None:
     ],
 )
 def test_value_predicates_answer_yes_or_no(predicate: str, answer: bool) -> None:
-    obligations = {f: "verify_only" for f in ("address_city", "registered_at", "income")}
-    assert evaluate_predicate(PERSON, predicate, obligations, ctx()) is answer
+    fname = parse_predicate(predicate)[1]
+    assert evaluate_predicate(PERSON, predicate, listing(fname, predicate), ctx()) is answer
+
+
+def test_pass_fields_may_be_asked_anything() -> None:
+    assert evaluate_predicate(PERSON, "age_over(18)", {"birth_date": "pass"}, ctx()) is True
+
+
+@pytest.mark.parametrize(
+    "predicate", ['before(birth_date, "2008-06-01")', "age_over(17)", "exists(birth_date)"]
+)
+def test_verify_only_without_listed_predicates_answers_nothing(predicate: str) -> None:
+    # Open-ended questions would let a caller binary-search the exact birth date.
+    with pytest.raises(ReleaseError) as err:
+        evaluate_predicate(PERSON, predicate, {"birth_date": "verify_only"}, ctx())
+    assert err.value.code == "predicate_not_allowed"
 
 
 def test_age_predicate_uses_the_contexts_birth_date_field() -> None:
     rec = {"dob": "2000-01-01"}
     c = ctx(birth_date_field="dob")
-    assert evaluate_predicate(rec, "age_over(18)", {"dob": "verify_only"}, c) is True
+    assert evaluate_predicate(rec, "age_over(18)", listing("dob", "age_over(18)"), c) is True
     with pytest.raises(ReleaseError) as err:
-        evaluate_predicate(rec, "age_over(18)", {"birth_date": "verify_only"}, c)
+        evaluate_predicate(rec, "age_over(18)", listing("birth_date", "age_over(18)"), c)
     assert err.value.code == "predicate_not_allowed"
 
 
@@ -120,11 +138,10 @@ def test_only_listed_predicates_may_be_asked() -> None:
 
 def test_predicate_on_a_missing_value_is_undecidable_not_false() -> None:
     with pytest.raises(ReleaseError) as err:
-        evaluate_predicate({}, "age_over(18)", {"birth_date": "verify_only"}, ctx())
+        evaluate_predicate({}, "age_over(18)", listing("birth_date", "age_over(18)"), ctx())
     assert err.value.code == "predicate_undecidable"
-    assert (
-        evaluate_predicate({}, "exists(birth_date)", {"birth_date": "verify_only"}, ctx()) is False
-    )
+    ob = listing("birth_date", "exists(birth_date)")
+    assert evaluate_predicate({}, "exists(birth_date)", ob, ctx()) is False
 
 
 @pytest.mark.parametrize(
