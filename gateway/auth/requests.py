@@ -1,6 +1,6 @@
 """Department systems authenticate each exchange with a single-use request token.
 
-Profile (docs/request-token.md): JWS compact, header ``typ: accord-req+jwt``,
+Profile (docs/exchange.md): JWS compact, header ``typ: accord-req+jwt``,
 ``alg`` EdDSA or ES256, ``kid`` of a registered key of the ``iss`` department;
 claims ``iss``, ``sub`` (a registered system), ``aud`` (this gateway), ``iat``,
 ``exp`` (at most five minutes after ``iat``), ``jti`` (single use), ``htm``,
