@@ -92,9 +92,9 @@ def _write_locked(
             size += 1
         results.append(out)
     if entry_rows:
-        conn.execute(store.entries.insert(), entry_rows)
+        _insert(conn, store.entries, entry_rows)
         if node_rows:
-            conn.execute(store.nodes.insert(), node_rows)
+            _insert(conn, store.nodes, node_rows)
         upd = conn.execute(
             store.head.update()
             .where(store.head.c.id == 1, store.head.c.size == int(row.size))
@@ -103,6 +103,24 @@ def _write_locked(
         if upd.rowcount != 1:
             raise AuditUnavailable("the chain head moved while locked")
     return results
+
+
+def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows``; on PostgreSQL a batch goes through COPY (several times faster).
+
+    COPY runs on the same connection, inside the batch's transaction, so it commits
+    or rolls back with everything else; the append-only triggers do not fire on
+    INSERT or COPY.
+    """
+    if conn.dialect.name != "postgresql" or len(rows) < 16:
+        conn.execute(table.insert(), rows)
+        return
+    cols = [c.name for c in table.columns]
+    raw = conn.connection.driver_connection
+    stmt = f"COPY {table.name} ({', '.join(cols)}) FROM STDIN"
+    with raw.cursor() as cur, cur.copy(stmt) as copy:  # type: ignore[union-attr]
+        for r in rows:
+            copy.write_row([r[c] for c in cols])
 
 
 def write_batch(
@@ -174,6 +192,7 @@ class GroupCommitter:
             tuple[Sequence[Mapping[str, Any]], Future[list[Appended]]] | None
         ] = queue.SimpleQueue()
         self._closed = threading.Event()
+        self._last_callers = 1
         self._thread = threading.Thread(target=self._run, name=f"audit-writer-{node}", daemon=True)
         self._thread.start()
 
@@ -201,7 +220,11 @@ class GroupCommitter:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                if len(batch) < 2 or self._max_wait == 0:
+                # Wait a little for more only when callers are concurrent: the last
+                # batch had several of them, or several are already here.
+                if max(len(batch), self._last_callers) < 2 or self._max_wait == 0:
+                    break
+                if len(batch) >= self._last_callers and len(batch) >= 2:
                     break
                 if deadline is None:
                     deadline = time.monotonic() + self._max_wait
@@ -241,6 +264,7 @@ class GroupCommitter:
 
     def _commit(self, batch: Batch) -> None:
         live = [(e, f) for e, f in batch if f.set_running_or_notify_cancel()]
+        self._last_callers = max(1, len(live))
         if not live:
             return
         try:
