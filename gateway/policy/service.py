@@ -215,6 +215,7 @@ class PolicyService:
                 bundle.version,
                 files=sorted(bundle.files),
                 base_version=head.version,
+                note=note or None,
             )
         if self.opa_bin is None:
             return self._public(bundle.version)
@@ -432,7 +433,10 @@ class PolicyService:
             raise ChecksUnavailable(
                 "the automatic checks need the opa binary (ACCORD_OPA_BIN); nothing can be checked"
             )
-        return check_bundle(bundle, self.opa_bin)
+        try:
+            return check_bundle(bundle, self.opa_bin)
+        except OSError as exc:  # the configured binary is missing or not executable
+            raise ChecksUnavailable(f"cannot run {self.opa_bin}: {exc.strerror}") from exc
 
     def _public(self, version: str) -> PolicyVersionPublic:
         with Session(self.engine) as s:

@@ -101,6 +101,7 @@ def test_full_workflow_and_rollback(db_url: str, opa_bin: Path) -> None:
             ("rolled_back", hexv(shipped), ALICE),
         ]
         assert events[0]["detail"]["bootstrap"] is True
+        assert events[1]["detail"]["note"] == "suspend eligibility checks"
         assert events[3]["detail"]["proposer"] == ALICE
         assert events[4]["detail"]["previous_version"] == shipped
         assert events[5]["detail"]["from_version"] == proposed.version
@@ -174,6 +175,10 @@ def test_step_rules(sqlite_url: str, opa_bin: Path) -> None:
         with pytest.raises(PolicyStateConflict) as dup:
             unchecked.propose(suspend_bundle(), actor=BOB)
         assert dup.value.code == "policy_exists"
+        missing_binary = PolicyService(engine, audit=None, opa_bin=Path("/nonexistent/opa"))
+        with pytest.raises(AccordError) as broken:
+            missing_binary.check(draft.version, actor=ALICE)
+        assert broken.value.code == "policy_checks_unavailable"
         # The same store with the checks available: the draft can now be checked.
         checked = PolicyService(engine, audit=unchecked.audit, opa_bin=opa_bin).check(
             draft.version, actor=ALICE
