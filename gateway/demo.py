@@ -15,7 +15,7 @@ from typing import Any
 from gateway.agreements.signing import sign_agreement
 from gateway.agreements.terms import AgreementTerms
 from gateway.errors import NotFoundError
-from gateway.exchange.models import DatasetBindingCreate
+from gateway.exchange.models import ConsumerMappingCreate, DatasetBindingCreate
 from gateway.jose import public_jwk
 from gateway.registry.models import DepartmentCreate, KeyCreate, SystemCreate
 from gateway.services import Services, load_or_create_key
@@ -266,6 +266,18 @@ def seed_bindings(services: Services) -> list[str]:
             actor=ACTOR,
         )
         bound.append(f"{provider}/{dataset}")
+    spec = yaml.safe_load(
+        (EXAMPLES / "welfare_office" / "person.consumer.mapping.yaml").read_text("utf-8")
+    )
+    schema = json.loads(
+        (EXAMPLES / "welfare_office" / "person.consumer.schema.json").read_text("utf-8")
+    )
+    services.bindings.put_consumer_mapping(
+        "welfare-office",
+        ConsumerMappingCreate(name="welfare-client", mapping=spec, json_schema=schema),
+        actor=ACTOR,
+    )
+    bound.append("welfare-office:welfare-client (consumer schema)")
     return bound
 
 

@@ -264,6 +264,12 @@ class ExchangeService:
             if request.target_schema
             else None
         )
+        if target is not None and target.source_entity != binding.model:
+            raise ValidationFailed(
+                f"schema mapping {request.target_schema!r} reads {target.source_entity}, "
+                f"but this dataset is {binding.model}",
+                code="target_schema_mismatch",
+            )
         result, released = released_result(
             request=request,
             records=canonical,
@@ -534,7 +540,11 @@ async def _fetch(
 
         wanted = {str(parse_predicate(query.predicate)[1])}
     else:
-        wanted = set(decision.obligations)
+        wanted = {
+            name
+            for name, op in decision.obligations.items()
+            if op.get("operation") in ("pass", "mask", "generalise", "pseudonymise")
+        }
     wanted |= set(binding.mapping.required_targets)
     wanted &= set(binding.mapping.target_fields)
     source_fields = binding.mapping.required_source_fields(sorted(wanted)) if wanted else ()

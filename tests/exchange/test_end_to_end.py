@@ -21,7 +21,7 @@ import pytest
 import rfc8785
 from jwcrypto import jwk, jws
 
-from gateway.client import AccordClient, Denied, NotFound
+from gateway.client import AccordClient, Denied, InvalidRequest, NotFound
 from tests._support.gateway import Gateway
 from tests.exchange.conftest import subject_with
 
@@ -63,6 +63,38 @@ def test_record_over_rest_is_released_as_the_agreement_says(gateway: Gateway) ->
         == hashlib.sha256(rfc8785.dumps(answer.body["result"])).hexdigest()
     )
     assert claims["agreement"] == "welfare-person-lookup@1"
+
+
+def test_consumer_gets_records_in_its_own_schema(gateway: Gateway) -> None:
+    answer = gateway.client("welfare-office").exchange(
+        **PERSON,
+        query={"kind": "record", "subject": subject_with("civil")},
+        target_schema="welfare-client",
+    )
+    record = answer.records[0]
+    assert record["CLIENT_ID"].startswith("ps1_")  # still the pseudonym: mapping runs after release
+    assert record["SURNAME"] == record["SURNAME"].upper()
+    assert "BIRTH_DATE" not in record  # verify-only in the agreement: never released, never mapped
+    assert set(record) <= {
+        "CLIENT_ID",
+        "SURNAME",
+        "FORENAMES",
+        "CIVIL_STATE",
+        "ADDRESS_LINE",
+        "CITY",
+    }
+
+
+def test_consumer_schema_for_another_model_is_refused(gateway: Gateway) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        gateway.client("welfare-office").exchange(
+            agreement="welfare-tax-status",
+            dataset="tax-status",
+            purpose="benefit-eligibility",
+            query={"kind": "record", "subject": subject_with("civil")},
+            target_schema="welfare-client",
+        )
+    assert err.value.code == "target_schema_mismatch"
 
 
 def test_verify_only_answers_yes_or_no(gateway: Gateway) -> None:
