@@ -7,6 +7,7 @@ real audit log.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +241,47 @@ def test_bootstrap_refuses_a_failing_shipped_bundle(sqlite_url: str, opa_bin: Pa
             service.ensure_initial(bad_dir)
         assert service.active_version() is None
         assert policy_events(audit) == []
+
+
+def test_concurrent_activations_are_serialised(db_url: str, opa_bin: Path) -> None:
+    """Two officers activate different versions at the same moment from two nodes:
+    both steps happen one after the other, never interleaved."""
+    with policy_store(db_url, opa_bin) as (node_a, audit, engine):
+        shipped = node_a.ensure_initial(POLICY_DIR)
+        node_b = PolicyService(engine, audit=node_a.audit, opa_bin=None)
+        first, second = (
+            bundle_with({f"v{i}_test.rego": f"package v{i}_test\n\ntest_ok if true\n"})
+            for i in (1, 2)
+        )
+        for b in (first, second):
+            node_a.propose(b, actor=ALICE)
+            node_a.approve(b.version, actor=BOB)
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def activate(service: PolicyService, version: str) -> None:
+            barrier.wait()
+            try:
+                service.activate(version, actor=BOB)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=activate, args=(node_a, first.version)),
+            threading.Thread(target=activate, args=(node_b, second.version)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        history = node_a.history()
+        assert [h.action for h in history] == ["activate", "activate", "bootstrap"]
+        winner, loser = history[0].version, history[1].version
+        assert {winner, loser} == {first.version, second.version}
+        assert history[0].rollback_to == loser and history[1].rollback_to == shipped
+        assert node_a.active_version() == winner
+        assert [v.version for v in node_a.list(status="active")] == [winner]
+        assert node_a.get(loser).status == "retired"
+        activated = [e for e in policy_events(audit) if e["outcome"] == "activated"]
+        assert [e["detail"].get("previous_version") for e in activated[1:]] == [shipped, loser]
