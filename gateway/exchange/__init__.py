@@ -1,1 +1,1 @@
-"""The exchange: authenticate, resolve, decide, fetch, translate, release, audit, answer."""
+"""The exchange flow: one module per step, orchestrated by ``service.ExchangeService``."""

@@ -15,10 +15,17 @@ from typing import Any
 
 import jwt
 
-from gateway.errors import SignatureError
+from audit import AuditError, AuditLog
+from gateway.errors import NotFoundError, SignatureError
 from gateway.jose import PrivateKey, public_jwk
 
-__all__ = ["RECEIPT_TYPE", "receipt_claims", "sign_receipt", "verify_receipt"]
+__all__ = [
+    "RECEIPT_TYPE",
+    "rebuild_receipt",
+    "receipt_claims",
+    "sign_receipt",
+    "verify_receipt",
+]
 
 RECEIPT_TYPE = "accord-receipt+jwt"
 
@@ -73,3 +80,36 @@ def verify_receipt(token: str, jwks: Mapping[str, Any]) -> dict[str, Any]:
                 ) from exc
             return claims
     raise SignatureError("the receipt's key is not published", code="receipt_invalid")
+
+
+def rebuild_receipt(
+    audit_log: AuditLog, key: PrivateKey, *, issuer: str, exchange_id: str, department: str
+) -> dict[str, Any]:
+    """Re-sign the receipt of a released exchange from its entry; only for its consumer.
+
+    The proof is included once a signed checkpoint covers the entry, so the
+    consumer can show the exchange is in the log the auditors verify.
+    """
+    for stored in audit_log.entries_by_exchange(exchange_id):
+        doc = stored.doc()
+        if doc.get("event") != "exchange" or doc.get("outcome") != "released":
+            continue
+        if doc.get("consumer") != department:
+            break
+        receipt = sign_receipt(
+            key, receipt_claims(issuer=issuer, entry=doc, leaf_hash=stored.leaf_hash)
+        )
+        proof = None
+        try:
+            candidate = audit_log.inclusion_proof(stored.seq)
+            if candidate.checkpoint is not None:
+                proof = candidate.to_json()
+        except AuditError:
+            proof = None
+        return {
+            "exchange_id": exchange_id,
+            "receipt": receipt,
+            "seq": stored.seq,
+            "inclusion_proof": proof,
+        }
+    raise NotFoundError(f"no receipt for exchange {exchange_id!r}", code="unknown_exchange")

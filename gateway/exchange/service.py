@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import rfc8785
 import structlog
-from pydantic import ValidationError
 
 from audit import AuditError, AuditLog
 from connectors import ConnectorError, FetchContext
@@ -38,9 +38,11 @@ from gateway.errors import (
 )
 from gateway.exchange.bindings import BindingService, ResolvedBinding
 from gateway.exchange.counters import QuotaReservation, release_quota, reserve_quota
+from gateway.exchange.fetch_step import connector_fault, fetch_records
 from gateway.exchange.metrics import ExchangeMetrics
-from gateway.exchange.receipts import receipt_claims, sign_receipt
+from gateway.exchange.receipts import rebuild_receipt, receipt_claims, sign_receipt
 from gateway.exchange.release_step import released_result
+from gateway.exchange.request_step import labels_for, parse_request, requested_fields
 from gateway.exchange.schemas import ExchangeRequest
 from gateway.exchange.subjects import SubjectPseudonyms, subject_accesses
 from gateway.jose import PrivateKey
@@ -48,25 +50,9 @@ from gateway.policy.engine import Decision, PolicyDenied
 from gateway.policy.input import build_policy_input
 from gateway.registry.service import RegistryService
 
-__all__ = ["ConnectorFault", "ExchangeAnswer", "ExchangeService"]
+__all__ = ["ExchangeAnswer", "ExchangeService"]
 
 log = structlog.get_logger(__name__)
-
-
-class ConnectorFault(AccordError):
-    """The provider's system failed; nothing was released."""
-
-    status = 502
-    default_code = "connector_error"
-    title = "Provider system failed"
-
-
-class ConnectorTimeoutFault(ConnectorFault):
-    """The provider's system did not answer in time; nothing was released."""
-
-    status = 504
-    default_code = "connector_timeout"
-    title = "Provider system timed out"
 
 
 @dataclass
@@ -142,7 +128,7 @@ class ExchangeService:
         try:
             t = time.perf_counter()
             trace.caller = await self._authenticate(trace, token, method, path, body, now)
-            trace.request = _parse(body)
+            trace.request = parse_request(body)
             t = trace.stage("auth", t)
             trace.agreement = await asyncio.to_thread(self._resolve, trace.request)
             if trace.agreement is not None and trace.agreement.consumer == trace.caller.department:
@@ -197,8 +183,8 @@ class ExchangeService:
         assert request is not None
         dept = await asyncio.to_thread(self.registry.get_department, caller.department)
         terms = AgreementTerms(row.terms) if row is not None else None
-        labels = _labels_for(terms, request.dataset)
-        wanted = _requested_fields(request, terms)
+        labels = labels_for(terms, request.dataset)
+        wanted = requested_fields(request, terms)
         query = request.query
         policy_input = build_policy_input(
             caller_department=caller.department,
@@ -245,17 +231,19 @@ class ExchangeService:
             trace.subject = self.subjects.pseudonym(query.subject)
         t = time.perf_counter()
         try:
-            records = await _fetch(binding, request, decision, ctx, self.max_aggregate_records)
+            records = await fetch_records(
+                binding, request, decision, ctx, self.max_aggregate_records
+            )
             self.metrics.connector_up.labels(binding.provider, binding.dataset).set(1)
         except ConnectorError as exc:
             if exc.code != "not_found":
                 self.metrics.connector_up.labels(binding.provider, binding.dataset).set(0)
-            raise _connector_fault(exc) from exc
+            raise connector_fault(exc) from exc
         t = trace.stage("fetch", t)
         try:
             canonical = [binding.mapping.map(r, partial=True) for r in records]
         except ConnectorError as exc:
-            raise _connector_fault(exc) from exc
+            raise connector_fault(exc) from exc
         t = trace.stage("translate", t)
         target = (
             await asyncio.to_thread(
@@ -312,7 +300,7 @@ class ExchangeService:
                 code="audit_unavailable",
             ) from exc
         trace.stage("audit", t)
-        sealed = rfc8785_loads(appended.entry_bytes)
+        sealed = json.loads(appended.entry_bytes)
         receipt = sign_receipt(
             self.gateway_key,
             receipt_claims(issuer=self.gateway_id, entry=sealed, leaf_hash=appended.leaf_hash),
@@ -336,31 +324,14 @@ class ExchangeService:
     # -- receipts and the citizen's access log --------------------------------
 
     def receipt_for(self, exchange_id: str, department: str) -> dict[str, Any]:
-        """Rebuild the receipt from the audit entry (same bytes as first issued) with a proof."""
-        for stored in self.audit_log.entries_by_exchange(exchange_id):
-            doc = stored.doc()
-            if doc.get("event") != "exchange" or doc.get("outcome") != "released":
-                continue
-            if doc.get("consumer") != department:
-                break
-            receipt = sign_receipt(
-                self.gateway_key,
-                receipt_claims(issuer=self.gateway_id, entry=doc, leaf_hash=stored.leaf_hash),
-            )
-            proof = None
-            try:
-                candidate = self.audit_log.inclusion_proof(stored.seq)
-                if candidate.checkpoint is not None:
-                    proof = candidate.to_json()
-            except AuditError:
-                proof = None
-            return {
-                "exchange_id": exchange_id,
-                "receipt": receipt,
-                "seq": stored.seq,
-                "inclusion_proof": proof,
-            }
-        raise NotFoundError(f"no receipt for exchange {exchange_id!r}", code="unknown_exchange")
+        """The exchange's receipt, rebuilt from the log, with an inclusion proof if covered."""
+        return rebuild_receipt(
+            self.audit_log,
+            self.gateway_key,
+            issuer=self.gateway_id,
+            exchange_id=exchange_id,
+            department=department,
+        )
 
     def accesses(
         self, subject_key: str, *, caller: Caller, limit: int, offset: int
@@ -450,126 +421,3 @@ class ExchangeService:
                 refused=exc.code,
             )
             exc.extra.setdefault("audit", "unavailable")
-
-
-def rfc8785_loads(data: bytes) -> dict[str, Any]:
-    import json
-
-    doc: dict[str, Any] = json.loads(data)
-    return doc
-
-
-def _parse(body: bytes) -> ExchangeRequest:
-    try:
-        return ExchangeRequest.model_validate_json(body)
-    except ValidationError as exc:
-        errors = [
-            {"field": "/".join(str(p) for p in e["loc"]), "reason": e["msg"]}
-            for e in exc.errors()[:50]
-        ]
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise _Malformed(
-                "the request body is not valid JSON", extra={"errors": errors}
-            ) from exc
-        first = errors[0] if errors else {"field": "", "reason": "invalid"}
-        raise ValidationFailed(
-            f"{first['field']}: {first['reason']}",
-            code="validation_failed",
-            extra={"errors": errors},
-        ) from exc
-
-
-class _Malformed(ValidationFailed):
-    status = 400
-    default_code = "malformed_json"
-    title = "Malformed JSON"
-
-
-def _dataset_terms(terms: AgreementTerms | None, dataset: str) -> Mapping[str, Any] | None:
-    if terms is None:
-        return None
-    for ds in terms.doc.get("datasets", []):
-        if ds.get("id") == dataset:
-            return dict(ds)
-    return None
-
-
-def _requested_fields(request: ExchangeRequest, terms: AgreementTerms | None) -> list[str]:
-    """The fields the policy judges: named ones, the predicate's, or the agreement's."""
-    query = request.query
-    if query.kind == "verify":
-        from gateway.release import parse_predicate
-
-        return [str(parse_predicate(query.predicate)[1])]
-    if query.kind == "aggregate":
-        sums = [m[4:-1] for m in query.measures if m.startswith("sum(")]
-        return sorted(set(query.group_by) | set(sums))
-    return list(request.fields or _agreement_fields(terms, request.dataset) or ["*"])
-
-
-def _agreement_fields(terms: AgreementTerms | None, dataset: str) -> list[str]:
-    ds = _dataset_terms(terms, dataset)
-    return sorted(ds.get("fields", {})) if ds else []
-
-
-def _labels_for(terms: AgreementTerms | None, dataset: str) -> dict[str, Any]:
-    """Classification labels of the dataset's canonical model (unknown: unlabelled)."""
-    from connectors.mapping.canonical import classification_of
-
-    ds = _dataset_terms(terms, dataset)
-    if not ds or not ds.get("model"):
-        return {}
-    try:
-        return classification_of(str(ds["model"]))
-    except ConnectorError:
-        return {}
-
-
-async def _fetch(
-    binding: ResolvedBinding,
-    request: ExchangeRequest,
-    decision: Decision,
-    ctx: FetchContext,
-    max_records: int,
-) -> list[Mapping[str, Any]]:
-    query = request.query
-    if query.kind == "aggregate":
-        wanted = set(query.group_by) | {m[4:-1] for m in query.measures if m.startswith("sum(")}
-    elif query.kind == "verify":
-        from gateway.release import parse_predicate
-
-        wanted = {str(parse_predicate(query.predicate)[1])}
-    else:
-        wanted = {
-            name
-            for name, op in decision.obligations.items()
-            if op.get("operation") in ("pass", "mask", "generalise", "pseudonymise")
-        }
-    wanted |= set(binding.mapping.required_targets)
-    wanted &= set(binding.mapping.target_fields)
-    source_fields = binding.mapping.required_source_fields(sorted(wanted)) if wanted else ()
-    if query.kind != "aggregate":
-        got = await binding.connector.fetch(binding.entity, query.subject, source_fields, ctx)
-        return [got.record]
-    records: list[Mapping[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        page = await binding.connector.read(
-            binding.entity, source_fields, cursor=cursor, limit=500, ctx=ctx
-        )
-        records.extend(page.records)
-        if len(records) > max_records:
-            raise ValidationFailed(
-                f"aggregates are limited to {max_records} source records",
-                code="aggregate_too_large",
-            )
-        cursor = page.next_cursor
-        if cursor is None:
-            return records
-
-
-def _connector_fault(exc: ConnectorError) -> AccordError:
-    if exc.code == "not_found":
-        return NotFoundError("the provider holds no such record", code="subject_not_found")
-    kind = ConnectorTimeoutFault if exc.http_status == 504 else ConnectorFault
-    return kind(f"the provider's system failed: {exc.detail}", code=exc.code)

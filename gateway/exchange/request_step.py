@@ -1,0 +1,85 @@
+"""Steps 1–3 of an exchange on the request side: parse it, and say what the policy judges.
+
+The policy sees every field the request would release, each with its
+classification label from the canonical model the agreement's dataset names;
+a field the model does not label is passed unlabelled, which the policy reads
+as the highest level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from connectors import ConnectorError
+from connectors.mapping.canonical import classification_of
+from gateway.agreements.terms import AgreementTerms
+from gateway.errors import ValidationFailed
+from gateway.exchange.schemas import ExchangeRequest
+from gateway.release import parse_predicate
+
+__all__ = ["MalformedJSON", "labels_for", "parse_request", "requested_fields"]
+
+
+class MalformedJSON(ValidationFailed):
+    status = 400
+    default_code = "malformed_json"
+    title = "Malformed JSON"
+
+
+def parse_request(body: bytes) -> ExchangeRequest:
+    try:
+        return ExchangeRequest.model_validate_json(body)
+    except ValidationError as exc:
+        errors = [
+            {"field": "/".join(str(p) for p in e["loc"]), "reason": e["msg"]}
+            for e in exc.errors()[:50]
+        ]
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise MalformedJSON(
+                "the request body is not valid JSON", extra={"errors": errors}
+            ) from exc
+        first = errors[0] if errors else {"field": "", "reason": "invalid"}
+        raise ValidationFailed(
+            f"{first['field']}: {first['reason']}",
+            code="validation_failed",
+            extra={"errors": errors},
+        ) from exc
+
+
+def _dataset_terms(terms: AgreementTerms | None, dataset: str) -> Mapping[str, Any] | None:
+    if terms is None:
+        return None
+    for ds in terms.doc.get("datasets", []):
+        if ds.get("id") == dataset:
+            return dict(ds)
+    return None
+
+
+def requested_fields(request: ExchangeRequest, terms: AgreementTerms | None) -> list[str]:
+    """The fields the policy judges: named ones, the predicate's, or the agreement's."""
+    query = request.query
+    if query.kind == "verify":
+        return [str(parse_predicate(query.predicate)[1])]
+    if query.kind == "aggregate":
+        sums = [m[4:-1] for m in query.measures if m.startswith("sum(")]
+        return sorted(set(query.group_by) | set(sums))
+    return list(request.fields or _agreement_fields(terms, request.dataset) or ["*"])
+
+
+def _agreement_fields(terms: AgreementTerms | None, dataset: str) -> list[str]:
+    ds = _dataset_terms(terms, dataset)
+    return sorted(ds.get("fields", {})) if ds else []
+
+
+def labels_for(terms: AgreementTerms | None, dataset: str) -> dict[str, Any]:
+    """Classification labels of the dataset's canonical model (unknown: unlabelled)."""
+    ds = _dataset_terms(terms, dataset)
+    if not ds or not ds.get("model"):
+        return {}
+    try:
+        return classification_of(str(ds["model"]))
+    except ConnectorError:
+        return {}
