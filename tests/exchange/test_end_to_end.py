@@ -242,3 +242,36 @@ def test_metrics_and_readiness(gateway: Gateway) -> None:
     text = httpx.get(gateway.url + "/metrics").text
     assert 'accord_exchanges_total{consumer="welfare-office"' in text
     assert 'accord_exchange_stage_seconds_bucket{le="0.005",stage="decide"}' in text
+
+
+def test_curl_path_with_a_token_from_the_cli(embedded_gateway: Gateway, tmp_path: Path) -> None:
+    gw = embedded_gateway
+    body = json.dumps({**PERSON, "query": {"kind": "record", "subject": subject_with("civil")}})
+    (tmp_path / "req.json").write_text(body)
+    token = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli.main",
+            "token",
+            "request",
+            "--department",
+            "welfare-office",
+            "--system",
+            "benefits-app",
+            "--key",
+            str(gw.data_dir / "demo-keys" / "welfare-office.pem"),
+            "--body",
+            str(tmp_path / "req.json"),
+        ],
+        env={**gw.env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    first = httpx.post(gw.url + "/v1/exchanges", content=body, headers=headers)
+    assert first.status_code == 200, first.text
+    assert first.json()["result"]["records"][0]["given_name"]
+    again = httpx.post(gw.url + "/v1/exchanges", content=body, headers=headers)
+    assert again.status_code == 401 and again.json()["code"] == "token_replayed"
