@@ -82,6 +82,7 @@ def token_request(
     body: Annotated[Path | None, typer.Option(help="The exact request body file")] = None,
     method: Annotated[str, typer.Option()] = "POST",
     path: Annotated[str, typer.Option()] = "/v1/exchanges",
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds (at most 300)")] = 60,
 ) -> None:
     """Sign a request token good for exactly one request (method, path and body)."""
     from gateway.auth.requests import sign_request_token
@@ -96,6 +97,7 @@ def token_request(
             method=method,
             path=path,
             body=body.read_bytes() if body is not None else b"",
+            lifetime_s=ttl,
         )
     )
 
@@ -135,15 +137,17 @@ def demo(
     from gateway.demo import seed, usage_examples
 
     cfg = settings()
-    with launch(data_dir=Path(cfg.data_dir) / "departments") as departments:
+    with launch(data_dir=(cfg.data_dir / "departments").resolve()) as departments:
         os.environ.update(departments.env)
         services = open_services()
-        summary = seed(services)
-        services.close()
+        try:
+            summary = seed(services)
+        finally:
+            services.close()
         console.print_json(json.dumps(summary))
         base_url = f"http://{host}:{port}"
         console.print(f"[green]Accord demo[/green] on {base_url}  (API docs: /docs)")
-        console.print(usage_examples(cfg, base_url), markup=False, highlight=False)
+        console.print(usage_examples(cfg, base_url), markup=False, highlight=False, soft_wrap=True)
         serve(host=host, port=port, workers=1)
 
 
