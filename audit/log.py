@@ -28,7 +28,14 @@ from audit.appender import GroupCommitter, append_in
 from audit.checkpoint import Checkpoint, parse_checkpoint, sign_checkpoint, verify_cosignatures
 from audit.entry import format_ts, verify_entry_fields
 from audit.errors import AuditError, AuditUnavailable, NotFound
-from audit.merkle import consistency_proof, inclusion_proof
+from audit.merkle import (
+    consistency_proof,
+    consistency_ranges,
+    inclusion_proof,
+    inclusion_ranges,
+    range_nodes,
+    root_at,
+)
 from audit.note import NoteSigner, NoteVerifier, parse_note
 from audit.records import Appended, ConsistencyProof, Head, InclusionProof, LogEntry
 from audit.verify import VerifyReport
@@ -36,6 +43,11 @@ from audit.verify import VerifyReport
 __all__ = ["AuditLog"]
 
 log = logging.getLogger("audit.log")
+
+
+def _needed(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Every stored subtree the leaf ranges need (the last leaf of [0, seq+1) is the leaf)."""
+    return sorted({n for a, b in ranges if a < b for n in range_nodes(a, b)})
 
 
 class AuditLog:
@@ -279,14 +291,15 @@ class AuditLog:
                 tree_size = int(latest) if latest is not None and int(latest) > seq else h.size
             if not 0 <= seq < tree_size <= h.size:
                 raise NotFound(f"no entry {seq} in a tree of {tree_size} (log size {h.size})")
-            path = inclusion_proof(seq, tree_size, lambda w: reads.fetch_nodes(conn, w))
-            leaf = reads.fetch_nodes(conn, [(0, seq)])[(0, seq)]
+            nodes = reads.NodeReader(conn)
+            nodes(_needed([(0, seq + 1), *inclusion_ranges(seq, tree_size), (0, tree_size)]))
+            path = inclusion_proof(seq, tree_size, nodes)
             return InclusionProof(
                 seq=seq,
                 tree_size=tree_size,
-                leaf_hash=leaf,
+                leaf_hash=nodes([(0, seq)])[(0, seq)],
                 hashes=tuple(path),
-                root=reads.root_of(conn, tree_size),
+                root=h.root if tree_size == h.size else root_at(tree_size, nodes),
                 checkpoint=self._covering_checkpoint(conn, tree_size),
             )
 
@@ -296,13 +309,15 @@ class AuditLog:
             h = reads.read_head(conn)
             if not 0 <= old_size <= new_size <= h.size:
                 raise NotFound(f"no consistency proof {old_size} -> {new_size} (size {h.size})")
-            path = consistency_proof(old_size, new_size, lambda w: reads.fetch_nodes(conn, w))
+            nodes = reads.NodeReader(conn)
+            ranges = consistency_ranges(old_size, new_size)
+            nodes(_needed([*ranges, (0, old_size), (0, new_size)]))
             return ConsistencyProof(
                 old_size=old_size,
                 new_size=new_size,
-                old_root=reads.root_of(conn, old_size),
-                new_root=reads.root_of(conn, new_size),
-                hashes=tuple(path),
+                old_root=root_at(old_size, nodes),
+                new_root=h.root if new_size == h.size else root_at(new_size, nodes),
+                hashes=tuple(consistency_proof(old_size, new_size, nodes)),
             )
 
     # -- lookups --------------------------------------------------------------

@@ -19,6 +19,7 @@ from audit.merkle import CompactRange, root_at
 from audit.records import Head, LogEntry
 
 __all__ = [
+    "NodeReader",
     "as_bytes",
     "checkpoint_rows",
     "cosignature_lines",
@@ -93,12 +94,63 @@ def fetch_nodes(
         for seq, h in conn.execute(q):
             out[(0, int(seq))] = as_bytes(h)
     if inner:
-        q2 = sa.select(store.nodes.c.level, store.nodes.c.idx, store.nodes.c.hash).where(
-            sa.tuple_(store.nodes.c.level, store.nodes.c.idx).in_(inner)
-        )
-        for level, idx, h in conn.execute(q2):
-            out[(int(level), int(idx))] = as_bytes(h)
+        _fetch_inner(conn, inner, out)
     return out
+
+
+_MAX_TERMS = 64
+
+
+def _fetch_inner(
+    conn: Connection, inner: Sequence[tuple[int, int]], out: dict[tuple[int, int], bytes]
+) -> None:
+    """Interior nodes by primary key: one range scan per dense level, point lookups else.
+
+    The point lookups are OR-ed in plain SQL (building the expression tree costs more
+    than the query) and sent in groups small enough for SQLite's expression limit.
+    """
+    by_level: dict[int, list[int]] = {}
+    for level, idx in inner:
+        by_level.setdefault(level, []).append(idx)
+    points: list[tuple[int, int]] = []
+    for level, idxs in by_level.items():
+        if len(idxs) <= 8:
+            points.extend((level, i) for i in idxs)
+            continue
+        wanted = set(idxs)
+        q = sa.select(store.nodes.c.idx, store.nodes.c.hash).where(
+            store.nodes.c.level == level, store.nodes.c.idx.between(min(idxs), max(idxs))
+        )
+        for idx, h in conn.execute(q):
+            if int(idx) in wanted:
+                out[(level, int(idx))] = as_bytes(h)
+    for at in range(0, len(points), _MAX_TERMS):
+        part = points[at : at + _MAX_TERMS]
+        terms = " OR ".join(f"(level = :l{i} AND idx = :x{i})" for i in range(len(part)))
+        params: dict[str, int] = {}
+        for i, (level, idx) in enumerate(part):
+            params[f"l{i}"], params[f"x{i}"] = level, idx
+        q2 = sa.text(f"SELECT level, idx, hash FROM audit_nodes WHERE {terms}")  # noqa: S608
+        for level, idx, h in conn.execute(q2, params):
+            out[(int(level), int(idx))] = as_bytes(h)
+
+
+class NodeReader:
+    """A node fetcher for one connection that remembers what it read.
+
+    Prefetch every node a request needs with one call, then hand the reader to
+    ``merkle``: the proof and the root it is checked against cost one query each.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.known: dict[tuple[int, int], bytes] = {}
+
+    def __call__(self, wanted: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        missing = [n for n in wanted if n not in self.known]
+        if missing:
+            self.known.update(fetch_nodes(self.conn, missing))
+        return {n: self.known[n] for n in wanted if n in self.known}
 
 
 def root_of(conn: Connection, size: int) -> bytes:

@@ -388,3 +388,20 @@ def test_postgres_tampering_is_found(pg_url: str, make_log) -> None:  # type: ig
     with log.engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM audit_entries WHERE seq >= 5"))
     names(log.verify(), 5, "truncated")
+
+
+def test_large_log_node_checks_run_in_pages(sqlite_url: str, make_log) -> None:  # type: ignore[no-untyped-def]
+    """More entries than one verification page: every page of tree nodes is compared."""
+    log = make_log(sqlite_url)
+    for b in range(10):
+        log.append_many([entry(b * 500 + i) for i in range(500)])
+    log.checkpoint()
+    assert log.verify().ok
+    p = log.inclusion_proof(4321)
+    p.verify()
+    with log.engine.begin() as conn:
+        conn.execute(sa.text("DROP TRIGGER audit_nodes_no_update"))
+        conn.execute(
+            sa.text("UPDATE audit_nodes SET hash = zeroblob(32) WHERE level=1 AND idx=2100")
+        )
+    names(log.verify(), 4200, "tree_node_changed")
