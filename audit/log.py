@@ -64,12 +64,15 @@ class AuditLog:
         checkpoint_every: int = 1000,
         checkpoint_interval_s: float = 60.0,
         witnesses: Sequence[NoteVerifier] = (),
+        witness_urls: Sequence[str] = (),
         timeout_s: float = 30.0,
     ) -> None:
         self.engine = engine
         self.node = node
         self.signer = signer
         self.witnesses = list(witnesses)
+        self.witness_urls = list(witness_urls)
+        self._witnessing: threading.Thread | None = None
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval_s = checkpoint_interval_s
         self.timeout_s = timeout_s
@@ -159,7 +162,7 @@ class AuditLog:
         if self._last_cp_size < 0:
             self._last_cp_size = self._stored_checkpoint_size()
         if size - self._last_cp_size >= self.checkpoint_every:
-            self.checkpoint()
+            self._auto_checkpoint()
 
     def _on_idle(self) -> None:
         if self.signer is None or self.checkpoint_interval_s <= 0:
@@ -170,7 +173,23 @@ class AuditLog:
         with self.engine.connect() as conn:
             size = reads.read_head(conn).size
         if size > max(self._last_cp_size, self._stored_checkpoint_size()):
-            self.checkpoint()
+            self._auto_checkpoint()
+
+    def _auto_checkpoint(self) -> None:
+        """A cadence checkpoint, then (off the writer thread) a round of witnesses."""
+        self.checkpoint()
+        if not self.witness_urls or (self._witnessing and self._witnessing.is_alive()):
+            return
+
+        def send() -> None:
+            try:
+                for url, result in self.send_to_witnesses(self.witness_urls).items():
+                    log.info("witness %s: %s", url, result)
+            except Exception:
+                log.exception("sending the checkpoint to witnesses failed")
+
+        self._witnessing = threading.Thread(target=send, name="audit-witness", daemon=True)
+        self._witnessing.start()
 
     def _stored_checkpoint_size(self) -> int:
         with self.engine.connect() as conn:

@@ -190,3 +190,21 @@ def test_accord_audit_witness_command_serves_cosignatures(
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_cadence_checkpoints_are_sent_to_configured_witnesses(
+    sqlite_url: str, make_log: LogFactory, witness_url: str
+) -> None:
+    log = make_log(
+        sqlite_url,
+        witnesses=[witness_cosigner().verifier()],
+        witness_urls=[witness_url],
+        checkpoint_every=5,
+    )
+    for i in range(5):
+        log.append(entry(i))
+    deadline = time.monotonic() + 30
+    while "witness.test/w1" not in (log.latest_checkpoint() or ""):
+        assert time.monotonic() < deadline, "the witness never cosigned"
+        time.sleep(0.05)
+    assert (log.latest_checkpoint() or "").split("\n")[1] == "5"
