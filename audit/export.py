@@ -228,14 +228,25 @@ _RUN = 4096
 
 
 def _read_run(f: BinaryIO, count: int, limit: int) -> list[bytes] | None:
-    """``count`` whole lines (newlines stripped), or None if any is cut short or too long."""
-    out = []
-    for _ in range(count):
-        line = f.readline(limit)
-        if not line.endswith(b"\n"):
-            return None
-        out.append(line[:-1])
-    return out
+    """``count`` whole lines (newlines stripped) read in bulk, or None (file position
+    unchanged) if the file ends first or a line is longer than ``limit``."""
+    start = f.tell()
+    size = count * 512
+    while True:
+        buf = f.read(size)
+        parts = buf.split(b"\n", count)
+        if len(parts) > count:
+            lines = parts[:count]
+            if lines and max(map(len, lines)) + 1 > limit:
+                break
+            f.seek(start + len(buf) - len(parts[count]))
+            return lines
+        if len(buf) < size or size >= count * limit:
+            break
+        f.seek(start)
+        size *= 4
+    f.seek(start)
+    return None
 
 
 def _feed_lines(d: Path, v: ChainVerifier, end: int) -> None:
