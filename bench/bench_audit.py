@@ -42,8 +42,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from audit import AuditLog, NoteSigner, engine_for, verify_export  # noqa: E402
-from audit import store  # noqa: E402
+from audit import AuditLog, NoteSigner, engine_for, store, verify_export  # noqa: E402
 from audit.checkpoint import Checkpoint, sign_checkpoint  # noqa: E402
 from audit.entry import ZERO_CHAIN, chain_hash, seal  # noqa: E402
 from audit.merkle import CompactRange, leaf_hash, verify_consistency, verify_inclusion  # noqa: E402
@@ -184,6 +183,7 @@ def bench_raw_insert(url: str, batch: int, budget_s: float, cap: int) -> tuple[i
 
 def section_append(kinds: list[str], pg: str | None, tmp: Path, budget: float) -> None:
     print("\n== append: audit log vs plain INSERT of the same bytes ==")
+    print("   (target: >= 10,000 entries/s on PostgreSQL with batching)")
     print(f"{'store':<11}{'batch':>9}{'audit':>16}{'plain insert':>16}{'audit/plain':>13}")
     for kind in kinds:
         for batch in (1, 10, 100, 1000):
@@ -261,6 +261,7 @@ def _best(fn: Callable[[], Any], reps: int = 3) -> float:
 
 def section_verify(tmp: Path, n: int) -> None:
     print(f"\n== verify an export of {n:,} entries vs raw hashlib on the same bytes ==")
+    print("   (target: >= 0.50x the hashlib rate; verifying costs 3 SHA-256 an entry, hashlib 1)")
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     signer = NoteSigner("bench.local/audit", Ed25519PrivateKey.generate())
@@ -290,7 +291,8 @@ def section_verify(tmp: Path, n: int) -> None:
 
     def run(full: bool) -> None:
         r = verify_export(tmp / "export", log_key=key, witness_keys=[], full=full)
-        assert r.ok and r.size == n, r.to_json()
+        if not r.ok or r.size != n:
+            raise RuntimeError(f"the benchmark bundle did not verify: {r.to_json()}")
 
     t_hashes = _best(lambda: run(False))
     t_full = _best(lambda: run(True), reps=1)
@@ -319,7 +321,7 @@ def minimal(i: int) -> bytes:
 
 
 def section_proofs(tmp: Path, sizes: list[int], probes: int) -> None:
-    print("\n== proofs (SQLite; tree bulk-built) ==")
+    print("\n== proofs (SQLite; tree bulk-built; target: < 10 ms at 10^6) ==")
     print(
         f"{'entries':>10}{'build':>10}{'inclusion':>14}{'consistency':>14}"
         f"{'client verify':>16}{'serve/verify':>14}"
