@@ -85,3 +85,11 @@ def make_log() -> Iterator[LogFactory]:
     for log in made:
         log.close()
         log.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One honest 40-entry log with witnessed checkpoints and its export (tamper suites)."""
+    from tests.audit.tamper_support import build_base
+
+    return build_base(tmp_path_factory)
