@@ -162,4 +162,5 @@ def _build_audit_log(engine: Engine, settings: Settings, log_key: PrivateKey) ->
         checkpoint_every=settings.checkpoint_every,
         checkpoint_interval_s=settings.checkpoint_interval_s,
         witnesses=[NoteVerifier.from_vkey(v) for v in settings.witness_vkeys],
+        witness_urls=settings.witness_urls,
     )
