@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from gateway.db import make_engine, upgrade
 from gateway.errors import ServiceUnavailableError
 from gateway.exchange.bindings import BindingService
 from gateway.exchange.counters import ReplayCache
+from gateway.exchange.decision_log import DecisionLogWriter
 from gateway.exchange.metrics import ExchangeMetrics
 from gateway.exchange.service import ExchangeService
 from gateway.jose import (
@@ -66,6 +68,7 @@ class Services:
     metrics: ExchangeMetrics
     extras: dict[str, Any] = field(default_factory=dict)
     policy_runtime: PolicyRuntime | None = None
+    decision_log: DecisionLogWriter | None = None
     _exchange: ExchangeService | None = None
 
     @property
@@ -79,17 +82,19 @@ class Services:
         if self._exchange is not None:
             return
         self.policy_runtime = await PolicyRuntime.open(self.settings, self.policy)
+        self.decision_log = DecisionLogWriter(self.engine, clock=self.policy.clock)
         self._exchange = ExchangeService(
             gateway_id=self.settings.gateway_id,
             registry=self.registry,
             agreements=self.agreements,
             bindings=self.bindings,
             policy=self.policy_runtime,
-            policy_store=self.policy,
+            decision_log=self.decision_log,
             audit_log=self.audit_log,
             verifier=RequestTokenVerifier(
                 self.registry, audience=self.settings.gateway_id, replay=self.replay
             ),
+            replay=self.replay,
             gateway_key=self.gateway_key,
             pseudonym_secret=self.settings.pseudonym_secret.get_secret_value().encode(),
             metrics=self.metrics,
@@ -98,6 +103,9 @@ class Services:
 
     async def stop(self) -> None:
         await self.bindings.close()
+        if self.decision_log is not None:
+            await asyncio.to_thread(self.decision_log.close)
+            self.decision_log = None
         if self.policy_runtime is not None:
             await self.policy_runtime.close()
             self.policy_runtime = None

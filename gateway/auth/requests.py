@@ -52,6 +52,7 @@ class Caller:
     kid: str
     jti: str
     capabilities: frozenset[str]
+    replay_until: datetime
 
     @property
     def actor(self) -> str:
@@ -96,8 +97,22 @@ class RequestTokenVerifier:
         self.audience = audience
         self.replay = replay
 
-    def verify(self, token: str, *, method: str, path: str, body: bytes, now: datetime) -> Caller:
-        """Raise ``AuthError`` with a precise code unless the token is good for this request."""
+    def verify(
+        self,
+        token: str,
+        *,
+        method: str,
+        path: str,
+        body: bytes,
+        now: datetime,
+        defer_replay: bool = False,
+    ) -> Caller:
+        """Raise ``AuthError`` with a precise code unless the token is good for this request.
+
+        With ``defer_replay`` the caller must itself record ``(iss, jti)`` until
+        ``Caller.replay_until`` before acting on the request (the exchange does
+        it in the same transaction that reserves its quota).
+        """
         try:
             header = jwt.get_unverified_header(token)
             unverified: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
@@ -117,8 +132,11 @@ class RequestTokenVerifier:
         iss = unverified.get("iss")
         if not isinstance(iss, str):
             raise AuthError("token lacks iss", code="invalid_token")
+        sub = unverified.get("sub")
         try:
-            key, key_alg = self.registry.verification_key(kid, department=iss, now=now)
+            key, key_alg, system = self.registry.caller(
+                kid, department=iss, system=str(sub), now=now
+            )
         except AccordError as exc:
             raise AuthError(exc.detail, code=exc.code) from exc
         if key_alg != alg:
@@ -159,17 +177,18 @@ class RequestTokenVerifier:
         jti = claims["jti"]
         if not isinstance(jti, str) or not 8 <= len(jti) <= 128:
             raise AuthError("jti must be a string of 8 to 128 characters", code="invalid_token")
-        try:
-            system = self.registry.get_system(iss, str(claims["sub"]))
-        except AccordError as exc:
-            raise AuthError(exc.detail, code="unknown_system") from exc
-        self.replay(iss, jti, datetime.fromtimestamp(exp + LEEWAY_S, UTC))
+        if system is None:
+            raise AuthError(f"unknown system {sub!r} of {iss!r}", code="unknown_system")
+        expires = datetime.fromtimestamp(exp + LEEWAY_S, UTC)
+        if not defer_replay:
+            self.replay(iss, jti, expires)
         return Caller(
             department=iss,
             system=system.system_id,
             kid=kid,
             jti=jti,
             capabilities=frozenset(system.capabilities),
+            replay_until=expires,
         )
 
     def _decode_at(self, token: str, key: Any, alg: str, now: datetime) -> dict[str, Any]:

@@ -47,6 +47,35 @@ class ReplayCache:
         if self._seen % self._purge_every == 0:
             self.purge(expires_at - timedelta(minutes=10))
 
+    def claim(
+        self, iss: str, jti: str, until: datetime, agreement_id: str | None, now: datetime
+    ) -> QuotaReservation | None:
+        """Record the jti and reserve the quota in one transaction (one commit per exchange).
+
+        Raises ``AuthError(token_replayed)`` when the jti was used before; then
+        nothing is reserved.
+        """
+        usage = Usage(now)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(_JTI.insert().values(iss=iss, jti=jti, expires_at=until))
+                if agreement_id is None:
+                    reservation = None
+                else:
+                    minute = _bump(conn, agreement_id, usage.minute, 1)
+                    day = _bump(conn, agreement_id, usage.day, 1)
+                    reservation = QuotaReservation(agreement_id, usage, minute, day)
+        except IntegrityError as exc:
+            raise AuthError("this request token was already used", code="token_replayed") from exc
+        except SQLAlchemyError as exc:
+            raise ServiceUnavailableError(
+                "the replay cache and quota counters are unavailable", code="store_unavailable"
+            ) from exc
+        self._seen += 1
+        if self._seen % self._purge_every == 0:
+            self.purge(until - timedelta(minutes=10))
+        return reservation
+
     def purge(self, before: datetime) -> int:
         """Forget jtis whose tokens expired before ``before`` (they fail on time anyway)."""
         with self.engine.begin() as conn:

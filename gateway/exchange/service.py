@@ -37,7 +37,8 @@ from gateway.errors import (
     ValidationFailed,
 )
 from gateway.exchange.bindings import BindingService, ResolvedBinding
-from gateway.exchange.counters import QuotaReservation, release_quota, reserve_quota
+from gateway.exchange.counters import QuotaReservation, ReplayCache, release_quota
+from gateway.exchange.decision_log import DecisionLogWriter
 from gateway.exchange.fetch_step import connector_fault, fetch_records
 from gateway.exchange.metrics import ExchangeMetrics
 from gateway.exchange.receipts import rebuild_receipt, receipt_claims, sign_receipt
@@ -48,6 +49,7 @@ from gateway.exchange.subjects import SubjectPseudonyms, subject_accesses
 from gateway.jose import PrivateKey
 from gateway.policy.engine import Decision, PolicyDenied
 from gateway.policy.input import build_policy_input
+from gateway.registry.models import Department
 from gateway.registry.service import RegistryService
 
 __all__ = ["ExchangeAnswer", "ExchangeService"]
@@ -90,9 +92,10 @@ class ExchangeService:
         agreements: AgreementService,
         bindings: BindingService,
         policy: Any,
-        policy_store: Any,
+        decision_log: DecisionLogWriter | None,
         audit_log: AuditLog,
         verifier: RequestTokenVerifier,
+        replay: ReplayCache,
         gateway_key: PrivateKey,
         pseudonym_secret: bytes,
         metrics: ExchangeMetrics,
@@ -105,9 +108,10 @@ class ExchangeService:
         self.agreements = agreements
         self.bindings = bindings
         self.policy = policy
-        self.policy_store = policy_store
+        self.decision_log = decision_log
         self.audit_log = audit_log
         self.verifier = verifier
+        self.replay = replay
         self.gateway_key = gateway_key
         self.pseudonym_secret = pseudonym_secret
         self.subjects = SubjectPseudonyms(pseudonym_secret)
@@ -128,14 +132,16 @@ class ExchangeService:
         try:
             t = time.perf_counter()
             trace.caller = await self._authenticate(trace, token, method, path, body, now)
-            trace.request = parse_request(body)
+            try:
+                trace.request = parse_request(body)
+            except AccordError:
+                await asyncio.to_thread(self._claim, trace.caller, None, now)  # still single use
+                raise
             t = trace.stage("auth", t)
-            trace.agreement = await asyncio.to_thread(self._resolve, trace.request)
-            if trace.agreement is not None and trace.agreement.consumer == trace.caller.department:
-                reservation = await asyncio.to_thread(
-                    reserve_quota, self.agreements.engine, trace.agreement.agreement_id, now
-                )
-            decision = await self._decide(trace, reservation, now)
+            trace.agreement, department, reservation = await asyncio.to_thread(
+                self._prepare, trace.caller, trace.request, now
+            )
+            decision = await self._decide(trace, department, reservation, now)
             trace.decision = decision
             t = trace.stage("decide", t)
             decision.verify_allowed()
@@ -164,24 +170,53 @@ class ExchangeService:
         if not token:
             raise AuthError("a request token is required", code="missing_token")
         caller = await asyncio.to_thread(
-            self.verifier.verify, token, method=method, path=path, body=body, now=now
+            self.verifier.verify,
+            token,
+            method=method,
+            path=path,
+            body=body,
+            now=now,
+            defer_replay=True,
         )
         structlog.contextvars.bind_contextvars(consumer=caller.department)
         return caller
 
-    def _resolve(self, request: ExchangeRequest) -> Agreement | None:
+    def _claim(
+        self, caller: Caller, agreement: Agreement | None, now: datetime
+    ) -> QuotaReservation | None:
+        """Spend the token's jti and, for the agreement's consumer, reserve its quota."""
+        counts = agreement is not None and agreement.consumer == caller.department
+        return self.replay.claim(
+            caller.department,
+            caller.jti,
+            caller.replay_until,
+            agreement.agreement_id if agreement is not None and counts else None,
+            now,
+        )
+
+    def _prepare(
+        self, caller: Caller, request: ExchangeRequest, now: datetime
+    ) -> tuple[Agreement | None, Department, QuotaReservation | None]:
+        """One trip to the store: the agreement, the caller's department, the claim."""
         try:
-            return self.agreements.get(request.agreement, request.agreement_version)
+            agreement: Agreement | None = self.agreements.get(
+                request.agreement, request.agreement_version
+            )
         except NotFoundError:
-            return None
+            agreement = None
+        department = self.registry.get_department(caller.department)
+        return agreement, department, self._claim(caller, agreement, now)
 
     async def _decide(
-        self, trace: _Trace, reservation: QuotaReservation | None, now: datetime
+        self,
+        trace: _Trace,
+        dept: Department,
+        reservation: QuotaReservation | None,
+        now: datetime,
     ) -> Decision:
         caller, request, row = trace.caller, trace.request, trace.agreement
         assert caller is not None
         assert request is not None
-        dept = await asyncio.to_thread(self.registry.get_department, caller.department)
         terms = AgreementTerms(row.terms) if row is not None else None
         labels = labels_for(terms, request.dataset)
         wanted = requested_fields(request, terms)
@@ -204,16 +239,10 @@ class ExchangeService:
             scheme_name=self.registry.scheme.name,
         )
         decision: Decision = await self.policy.decide(policy_input)
-        if self.policy_store is not None:
-            try:
-                await asyncio.to_thread(
-                    self.policy_store.record_decision,
-                    exchange_id=trace.exchange_id,
-                    policy_input=policy_input,
-                    decision=decision,
-                )
-            except Exception:  # the decision log feeds dry-runs; it never blocks an exchange
-                log.warning("decision_log_failed", exc_info=True)
+        if self.decision_log is not None:
+            self.decision_log.record(
+                exchange_id=trace.exchange_id, policy_input=policy_input, decision=decision
+            )
         return decision
 
     async def _produce(

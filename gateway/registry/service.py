@@ -199,7 +199,32 @@ class RegistryService:
         A revoked or expired key verifies nothing from then on; a key must also
         have been valid at ``signed_at`` when the signature says when it was made.
         """
-        row = self.get_key(kid)
+        with Session(self.engine) as s:
+            return self._verification_key(s, kid, department, now, signed_at)
+
+    def caller(
+        self, kid: str, *, department: str, system: str, now: datetime
+    ) -> tuple[PublicKey, str, System | None]:
+        """``verification_key`` and the calling system, in one read (the per-request path).
+
+        The system is ``None`` when it is unknown or inactive; the caller decides
+        when to say so (after the signature has been checked).
+        """
+        with Session(self.engine) as s:
+            key, alg = self._verification_key(s, kid, department, now, None)
+            found = s.exec(
+                select(System).where(System.department_id == department, System.system_id == system)
+            ).first()
+        if found is not None and found.status != "active":
+            found = None
+        return key, alg, found
+
+    def _verification_key(
+        self, s: Session, kid: str, department: str, now: datetime, signed_at: datetime | None
+    ) -> tuple[PublicKey, str]:
+        row = s.get(DepartmentKey, kid)
+        if row is None:
+            raise SignatureError(f"unknown key {kid!r}", code="unknown_key")
         if row.department_id != department:
             raise SignatureError(
                 f"key {kid} does not belong to {department!r}", code="wrong_department_key"
@@ -213,7 +238,9 @@ class RegistryService:
                 f"key {kid} was not valid when the signature was made",
                 code="key_not_valid_at_signing",
             )
-        dept = self.get_department(department)
+        dept = s.get(Department, department)
+        if dept is None:
+            raise NotFoundError(f"unknown department {department!r}", code="unknown_department")
         if dept.status != "active":
             raise SignatureError(
                 f"department {department!r} is {dept.status}", code="department_inactive"

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import rfc8785
+import sqlalchemy as sa
 from jwcrypto import jwk, jws
 
 from gateway.client import AccordClient, Denied, InvalidRequest, NotFound
@@ -275,3 +276,23 @@ def test_curl_path_with_a_token_from_the_cli(embedded_gateway: Gateway, tmp_path
     assert first.json()["result"]["records"][0]["given_name"]
     again = httpx.post(gw.url + "/v1/exchanges", content=body, headers=headers)
     assert again.status_code == 401 and again.json()["code"] == "token_replayed"
+
+
+def test_decisions_reach_the_log_the_impact_dry_run_replays(gateway: Gateway) -> None:
+    answer = gateway.client("welfare-office").exchange(
+        **PERSON, query={"kind": "record", "subject": subject_with("civil")}
+    )
+    engine = sa.create_engine(gateway.env["ACCORD_DATABASE_URL"])
+    deadline = time.monotonic() + 10
+    row = None
+    while row is None and time.monotonic() < deadline:
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.text("SELECT allow, input FROM policy_decision WHERE exchange_id = :e"),
+                {"e": answer.exchange_id},
+            ).first()
+        time.sleep(0.1)
+    engine.dispose()
+    assert row is not None, "the decision was not logged"
+    assert row[0] in (True, 1)
+    assert subject_with("civil") not in str(row[1])  # inputs hold labels and codes, no values

@@ -1,0 +1,97 @@
+"""The decision log for the officers' impact dry-run, written off the exchange's hot path.
+
+The decision log is evidence for "what would this policy change do", not the
+record of what happened (that is the audit log). So the exchange hands each
+decision to one writer thread that stores them in batches: an exchange never
+waits for it, and a crash loses at most the last fraction of a second of
+dry-run material, never an audit entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from gateway.policy.engine import Decision
+from gateway.policy.store import decision_record
+
+__all__ = ["DecisionLogWriter"]
+
+log = logging.getLogger("gateway.decision_log")
+
+_Item = tuple[str, Mapping[str, Any], Decision, datetime]
+
+
+class DecisionLogWriter:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime],
+        max_batch: int = 500,
+        max_queue: int = 50_000,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._max_batch = max_batch
+        self._queue: queue.Queue[_Item | threading.Event] = queue.Queue(maxsize=max_queue)
+        self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
+        self._thread.start()
+        self.dropped = 0
+
+    def record(
+        self, *, exchange_id: str, policy_input: Mapping[str, Any], decision: Decision
+    ) -> None:
+        """Queue one decision; if the writer is far behind, drop it rather than slow exchanges."""
+        try:
+            self._queue.put_nowait((exchange_id, policy_input, decision, self.clock()))
+        except queue.Full:
+            self.dropped += 1
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until everything queued so far is stored (tests, shutdown)."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout)
+
+    def close(self) -> None:
+        self.flush()
+
+    def _run(self) -> None:
+        while True:
+            batch: list[_Item] = []
+            markers: list[threading.Event] = []
+            item = self._queue.get()
+            while True:
+                if isinstance(item, threading.Event):
+                    markers.append(item)
+                else:
+                    batch.append(item)
+                if len(batch) >= self._max_batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._store(batch)
+            for marker in markers:
+                marker.set()
+
+    def _store(self, batch: list[_Item]) -> None:
+        try:
+            with Session(self.engine) as s:
+                s.add_all(
+                    decision_record(exchange_id=e, policy_input=i, decision=d, now=at)
+                    for e, i, d, at in batch
+                )
+                s.commit()
+        except Exception:  # dry-run material only; the exchange already happened
+            log.warning("decision log batch of %d lost", len(batch), exc_info=True)
