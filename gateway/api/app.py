@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -161,6 +162,11 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         app.state.services = svc
         await svc.start()
         svc.extras.setdefault("readiness", {}).update(_readiness(svc))
+        # Everything built so far lives as long as the process: move it out of the
+        # collector's sight, so full collections stay short (bench: 80-120 ms pauses
+        # over ~180k startup objects turned into the exchange p99).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
