@@ -32,6 +32,7 @@ from gateway.policy.runtime import PolicyRuntime
 from gateway.policy.service import PolicyService
 from gateway.registry.service import RegistryService
 from gateway.settings import Settings
+from gateway.statecache import StateCache
 
 __all__ = ["Services", "build_services", "load_or_create_key"]
 
@@ -95,6 +96,7 @@ class Services:
                 self.registry, audience=self.settings.gateway_id, replay=self.replay
             ),
             replay=self.replay,
+            state=StateCache(self.engine),
             gateway_key=self.gateway_key,
             pseudonym_secret=self.settings.pseudonym_secret.get_secret_value().encode(),
             metrics=self.metrics,

@@ -24,6 +24,7 @@ from gateway.dbtypes import utcnow
 from gateway.errors import AgreementError, ConflictError, NotFoundError
 from gateway.jose import PublicKey
 from gateway.registry.service import RegistryService
+from gateway.statecache import bump_generation
 
 __all__ = ["AgreementService", "ResolvedAgreement"]
 
@@ -102,6 +103,7 @@ class AgreementService:
             )
         )
         s.flush()
+        bump_generation(s.connection())
         if self.audit is not None:
             self.audit.append_in(
                 s.connection(),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +21,8 @@ import jwt
 
 from gateway.errors import AccordError, AuthError
 from gateway.jose import PrivateKey, b64url_encode, public_jwk
-from gateway.registry.service import RegistryService
+from gateway.registry.service import RegistryService, verify_caller
+from gateway.statecache import StateCache
 
 __all__ = [
     "MAX_LIFETIME_S",
@@ -106,12 +107,14 @@ class RequestTokenVerifier:
         body: bytes,
         now: datetime,
         defer_replay: bool = False,
+        state: dict[Hashable, Any] | None = None,
     ) -> Caller:
         """Raise ``AuthError`` with a precise code unless the token is good for this request.
 
         With ``defer_replay`` the caller must itself record ``(iss, jti)`` until
         ``Caller.replay_until`` before acting on the request (the exchange does
-        it in the same transaction that reserves its quota).
+        it in the same transaction that reserves its quota). ``state`` is a
+        ``StateCache`` generation to read the registry rows from.
         """
         try:
             header = jwt.get_unverified_header(token)
@@ -132,11 +135,19 @@ class RequestTokenVerifier:
         iss = unverified.get("iss")
         if not isinstance(iss, str):
             raise AuthError("token lacks iss", code="invalid_token")
-        sub = unverified.get("sub")
+        sub = str(unverified.get("sub"))
         try:
-            key, key_alg, system = self.registry.caller(
-                kid, department=iss, system=str(sub), now=now
-            )
+            if state is None:
+                key, key_alg, system = self.registry.caller(
+                    kid, department=iss, system=sub, now=now
+                )
+            else:
+                rows = StateCache.get(
+                    state,
+                    ("caller", kid, iss, sub),
+                    lambda: self.registry.caller_rows(kid, iss, sub),
+                )
+                key, key_alg, system = verify_caller(rows, now)
         except AccordError as exc:
             raise AuthError(exc.detail, code=exc.code) from exc
         if key_alg != alg:

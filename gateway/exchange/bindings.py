@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,6 +34,7 @@ from gateway.exchange.models import (
     DatasetBinding,
     DatasetBindingCreate,
 )
+from gateway.statecache import StateCache, bump_generation
 
 __all__ = ["BindingService", "ResolvedBinding"]
 
@@ -96,6 +97,7 @@ class BindingService:
             row.updated_at = utcnow()
             s.add(row)
             s.flush()
+            bump_generation(s.connection())
             if self.audit is not None:
                 self.audit.append_in(
                     s.connection(),
@@ -133,6 +135,7 @@ class BindingService:
             row.updated_at = utcnow()
             s.add(row)
             s.flush()
+            bump_generation(s.connection())
             if self.audit is not None:
                 self.audit.append_in(
                     s.connection(),
@@ -148,9 +151,21 @@ class BindingService:
 
     # -- serving --------------------------------------------------------------
 
-    async def resolve(self, provider: str, dataset: str) -> ResolvedBinding:
-        """The live binding; rebuilt when an administrator changed it."""
-        row = await asyncio.to_thread(self.get_binding, provider, dataset)
+    async def resolve(
+        self, provider: str, dataset: str, *, state: dict[Hashable, Any] | None = None
+    ) -> ResolvedBinding:
+        """The live binding; rebuilt when an administrator changed it.
+
+        With a ``StateCache`` generation the row is read once per generation.
+        """
+        if state is None:
+            row = await asyncio.to_thread(self.get_binding, provider, dataset)
+        else:
+            row = StateCache.get(
+                state,
+                ("binding", provider, dataset),
+                lambda: self.get_binding(provider, dataset),
+            )
         key = (provider, dataset)
         live = self._live.get(key)
         if live is not None and live.version == row.updated_at:

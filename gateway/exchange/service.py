@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +51,7 @@ from gateway.policy.engine import Decision, PolicyDenied
 from gateway.policy.input import build_policy_input
 from gateway.registry.models import Department
 from gateway.registry.service import RegistryService
+from gateway.statecache import StateCache
 
 __all__ = ["ExchangeAnswer", "ExchangeService"]
 
@@ -76,6 +77,7 @@ class _Trace:
     agreement: Agreement | None = None
     decision: Decision | None = None
     subject: str | None = None
+    state: dict[Hashable, Any] | None = None
 
     def stage(self, name: str, since: float) -> float:
         now = time.perf_counter()
@@ -96,6 +98,7 @@ class ExchangeService:
         audit_log: AuditLog,
         verifier: RequestTokenVerifier,
         replay: ReplayCache,
+        state: StateCache,
         gateway_key: PrivateKey,
         pseudonym_secret: bytes,
         metrics: ExchangeMetrics,
@@ -112,6 +115,7 @@ class ExchangeService:
         self.audit_log = audit_log
         self.verifier = verifier
         self.replay = replay
+        self.state = state
         self.gateway_key = gateway_key
         self.pseudonym_secret = pseudonym_secret
         self.subjects = SubjectPseudonyms(pseudonym_secret)
@@ -139,14 +143,16 @@ class ExchangeService:
                 raise
             t = trace.stage("auth", t)
             trace.agreement, department, reservation = await asyncio.to_thread(
-                self._prepare, trace.caller, trace.request, now
+                self._prepare, trace.caller, trace.request, now, trace.state
             )
             decision = await self._decide(trace, department, reservation, now)
             trace.decision = decision
             t = trace.stage("decide", t)
             decision.verify_allowed()
             binding = await self.bindings.resolve(
-                trace.agreement.provider if trace.agreement else "", trace.request.dataset
+                trace.agreement.provider if trace.agreement else "",
+                trace.request.dataset,
+                state=trace.state,
             )
             result, released = await self._produce(trace, binding, decision, now)
             answer = await self._finish(trace, result, released, decision)
@@ -169,15 +175,15 @@ class ExchangeService:
     ) -> Caller:
         if not token:
             raise AuthError("a request token is required", code="missing_token")
-        caller = await asyncio.to_thread(
-            self.verifier.verify,
-            token,
-            method=method,
-            path=path,
-            body=body,
-            now=now,
-            defer_replay=True,
-        )
+
+        def verify() -> tuple[Caller, dict[Hashable, Any]]:
+            state = self.state.refresh()
+            found = self.verifier.verify(
+                token, method=method, path=path, body=body, now=now, defer_replay=True, state=state
+            )
+            return found, state
+
+        caller, trace.state = await asyncio.to_thread(verify)
         structlog.contextvars.bind_contextvars(consumer=caller.department)
         return caller
 
@@ -195,16 +201,29 @@ class ExchangeService:
         )
 
     def _prepare(
-        self, caller: Caller, request: ExchangeRequest, now: datetime
+        self,
+        caller: Caller,
+        request: ExchangeRequest,
+        now: datetime,
+        trace_state: dict[Hashable, Any] | None,
     ) -> tuple[Agreement | None, Department, QuotaReservation | None]:
         """One trip to the store: the agreement, the caller's department, the claim."""
-        try:
-            agreement: Agreement | None = self.agreements.get(
-                request.agreement, request.agreement_version
-            )
-        except NotFoundError:
-            agreement = None
-        department = self.registry.get_department(caller.department)
+        state = trace_state if trace_state is not None else self.state.refresh()
+
+        def load_agreement() -> Agreement | None:
+            try:
+                return self.agreements.get(request.agreement, request.agreement_version)
+            except NotFoundError:
+                return None
+
+        agreement = StateCache.get(
+            state, ("agreement", request.agreement, request.agreement_version), load_agreement
+        )
+        department = StateCache.get(
+            state,
+            ("department", caller.department),
+            lambda: self.registry.get_department(caller.department),
+        )
         return agreement, department, self._claim(caller, agreement, now)
 
     async def _decide(

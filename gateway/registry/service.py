@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,8 +26,9 @@ from gateway.registry.models import (
     System,
     SystemCreate,
 )
+from gateway.statecache import bump_generation
 
-__all__ = ["RegistryService"]
+__all__ = ["CallerRows", "RegistryService", "verify_caller"]
 
 Clock = Callable[[], datetime]
 
@@ -50,6 +52,7 @@ class RegistryService:
             session.flush()
         except IntegrityError as exc:
             raise ConflictError("conflicts with an existing record", code="already_exists") from exc
+        bump_generation(session.connection())
         if self.audit is not None:
             fields = dict(event)
             kind = "key_change" if "kid" in fields else "department_change"
@@ -210,39 +213,80 @@ class RegistryService:
         The system is ``None`` when it is unknown or inactive; the caller decides
         when to say so (after the signature has been checked).
         """
+        return verify_caller(self.caller_rows(kid, department, system), now)
+
+    def caller_rows(self, kid: str, department: str, system: str) -> CallerRows:
+        """The rows a request token is checked against, read in one session (cacheable)."""
         with Session(self.engine) as s:
-            key, alg = self._verification_key(s, kid, department, now, None)
+            key = s.get(DepartmentKey, kid)
+            dept = s.get(Department, department)
             found = s.exec(
                 select(System).where(System.department_id == department, System.system_id == system)
             ).first()
-        if found is not None and found.status != "active":
-            found = None
-        return key, alg, found
+        return CallerRows(
+            kid=kid,
+            department_id=department,
+            key=key,
+            department=dept,
+            system=found,
+            public=public_key_from_jwk(key.jwk) if key is not None else None,
+        )
 
     def _verification_key(
         self, s: Session, kid: str, department: str, now: datetime, signed_at: datetime | None
     ) -> tuple[PublicKey, str]:
         row = s.get(DepartmentKey, kid)
-        if row is None:
-            raise SignatureError(f"unknown key {kid!r}", code="unknown_key")
-        if row.department_id != department:
-            raise SignatureError(
-                f"key {kid} does not belong to {department!r}", code="wrong_department_key"
-            )
-        if row.revoked_at is not None and now >= row.revoked_at:
-            raise SignatureError(f"key {kid} was revoked: {row.revoked_reason}", code="key_revoked")
-        if not row.usable_at(now):
-            raise SignatureError(f"key {kid} is not valid at {now.isoformat()}", code="key_expired")
-        if signed_at is not None and not row.usable_at(signed_at):
+        rows = CallerRows(
+            kid=kid,
+            department_id=department,
+            key=row,
+            department=s.get(Department, department),
+            system=None,
+            public=public_key_from_jwk(row.jwk) if row is not None else None,
+        )
+        key, alg, _ = verify_caller(rows, now)
+        if signed_at is not None and row is not None and not row.usable_at(signed_at):
             raise SignatureError(
                 f"key {kid} was not valid when the signature was made",
                 code="key_not_valid_at_signing",
             )
-        dept = s.get(Department, department)
-        if dept is None:
-            raise NotFoundError(f"unknown department {department!r}", code="unknown_department")
-        if dept.status != "active":
-            raise SignatureError(
-                f"department {department!r} is {dept.status}", code="department_inactive"
-            )
-        return public_key_from_jwk(row.jwk)
+        return key, alg
+
+
+@dataclass(frozen=True)
+class CallerRows:
+    """A key, its claimed department and the calling system, as stored (None: absent)."""
+
+    kid: str
+    department_id: str
+    key: DepartmentKey | None
+    department: Department | None
+    system: System | None
+    public: tuple[PublicKey, str] | None
+
+
+def verify_caller(rows: CallerRows, now: datetime) -> tuple[PublicKey, str, System | None]:
+    """Raise unless the key may verify for the department at ``now``; time is an argument.
+
+    A revoked or expired key verifies nothing from then on.
+    """
+    kid, department, row = rows.kid, rows.department_id, rows.key
+    if row is None or rows.public is None:
+        raise SignatureError(f"unknown key {kid!r}", code="unknown_key")
+    if row.department_id != department:
+        raise SignatureError(
+            f"key {kid} does not belong to {department!r}", code="wrong_department_key"
+        )
+    if row.revoked_at is not None and now >= row.revoked_at:
+        raise SignatureError(f"key {kid} was revoked: {row.revoked_reason}", code="key_revoked")
+    if not row.usable_at(now):
+        raise SignatureError(f"key {kid} is not valid at {now.isoformat()}", code="key_expired")
+    dept = rows.department
+    if dept is None:
+        raise NotFoundError(f"unknown department {department!r}", code="unknown_department")
+    if dept.status != "active":
+        raise SignatureError(
+            f"department {department!r} is {dept.status}", code="department_inactive"
+        )
+    system = rows.system if rows.system is not None and rows.system.status == "active" else None
+    return rows.public[0], rows.public[1], system

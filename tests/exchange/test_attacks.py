@@ -105,6 +105,10 @@ def _prepare(slow_url: str) -> Any:
         )
         quota["quotas"] = {"per_minute": 2, "per_day": 100}
         add_agreement(services, quota)
+        add_agreement(
+            services,
+            {**quota, "id": "welfare-suspend", "quotas": {"per_minute": 600, "per_day": 1000}},
+        )
         config = yaml.safe_load((EXAMPLES / "civil_registry" / "connector.yaml").read_text())
         spec = yaml.safe_load((EXAMPLES / "civil_registry" / "citizen.mapping.yaml").read_text())
         for dataset, base_url in (
@@ -416,6 +420,25 @@ def test_classification_above_ceiling_refused(gw: Gateway) -> None:
     doc = _problem(_post(gw, _good(gw, body), body), 403, "policy_denied")
     codes = {r["code"] for r in doc["reasons"]}
     assert {"field_not_permitted", "classification_exceeds_ceiling"} <= codes
+
+
+def test_suspension_on_another_node_stops_this_node_at_once(gw: Gateway) -> None:
+    body_doc = {"agreement": "welfare-suspend", "fields": ["given_name"]}
+    body = _body(**body_doc)
+    assert _post(gw, _good(gw, body), body).status_code == 200  # this node has it cached
+    url, proc = start_gateway(gw.env, gw.data_dir)
+    try:
+        r = httpx.post(
+            f"{url}/v1/agreements/welfare-suspend/versions/1/status",
+            json={"status": "suspended", "reason": "investigation"},
+            headers=_admin(gw),
+        )
+        assert r.status_code == 200, r.text
+    finally:
+        stop(proc)
+    body = _body(**body_doc)
+    doc = _problem(_post(gw, _good(gw, body), body), 403, "policy_denied")
+    assert [r["code"] for r in doc["reasons"]] == ["agreement_inactive"]
 
 
 def test_quota_exhausted_refused(gw: Gateway) -> None:

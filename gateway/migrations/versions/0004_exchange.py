@@ -1,4 +1,5 @@
-"""Exchange flow: replay cache, quota counters, dataset bindings, consumer mappings."""
+"""Exchange flow: replay cache, quota counters, dataset bindings, consumer mappings,
+and the generation counter that lets nodes cache read-mostly rows safely."""
 
 import sqlalchemy as sa
 from alembic import op
@@ -25,6 +26,17 @@ def upgrade() -> None:
         sa.Column("count", sa.Integer, nullable=False),
     )
     op.create_table(
+        "state_generation",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("value", sa.BigInteger, nullable=False),
+    )
+    op.bulk_insert(
+        sa.table(
+            "state_generation", sa.column("id", sa.Integer), sa.column("value", sa.BigInteger)
+        ),
+        [{"id": 1, "value": 0}],
+    )
+    op.create_table(
         "dataset_binding",
         sa.Column("provider", sa.String(63), sa.ForeignKey("department.id"), primary_key=True),
         sa.Column("dataset_id", sa.String(63), primary_key=True),
@@ -47,6 +59,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in (
+        "state_generation",
         "consumer_mapping",
         "dataset_binding",
         "usage_counter",

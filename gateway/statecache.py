@@ -1,0 +1,83 @@
+"""A per-process cache of read-mostly rows that can never serve a stale one.
+
+Every exchange reads the caller's key, department and system, the agreement and
+the dataset binding: rows that change a few times a year. Reading them each time
+cost more CPU than the rest of the exchange. Instead, every transaction that
+changes any of them also increments one shared counter row (``bump_generation``),
+and each exchange starts by reading that counter: when it moved, this process
+drops everything it cached. One indexed single-row read replaces six, across any
+number of nodes, and a revoked key or suspended agreement still stops the very
+next exchange on every node.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+__all__ = ["StateCache", "bump_generation", "generation_table"]
+
+T = TypeVar("T")
+
+_metadata = sa.MetaData()
+generation_table = sa.Table(
+    "state_generation",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+
+def bump_generation(conn: Connection) -> None:
+    """Mark registry, agreement or binding state as changed (inside the changing transaction)."""
+    conn.execute(
+        generation_table.update()
+        .where(generation_table.c.id == 1)
+        .values(value=generation_table.c.value + 1)
+    )
+
+
+class _Miss:
+    pass
+
+
+_MISS = _Miss()
+
+
+class StateCache:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._generation: int | None = None
+        self._data: dict[Hashable, Any] = {}
+        self._lock = threading.Lock()
+
+    def refresh(self) -> dict[Hashable, Any]:
+        """Read the counter; start a fresh cache if it moved. Returns the cache to use now.
+
+        Callers use the returned dict for one whole request, so a value loaded
+        under an old generation can only ever land in a dict nobody reads again.
+        """
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(generation_table.c.value).where(generation_table.c.id == 1)
+            ).scalar()
+        current = int(value) if value is not None else -1
+        with self._lock:
+            if current != self._generation or current < 0:
+                self._generation = current
+                self._data = {}
+            return self._data
+
+    @staticmethod
+    def get(data: dict[Hashable, Any], key: Hashable, load: Callable[[], T]) -> T:
+        """``data[key]``, loading it on a miss. Errors are not cached."""
+        found = data.get(key, _MISS)
+        if isinstance(found, _Miss):
+            loaded = load()
+            data[key] = loaded
+            return loaded
+        return cast(T, found)
