@@ -131,7 +131,7 @@ def write_batch(
     A request whose entries cannot be sealed gets its own ``EntryInvalid`` and is
     left out; anything the database refuses fails the whole batch.
     """
-    with engine.connect() as conn:
+    with store.write_lock(engine), engine.connect() as conn:
         try:
             results = _write_locked(conn, node, _begin_locked(conn), requests)
             conn.commit()

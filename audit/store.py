@@ -16,6 +16,10 @@ head may never shrink), on PostgreSQL and SQLite alike.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,7 @@ __all__ = [
     "nodes",
     "seed_head",
     "trigger_ddl",
+    "write_lock",
 ]
 
 metadata = sa.MetaData()
@@ -205,3 +210,28 @@ def engine_for(url: str, **kwargs: Any) -> Engine:
         cur.close()
 
     return engine
+
+
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_WRITERS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def write_lock(engine: Engine) -> Iterator[None]:
+    """Hold this process's SQLite write turn around a write transaction.
+
+    SQLite has one writer. Threads of one process that race for it meet
+    SQLite's busy handler, which sleeps in steps of up to 100 ms: the whole
+    tail latency of a busy gateway. Taking turns in-process first means they
+    never do; other processes on the same file still wait in the busy handler.
+    On PostgreSQL this is a no-op (its row locks queue without sleeping).
+    """
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    with _WRITERS_GUARD:
+        lock = _SQLITE_WRITERS.get(engine)
+        if lock is None:
+            lock = _SQLITE_WRITERS[engine] = threading.Lock()
+    with lock:
+        yield

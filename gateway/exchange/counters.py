@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from audit.store import write_lock
 from gateway.errors import AuthError, ServiceUnavailableError
 from gateway.exchange.models import ReplayedJti, UsageCounter
 
@@ -57,7 +58,7 @@ class ReplayCache:
         """
         usage = Usage(now)
         try:
-            with self.engine.begin() as conn:
+            with write_lock(self.engine), self.engine.begin() as conn:
                 conn.execute(_JTI.insert().values(iss=iss, jti=jti, expires_at=until))
                 if agreement_id is None:
                     reservation = None
@@ -137,7 +138,7 @@ def reserve_quota(engine: Engine, agreement_id: str, now: datetime) -> QuotaRese
 def release_quota(engine: Engine, reservation: QuotaReservation) -> None:
     """Give a reservation back: the exchange was refused or failed, nothing was released."""
     try:
-        with engine.begin() as conn:
+        with write_lock(engine), engine.begin() as conn:
             _bump(conn, reservation.agreement_id, reservation.usage.minute, -1)
             _bump(conn, reservation.agreement_id, reservation.usage.day, -1)
     except SQLAlchemyError:

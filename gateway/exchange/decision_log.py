@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from audit.store import write_lock
 from gateway.policy.engine import Decision
 from gateway.policy.store import decision_record
 
@@ -87,7 +88,7 @@ class DecisionLogWriter:
 
     def _store(self, batch: list[_Item]) -> None:
         try:
-            with Session(self.engine) as s:
+            with write_lock(self.engine), Session(self.engine) as s:
                 s.add_all(
                     decision_record(exchange_id=e, policy_input=i, decision=d, now=at)
                     for e, i, d, at in batch
