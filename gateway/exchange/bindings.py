@@ -15,7 +15,7 @@ import os
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -37,6 +37,8 @@ from gateway.exchange.models import (
 from gateway.statecache import StateCache, bump_generation
 
 __all__ = ["BindingService", "ResolvedBinding"]
+
+R = TypeVar("R", DatasetBinding, ConsumerMapping)
 
 
 @dataclass(frozen=True)
@@ -87,31 +89,20 @@ class BindingService:
                 code="mapping_invalid",
             )
         _check_connector_config(data.connector, data.entity)
-        with session_scope(self.engine) as s:
-            row = s.get(DatasetBinding, (provider, data.dataset_id))
-            if row is None:
-                row = DatasetBinding(provider=provider, **data.model_dump())
-            else:
-                for key, value in data.model_dump().items():
-                    setattr(row, key, value)
-            row.updated_at = utcnow()
-            s.add(row)
-            s.flush()
-            bump_generation(s.connection())
-            if self.audit is not None:
-                self.audit.append_in(
-                    s.connection(),
-                    audit_event(
-                        "admin",
-                        actor=actor,
-                        outcome="dataset_bound",
-                        provider=provider,
-                        dataset=data.dataset_id,
-                        model=data.model,
-                        connector_kind=str(data.connector.get("kind")),
-                    ),
-                )
-            return row
+        return self._upsert(
+            DatasetBinding,
+            (provider, data.dataset_id),
+            {"provider": provider, **data.model_dump()},
+            audit_event(
+                "admin",
+                actor=actor,
+                outcome="dataset_bound",
+                provider=provider,
+                dataset=data.dataset_id,
+                model=data.model,
+                connector_kind=str(data.connector.get("kind")),
+            ),
+        )
 
     def get_binding(self, provider: str, dataset: str) -> DatasetBinding:
         with Session(self.engine) as s:
@@ -126,27 +117,37 @@ class BindingService:
         self, consumer: str, data: ConsumerMappingCreate, *, actor: str
     ) -> ConsumerMapping:
         _compile(data.mapping, data.json_schema)
+        return self._upsert(
+            ConsumerMapping,
+            (consumer, data.name),
+            {"consumer": consumer, **data.model_dump()},
+            audit_event(
+                "admin",
+                actor=actor,
+                outcome="consumer_mapping_set",
+                consumer=consumer,
+                mapping=data.name,
+            ),
+        )
+
+    def _upsert(
+        self, model: type[R], key: tuple[str, str], values: dict[str, Any], event: dict[str, Any]
+    ) -> R:
+        """Insert or replace one row; the change, its audit entry and the generation
+        bump commit together (no entry, no change)."""
         with session_scope(self.engine) as s:
-            row = s.get(ConsumerMapping, (consumer, data.name))
+            row = s.get(model, key)
             if row is None:
-                row = ConsumerMapping(consumer=consumer, **data.model_dump())
+                row = model(**values)
             else:
-                row.mapping, row.json_schema = data.mapping, data.json_schema
+                for name, value in values.items():
+                    setattr(row, name, value)
             row.updated_at = utcnow()
             s.add(row)
             s.flush()
             bump_generation(s.connection())
             if self.audit is not None:
-                self.audit.append_in(
-                    s.connection(),
-                    audit_event(
-                        "admin",
-                        actor=actor,
-                        outcome="consumer_mapping_set",
-                        consumer=consumer,
-                        mapping=data.name,
-                    ),
-                )
+                self.audit.append_in(s.connection(), event)
             return row
 
     # -- serving --------------------------------------------------------------

@@ -19,7 +19,7 @@ from audit.store import write_lock
 from gateway.errors import AuthError, ServiceUnavailableError
 from gateway.exchange.models import ReplayedJti, UsageCounter
 
-__all__ = ["QuotaReservation", "ReplayCache", "Usage", "release_quota", "reserve_quota"]
+__all__ = ["QuotaReservation", "ReplayCache", "Usage", "release_quota"]
 
 _JTI = ReplayedJti.__table__  # type: ignore[attr-defined]
 _USAGE = UsageCounter.__table__  # type: ignore[attr-defined]
@@ -35,18 +35,7 @@ class ReplayCache:
 
     def __call__(self, iss: str, jti: str, expires_at: datetime) -> None:
         """Record ``jti``; raise ``AuthError(token_replayed)`` if it was used before."""
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(_JTI.insert().values(iss=iss, jti=jti, expires_at=expires_at))
-        except IntegrityError as exc:
-            raise AuthError("this request token was already used", code="token_replayed") from exc
-        except SQLAlchemyError as exc:
-            raise ServiceUnavailableError(
-                "the replay cache is unavailable", code="store_unavailable"
-            ) from exc
-        self._seen += 1
-        if self._seen % self._purge_every == 0:
-            self.purge(expires_at - timedelta(minutes=10))
+        self.claim(iss, jti, expires_at, None, expires_at)
 
     def claim(
         self, iss: str, jti: str, until: datetime, agreement_id: str | None, now: datetime
@@ -119,20 +108,6 @@ def _bump(conn: sa.Connection, agreement_id: str, window: str, delta: int) -> in
     else:  # pragma: no cover - only the two supported stores
         raise ServiceUnavailableError(f"quotas are not supported on {dialect}")
     return int(conn.execute(stmt).scalar_one())
-
-
-def reserve_quota(engine: Engine, agreement_id: str, now: datetime) -> QuotaReservation:
-    """Count this exchange in its minute and day windows (atomically, across nodes)."""
-    usage = Usage(now)
-    try:
-        with engine.begin() as conn:
-            minute = _bump(conn, agreement_id, usage.minute, 1)
-            day = _bump(conn, agreement_id, usage.day, 1)
-    except SQLAlchemyError as exc:
-        raise ServiceUnavailableError(
-            "the quota counters are unavailable", code="store_unavailable"
-        ) from exc
-    return QuotaReservation(agreement_id, usage, minute, day)
 
 
 def release_quota(engine: Engine, reservation: QuotaReservation) -> None:
