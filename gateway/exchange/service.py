@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import rfc8785
 import structlog
 
 from audit import AuditError, AuditLog
+from audit.canonical import canonical_bytes
 from connectors import ConnectorError, FetchContext
 from gateway.agreements.models import Agreement
 from gateway.agreements.service import AgreementService
@@ -330,7 +330,7 @@ class ExchangeService:
         assert request is not None
         assert caller is not None
         assert row is not None
-        response_sha = hashlib.sha256(rfc8785.dumps(result)).hexdigest()
+        response_sha = hashlib.sha256(canonical_bytes(result)).hexdigest()
         entry = self._entry(trace, outcome="released", status=200)
         entry.update(
             decision="allow",
