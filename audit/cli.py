@@ -106,6 +106,20 @@ def _key_path(path: Path | None) -> Path:
     return Path(os.environ.get("ACCORD_DATA_DIR") or DEFAULT_DATA_DIR) / "keys" / "log.pem"
 
 
+def _env_witness_vkeys() -> list[str]:
+    """The gateway's configured witnesses (``$ACCORD_WITNESS_VKEYS``, a JSON list), as it does."""
+    raw = os.environ.get("ACCORD_WITNESS_VKEYS", "").strip()
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError("ACCORD_WITNESS_VKEYS must be a JSON list of vkeys") from exc
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("ACCORD_WITNESS_VKEYS must be a JSON list of vkeys")
+    return value
+
+
 def _origin(origin: str | None) -> str:
     return origin or os.environ.get("ACCORD_AUDIT_ORIGIN") or DEFAULT_ORIGIN
 
@@ -222,6 +236,8 @@ def verify(
         key = _key_path(log_key)
         if trusted is None and key.exists():
             trusted = _signer(key, origin).verifier()
+        if witnesses is None:
+            witnesses = [_vkey(w) for w in _env_witness_vkeys()] or None
         with _open_log(url) as log, _progress(log.head().size, "verifying") as progress:
             report = log.verify(
                 log_key=trusted,

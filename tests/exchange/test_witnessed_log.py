@@ -71,9 +71,7 @@ def test_checkpoints_are_cosigned_by_the_configured_witness(
                     "verify",
                     "--log-key",
                     str(tmp_path / "keys" / "log.pem"),
-                    "--witness-vkey",
-                    witness_vkey,
-                ],
+                ],  # the witness key comes from ACCORD_WITNESS_VKEYS, as the gateway's does
                 env={**gw.env},
                 capture_output=True,
                 text=True,
