@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,11 @@ class Services:
         if self._exchange is not None:
             return
         self.policy_runtime = await PolicyRuntime.open(self.settings, self.policy)
-        self.decision_log = DecisionLogWriter(self.engine, clock=self.policy.clock)
+        self.decision_log = DecisionLogWriter(
+            self.engine,
+            clock=self.policy.clock,
+            retention=timedelta(days=self.settings.decision_log_days),
+        )
         self._exchange = ExchangeService(
             gateway_id=self.settings.gateway_id,
             registry=self.registry,

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     classification_scheme: Path | None = None
     log_json: bool | None = None
     max_body_bytes: int = Field(default=1_048_576, gt=0)
+    #: How long decision inputs are kept for the officers' impact dry-run.
+    decision_log_days: int = Field(default=90, ge=1)
     #: Budget for one call to a provider's system (the connector's own limits also apply).
     fetch_timeout_s: float = Field(default=10.0, gt=0)
     #: This node's name in audit entries (several nodes share one chain).

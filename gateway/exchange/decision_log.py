@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,9 +43,14 @@ class DecisionLogWriter:
         clock: Callable[[], datetime],
         max_batch: int = 500,
         max_queue: int = 50_000,
+        retention: timedelta = timedelta(days=90),
+        prune_every: int = 10_000,
     ) -> None:
         self.engine = engine
         self.clock = clock
+        self.retention = retention
+        self._prune_every = prune_every
+        self._since_prune = prune_every  # prune once soon after start
         self._max_batch = max_batch
         self._queue: queue.Queue[_Item | threading.Event] = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
@@ -99,5 +104,13 @@ class DecisionLogWriter:
                 rows.append({c: getattr(rec, c) for c in _COLUMNS})
             with write_lock(self.engine), self.engine.begin() as conn:
                 conn.execute(_TABLE.insert(), rows)
+                self._since_prune += len(rows)
+                if self._since_prune >= self._prune_every:
+                    # Decision inputs are kept for dry-runs only as long as the
+                    # retention says (ACCORD_DECISION_LOG_DAYS); the audit log keeps
+                    # what happened for good.
+                    cutoff = self.clock() - self.retention
+                    conn.execute(_TABLE.delete().where(_TABLE.c.decided_at < cutoff))
+                    self._since_prune = 0
         except Exception:  # dry-run material only; the exchange already happened
             log.warning("decision log batch of %d lost", len(batch), exc_info=True)

@@ -1,0 +1,69 @@
+"""The decision log writer: batched off the exchange's path, flushed on demand, pruned."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from gateway.db import make_engine, upgrade
+from gateway.exchange.decision_log import DecisionLogWriter
+from gateway.policy.engine import Decision
+
+T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+INPUT = {
+    "caller": {"department": "welfare-office"},
+    "request": {"dataset": "person"},
+    "agreement": {"id": "welfare-person-lookup", "version": 1},
+}
+ALLOW = Decision(
+    allow=True, deny=(), obligations={}, level=None, policy_version="sha256:" + "0" * 64
+)
+
+
+def _rows(engine: sa.Engine) -> list[tuple[str, datetime]]:
+    with engine.connect() as conn:
+        return [
+            (r[0], r[1])
+            for r in conn.execute(
+                sa.text("SELECT exchange_id, decided_at FROM policy_decision ORDER BY id")
+            )
+        ]
+
+
+def test_decisions_are_stored_in_batches_and_old_ones_pruned(db_url: str) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    now = [T0 - timedelta(days=100)]
+    writer = DecisionLogWriter(
+        engine, clock=lambda: now[0], retention=timedelta(days=90), prune_every=30
+    )
+    try:
+        for i in range(20):
+            writer.record(exchange_id=f"old-{i}", policy_input=INPUT, decision=ALLOW)
+        writer.flush()
+        assert [r[0] for r in _rows(engine)] == [f"old-{i}" for i in range(20)]
+        now[0] = T0
+        for i in range(40):
+            writer.record(exchange_id=f"new-{i}", policy_input=INPUT, decision=ALLOW)
+        writer.flush()
+        kept = [r[0] for r in _rows(engine)]
+        assert kept == [f"new-{i}" for i in range(40)], "entries past retention are pruned"
+    finally:
+        writer.close()
+        engine.dispose()
+
+
+def test_a_full_queue_drops_instead_of_blocking(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    writer = DecisionLogWriter(engine, clock=lambda: T0, max_queue=1)
+    try:
+        for i in range(200):
+            writer.record(exchange_id=f"x-{i}", policy_input=INPUT, decision=ALLOW)
+        writer.flush()
+        stored = len(_rows(engine))
+        assert stored + writer.dropped == 200
+    finally:
+        writer.close()
+        engine.dispose()
