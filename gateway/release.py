@@ -18,7 +18,7 @@ import datetime as dt
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -30,17 +30,17 @@ from gateway.errors import AccordError
 
 __all__ = [
     "OPERATIONS",
-    "AggregateResult",
     "Operation",
     "ReleaseContext",
     "ReleaseError",
-    "aggregate",
     "apply_release",
     "evaluate_predicate",
+    "generalise_value",
     "normalise_obligations",
     "parse_predicate",
     "pseudonym",
     "release_record",
+    "to_number",
 ]
 
 OPERATIONS = ("pass", "drop", "mask", "generalise", "pseudonymise", "verify_only", "aggregate")
@@ -191,7 +191,7 @@ def _age(born: dt.date, today: dt.date) -> int:
     return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
 
-def _generalise(value: Any, params: Mapping[str, Any], ctx: ReleaseContext) -> str:
+def generalise_value(value: Any, params: Mapping[str, Any], ctx: ReleaseContext) -> str:
     to = params["to"]
     if to == "year":
         return f"{_as_date(value).year:04d}"
@@ -239,7 +239,7 @@ def _release_value(value: Any, op: Operation, ctx: ReleaseContext, key: bytes) -
             value, int(op.params.get("keep_prefix", 0)), int(op.params.get("keep_suffix", 0))
         )
     if op.name == "generalise":
-        return _generalise(value, op.params, ctx)
+        return generalise_value(value, op.params, ctx)
     if isinstance(value, list):
         return [pseudonym(v, ctx, key=key) for v in value]
     return pseudonym(value, ctx, key=key)
@@ -386,7 +386,7 @@ def evaluate_predicate(
     if fn in ("before", "after"):
         d, ref = _as_date(value), _as_date(args[0])
         return d < ref if fn == "before" else d > ref
-    number = _number(value)
+    number = to_number(value)
     return bool(number > args[0]) if fn == "greater_than" else bool(number < args[0])
 
 
@@ -396,83 +396,8 @@ def _same(value: Any, expected: Any) -> bool:
     return str(value) == str(expected)
 
 
-def _number(value: Any) -> Decimal:
+def to_number(value: Any) -> Decimal:
     try:
         return Decimal(str(value))
     except InvalidOperation:
         raise ReleaseError("value is not a number", code="release_type_mismatch") from None
-
-
-# --------------------------------------------------------------------------- aggregates
-
-
-@dataclass(frozen=True, slots=True)
-class AggregateResult:
-    """Cells at or above k; ``suppressed`` counts the cells withheld."""
-
-    group_by: tuple[str, ...]
-    measures: tuple[str, ...]
-    min_k: int
-    cells: tuple[Mapping[str, Any], ...]
-    suppressed: int
-
-
-_SUM = re.compile(r"^sum\(([a-z][a-z0-9_]*)\)$")
-
-
-def aggregate(
-    records: Iterable[Mapping[str, Any]],
-    obligations: Mapping[str, Any],
-    ctx: ReleaseContext,
-    *,
-    group_by: Sequence[str],
-    measures: Sequence[str] = ("count",),
-    min_k: int = 5,
-) -> AggregateResult:
-    """Counts and sums grouped by allowed fields; cells below k are suppressed."""
-    ops = normalise_obligations(obligations)
-    k = max([min_k, *(int(o.params.get("min_k", 0)) for o in ops.values())])
-    if k < 2:
-        raise ReleaseError("aggregates need min_k of at least 2", code="release_invalid_obligation")
-    usable = ("aggregate", "generalise", "pass")
-    for g in group_by:
-        if g not in ops or ops[g].name not in usable:
-            raise ReleaseError(f"grouping by {g!r} is not allowed", code="aggregate_not_allowed")
-    sums = []
-    for m in measures:
-        hit = _SUM.match(m)
-        if m != "count" and hit is None:
-            raise ReleaseError(f"unknown measure {m!r}", code="aggregate_not_allowed")
-        if hit is not None:
-            if hit[1] not in ops or ops[hit[1]].name not in ("aggregate", "pass"):
-                raise ReleaseError(
-                    f"summing {hit[1]!r} is not allowed", code="aggregate_not_allowed"
-                )
-            sums.append(hit[1])
-    cells: dict[tuple[Any, ...], list[Any]] = {}
-    for rec in records:
-        group = tuple(
-            None
-            if rec.get(g) is None
-            else (
-                _generalise(rec[g], ops[g].params, ctx) if ops[g].name == "generalise" else rec[g]
-            )
-            for g in group_by
-        )
-        acc = cells.setdefault(group, [0, *(Decimal(0) for _ in sums)])
-        acc[0] += 1
-        for i, s in enumerate(sums, start=1):
-            if rec.get(s) is not None:
-                acc[i] += _number(rec[s])
-    kept, suppressed = [], 0
-    for group, acc in sorted(cells.items(), key=lambda kv: [str(v) for v in kv[0]]):
-        if acc[0] < k:
-            suppressed += 1
-            continue
-        cell: dict[str, Any] = dict(zip(group_by, group, strict=True))
-        if "count" in measures:
-            cell["count"] = acc[0]
-        for i, s in enumerate(sums, start=1):
-            cell[f"sum_{s}"] = format(acc[i], "f")
-        kept.append(cell)
-    return AggregateResult(tuple(group_by), tuple(measures), k, tuple(kept), suppressed)

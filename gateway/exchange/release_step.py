@@ -20,12 +20,12 @@ from gateway.policy.engine import Decision
 from gateway.release import (
     ReleaseContext,
     ReleaseError,
-    aggregate,
     apply_release,
     evaluate_predicate,
     normalise_obligations,
     parse_predicate,
 )
+from gateway.release_aggregates import aggregate
 
 __all__ = ["released_result"]
 

@@ -15,12 +15,12 @@ import pytest
 from gateway.release import (
     ReleaseContext,
     ReleaseError,
-    aggregate,
     apply_release,
     evaluate_predicate,
     parse_predicate,
     release_record,
 )
+from gateway.release_aggregates import aggregate
 
 SECRET = b"s" * 32
 TODAY = dt.date(2026, 11, 25)
