@@ -17,4 +17,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("the audit log is append-only; it is never dropped by a migration")
+    raise RuntimeError("the audit log is append-only: no migration drops it")
