@@ -49,6 +49,7 @@ from gateway.exchange.subjects import SubjectPseudonyms, subject_accesses
 from gateway.jose import PrivateKey
 from gateway.policy.engine import Decision, PolicyDenied
 from gateway.policy.input import build_policy_input
+from gateway.policy.runtime import PolicyRuntime
 from gateway.registry.models import Department
 from gateway.registry.service import RegistryService
 from gateway.statecache import StateCache
@@ -93,7 +94,7 @@ class ExchangeService:
         registry: RegistryService,
         agreements: AgreementService,
         bindings: BindingService,
-        policy: Any,
+        policy: PolicyRuntime,
         decision_log: DecisionLogWriter | None,
         audit_log: AuditLog,
         verifier: RequestTokenVerifier,
@@ -257,7 +258,7 @@ class ExchangeService:
             scheme_levels=self.registry.scheme.levels,
             scheme_name=self.registry.scheme.name,
         )
-        decision: Decision = await self.policy.decide(policy_input)
+        decision = await self.policy.decide(policy_input)
         if self.decision_log is not None:
             self.decision_log.record(
                 exchange_id=trace.exchange_id, policy_input=policy_input, decision=decision
