@@ -188,17 +188,21 @@ async def main(argv: Sequence[str]) -> int:
     inputs = [case.input for case in load_corpus()]
     proc, url = start_opa(args.opa_bin)
     embedded = EmbeddedEngine(timeout_ms=5000)
+    vm = EmbeddedEngine(timeout_ms=5000, vm=True)
     opa = await OpaEngine.connect(url, timeout_ms=5000)
     results: list[Result] = []
     try:
         await embedded.load(bundle)
+        await vm.load(bundle)
         await opa.load(bundle)
-        # Correctness first: every corpus input on both engines, in this run.
-        mismatches = 0
+        # Correctness first: every corpus input on every engine, in this run.
+        mismatches = vm_mismatches = 0
         for doc in inputs:
-            a, b = await embedded.decide(doc), await opa.decide(doc)
+            a, b, c = await embedded.decide(doc), await opa.decide(doc), await vm.decide(doc)
             if a.to_json() != b.to_json():
                 mismatches += 1
+            if c.to_json() != b.to_json():
+                vm_mismatches += 1
         regopy_decide, regopy_status = regopy_decider(bundle)
         regopy_mismatches: int | None = None
         if regopy_decide is not None:
@@ -218,6 +222,11 @@ async def main(argv: Sequence[str]) -> int:
         embedded.drop_thread_engine()
         results.append(await measure_async("OPA REST (sequential)", opa.decide, inputs, n, budget))
         results.append(
+            await measure_async("embedded VM (async, gateway path)", vm.decide, inputs, n, budget)
+        )
+        results.append(measure_sync("embedded VM (in-thread)", vm.decide_sync, inputs, n, budget))
+        vm.drop_thread_engine()
+        results.append(
             await measure_concurrent(
                 f"OPA REST ({args.concurrency} concurrent)",
                 opa.decide,
@@ -234,6 +243,7 @@ async def main(argv: Sequence[str]) -> int:
     finally:
         await opa.close()
         await embedded.close()
+        await vm.close()
         proc.terminate()
         proc.wait(10)
 
@@ -247,14 +257,17 @@ async def main(argv: Sequence[str]) -> int:
             f"{r.name:<34}{r.count:>10}{r.rate:>11.0f}{r.p50_us:>10.1f}{r.p99_us:>10.1f}"
             f"{r.rate / rest if rest else float('nan'):>8.1f}x"
         )
-    ratio = results[0].rate / rest if rest else float("nan")
-    verdict = "met" if ratio >= 5 else "NOT met"
-    print(f"\nembedded / OPA REST (sequential): {ratio:.1f}x  (target >= 5x: {verdict})")
+    for row in (0, 3):
+        ratio = results[row].rate / rest if rest else float("nan")
+        verdict = "met" if ratio >= 5 else "NOT met"
+        print(f"\n{results[row].name} / OPA REST (sequential): {ratio:.1f}x", end="")
+        print(f"  (target >= 5x: {verdict})")
     print(f"mismatches embedded vs OPA on {len(inputs)} corpus inputs: {mismatches}")
+    print(f"mismatches embedded VM vs OPA on {len(inputs)} corpus inputs: {vm_mismatches}")
     print(f"regopy: {regopy_status}")
     if regopy_mismatches is not None:
         print(f"mismatches regopy vs OPA on {len(inputs)} corpus inputs: {regopy_mismatches}")
-    return 0 if mismatches == 0 else 1
+    return 0 if mismatches == vm_mismatches == 0 else 1
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     #: The ``opa`` binary used to check proposed policies (``opa check``/``opa test``).
     opa_bin: Path | None = None
     policy_timeout_ms: int = Field(default=500, gt=0)
+    #: Run the embedded engine on regorus' compiled VM (faster; see gateway/policy/embedded.py).
+    embedded_vm: bool = False
     #: Root secret for per-agreement pseudonymisation keys (HKDF input).
     pseudonym_secret: SecretStr = SecretStr("")
     #: Human users: an OIDC issuer's JWKS URL; in dev mode a local issuer key is used.

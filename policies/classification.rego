@@ -49,7 +49,10 @@ caller_caveats := {c | some c in input.caller.caveats; is_string(c)} if {
 sensitive_kinds := {"sensitive", "special"}
 
 # The highest level among the requested fields, for the audit entry.
+# (`count(levels) > 0` first: with no valid scheme the body fails outright and the
+# `else` chain answers null on every engine, including regorus' VM.)
 decision_level := levels[min([max(ranks), top_rank])] if {
+	count(levels) > 0
 	ranks := [field_rank(name) | some name in requested_names]
 	count(ranks) > 0
 } else := levels[0] if {

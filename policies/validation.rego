@@ -6,34 +6,56 @@
 # that is wrong instead. Negations only ever apply to rules whose arguments are
 # bound (`not valid_x`, `not f(bound)`): OPA evaluates the arguments of a
 # negated call outside the negation, other engines inside it.
+#
+# Problem keys are bound in the body (`k := "..."`) rather than written in the
+# head, and an optional value is found by iterating its object rather than by
+# assigning a possibly undefined path: the embedded engine compiles this bundle
+# to regorus' VM, which supports those forms and gets the other two wrong.
 package accord.exchange
 
 deny_reasons contains reason("invalid_input", concat("", ["input.", path, " ", problem])) if {
 	some path, problem in input_problems
 }
 
-input_problems["scheme.levels"] := "must be a non-empty array of unique strings" if not valid_levels
+input_problems[k] := "must be a non-empty array of unique strings" if {
+	k := "scheme.levels"
+	not valid_levels
+}
 
-input_problems["now.unix"] := "must be a number" if not valid_now
+input_problems[k] := "must be a number" if {
+	k := "now.unix"
+	not valid_now
+}
 
 input_problems[concat(".", ["caller", key])] := "must be a non-empty string" if {
 	some key in {"department", "clearance"}
 	not valid_input_string("caller", key)
 }
 
-input_problems["caller.caveats"] := "must be an array of strings" if not valid_caller_caveats
+input_problems[k] := "must be an array of strings" if {
+	k := "caller.caveats"
+	not valid_caller_caveats
+}
 
 input_problems[concat(".", ["request", key])] := "must be a non-empty string" if {
 	some key in {"dataset", "purpose"}
 	not valid_input_string("request", key)
 }
 
-input_problems["request.fields"] := "must be a non-empty object" if not valid_fields
+input_problems[k] := "must be a non-empty object" if {
+	k := "request.fields"
+	not valid_fields
+}
 
-input_problems["request.query.kind"] := "must be record, verify or aggregate" if not valid_kind
+input_problems[k] := "must be record, verify or aggregate" if {
+	k := "request.query.kind"
+	not valid_kind
+}
 
-input_problems["request.query.cohort_size"] := "must be a number" if {
-	cohort := input.request.query.cohort_size
+input_problems[k] := "must be a number" if {
+	k := "request.query.cohort_size"
+	some key, cohort in input.request.query
+	key == "cohort_size"
 	not is_number(cohort)
 }
 
@@ -60,7 +82,8 @@ input_problems[concat(".", ["agreement", key])] := "must be a number" if {
 	not valid_number(agreement, key)
 }
 
-input_problems["agreement.purposes"] := "must be an array of strings" if {
+input_problems[k] := "must be an array of strings" if {
+	k := "agreement.purposes"
 	agreement
 	not valid_purposes
 }
@@ -130,7 +153,8 @@ input_problems[concat(".", ["agreement.quotas", key])] := "must be a number" if 
 	not is_number(limit)
 }
 
-input_problems["agreement.quotas"] := "must be an object" if {
+input_problems[k] := "must be an object" if {
+	k := "agreement.quotas"
 	agreement
 	not valid_quotas
 }

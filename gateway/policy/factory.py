@@ -24,7 +24,7 @@ async def open_engine(settings: Settings, bundle: PolicyBundle | None = None) ->
     if settings.policy_engine == "opa":
         engine = await OpaEngine.connect(settings.opa_url, timeout_ms=settings.policy_timeout_ms)
     else:
-        engine = EmbeddedEngine(timeout_ms=settings.policy_timeout_ms)
+        engine = EmbeddedEngine(timeout_ms=settings.policy_timeout_ms, vm=settings.embedded_vm)
     try:
         await engine.load(bundle)
     except BaseException:

@@ -78,7 +78,7 @@ class PolicyRuntime:
                 settings.opa_url, timeout_ms=settings.policy_timeout_ms
             )
         else:
-            engine = EmbeddedEngine(timeout_ms=settings.policy_timeout_ms)
+            engine = EmbeddedEngine(timeout_ms=settings.policy_timeout_ms, vm=settings.embedded_vm)
         runtime = cls(engine, service, refresh_s=refresh_s, monotonic=monotonic)
         await runtime.reload()
         return runtime

@@ -35,11 +35,16 @@ def shipped_bundle() -> PolicyBundle:
     return PolicyBundle.from_directory(POLICY_DIR)
 
 
-@pytest.fixture(scope="session")
-def engines(opa_url: str, shipped_bundle: PolicyBundle) -> Iterator[Engines]:
-    """Both engines loaded with the shipped policies; OPA is the real server."""
+@pytest.fixture(scope="session", params=["interpreter", "vm"])
+def engines(
+    request: pytest.FixtureRequest, opa_url: str, shipped_bundle: PolicyBundle
+) -> Iterator[Engines]:
+    """Both engines loaded with the shipped policies; OPA is the real server.
+
+    The embedded engine runs once as regorus' interpreter and once on its VM.
+    """
     loop = LoopThread()
-    embedded = EmbeddedEngine(timeout_ms=5000)
+    embedded = EmbeddedEngine(timeout_ms=5000, vm=request.param == "vm")
     opa = loop.run(OpaEngine.connect(opa_url, timeout_ms=5000))
     loop.run(embedded.load(shipped_bundle))
     loop.run(opa.load(shipped_bundle))
