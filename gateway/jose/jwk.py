@@ -188,9 +188,9 @@ def private_key_pem(key: PrivateKey) -> bytes:
     )
 
 
-def load_private_key_pem(path: Path) -> PrivateKey:
+def load_private_key_pem(path: Path | str) -> PrivateKey:
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
         raise ValidationFailed(
             f"cannot load private key {path}: {exc}", code="bad_key_file"
