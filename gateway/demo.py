@@ -8,6 +8,7 @@ the demo's department systems can sign requests and agreements.
 from __future__ import annotations
 
 import json
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -352,6 +353,8 @@ def usage_examples(settings: Settings, base_url: str) -> str:
     from examples.synth import people
 
     subject = people()[0].person_id  # the sample data is deterministic
+    script = Path(sys.executable).parent / "accord"
+    accord = str(script) if script.exists() else "accord"
     key = (settings.data_dir / "demo-keys" / "welfare-office.pem").resolve()
     body = json.dumps(
         {
@@ -373,7 +376,7 @@ Python
 
 curl
   echo '{body}' > /tmp/req.json
-  TOKEN=$(accord token request --department welfare-office --system benefits-app \\
+  TOKEN=$({accord} token request --department welfare-office --system benefits-app \\
           --key {key} --body /tmp/req.json)
   curl -s {base_url}/v1/exchanges -H "Authorization: Bearer $TOKEN" \\
        -H 'Content-Type: application/json' --data-binary @/tmp/req.json

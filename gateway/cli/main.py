@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -83,6 +84,10 @@ def token_request(
     method: Annotated[str, typer.Option()] = "POST",
     path: Annotated[str, typer.Option()] = "/v1/exchanges",
     ttl: Annotated[int, typer.Option(help="Lifetime in seconds (at most 300)")] = 60,
+    audience: Annotated[
+        str | None,
+        typer.Option(help="The gateway's id (token aud); default $ACCORD_GATEWAY_ID"),
+    ] = None,
 ) -> None:
     """Sign a request token good for exactly one request (method, path and body)."""
     from gateway.auth.requests import sign_request_token
@@ -93,7 +98,8 @@ def token_request(
             load_private_key_pem(key),
             department=department,
             system=system,
-            audience=settings().gateway_id,
+            # A department's shell needs no gateway configuration, only its id.
+            audience=audience or os.environ.get("ACCORD_GATEWAY_ID") or "accord-gateway",
             method=method,
             path=path,
             body=body.read_bytes() if body is not None else b"",
@@ -130,8 +136,6 @@ def demo(
     port: Annotated[int, typer.Option()] = 8080,
 ) -> None:
     """Start the sample department systems, seed the demo, and serve the gateway."""
-    import os
-
     os.environ.setdefault("ACCORD_DEV_MODE", "true")
     from examples.launch import launch
     from gateway.demo import seed, usage_examples
