@@ -11,16 +11,18 @@ returned: if the log cannot take the entry, the caller gets 503 and no data.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 
 from audit import AuditError, AuditLog
 from audit.canonical import canonical_bytes
@@ -46,8 +48,9 @@ from gateway.exchange.release_step import released_result
 from gateway.exchange.request_step import labels_for, parse_request, requested_fields
 from gateway.exchange.schemas import ExchangeRequest
 from gateway.exchange.subjects import SubjectPseudonyms, subject_accesses
+from gateway.exchange.trace import Trace, exchange_entry, refusal_entry
 from gateway.jose import PrivateKey
-from gateway.policy.engine import Decision, PolicyDenied
+from gateway.policy.engine import Decision
 from gateway.policy.input import build_policy_input
 from gateway.policy.runtime import PolicyRuntime
 from gateway.registry.models import Department
@@ -63,27 +66,6 @@ log = structlog.get_logger(__name__)
 class ExchangeAnswer:
     body: dict[str, Any]
     exchange_id: str
-
-
-@dataclass
-class _Trace:
-    """What one exchange learned so far: enough to audit any way it ends."""
-
-    exchange_id: str
-    request_sha256: str
-    started: float = field(default_factory=time.perf_counter)
-    stages: dict[str, float] = field(default_factory=dict)
-    caller: Caller | None = None
-    request: ExchangeRequest | None = None
-    agreement: Agreement | None = None
-    decision: Decision | None = None
-    subject: str | None = None
-    state: dict[Hashable, Any] | None = None
-
-    def stage(self, name: str, since: float) -> float:
-        now = time.perf_counter()
-        self.stages[name] = self.stages.get(name, 0.0) + (now - since)
-        return now
 
 
 class ExchangeService:
@@ -130,7 +112,7 @@ class ExchangeService:
     async def run(
         self, *, token: str | None, method: str, path: str, body: bytes
     ) -> ExchangeAnswer:
-        trace = _Trace(uuid.uuid4().hex, hashlib.sha256(body).hexdigest())
+        trace = Trace(uuid.uuid4().hex, hashlib.sha256(body).hexdigest())
         structlog.contextvars.bind_contextvars(exchange_id=trace.exchange_id)
         now = self.clock()
         reservation: QuotaReservation | None = None
@@ -172,16 +154,23 @@ class ExchangeService:
                 self.metrics.stage_seconds.labels(name).observe(seconds)
 
     async def _authenticate(
-        self, trace: _Trace, token: str | None, method: str, path: str, body: bytes, now: datetime
+        self, trace: Trace, token: str | None, method: str, path: str, body: bytes, now: datetime
     ) -> Caller:
         if not token:
             raise AuthError("a request token is required", code="missing_token")
 
         def verify() -> tuple[Caller, dict[Hashable, Any]]:
-            state = self.state.refresh()
-            found = self.verifier.verify(
-                token, method=method, path=path, body=body, now=now, defer_replay=True, state=state
-            )
+            with _store_errors():
+                state = self.state.refresh()
+                found = self.verifier.verify(
+                    token,
+                    method=method,
+                    path=path,
+                    body=body,
+                    now=now,
+                    defer_replay=True,
+                    state=state,
+                )
             return found, state
 
         caller, trace.state = await asyncio.to_thread(verify)
@@ -209,6 +198,16 @@ class ExchangeService:
         trace_state: dict[Hashable, Any] | None,
     ) -> tuple[Agreement | None, Department, QuotaReservation | None]:
         """One trip to the store: the agreement, the caller's department, the claim."""
+        with _store_errors():
+            return self._prepare_in_store(caller, request, now, trace_state)
+
+    def _prepare_in_store(
+        self,
+        caller: Caller,
+        request: ExchangeRequest,
+        now: datetime,
+        trace_state: dict[Hashable, Any] | None,
+    ) -> tuple[Agreement | None, Department, QuotaReservation | None]:
         state = trace_state if trace_state is not None else self.state.refresh()
 
         def load_agreement() -> Agreement | None:
@@ -229,7 +228,7 @@ class ExchangeService:
 
     async def _decide(
         self,
-        trace: _Trace,
+        trace: Trace,
         dept: Department,
         reservation: QuotaReservation | None,
         now: datetime,
@@ -266,7 +265,7 @@ class ExchangeService:
         return decision
 
     async def _produce(
-        self, trace: _Trace, binding: ResolvedBinding, decision: Decision, now: datetime
+        self, trace: Trace, binding: ResolvedBinding, decision: Decision, now: datetime
     ) -> tuple[dict[str, Any], dict[str, str]]:
         request, caller, row = trace.request, trace.caller, trace.agreement
         assert request is not None
@@ -322,7 +321,7 @@ class ExchangeService:
 
     async def _finish(
         self,
-        trace: _Trace,
+        trace: Trace,
         result: dict[str, Any],
         released: dict[str, str],
         decision: Decision,
@@ -332,7 +331,7 @@ class ExchangeService:
         assert caller is not None
         assert row is not None
         response_sha = hashlib.sha256(canonical_bytes(result)).hexdigest()
-        entry = self._entry(trace, outcome="released", status=200)
+        entry = exchange_entry(trace, outcome="released", status=200)
         entry.update(
             decision="allow",
             fields=sorted(released),
@@ -385,78 +384,26 @@ class ExchangeService:
     def accesses(
         self, subject_key: str, *, caller: Caller, limit: int, offset: int
     ) -> dict[str, Any]:
-        now = self.clock()
-
-        def hidden(ref: str) -> None:
-            self.audit_log.append(
-                {
-                    "event": "embargo",
-                    "actor": f"{caller.department}/{caller.system}",
-                    "agreement": ref,
-                    "subject": self.subjects.pseudonym(subject_key),
-                    "outcome": "hidden",
-                }
-            )
-
+        """The citizen's access log; hiding an embargoed agreement is itself audited."""
         return subject_accesses(
             audit_log=self.audit_log,
             agreements=self.agreements,
             pseudonyms=self.subjects,
             subject_key=subject_key,
-            now=now,
+            now=self.clock(),
             limit=limit,
             offset=offset,
-            on_hidden=hidden,
+            actor=f"{caller.department}/{caller.system}",
         )
 
-    # -- audit of every refusal -----------------------------------------------
-
-    def _entry(self, trace: _Trace, *, outcome: str, status: int) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "event": "exchange",
-            "exchange_id": trace.exchange_id,
-            "outcome": outcome,
-            "status": status,
-            "request_sha256": trace.request_sha256,
-            "latency_ms": round((time.perf_counter() - trace.started) * 1000, 3),
-        }
-        if trace.caller is not None:
-            entry["actor"] = f"{trace.caller.department}/{trace.caller.system}"
-            entry["consumer"] = trace.caller.department
-        if trace.request is not None:
-            entry["dataset"] = trace.request.dataset
-            entry["purpose"] = trace.request.purpose
-        if trace.agreement is not None:
-            entry["agreement"] = f"{trace.agreement.agreement_id}@{trace.agreement.version}"
-            entry["provider"] = trace.agreement.provider
-        if trace.decision is not None and trace.decision.policy_version:
-            entry["policy_version"] = trace.decision.policy_version.removeprefix("sha256:")
-        if trace.subject is not None:
-            entry["subject"] = trace.subject
-        return entry
-
-    async def _audit_refusal(self, trace: _Trace, exc: AccordError) -> None:
+    async def _audit_refusal(self, trace: Trace, exc: AccordError) -> None:
         """Record the refusal; if even that fails the caller still only gets an error."""
-        if trace.caller is None:
-            event, outcome = "auth_failure", "refused"
-        elif isinstance(exc, PolicyDenied) or (
-            trace.decision is not None and not trace.decision.allow
-        ):
-            event, outcome = "denial", "denied"
-        else:
-            event, outcome = "exchange", "failed"
         if exc.code == "audit_unavailable":
             return
-        entry = self._entry(trace, outcome=outcome, status=exc.status)
-        entry["event"] = event
-        entry["problem"] = exc.code
-        if trace.decision is not None and not trace.decision.allow:
-            entry["decision"] = "deny"
-            entry["reasons"] = list(trace.decision.codes)
-            for code in trace.decision.codes:
-                self.metrics.denials.labels(code).inc()
-        if trace.caller is None:
-            entry["actor"] = "anonymous"
+        entry = refusal_entry(trace, exc)
+        outcome = str(entry["outcome"])
+        for code in entry.get("reasons", []):
+            self.metrics.denials.labels(code).inc()
         consumer = trace.caller.department if trace.caller else "unknown"
         provider = trace.agreement.provider if trace.agreement else "unknown"
         self.metrics.exchanges.labels(outcome, consumer, provider).inc()
@@ -470,3 +417,14 @@ class ExchangeService:
                 refused=exc.code,
             )
             exc.extra.setdefault("audit", "unavailable")
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """The gateway's own database failing is a 503 with a code, never a bare 500."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise ServiceUnavailableError(
+            "the gateway's store is unavailable; nothing was released", code="store_unavailable"
+        ) from exc

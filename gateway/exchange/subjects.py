@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -56,13 +55,14 @@ def subject_accesses(
     now: datetime,
     limit: int,
     offset: int,
-    on_hidden: Callable[[str], None] | None = None,
+    actor: str,
 ) -> dict[str, Any]:
     """Released exchanges about one subject, newest first; embargoed agreements hidden.
 
     Only exchanges that released data are listed (refusals released nothing about
     the person). An agreement whose terms carry ``embargo_until`` in the future
-    is left out; ``on_hidden`` is told which, so the hiding itself is audited.
+    is left out, and each answer that hid one appends an ``embargo`` entry
+    naming it, so the hiding itself is audited.
     """
     pseudonym = pseudonyms.pseudonym(subject_key)
     items: list[dict[str, Any]] = []
@@ -107,9 +107,16 @@ def subject_accesses(
             )
             if len(items) >= limit:
                 break
-    if hidden and on_hidden is not None:
-        for ref in sorted(hidden):
-            on_hidden(ref)
+    for ref in sorted(hidden):
+        audit_log.append(
+            {
+                "event": "embargo",
+                "actor": actor,
+                "agreement": ref,
+                "subject": pseudonym,
+                "outcome": "hidden",
+            }
+        )
     return {"accesses": items, "limit": limit, "offset": offset, "count": len(items)}
 
 
