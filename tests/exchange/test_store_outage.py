@@ -1,0 +1,57 @@
+"""The gateway's own PostgreSQL stops taking connections: exchanges fail closed with 503."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from examples.launch import Departments
+from gateway.client import Unavailable
+from tests._support.gateway import running_gateway
+from tests._support.servers import fresh_database
+from tests.exchange.conftest import subject_with
+
+REQUEST = {
+    "agreement": "welfare-person-lookup",
+    "dataset": "person",
+    "purpose": "benefit-eligibility",
+}
+
+
+def _allow_connections(server_url: str, db_url: str, allow: bool) -> None:
+    name = sa.make_url(db_url).database
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}'))
+        if not allow:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :n AND pid <> pg_backend_pid()"
+                ),
+                {"n": name},
+            )
+    admin.dispose()
+
+
+def test_store_outage_answers_503_and_releases_nothing(
+    departments: Departments, tmp_path: Path, pg_server_url: str
+) -> None:
+    db_url = fresh_database(pg_server_url)
+    with running_gateway(db_url=db_url, data_dir=tmp_path, departments_env=departments.env) as gw:
+        client = gw.client("welfare-office")
+        query = {"kind": "record", "subject": subject_with("civil")}
+        assert client.exchange(**REQUEST, query=query).records
+        _allow_connections(pg_server_url, db_url, False)
+        try:
+            with pytest.raises(Unavailable) as err:
+                client.exchange(**REQUEST, query=query)
+            assert err.value.code == "store_unavailable"
+            assert "records" not in err.value.problem
+            assert httpx.get(gw.url + "/readyz").status_code == 503
+        finally:
+            _allow_connections(pg_server_url, db_url, True)
+        assert client.exchange(**REQUEST, query=query).records  # back once the store is
