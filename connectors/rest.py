@@ -18,13 +18,13 @@ from urllib.parse import quote
 import httpx
 
 from connectors._entities import EntitySpec, entity, parse_entities, project
-from connectors._tls import is_tls_failure, tls_context
+from connectors._http import read_capped, transport_fault
+from connectors._tls import tls_context
 from connectors.interface import (
     Connector,
     ConnectorAuthFailed,
     ConnectorBadResponse,
     ConnectorConfigError,
-    ConnectorTimeout,
     ConnectorUnavailable,
     EntitySchema,
     FetchContext,
@@ -33,7 +33,6 @@ from connectors.interface import (
     NotFound,
     Page,
     ResponseTooLarge,
-    TlsFailed,
     freeze_record,
 )
 from connectors.resilience import Deadline, Resilience, ResilienceSettings, RetryableFault
@@ -194,36 +193,12 @@ class RestConnector(Connector):
                 declared = resp.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > cap:
                     raise ResponseTooLarge("declared body exceeds the cap", connector=self.name)
-                body = bytearray()
-                async for chunk in resp.aiter_bytes():
-                    body += chunk
-                    if len(body) > cap:
-                        raise ResponseTooLarge("body exceeds the cap", connector=self.name)
-        except httpx.ConnectTimeout as exc:
-            raise RetryableFault(
-                "connect timed out",
-                connector=self.name,
-                final=ConnectorTimeout("connect to provider timed out", connector=self.name),
-            ) from exc
-        except httpx.ConnectError as exc:
-            if is_tls_failure(exc):
-                raise TlsFailed(
-                    "TLS handshake with the provider failed", connector=self.name
-                ) from exc
-            raise RetryableFault(
-                "connect failed",
-                connector=self.name,
-                final=ConnectorUnavailable("provider refused the connection", connector=self.name),
-            ) from exc
-        except httpx.TimeoutException as exc:
-            raise ConnectorTimeout("provider read timed out", connector=self.name) from exc
+                body = await read_capped(resp, cap, self.name)
         except httpx.DecodingError as exc:
             raise ConnectorBadResponse("body could not be decoded", connector=self.name) from exc
         except httpx.HTTPError as exc:
-            raise ConnectorUnavailable(
-                f"transport failure ({type(exc).__name__})", connector=self.name
-            ) from exc
-        return _parse_json(bytes(body), self.name)
+            raise transport_fault(exc, self.name) from exc
+        return _parse_json(body, self.name)
 
     def _check_status(self, resp: httpx.Response) -> None:
         status = resp.status_code

@@ -27,12 +27,12 @@ from lxml import etree
 from zeep.settings import Settings
 
 from connectors._entities import EntitySpec, entity, parse_entities, project
-from connectors._tls import is_tls_failure, tls_context
+from connectors._http import read_capped, transport_fault
+from connectors._tls import tls_context
 from connectors.interface import (
     Connector,
     ConnectorBadResponse,
     ConnectorConfigError,
-    ConnectorTimeout,
     ConnectorUnavailable,
     EntitySchema,
     FetchContext,
@@ -40,8 +40,6 @@ from connectors.interface import (
     Health,
     NotFound,
     Page,
-    ResponseTooLarge,
-    TlsFailed,
     UnknownField,
     UnsafeContent,
     freeze_record,
@@ -305,34 +303,10 @@ class SoapConnector(Connector):
                     raise ConnectorBadResponse(
                         "provider answered with a non-XML content type", connector=self.name
                     )
-                body = bytearray()
-                async for chunk in resp.aiter_bytes():
-                    body += chunk
-                    if len(body) > cap:
-                        raise ResponseTooLarge("body exceeds the cap", connector=self.name)
-        except httpx.ConnectTimeout as exc:
-            raise RetryableFault(
-                "connect timed out",
-                connector=self.name,
-                final=ConnectorTimeout("connect timed out", connector=self.name),
-            ) from exc
-        except httpx.ConnectError as exc:
-            if is_tls_failure(exc):
-                raise TlsFailed(
-                    "TLS handshake with the provider failed", connector=self.name
-                ) from exc
-            raise RetryableFault(
-                "connect failed",
-                connector=self.name,
-                final=ConnectorUnavailable("provider refused the connection", connector=self.name),
-            ) from exc
-        except httpx.TimeoutException as exc:
-            raise ConnectorTimeout("provider read timed out", connector=self.name) from exc
+                body = await read_capped(resp, cap, self.name)
         except httpx.HTTPError as exc:
-            raise ConnectorUnavailable(
-                f"transport failure ({type(exc).__name__})", connector=self.name
-            ) from exc
-        return status, bytes(body)
+            raise transport_fault(exc, self.name) from exc
+        return status, body
 
 
 def _is_xml(resp: httpx.Response) -> bool:
