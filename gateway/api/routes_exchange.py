@@ -67,6 +67,13 @@ EXCHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = {
     504: _problem("connector_timeout"),
 }
 
+ADMIN_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: _problem("missing_token, invalid token"),
+    403: _problem("role_required"),
+    404: _problem("unknown_department"),
+    422: _problem("validation_failed, mapping_invalid, connector_config_invalid"),
+}
+
 _REQUEST_BODY = {
     "required": True,
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExchangeRequest"}}},
@@ -191,12 +198,7 @@ async def subject_accesses(
 @router.put(
     "/v1/departments/{provider}/datasets/{dataset_id}",
     status_code=200,
-    responses={
-        401: _problem("token"),
-        403: _problem("role_required"),
-        404: _problem("unknown_department"),
-        422: _problem("validation_failed, mapping_invalid, connector_config_invalid"),
-    },
+    responses=ADMIN_PROBLEMS,
     summary="Bind a provider's dataset to its connector and mapping",
 )
 def put_binding(
@@ -213,12 +215,7 @@ def put_binding(
 @router.put(
     "/v1/departments/{consumer}/mappings/{name}",
     status_code=200,
-    responses={
-        401: _problem("token"),
-        403: _problem("role_required"),
-        404: _problem("unknown_department"),
-        422: _problem("validation_failed, mapping_invalid, connector_config_invalid"),
-    },
+    responses=ADMIN_PROBLEMS,
     summary="Register a consumer's own record schema (canonical -> consumer mapping)",
 )
 def put_consumer_mapping(

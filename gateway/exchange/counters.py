@@ -9,6 +9,7 @@ returns the new count.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -91,22 +92,21 @@ class QuotaReservation:
 
 
 def _bump(conn: sa.Connection, agreement_id: str, window: str, delta: int) -> int:
+    """Add ``delta`` to one window's counter with a single upsert; returns the new count."""
     dialect = conn.dialect.name
-    values = {"agreement_id": agreement_id, "window": window, "count": max(delta, 0)}
-    if dialect == "postgresql":
-        pg = postgresql.insert(_USAGE).values(**values)
-        stmt = pg.on_conflict_do_update(
-            index_elements=["agreement_id", "window"],
-            set_={"count": _USAGE.c.count + delta},
-        ).returning(_USAGE.c.count)
-    elif dialect == "sqlite":
-        lite = sqlite.insert(_USAGE).values(**values)
-        stmt = lite.on_conflict_do_update(
-            index_elements=["agreement_id", "window"],
-            set_={"count": _USAGE.c.count + delta},
-        ).returning(_USAGE.c.count)
-    else:  # pragma: no cover - only the two supported stores
+    # Both dialects spell the upsert the same way; only the construct differs.
+    insert: Any = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
+    if insert is None:  # pragma: no cover - only the two supported stores
         raise ServiceUnavailableError(f"quotas are not supported on {dialect}")
+    values = {"agreement_id": agreement_id, "window": window, "count": max(delta, 0)}
+    stmt = (
+        insert(_USAGE)
+        .values(**values)
+        .on_conflict_do_update(
+            index_elements=["agreement_id", "window"], set_={"count": _USAGE.c.count + delta}
+        )
+        .returning(_USAGE.c.count)
+    )
     return int(conn.execute(stmt).scalar_one())
 
 
