@@ -35,8 +35,9 @@ class Settings(BaseSettings):
     #: The ``opa`` binary used to check proposed policies (``opa check``/``opa test``).
     opa_bin: Path | None = None
     policy_timeout_ms: int = Field(default=500, gt=0)
-    #: Run the embedded engine on regorus' compiled VM (faster; see gateway/policy/embedded.py).
-    embedded_vm: bool = False
+    #: Decide on regorus' compiled VM when a version passes the VM self-check (else the
+    #: interpreter); false always interprets. See gateway/policy/embedded.py.
+    embedded_vm: bool = True
     #: Root secret for per-agreement pseudonymisation keys (HKDF input).
     pseudonym_secret: SecretStr = SecretStr("")
     #: Human users: an OIDC issuer's JWKS URL; in dev mode a local issuer key is used.

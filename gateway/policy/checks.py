@@ -8,6 +8,11 @@
 2. ``opa_check``: ``opa check --strict`` (the OPA compiler the server uses).
 3. ``regorus``: the bundle loads and evaluates in the embedded engine.
 4. ``rego_tests``: the bundle's own ``*_test.rego`` pass under ``opa test``.
+5. ``regorus_vm`` (reported, never fails the proposal): whether regorus' VM
+   decides the probe inputs (``gateway.policy.probes``) exactly as its
+   interpreter does. If not, the embedded engine will interpret this version
+   (slower, same decisions); the officer sees the first differing probe before
+   activating.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import regorus
 
 from gateway.errors import PolicyError, ValidationFailed
 from gateway.policy.bundle import PolicyBundle
-from gateway.policy.embedded import compile_check
+from gateway.policy.embedded import compile_check, vm_verdict
 
 __all__ = [
     "IMPURE_BUILTINS",
@@ -103,8 +108,9 @@ def check_bundle(bundle: PolicyBundle, opa_bin: Path) -> BundleReport:
         checks = (
             _run("builtins", [str(opa_bin), "check", "--capabilities", str(caps), str(src)], src),
             _run("opa_check", [str(opa_bin), "check", "--strict", str(src)], src),
-            _regorus(bundle),
+            interpreted := _regorus(bundle),
             _rego_tests(opa_bin, src),
+            _regorus_vm(bundle, loads=interpreted.ok),
         )
     return BundleReport(bundle.version, checks)
 
@@ -168,6 +174,16 @@ def _regorus(bundle: PolicyBundle) -> CheckResult:
     except PolicyError as exc:
         return CheckResult("regorus", False, exc.detail)
     return CheckResult("regorus", True)
+
+
+def _regorus_vm(bundle: PolicyBundle, *, loads: bool) -> CheckResult:
+    """Informational: ok even when the VM disagrees, since the engine then interprets."""
+    if not loads:
+        return CheckResult("regorus_vm", True, "not run: regorus cannot load the bundle")
+    program, why = vm_verdict(tuple(bundle.policy_sources().items()))
+    if program is None:
+        return CheckResult("regorus_vm", True, f"{why}; this version will be interpreted")
+    return CheckResult("regorus_vm", True, f"{why}; this version will run on the VM")
 
 
 def _rego_tests(opa_bin: Path, src: Path) -> CheckResult:

@@ -1,63 +1,95 @@
 """The embedded policy engine: regorus (PyPI ``gordon-to-regorus``) in-process.
 
-A regorus ``Engine`` is "unsendable": it panics if used *or dropped* on any
-thread but the one that made it. So each engine lives in one dedicated worker
-thread that builds its own ``Engine`` from the active bundle's sources the
-first time it sees a new version; the event loop only talks to it through the
-executor, and worker functions never let an exception (whose traceback would
-keep the Engine alive) cross back to another thread: they return
-``(value, error text)`` instead. Why regorus and not regopy: docs/policy-engines.md.
+By default each policy version is compiled once to regorus' virtual machine
+(``regorus.Program`` / ``regorus.Rvm``), several times faster than its
+tree-walking interpreter. The VM is younger than the interpreter and has
+mis-evaluated Rego forms the interpreter gets right, so before the VM decides
+anything for a version, a self-check decides every probe input
+(``gateway.policy.probes``: a fixed synthetic set plus the recorded inputs the
+runtime passes) on both, with throwaway engines; on any difference the version
+is interpreted and a warning names the first differing probe. A version the
+VM cannot compile is interpreted too, and ``ACCORD_EMBEDDED_VM=false`` always
+interprets. ``mode`` / ``health()`` say which evaluator decides and why.
 
-With ``vm=True`` the bundle is compiled once per version to regorus' virtual
-machine (``regorus.Program`` / ``regorus.Rvm``), about four times faster than the
-tree-walking interpreter. The VM is younger than the interpreter and mis-evaluates
-some Rego forms (the shipped policy avoids the two we found; the differential
-corpus runs on it against a real OPA server), so it is opt-in
-(``ACCORD_EMBEDDED_VM=true``). A bundle the VM cannot compile is interpreted.
+regorus objects are "unsendable": they panic if used, and complain if
+dropped, on any thread but the one that made them. So:
+
+* the interpreter (and the VM when called from a foreign thread) lives on one
+  dedicated worker thread; the event loop talks to it through the executor,
+  bounded by ``asyncio.timeout``; worker functions never let an exception
+  (whose traceback would keep an engine alive) cross back: they return
+  ``(value, error text)`` instead;
+* the VM decides **inline** on the thread of the first ``decide`` (the event
+  loop's), because one evaluation (~100-200 µs) costs less than the hop to a
+  worker and back. Its ``Rvm`` is made there from the version's serialised
+  program and dropped there (``close`` runs on the loop). An inline
+  evaluation cannot be interrupted: one that overran the policy timeout is
+  answered with the ``policy_error`` deny anyway (fail closed) and logged,
+  but the latency bound itself is not enforced on that path (Rego has no
+  unbounded recursion, so evaluations end).
+
+Why regorus and not regopy: docs/policy-engines.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Any, Literal
 
-import regorus
+import structlog
 
 from gateway.errors import PolicyError
-from gateway.policy.bundle import DECISION_QUERY, PolicyBundle
+from gateway.policy._regorus import (
+    Sources,
+    compile_program,
+    first_lines,
+    new_interpreter,
+    new_vm,
+    run_interpreter,
+    run_vm,
+)
+from gateway.policy.bundle import PolicyBundle
 from gateway.policy.engine import Decision, EngineHealth, decision_from_value
+from gateway.policy.probes import Probe, Verdict, compare_vm, synthetic_probes
 
-__all__ = ["EmbeddedEngine", "compile_check"]
+__all__ = ["EmbeddedEngine", "Mode", "compile_check", "vm_verdict"]
 
-log = logging.getLogger("gateway.policy.embedded")
+log = structlog.get_logger(__name__)
+
+Mode = Literal["vm", "interpreter"]
 
 #: regorus reports unknown built-ins only when a rule is evaluated, not when it
 #: is added, so loading evaluates the decision once on an empty input.
 _PROBE_INPUT = "{}"
 
+#: Inline VMs whose engine was closed from a thread that does not own them:
+#: kept forever rather than dropped on the wrong thread.
+_STRANDED: list[Any] = []
+
 
 @dataclass(frozen=True)
 class _Loaded:
     version: str
-    sources: tuple[tuple[str, str], ...]
+    sources: Sources
+    #: The serialised VM program when the VM decides this version, else None.
+    program: bytes | None
+    mode: Mode
+    why: str
 
 
-def _check_sources(sources: tuple[tuple[str, str], ...]) -> str | None:
+def _check_sources(sources: Sources) -> str | None:
     """Load and probe on the calling thread; return the error text or None."""
     try:
-        engine = regorus.Engine()
-        for path, text in sources:
-            engine.add_policy(path, text)
-        engine.set_input_json(_PROBE_INPUT)
-        engine.eval_rule(DECISION_QUERY)
+        run_interpreter(new_interpreter(sources), _PROBE_INPUT)
     except Exception as exc:  # regorus raises RuntimeError with a rendered source excerpt
-        return _first_lines(exc)
+        return first_lines(exc)
     return None
 
 
@@ -71,12 +103,57 @@ def compile_check(bundle: PolicyBundle) -> None:
         raise PolicyError(f"regorus cannot load the bundle: {error}", code="policy_invalid")
 
 
+def vm_verdict(sources: Sources, recorded: Sequence[Probe] = ()) -> tuple[bytes | None, str]:
+    """The VM program to use for ``sources`` (None: interpret) and why.
+
+    Compiles, then compares the VM with the interpreter on the synthetic
+    probes (cached per bundle: the same sources always give the same answer)
+    and on ``recorded``. Runs on the calling thread; every regorus object it
+    makes is dropped before it returns. Never raises.
+    """
+    try:
+        program = compile_program(sources)
+    except Exception as exc:
+        return None, f"the VM cannot compile this version ({first_lines(exc, 3)})"
+    try:
+        synthetic = _synthetic_verdict(sources, program)
+        if synthetic.disagreement is not None:
+            return None, synthetic.describe()
+        own = compare_vm(sources, program, recorded)
+    except Exception as exc:
+        return None, f"the VM self-check failed ({first_lines(exc, 3)})"
+    if own.disagreement is not None:
+        return None, own.describe()
+    total = Verdict(
+        synthetic.probes + own.probes,
+        None,
+        synthetic.interpreter_only_errors + own.interpreter_only_errors,
+    )
+    return program, total.describe()
+
+
+@lru_cache(maxsize=32)
+def _synthetic_verdict(sources: Sources, program: bytes) -> Verdict:
+    return compare_vm(sources, program, synthetic_probes())
+
+
+def _prepare(version: str, sources: Sources, vm: bool, recorded: Sequence[Probe]) -> _Loaded | str:
+    """Worker-thread part of ``load``: the loaded version, or why it does not load."""
+    error = _check_sources(sources)
+    if error is not None:
+        return error
+    if not vm:
+        return _Loaded(version, sources, None, "interpreter", "ACCORD_EMBEDDED_VM=false")
+    program, why = vm_verdict(sources, recorded)
+    return _Loaded(version, sources, program, "vm" if program else "interpreter", why)
+
+
 class EmbeddedEngine:
-    """``PolicyEngine`` backed by regorus on a dedicated worker thread."""
+    """``PolicyEngine`` backed by regorus: its VM inline, or its interpreter on a worker."""
 
     name = "embedded"
 
-    def __init__(self, *, timeout_ms: int = 500, vm: bool = False) -> None:
+    def __init__(self, *, timeout_ms: int = 500, vm: bool = True) -> None:
         self._timeout = timeout_ms / 1000
         self._vm = vm
         # One thread: regorus keeps the GIL while it evaluates, so more threads
@@ -84,18 +161,45 @@ class EmbeddedEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regorus")
         self._local = threading.local()
         self._loaded: _Loaded | None = None
+        # The inline VM: owned by the first thread that decides, made per version.
+        self._claim = threading.Lock()
+        self._owner: threading.Thread | None = None
+        self._inline_version: str | None = None
+        self._inline_vm: Any = None
 
     @property
     def version(self) -> str | None:
         return self._loaded.version if self._loaded else None
 
-    async def load(self, bundle: PolicyBundle) -> None:
-        loaded = _Loaded(bundle.version, tuple(bundle.policy_sources().items()))
+    @property
+    def vm_enabled(self) -> bool:
+        """Whether the VM may decide (``ACCORD_EMBEDDED_VM``), self-check permitting."""
+        return self._vm
+
+    @property
+    def mode(self) -> Mode | None:
+        """Which evaluator decides the loaded version: ``vm`` or ``interpreter``."""
+        return self._loaded.mode if self._loaded else None
+
+    @property
+    def mode_reason(self) -> str:
+        """Why: the self-check's verdict, a compile error, or the setting."""
+        return self._loaded.why if self._loaded else ""
+
+    async def load(self, bundle: PolicyBundle, *, probes: Sequence[Probe] = ()) -> None:
+        """Load ``bundle``; with the VM enabled, self-check it on the probes plus ``probes``."""
+        sources = tuple(bundle.policy_sources().items())
         loop = asyncio.get_running_loop()
-        error = await loop.run_in_executor(self._executor, _check_sources, loaded.sources)
-        if error is not None:
-            raise PolicyError(f"regorus cannot load the bundle: {error}", code="policy_invalid")
-        self._loaded = loaded
+        result = await loop.run_in_executor(
+            self._executor, _prepare, bundle.version, sources, self._vm, tuple(probes)
+        )
+        if isinstance(result, str):
+            raise PolicyError(f"regorus cannot load the bundle: {result}", code="policy_invalid")
+        if self._vm and result.mode == "interpreter":
+            log.warning("policy_vm_not_used", version=result.version, reason=result.why)
+        else:
+            log.info("policy_engine_mode", version=result.version, mode=result.mode, why=result.why)
+        self._loaded = result
 
     async def decide(self, policy_input: Mapping[str, Any]) -> Decision:
         loaded = self._loaded
@@ -107,6 +211,8 @@ class EmbeddedEngine:
             return Decision.error(
                 f"input is not JSON: {exc}", policy_version=loaded.version, engine=self.name
             )
+        if loaded.program is not None and self._owns_inline_vm():
+            return self._decide_inline(loaded, payload)
         loop = asyncio.get_running_loop()
         try:
             # asyncio.timeout, not wait_for: no extra task per decision.
@@ -119,20 +225,79 @@ class EmbeddedEngine:
         return self._finish(loaded, value, error)
 
     def decide_sync(self, policy_input: Mapping[str, Any]) -> Decision:
-        """Decide on the calling thread with its own Engine (benchmarks, dry-runs).
+        """Decide on the calling thread with its own Engine or Rvm (benchmarks, dry-runs).
 
-        The calling thread keeps that Engine until ``drop_thread_engine`` is
+        The calling thread keeps that object until ``drop_thread_engine`` is
         called on it; call that before the thread ends.
         """
         loaded = self._loaded
         if loaded is None:
             return Decision.error("no policy loaded", policy_version=None, engine=self.name)
-        value, error = self._evaluate(loaded, json.dumps(policy_input, allow_nan=False))
+        payload = json.dumps(policy_input, ensure_ascii=False, allow_nan=False)
+        value, error = self._evaluate(loaded, payload)
         return self._finish(loaded, value, error)
 
     def drop_thread_engine(self) -> None:
-        """Release the calling thread's Engine (see ``decide_sync``)."""
+        """Release the calling thread's Engine or Rvm (see ``decide_sync``)."""
         self._local.__dict__.clear()
+
+    async def health(self) -> EngineHealth:
+        if self._loaded is None:
+            return EngineHealth(False, self.name, None, "no policy loaded")
+        loaded = self._loaded
+        return EngineHealth(True, self.name, loaded.version, f"{loaded.mode}: {loaded.why}")
+
+    async def close(self) -> None:
+        """Drop the inline VM here (the loop that owns it), the worker's engine there, then stop."""
+        self._drop_inline_vm()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self.drop_thread_engine)
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+    # -- internals -----------------------------------------------------------
+
+    def _owns_inline_vm(self) -> bool:
+        """True on the thread that owns the inline VM (the first one to decide)."""
+        owner = self._owner
+        if owner is None:
+            with self._claim:
+                if self._owner is None:
+                    self._owner = threading.current_thread()
+                owner = self._owner
+        return owner is threading.current_thread()
+
+    def _decide_inline(self, loaded: _Loaded, payload: str) -> Decision:
+        started = time.perf_counter()
+        value, error = self._run_inline(loaded, payload)
+        elapsed = time.perf_counter() - started
+        if elapsed > self._timeout:
+            # Cannot be interrupted, only refused after the fact: fail closed.
+            log.error("policy_inline_timeout", version=loaded.version, ms=round(elapsed * 1000))
+            return Decision.error(
+                f"policy timeout (the VM took {elapsed * 1000:.0f} ms)",
+                policy_version=loaded.version,
+                engine=self.name,
+            )
+        return self._finish(loaded, value, error)
+
+    def _run_inline(self, loaded: _Loaded, payload: str) -> tuple[Any, str | None]:
+        try:
+            if self._inline_version != loaded.version:
+                self._inline_vm = self._inline_version = None
+                assert loaded.program is not None
+                self._inline_vm = new_vm(loaded.program)
+                self._inline_version = loaded.version
+            return run_vm(self._inline_vm, payload), None
+        except Exception as exc:
+            return None, first_lines(exc)
+
+    def _drop_inline_vm(self) -> None:
+        vm, self._inline_vm, self._inline_version = self._inline_vm, None, None
+        if vm is not None and self._owner is not threading.current_thread():
+            log.warning("policy_vm_stranded", detail="closed from a thread that does not own it")
+            _STRANDED.append(vm)
+        del vm
+        self._owner = None
 
     def _finish(self, loaded: _Loaded, value: Any, error: str | None) -> Decision:
         if error is not None:
@@ -144,52 +309,19 @@ class EmbeddedEngine:
         return decision_from_value(value, policy_version=loaded.version, engine=self.name)
 
     def _evaluate(self, loaded: _Loaded, payload: str) -> tuple[Any, str | None]:
+        """Decide with the calling thread's own Engine or Rvm (made per version)."""
         try:
-            if getattr(self._local, "version", None) != loaded.version:
-                self._local.__dict__.clear()
-                self._local.version = loaded.version
-                self._local.vm = _compile_vm(loaded.sources) if self._vm else None
-                if self._local.vm is None:
-                    engine = regorus.Engine()
-                    for path, text in loaded.sources:
-                        engine.add_policy(path, text)
-                    self._local.engine = engine
-            vm = self._local.vm
-            if vm is not None:
-                vm.set_input_json(payload)
-                return json.loads(vm.execute()), None
-            engine = self._local.engine
-            engine.set_input_json(payload)
-            return engine.eval_rule(DECISION_QUERY), None
+            local = self._local
+            key = (loaded.version, loaded.mode)
+            if getattr(local, "key", None) != key:
+                local.__dict__.clear()
+                if loaded.program is not None:
+                    local.vm = new_vm(loaded.program)
+                else:
+                    local.engine = new_interpreter(loaded.sources)
+                local.key = key
+            if loaded.program is not None:
+                return run_vm(local.vm, payload), None
+            return run_interpreter(local.engine, payload), None
         except Exception as exc:
-            return None, _first_lines(exc)
-
-    async def health(self) -> EngineHealth:
-        if self._loaded is None:
-            return EngineHealth(False, self.name, None, "no policy loaded")
-        return EngineHealth(True, self.name, self._loaded.version)
-
-    async def close(self) -> None:
-        """Drop the worker's Engine on its own thread, then stop the thread."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self.drop_thread_engine)
-        await asyncio.to_thread(self._executor.shutdown, wait=True)
-
-
-def _compile_vm(sources: tuple[tuple[str, str], ...]) -> Any:
-    """A loaded regorus VM for the decision, or None when the VM cannot compile the bundle."""
-    try:
-        program = regorus.Program.compile_from_modules("{}", list(sources), [DECISION_QUERY])
-        vm = regorus.Rvm()
-        vm.load_program(program)
-        vm.set_data_json("{}")
-    except Exception as exc:
-        log.warning("regorus VM cannot compile the bundle; interpreting: %s", _first_lines(exc))
-        return None
-    return vm
-
-
-def _first_lines(exc: BaseException, limit: int = 6) -> str:
-    """regorus errors end in a long Rust backtrace; keep the rendered source part."""
-    text = str(exc).split("Stack backtrace:")[0].strip()
-    return " | ".join(line.rstrip() for line in text.splitlines()[:limit] if line.strip())
+            return None, first_lines(exc)

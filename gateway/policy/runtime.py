@@ -8,6 +8,11 @@ the new bundle into the embedded engine or pushes it to the OPA server. So an
 activation on any node reaches every node within about a second, and a node
 that cannot load or confirm the active version denies (``policy_error``)
 rather than deciding with a policy that is no longer approved.
+
+Loading a version into the embedded engine with its VM enabled passes the
+decision log's most recent distinct inputs as extra probes for the VM's
+self-check (``gateway.policy.probes``), so the VM is checked on the inputs this
+gateway actually decides, not only on synthetic ones.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from gateway.errors import AccordError
 from gateway.policy.embedded import EmbeddedEngine
 from gateway.policy.engine import Decision, EngineHealth, PolicyEngine
 from gateway.policy.opa import OpaEngine
+from gateway.policy.probes import Probe, recorded_probes
 from gateway.policy.service import PolicyService
 from gateway.settings import Settings
 
@@ -160,7 +166,11 @@ class PolicyRuntime:
             self._suspect = False
             try:
                 bundle = await asyncio.to_thread(self.service.bundle, wanted)
-                await self.engine.load(bundle)
+                if isinstance(self.engine, EmbeddedEngine) and self.engine.vm_enabled:
+                    probes = await self._recorded_probes()
+                    await self.engine.load(bundle, probes=probes)
+                else:
+                    await self.engine.load(bundle)
             except AccordError as exc:
                 self._problem = f"active policy {wanted} could not be loaded: {exc.detail}"
                 log.error("policy_load_failed", version=wanted, detail=exc.detail)
@@ -171,3 +181,11 @@ class PolicyRuntime:
                 return
             self._problem = None
             log.info("policy_loaded", version=wanted, engine=self.engine.name)
+
+    async def _recorded_probes(self) -> list[Probe]:
+        """The decision log's recent inputs, for the VM self-check (none if unreadable)."""
+        try:
+            return await asyncio.to_thread(recorded_probes, self.service.engine)
+        except Exception as exc:  # the synthetic probes still run
+            log.warning("policy_probes_unreadable", error=f"{type(exc).__name__}: {exc}")
+            return []

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -126,8 +127,13 @@ async def test_embedded_timeout_is_policy_error() -> None:
     engine = EmbeddedEngine(timeout_ms=1)
     try:
         await engine.load(bundle("package accord.exchange\n\ndecision := 1 if input.never\n"))
-        engine._loaded = type(engine._loaded)(  # type: ignore[misc]  # skip the load probe
-            "sha256:slow", (("exchange.rego", slow),)
+        assert engine._loaded is not None  # skip the load probe: replace what was loaded
+        engine._loaded = replace(
+            engine._loaded,
+            version="sha256:slow",
+            sources=(("exchange.rego", slow),),
+            program=None,
+            mode="interpreter",
         )
         d = await engine.decide({})
         assert d.codes == ("policy_error",)

@@ -48,7 +48,13 @@ def test_full_workflow_and_rollback(db_url: str, opa_bin: Path) -> None:
         clock.advance(minutes=1)
         view = service.propose(proposed, actor=ALICE, note="suspend eligibility checks")
         assert view.status == "checked" and view.checks_ok is True
-        assert {c.name for c in view.checks} == {"builtins", "opa_check", "regorus", "rego_tests"}
+        assert {c.name for c in view.checks} == {
+            "builtins",
+            "opa_check",
+            "regorus",
+            "rego_tests",
+            "regorus_vm",
+        }
         assert view.base_version == shipped and not view.active
         assert service.active_version() == shipped  # proposing decides nothing
 
