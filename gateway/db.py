@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlmodel import Session, create_engine
 
-__all__ = ["is_sqlite", "make_engine", "session_scope", "upgrade"]
+__all__ = ["is_sqlite", "lazy_commit", "make_engine", "session_scope", "upgrade"]
 
 
 def is_sqlite(engine_or_url: Engine | str) -> bool:
@@ -48,6 +48,44 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+@contextmanager
+def lazy_commit(engine: Engine) -> Iterator[Connection]:
+    """A write transaction whose commit does not wait for the disk by itself.
+
+    Only for writes that a durable commit on the same database always follows
+    before anyone relies on them, or whose loss in a power cut costs nothing
+    (the decision log kept for dry-runs, a quota reservation given back). The
+    exchange's jti claim and quota counters are
+    such writes: every answer, allowed or refused, waits for its audit entry's
+    commit, and that commit makes everything written before it durable too
+    (SQLite WAL: its fsync covers the whole shared log file; PostgreSQL: a
+    synchronous commit flushes the WAL up to and including itself). A power cut
+    can then only lose claims of requests that never got an answer, which a
+    client may send again anyway. Saves one fsync per exchange.
+    """
+    sqlite = is_sqlite(engine)
+    with engine.connect() as conn:
+        if sqlite:
+            _pragma(conn, "synchronous=NORMAL")
+        try:
+            with conn.begin():
+                if not sqlite:
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                yield conn
+        finally:
+            if sqlite:
+                _pragma(conn, "synchronous=FULL")
+
+
+def _pragma(conn: Connection, setting: str) -> None:
+    """Run a PRAGMA on the DBAPI connection, outside SQLAlchemy's transaction tracking."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"PRAGMA {setting}")
+    finally:
+        cursor.close()
 
 
 @contextmanager

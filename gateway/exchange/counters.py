@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from audit.store import write_lock
+from gateway.db import lazy_commit
 from gateway.errors import AuthError, ServiceUnavailableError
 from gateway.exchange.models import ReplayedJti, UsageCounter
 
@@ -48,7 +49,7 @@ class ReplayCache:
         """
         usage = Usage(now)
         try:
-            with write_lock(self.engine), self.engine.begin() as conn:
+            with write_lock(self.engine), lazy_commit(self.engine) as conn:
                 conn.execute(_JTI.insert().values(iss=iss, jti=jti, expires_at=until))
                 if agreement_id is None:
                     reservation = None
@@ -113,7 +114,7 @@ def _bump(conn: sa.Connection, agreement_id: str, window: str, delta: int) -> in
 def release_quota(engine: Engine, reservation: QuotaReservation) -> None:
     """Give a reservation back: the exchange was refused or failed, nothing was released."""
     try:
-        with write_lock(engine), engine.begin() as conn:
+        with write_lock(engine), lazy_commit(engine) as conn:
             _bump(conn, reservation.agreement_id, reservation.usage.minute, -1)
             _bump(conn, reservation.agreement_id, reservation.usage.day, -1)
     except SQLAlchemyError:

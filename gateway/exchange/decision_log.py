@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from audit.store import write_lock
+from gateway.db import lazy_commit
 from gateway.policy.engine import Decision
 from gateway.policy.models import PolicyDecisionRecord
 from gateway.policy.store import decision_record
@@ -102,7 +103,7 @@ class DecisionLogWriter:
             for e, i, d, at in batch:
                 rec = decision_record(exchange_id=e, policy_input=i, decision=d, now=at)
                 rows.append({c: getattr(rec, c) for c in _COLUMNS})
-            with write_lock(self.engine), self.engine.begin() as conn:
+            with write_lock(self.engine), lazy_commit(self.engine) as conn:
                 conn.execute(_TABLE.insert(), rows)
                 self._since_prune += len(rows)
                 if self._since_prune >= self._prune_every:

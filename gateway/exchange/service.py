@@ -117,17 +117,8 @@ class ExchangeService:
         now = self.clock()
         reservation: QuotaReservation | None = None
         try:
-            t = time.perf_counter()
-            trace.caller = await self._authenticate(trace, token, method, path, body, now)
-            try:
-                trace.request = parse_request(body)
-            except AccordError:
-                await asyncio.to_thread(self._claim, trace.caller, None, now)  # still single use
-                raise
-            t = trace.stage("auth", t)
-            trace.agreement, department, reservation = await asyncio.to_thread(
-                self._prepare, trace.caller, trace.request, now, trace.state
-            )
+            department, reservation, t = await self._admit(trace, token, method, path, body, now)
+            assert trace.request is not None  # set by _admit
             decision = await self._decide(trace, department, reservation, now)
             trace.decision = decision
             t = trace.stage("decide", t)
@@ -153,29 +144,48 @@ class ExchangeService:
             for name, seconds in trace.stages.items():
                 self.metrics.stage_seconds.labels(name).observe(seconds)
 
-    async def _authenticate(
+    async def _admit(
         self, trace: Trace, token: str | None, method: str, path: str, body: bytes, now: datetime
-    ) -> Caller:
+    ) -> tuple[Department, QuotaReservation | None, float]:
+        """Authenticate, parse, resolve and claim in one trip to a worker thread.
+
+        The token is verified before the body is parsed; a token whose body does
+        not parse is still spent. Sets the trace's caller, request and agreement;
+        returns the caller's department, the quota reservation and when the "auth"
+        stage ended (where "decide" starts).
+        """
         if not token:
             raise AuthError("a request token is required", code="missing_token")
+        started = time.perf_counter()
 
-        def verify() -> tuple[Caller, dict[Hashable, Any]]:
+        def admit() -> tuple[Department, QuotaReservation | None, float]:
             with _store_errors():
-                state = self.state.refresh()
-                found = self.verifier.verify(
+                trace.state = self.state.refresh()
+                trace.caller = self.verifier.verify(
                     token,
                     method=method,
                     path=path,
                     body=body,
                     now=now,
                     defer_replay=True,
-                    state=state,
+                    state=trace.state,
                 )
-            return found, state
+                try:
+                    trace.request = parse_request(body)
+                except AccordError:
+                    self._claim(trace.caller, None, now)  # still single use
+                    raise
+                t = trace.stage("auth", started)
+                trace.agreement, department, reservation = self._prepare(
+                    trace.caller, trace.request, now, trace.state
+                )
+                return department, reservation, t
 
-        caller, trace.state = await asyncio.to_thread(verify)
-        structlog.contextvars.bind_contextvars(consumer=caller.department)
-        return caller
+        try:
+            return await asyncio.to_thread(admit)
+        finally:
+            if trace.caller is not None:
+                structlog.contextvars.bind_contextvars(consumer=trace.caller.department)
 
     def _claim(
         self, caller: Caller, agreement: Agreement | None, now: datetime
@@ -191,17 +201,6 @@ class ExchangeService:
         )
 
     def _prepare(
-        self,
-        caller: Caller,
-        request: ExchangeRequest,
-        now: datetime,
-        trace_state: dict[Hashable, Any] | None,
-    ) -> tuple[Agreement | None, Department, QuotaReservation | None]:
-        """One trip to the store: the agreement, the caller's department, the claim."""
-        with _store_errors():
-            return self._prepare_in_store(caller, request, now, trace_state)
-
-    def _prepare_in_store(
         self,
         caller: Caller,
         request: ExchangeRequest,
