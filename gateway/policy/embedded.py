@@ -25,8 +25,14 @@ dropped, on any thread but the one that made them. So:
   program and dropped there (``close`` runs on the loop). An inline
   evaluation cannot be interrupted: one that overran the policy timeout is
   answered with the ``policy_error`` deny anyway (fail closed) and logged,
-  but the latency bound itself is not enforced on that path (Rego has no
-  unbounded recursion, so evaluations end).
+  but the latency bound itself is not enforced on that path. Evaluations do
+  end: Rego has no unbounded recursion, and regorus' VM stops any evaluation
+  after a fixed 25,000 instructions;
+* an input the VM cannot evaluate (it raised; in practice that instruction
+  limit, which the shipped policy reaches at some 30+ requested fields) is
+  decided by the interpreter on the worker, under ``asyncio.timeout``. The
+  self-check counts on this: a probe the VM cannot evaluate gets the
+  interpreter's decision by construction.
 
 Why regorus and not regopy: docs/policy-engines.md.
 """
@@ -124,12 +130,15 @@ def vm_verdict(sources: Sources, recorded: Sequence[Probe] = ()) -> tuple[bytes 
         return None, f"the VM self-check failed ({first_lines(exc, 3)})"
     if own.disagreement is not None:
         return None, own.describe()
-    total = Verdict(
-        synthetic.probes + own.probes,
-        None,
-        synthetic.interpreter_only_errors + own.interpreter_only_errors,
-    )
-    return program, total.describe()
+    return program, (synthetic + own).describe()
+
+
+def _try_vm(vm: Any, payload: str) -> tuple[Any, bool]:
+    """(value, False), or (None, True) when the VM raised (e.g. its instruction limit)."""
+    try:
+        return run_vm(vm, payload), False
+    except Exception:
+        return None, True
 
 
 @lru_cache(maxsize=32)
@@ -211,14 +220,18 @@ class EmbeddedEngine:
             return Decision.error(
                 f"input is not JSON: {exc}", policy_version=loaded.version, engine=self.name
             )
-        if loaded.program is not None and self._owns_inline_vm():
-            return self._decide_inline(loaded, payload)
+        use_vm = loaded.program is not None
+        if use_vm and self._owns_inline_vm():
+            decision = self._decide_inline(loaded, payload)
+            if decision is not None:
+                return decision
+            use_vm = False  # the VM could not evaluate this input: the interpreter decides
         loop = asyncio.get_running_loop()
         try:
             # asyncio.timeout, not wait_for: no extra task per decision.
             async with asyncio.timeout(self._timeout):
                 value, error = await loop.run_in_executor(
-                    self._executor, self._evaluate, loaded, payload
+                    self._executor, self._evaluate, loaded, payload, use_vm
                 )
         except TimeoutError:
             return Decision.error("policy timeout", policy_version=loaded.version, engine=self.name)
@@ -266,7 +279,8 @@ class EmbeddedEngine:
                 owner = self._owner
         return owner is threading.current_thread()
 
-    def _decide_inline(self, loaded: _Loaded, payload: str) -> Decision:
+    def _decide_inline(self, loaded: _Loaded, payload: str) -> Decision | None:
+        """The VM's decision on this thread, or None when the VM could not evaluate the input."""
         started = time.perf_counter()
         value, error = self._run_inline(loaded, payload)
         elapsed = time.perf_counter() - started
@@ -278,7 +292,12 @@ class EmbeddedEngine:
                 policy_version=loaded.version,
                 engine=self.name,
             )
-        return self._finish(loaded, value, error)
+        if error is not None:
+            # Typically regorus' fixed limit of 25,000 VM instructions (a request
+            # for some 30+ fields with the shipped policy); never a decision.
+            log.info("policy_vm_handed_to_interpreter", version=loaded.version, error=error)
+            return None
+        return self._finish(loaded, value, None)
 
     def _run_inline(self, loaded: _Loaded, payload: str) -> tuple[Any, str | None]:
         try:
@@ -289,7 +308,7 @@ class EmbeddedEngine:
                 self._inline_version = loaded.version
             return run_vm(self._inline_vm, payload), None
         except Exception as exc:
-            return None, first_lines(exc)
+            return None, first_lines(exc, 1)
 
     def _drop_inline_vm(self) -> None:
         vm, self._inline_vm, self._inline_version = self._inline_vm, None, None
@@ -308,20 +327,28 @@ class EmbeddedEngine:
             )
         return decision_from_value(value, policy_version=loaded.version, engine=self.name)
 
-    def _evaluate(self, loaded: _Loaded, payload: str) -> tuple[Any, str | None]:
-        """Decide with the calling thread's own Engine or Rvm (made per version)."""
+    def _evaluate(
+        self, loaded: _Loaded, payload: str, use_vm: bool = True
+    ) -> tuple[Any, str | None]:
+        """Decide with the calling thread's own Rvm or Engine (each made once per version).
+
+        Whatever the VM cannot evaluate (it raised) is decided by the interpreter.
+        """
         try:
-            local = self._local
-            key = (loaded.version, loaded.mode)
-            if getattr(local, "key", None) != key:
-                local.__dict__.clear()
-                if loaded.program is not None:
-                    local.vm = new_vm(loaded.program)
-                else:
-                    local.engine = new_interpreter(loaded.sources)
-                local.key = key
-            if loaded.program is not None:
-                return run_vm(local.vm, payload), None
-            return run_interpreter(local.engine, payload), None
+            state = self._local.__dict__
+            if state.get("version") != loaded.version:
+                state.clear()
+                state["version"] = loaded.version
+            if use_vm and loaded.program is not None:
+                vm = state.get("vm")
+                if vm is None:
+                    vm = state["vm"] = new_vm(loaded.program)
+                value, failed = _try_vm(vm, payload)
+                if not failed:
+                    return value, None
+            engine = state.get("engine")
+            if engine is None:
+                engine = state["engine"] = new_interpreter(loaded.sources)
+            return run_interpreter(engine, payload), None
         except Exception as exc:
             return None, first_lines(exc)

@@ -74,6 +74,7 @@ _NOT_BEFORE = 1767225600
 _NOT_AFTER = 1798761599
 _POLICY_ERROR = "policy_error"
 _MIN_K = 10
+_MANY_FIELDS = 40  # beyond what the VM evaluates within its instruction limit
 _PER_MINUTE, _PER_DAY = 10, 1000
 _CAVEATS: tuple[list[str], ...] = ([], ["uk-eyes"], ["uk-eyes", "fvey"])
 
@@ -132,7 +133,7 @@ def base_probe_input() -> dict[str, Any]:
                         "birth_date": {"operation": "generalise", "to": "year"},
                         "nino": {"operation": "mask", "keep_suffix": 2},
                         "health": {"operation": "pseudonymise"},
-                        "income": "verify_only",
+                        "income": {"operation": "verify_only"},
                     },
                     "aggregate": {"min_k": _MIN_K},
                 }
@@ -223,7 +224,7 @@ def _single_mutations(base: dict[str, Any]) -> list[_Mutation]:
     query = ("request", "query")
     for kind in ("record", "verify", "aggregate"):
         out.append((f"query {kind} without cohort", ((query, {"kind": kind}),)))
-        for size in (0, _MIN_K - 1, _MIN_K, _MIN_K + 1, 9.5):
+        for size in (0, _MIN_K - 1, _MIN_K, _MIN_K + 1, 9.5, "10", None):
             edit = (query, {"kind": kind, "cohort_size": size})
             out.append((f"query {kind}, cohort {size}", (edit,)))
     no_aggregate = (("agreement", "datasets", "person@1", "aggregate"), _REMOVE)
@@ -250,7 +251,20 @@ def _single_mutations(base: dict[str, Any]) -> list[_Mutation]:
             (((*field[:-1], "address"), {"level": "internal"}),),
         )
     )
+    income = ("agreement", "datasets", "person@1", "fields", "income")
+    out.append(("operation spelled as a bare string", ((income, "verify_only"),)))
     out.append(("non-ASCII field name", (((*field[:-1], "名前"), {"level": "public"}),)))
+    many = {f"extra_{i}": {"level": "public"} for i in range(_MANY_FIELDS)}
+    permitted = {name: {"operation": "pass"} for name in many}
+    out.append(
+        (
+            f"{_MANY_FIELDS} more fields requested and permitted",
+            (
+                (field[:-1], {**base["request"]["fields"], **many}),
+                (income[:-1], {**base["agreement"]["datasets"]["person@1"]["fields"], **permitted}),
+            ),
+        )
+    )
     out.append(("empty input", (((), {}),)))
     return out
 
@@ -338,17 +352,32 @@ class Verdict:
     #: do not count against the VM. (regorus 0.13's interpreter raises on
     #: ``some k, v in x`` when ``x`` is null, where OPA and the VM iterate nothing.)
     interpreter_only_errors: int = 0
+    #: Probes the VM could not evaluate (it raised, e.g. at its fixed limit of
+    #: 25,000 instructions): the engine hands those to the interpreter, so they
+    #: get the interpreter's decision by construction.
+    vm_errors: int = 0
 
     def describe(self) -> str:
         if self.disagreement is not None:
             return self.disagreement.describe()
         text = f"the VM agrees with the interpreter on {self.probes} probes"
+        notes = []
         if self.interpreter_only_errors:
-            text += (
-                f" ({self.interpreter_only_errors} where the interpreter failed"
-                " closed and the VM denied)"
+            notes.append(
+                f"{self.interpreter_only_errors} where the interpreter failed closed"
+                " and the VM denied"
             )
-        return text
+        if self.vm_errors:
+            notes.append(f"{self.vm_errors} the VM hands to the interpreter")
+        return text + (f" ({'; '.join(notes)})" if notes else "")
+
+    def __add__(self, other: Verdict) -> Verdict:
+        return Verdict(
+            self.probes + other.probes,
+            self.disagreement or other.disagreement,
+            self.interpreter_only_errors + other.interpreter_only_errors,
+            self.vm_errors + other.vm_errors,
+        )
 
 
 def compare_vm(sources: Sources, program: bytes, probes: Sequence[Probe]) -> Verdict:
@@ -359,20 +388,26 @@ def compare_vm(sources: Sources, program: bytes, probes: Sequence[Probe]) -> Ver
     """
     interpreter = new_interpreter(sources)
     vm = new_vm(program)
-    tolerated = 0
+    tolerated = handed_over = 0
     for index, probe in enumerate(probes):
-        a, shown_a = _outcome(interpreter, run_interpreter, probe.payload)
-        b, shown_b = _outcome(vm, run_vm, probe.payload)
+        try:
+            vm_value = run_vm(vm, probe.payload)
+        except Exception:  # the engine asks the interpreter instead: same decision
+            handed_over += 1
+            continue
+        b, shown_b = _outcome_of(vm_value)
+        a, shown_a = _outcome(interpreter, probe.payload)
         if a == b:
             continue
         if a == _POLICY_ERROR and isinstance(b, dict) and not b["allow"]:
             tolerated += 1
             continue
-        return Verdict(index + 1, Disagreement(index, probe.label, shown_a, shown_b), tolerated)
-    return Verdict(len(probes), None, tolerated)
+        disagreement = Disagreement(index, probe.label, shown_a, shown_b)
+        return Verdict(index + 1, disagreement, tolerated, handed_over)
+    return Verdict(len(probes), None, tolerated, handed_over)
 
 
-def _outcome(evaluator: Any, run: Any, payload: str) -> tuple[Any, str]:
+def _outcome(interpreter: Any, payload: str) -> tuple[Any, str]:
     """What the exchange would get (the decision as ``decision_from_value`` reads it), shown.
 
     Every engine error and malformed value is the same fail-closed
@@ -381,9 +416,13 @@ def _outcome(evaluator: Any, run: Any, payload: str) -> tuple[Any, str]:
     incident: this is a check, not a decision.
     """
     try:
-        value = run(evaluator, payload)
+        value = run_interpreter(interpreter, payload)
     except Exception as exc:
         return _POLICY_ERROR, f"policy_error (evaluation failed: {first_lines(exc, 1)[:200]})"
+    return _outcome_of(value)
+
+
+def _outcome_of(value: Any) -> tuple[Any, str]:
     problem = _shape_problem(value)
     if problem is None and value["allow"] is True and value["deny"]:
         problem = "allow with deny reasons"
