@@ -125,7 +125,7 @@ def vm_verdict(sources: Sources, recorded: Sequence[Probe] = ()) -> tuple[bytes 
         synthetic = _synthetic_verdict(sources, program)
         if synthetic.disagreement is not None:
             return None, synthetic.describe()
-        own = compare_vm(sources, program, recorded)
+        own = compare_vm(sources, program, recorded, first_index=synthetic.probes)
     except Exception as exc:
         return None, f"the VM self-check failed ({first_lines(exc, 3)})"
     if own.disagreement is not None:

@@ -380,11 +380,14 @@ class Verdict:
         )
 
 
-def compare_vm(sources: Sources, program: bytes, probes: Sequence[Probe]) -> Verdict:
+def compare_vm(
+    sources: Sources, program: bytes, probes: Sequence[Probe], *, first_index: int = 0
+) -> Verdict:
     """Decide every probe on the interpreter and on the VM; stop at the first difference.
 
-    Runs on the calling thread with throwaway engines that never leave this
-    call. Raises what regorus raises if the interpreter cannot load ``sources``.
+    Probes are numbered from ``first_index`` in what the verdict reports. Runs
+    on the calling thread with throwaway engines that never leave this call.
+    Raises what regorus raises if the interpreter cannot load ``sources``.
     """
     interpreter = new_interpreter(sources)
     vm = new_vm(program)
@@ -402,7 +405,7 @@ def compare_vm(sources: Sources, program: bytes, probes: Sequence[Probe]) -> Ver
         if a == _POLICY_ERROR and isinstance(b, dict) and not b["allow"]:
             tolerated += 1
             continue
-        disagreement = Disagreement(index, probe.label, shown_a, shown_b)
+        disagreement = Disagreement(first_index + index, probe.label, shown_a, shown_b)
         return Verdict(index + 1, disagreement, tolerated, handed_over)
     return Verdict(len(probes), None, tolerated, handed_over)
 
