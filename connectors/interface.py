@@ -2,7 +2,7 @@
 
 The exchange flow talks to a REST registry, a SQL database, a SOAP service and a
 CSV drop folder through this interface only, so that nothing above a connector
-ever sees ``httpx``, ``sqlalchemy``, ``zeep`` or ``csv`` errors: every fault is
+ever sees ``aiohttp``, ``sqlalchemy``, ``zeep`` or ``csv`` errors: every fault is
 a ``ConnectorError`` with a stable ``code`` and a suggested HTTP status that the
 gateway turns into problem+json. Results are frozen so a record cannot be
 altered between fetch, mapping and release.

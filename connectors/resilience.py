@@ -282,15 +282,33 @@ class Resilience:
         self, operation: Callable[[Deadline], Awaitable[T]], deadline: Deadline, idempotent: bool
     ) -> T:
         attempts = self.settings.retry_attempts if idempotent else 1
+        try:
+            # Most calls succeed (or fail for good) at once: building a retry
+            # loop for them would cost more CPU than the call itself.
+            return await operation(deadline)
+        except RetryableFault as exc:
+            if attempts <= 1:
+                raise
+            first: RetryableFault | None = exc
+
+        async def replay_first_then_call(deadline: Deadline) -> T:
+            # The retry loop starts from the fault already seen, so it counts
+            # attempts and computes waits exactly as if it had made that call.
+            nonlocal first
+            if first is not None:
+                fault, first = first, None
+                raise fault
+            return await operation(deadline)
+
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(max(attempts, 1)),
+            stop=stop_after_attempt(attempts),
             wait=self._wait(deadline),
             retry=retry_if_exception(_is_retryable),
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
-                return await operation(deadline)
+                return await replay_first_then_call(deadline)
         raise AssertionError("unreachable: tenacity reraises the last fault")
 
 

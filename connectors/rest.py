@@ -1,10 +1,10 @@
-"""REST/JSON connector: a department API reached with pooled async httpx.
+"""REST/JSON connector: a department API reached through a pooled aiohttp session.
 
 Bodies are streamed and cut off at the byte cap (checked on decoded bytes, so
 a gzip bomb is capped too); only ``application/json`` answers are parsed; keys
 are percent-encoded into the path so a key can never change the URL; proxies
-from the environment and redirects are ignored so requests go exactly where
-the config says.
+from the environment, redirects and cookies set by the provider are ignored so
+requests go exactly where the config says, carrying only what it says.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 
 from connectors._entities import EntitySpec, entity, parse_entities, project
-from connectors._http import read_capped, transport_fault
+from connectors._http import HttpPool, read_capped, transport_fault
 from connectors._tls import tls_context
 from connectors.interface import (
     Connector,
@@ -32,7 +32,6 @@ from connectors.interface import (
     Health,
     NotFound,
     Page,
-    ResponseTooLarge,
     freeze_record,
 )
 from connectors.resilience import Deadline, Resilience, ResilienceSettings, RetryableFault
@@ -40,6 +39,7 @@ from connectors.resilience import Deadline, Resilience, ResilienceSettings, Retr
 __all__ = ["RestConnector"]
 
 _TRANSIENT_STATUS = frozenset({502, 503, 504})
+_ACCEPT_JSON = {"Accept": "application/json"}
 
 
 class RestConnector(Connector):
@@ -47,9 +47,7 @@ class RestConnector(Connector):
 
     kind = "rest"
 
-    def __init__(
-        self, config: Mapping[str, Any], *, transport: httpx.AsyncBaseTransport | None = None
-    ):
+    def __init__(self, config: Mapping[str, Any]) -> None:
         name = str(config.get("name", "rest"))
         super().__init__(name)
         base_url = config.get("base_url")
@@ -60,28 +58,16 @@ class RestConnector(Connector):
         self.resilience = Resilience(name, self.settings)
         self.health_path = str(config.get("health_path", "/healthz"))
         self.openapi_path = str(config.get("openapi_path", "/openapi.json"))
-        s = self.settings
-        verify = tls_context(config.get("tls"), base_url, name)
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            headers=_auth_headers(config.get("auth"), name),
-            timeout=httpx.Timeout(
-                connect=s.connect_timeout,
-                read=s.read_timeout,
-                write=s.read_timeout,
-                pool=s.total_timeout,
-            ),
-            limits=httpx.Limits(
-                max_connections=s.max_concurrency, max_keepalive_connections=s.max_concurrency
-            ),
-            verify=verify,
-            trust_env=False,
-            follow_redirects=False,
-            transport=transport,
+        # Entity paths are appended to the base URL's path, never resolved against it.
+        self._base = base_url if base_url.endswith("/") else base_url + "/"
+        self._pool = HttpPool(
+            self.settings,
+            tls_context(config.get("tls"), base_url, name),
+            _auth_headers(config.get("auth"), name),
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._pool.aclose()
 
     # ----------------------------------------------------------------- interface
 
@@ -179,29 +165,24 @@ class RestConnector(Connector):
         return {str(param): ",".join(wanted)} if param else {}
 
     async def _get_json(self, path: str, params: Mapping[str, str], deadline: Deadline) -> Any:
-        cap = self.settings.max_response_bytes
+        url = self._base + path.lstrip("/")
         try:
-            async with self._client.stream(
-                "GET", path, params=params, headers={"Accept": "application/json"}
+            async with self._pool.session().get(
+                url, params=params or None, headers=_ACCEPT_JSON, allow_redirects=False
             ) as resp:
                 self._check_status(resp)
-                ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+                ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
                 if ctype != "application/json" and not ctype.endswith("+json"):
                     raise ConnectorBadResponse(
                         "provider answered with a non-JSON content type", connector=self.name
                     )
-                declared = resp.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > cap:
-                    raise ResponseTooLarge("declared body exceeds the cap", connector=self.name)
-                body = await read_capped(resp, cap, self.name)
-        except httpx.DecodingError as exc:
-            raise ConnectorBadResponse("body could not be decoded", connector=self.name) from exc
-        except httpx.HTTPError as exc:
+                body = await read_capped(resp, self.settings.max_response_bytes, self.name)
+        except aiohttp.ClientError as exc:
             raise transport_fault(exc, self.name) from exc
         return _parse_json(body, self.name)
 
-    def _check_status(self, resp: httpx.Response) -> None:
-        status = resp.status_code
+    def _check_status(self, resp: aiohttp.ClientResponse) -> None:
+        status = resp.status
         if 200 <= status < 300:
             return
         if status == 404:
@@ -214,7 +195,7 @@ class RestConnector(Connector):
         if status in _TRANSIENT_STATUS:
             raise RetryableFault(f"status {status}", connector=self.name, final=final)
         if status == 429:
-            after = _retry_after(resp.headers.get("retry-after"))
+            after = _retry_after(resp.headers.get("Retry-After"))
             if after is not None:
                 raise RetryableFault(
                     "rate limited", connector=self.name, retry_after=after, final=final

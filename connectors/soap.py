@@ -3,7 +3,7 @@
 zeep is the SOAP toolkit (WSDL, XSD types, envelopes), configured with
 ``forbid_dtd``, ``forbid_entities`` and ``forbid_external`` and loading the
 WSDL from a local file only. The HTTP exchange itself goes through our pooled
-httpx client so the byte cap, timeouts and retries are the same as for REST,
+aiohttp session so the byte cap, timeouts and retries are the same as for REST,
 and the reply is parsed by our own lxml parser (``resolve_entities=False``,
 ``no_network=True``, no DTD, no huge trees) before zeep sees it: an XXE or
 entity-expansion bomb is refused before any entity could be expanded.
@@ -19,7 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import zeep
 import zeep.exceptions
 import zeep.helpers
@@ -27,7 +27,7 @@ from lxml import etree
 from zeep.settings import Settings
 
 from connectors._entities import EntitySpec, entity, parse_entities, project
-from connectors._http import read_capped, transport_fault
+from connectors._http import HttpPool, read_capped, transport_fault
 from connectors._tls import tls_context
 from connectors.interface import (
     Connector,
@@ -127,22 +127,10 @@ class SoapConnector(Connector):
                 self._binding.get(op)
             except (ValueError, KeyError) as exc:
                 raise ConnectorConfigError(f"WSDL has no operation {op!r}", connector=name) from exc
-        s = self.settings
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                connect=s.connect_timeout,
-                read=s.read_timeout,
-                write=s.read_timeout,
-                pool=s.total_timeout,
-            ),
-            limits=httpx.Limits(max_connections=s.max_concurrency),
-            verify=tls_context(config.get("tls"), address, name),
-            trust_env=False,
-            follow_redirects=False,
-        )
+        self._pool = HttpPool(self.settings, tls_context(config.get("tls"), address, name))
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._pool.aclose()
 
     # ----------------------------------------------------------------- interface
 
@@ -154,13 +142,14 @@ class SoapConnector(Connector):
 
             async def op(deadline: Deadline) -> None:
                 try:
-                    r = await self._http.get(self.address, params={"wsdl": ""})
-                except httpx.HTTPError as exc:
+                    async with self._pool.session().get(
+                        self.address, params={"wsdl": ""}, allow_redirects=False
+                    ) as r:
+                        status = r.status  # the WSDL itself is not needed: left unread
+                except aiohttp.ClientError as exc:
                     raise ConnectorUnavailable("provider unreachable", connector=self.name) from exc
-                if r.status_code >= 400:
-                    raise ConnectorUnavailable(
-                        f"provider answered {r.status_code}", connector=self.name
-                    )
+                if status >= 400:
+                    raise ConnectorUnavailable(f"provider answered {status}", connector=self.name)
 
             await self.resilience.call(op, idempotent=True, ctx=ctx)
         return Health(self.name, self.kind, "ok", (time.perf_counter() - start) * 1000)
@@ -287,10 +276,10 @@ class SoapConnector(Connector):
     async def _post(self, payload: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
         cap = self.settings.max_response_bytes
         try:
-            async with self._http.stream(
-                "POST", self.address, content=payload, headers=headers
+            async with self._pool.session().post(
+                self.address, data=payload, headers=headers, allow_redirects=False
             ) as resp:
-                status = resp.status_code
+                status = resp.status
                 if status in (502, 503, 504) and not _is_xml(resp):
                     raise RetryableFault(
                         f"status {status}",
@@ -304,13 +293,13 @@ class SoapConnector(Connector):
                         "provider answered with a non-XML content type", connector=self.name
                     )
                 body = await read_capped(resp, cap, self.name)
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise transport_fault(exc, self.name) from exc
         return status, body
 
 
-def _is_xml(resp: httpx.Response) -> bool:
-    ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+def _is_xml(resp: aiohttp.ClientResponse) -> bool:
+    ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
     return ctype in ("text/xml", "application/soap+xml", "application/xml")
 
 
