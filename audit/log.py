@@ -144,7 +144,8 @@ class AuditLog:
         """``append`` for asyncio callers: waits without blocking the event loop."""
         fut = self._submit([entry])
         try:
-            res = await asyncio.wait_for(asyncio.wrap_future(fut), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # no extra task, unlike wait_for
+                res = await asyncio.wrap_future(fut)
         except TimeoutError as exc:
             raise AuditUnavailable("the audit store did not answer in time") from exc
         return res[0]

@@ -182,10 +182,11 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     )
     install_problem_handlers(app)
 
+    # Routes match in order: the exchange route, which carries the traffic, first.
+    app.include_router(routes_exchange.router)
     app.include_router(routes_health.router)
     app.include_router(routes_registry.router)
     app.include_router(routes_agreements.router)
-    app.include_router(routes_exchange.router)
     app.include_router(policy_router)
     app.include_router(audit_router)
     app.add_route("/metrics", _metrics_endpoint, include_in_schema=False)

@@ -96,7 +96,7 @@ class PolicyDecisionRecord(SQLModel, table=True):
 
 
 class CheckOut(SQLModel):
-    name: str = Field(description="builtins | opa_check | regorus | rego_tests")
+    name: str = Field(description="builtins | opa_check | regorus | regorus_vm | rego_tests")
     ok: bool
     detail: str = Field(default="", description="what failed: file, line, test or rule")
 
