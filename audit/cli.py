@@ -157,6 +157,8 @@ def _progress(total: int | None, label: str) -> Iterator[Callable[[int], None] |
     if not total or not sys.stderr.isatty():
         yield None
         return
+    # Redrawn on each update rather than by a thread: a process with no other thread
+    # can fork the workers of ``verify --jobs`` (see ``audit._parallel``).
     with Progress(
         TextColumn(label),
         BarColumn(),
@@ -164,9 +166,10 @@ def _progress(total: int | None, label: str) -> Iterator[Callable[[int], None] |
         TimeRemainingColumn(),
         console=err,
         transient=True,
+        auto_refresh=False,
     ) as bar:
         task = bar.add_task(label, total=total)
-        yield lambda done: bar.update(task, completed=done)
+        yield lambda done: bar.update(task, completed=done, refresh=True)
 
 
 def _print_report(report: VerifyReport, as_json: bool) -> None:
@@ -208,6 +211,14 @@ def verify(
     ] = [],  # noqa: B006
     hashes_only: Annotated[bool, typer.Option(help="skip JSON and schema checks")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            min=1,
+            help="processes hashing an export directory (default: one a core, at most 8)",
+        ),
+    ] = None,
 ) -> None:
     """Recompute every leaf, chain link, tree root and signature; exit 1 on damage."""
     trusted = _vkey(log_vkey) if log_vkey else None
@@ -230,6 +241,7 @@ def verify(
                 extra_checkpoints=extra,
                 full=not hashes_only,
                 progress=progress,
+                jobs=jobs,
             )
     else:
         url = target or database_url

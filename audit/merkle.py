@@ -212,11 +212,14 @@ class CompactRange:
                     sha(b"\x01" + a + b).digest()
                     for a, b in zip(level[0::2], level[1::2], strict=True)
                 ]
-            self._push(level[0], block.bit_length() - 1)
+            self.push(level[0], block.bit_length() - 1)
             i += block
 
-    def _push(self, h: bytes, level: int) -> None:
-        """Add a complete subtree of 2^level leaves at an aligned position."""
+    def push(self, h: bytes, level: int) -> None:
+        """Add the hash of a complete subtree of 2^level leaves; ``size`` must be a
+        multiple of 2^level (the subtree starts where the range ends)."""
+        if self.size & ((1 << level) - 1):
+            raise ProofError("a subtree must start at a multiple of its size", code="audit_corrupt")
         self.hashes.append(h)
         self.size += 1 << level
         while (self.size >> level) & 1 == 0:

@@ -10,12 +10,12 @@ that matched and the first that did not.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from audit._runs import Run, check_run, leaf_hashes
 from audit.checkpoint import Checkpoint, parse_checkpoint, verify_checkpoint, verify_cosignatures
 from audit.entry import ZERO_CHAIN, chain_hash, parse_entry, verify_sealed
 from audit.errors import AuditError
@@ -207,10 +207,13 @@ class ChainVerifier:
             self.progress(self.next - self.start)
         return self.damage is None
 
-    def feed_run(
-        self, datas: Sequence[bytes], seqs: Sequence[bytes], leaves_hex: bytes, chains_hex: bytes
-    ) -> bool:
-        """Check a run of entries in bulk against their stored hashes (hex, as exported).
+    @property
+    def checkpoint_sizes(self) -> tuple[int, ...]:
+        """The tree sizes some checkpoint gives a root for."""
+        return tuple(sorted(self._cps))
+
+    def feed_run(self, lines: Sequence[bytes], hashes: bytes) -> bool:
+        """Check a run of entry lines against their ``hashes.txt`` bytes, in bulk.
 
         The fast path of ``verify_export``: True means every entry passed every check
         ``feed`` makes and the state moved past them. False means something in the
@@ -219,41 +222,41 @@ class ChainVerifier:
         """
         if self.damage is not None or self.track_nodes:
             return False
-        start, n = self.next, len(datas)
-        if len(seqs) != n or list(seqs) != [b"%d" % (start + i) for i in range(n)]:
+        leaves = leaf_hashes([lines], self.next, self.full)
+        if leaves is None:
             return False
-        sha = hashlib.sha256
-        leaves = [sha(b"\x00" + d).digest() for d in datas]
-        if b"".join(leaves).hex().encode() != leaves_hex:
+        run = check_run(leaves, lines[-1], hashes, self.next, self.chain, self.checkpoint_sizes)
+        return run is not None and self.accept_run(run)
+
+    def accept_run(self, run: Run) -> bool:
+        """Move past a run that ``check_run`` found whole (here or in a worker process).
+
+        The run must start at the next seq *from the chain hash reached so far* (its
+        anchor is the stored link it was checked from); every checkpoint inside it
+        must match the root rebuilt from the tree so far and the run's subtrees.
+        False, with nothing changed, otherwise.
+        """
+        if self.damage is not None or self.track_nodes or run.first != self.next:
             return False
-        chain, chains = self.chain, []
-        for lh in leaves:
-            chain = sha(chain + lh).digest()
-            chains.append(chain)
-        if b"".join(chains).hex().encode() != chains_hex:
+        if not hmac.compare_digest(run.anchor, self.chain):
             return False
-        if self.full:
-            for i, d in enumerate(datas):
-                try:
-                    verify_sealed(d, start + i)
-                except AuditError:
-                    return False
-        cr, cps, good, verified = self.cr.copy(), self._cps, self._good_cp, self.verified
-        done = 0
-        for size in sorted(x for x in cps if start < x <= start + n):
-            cr.extend(leaves[done : size - start])
-            done = size - start
-            root = cr.root()
-            if any(cp.root != root for cp in cps[size]):
+        good, verified = self._good_cp, self.verified
+        for size in sorted(s for s in self._cps if run.first < s <= run.first + run.count):
+            if size not in run.prefixes:
                 return False
-            verified += len(cps[size])
+            cr = self.cr.copy()
+            for level, h in run.prefixes[size]:
+                cr.push(h, level)
+            root = cr.root()
+            if not all(hmac.compare_digest(cp.root, root) for cp in self._cps[size]):
+                return False
+            verified += len(self._cps[size])
             good = size
-        cr.extend(leaves[done:])
-        self.cr, self.chain, self.next = cr, chain, start + n
+        for level, h in run.subtrees:
+            self.cr.push(h, level)
+        self.chain, self.next, self._prev = run.chain, run.first + run.count, run.last
         self._good_cp, self.verified = good, verified
-        if n:
-            self._prev = datas[-1]
-        if self.progress is not None and n:
+        if self.progress is not None:
             self.progress(self.next - self.start)
         return True
 
