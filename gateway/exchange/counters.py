@@ -50,7 +50,7 @@ class ReplayCache:
         usage = Usage(now)
         try:
             with write_lock(self.engine), lazy_commit(self.engine) as conn:
-                conn.execute(_JTI.insert().values(iss=iss, jti=jti, expires_at=until))
+                conn.execute(_CLAIM_JTI, {"iss": iss, "jti": jti, "expires_at": until})
                 if agreement_id is None:
                     reservation = None
                 else:
@@ -92,23 +92,40 @@ class QuotaReservation:
         self.before_day = day - 1
 
 
-def _bump(conn: sa.Connection, agreement_id: str, window: str, delta: int) -> int:
-    """Add ``delta`` to one window's counter with a single upsert; returns the new count."""
-    dialect = conn.dialect.name
-    # Both dialects spell the upsert the same way; only the construct differs.
-    insert: Any = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
-    if insert is None:  # pragma: no cover - only the two supported stores
-        raise ServiceUnavailableError(f"quotas are not supported on {dialect}")
-    values = {"agreement_id": agreement_id, "window": window, "count": max(delta, 0)}
-    stmt = (
+def _upsert(insert: Any) -> Any:
+    """The counter upsert for one dialect, built once: ``:start`` for a new window, ``:delta``."""
+    return (
         insert(_USAGE)
-        .values(**values)
+        .values(
+            agreement_id=sa.bindparam("agreement_id"),
+            window=sa.bindparam("window"),
+            count=sa.bindparam("start"),
+        )
         .on_conflict_do_update(
-            index_elements=["agreement_id", "window"], set_={"count": _USAGE.c.count + delta}
+            index_elements=["agreement_id", "window"],
+            set_={"count": _USAGE.c.count + sa.bindparam("delta")},
         )
         .returning(_USAGE.c.count)
     )
-    return int(conn.execute(stmt).scalar_one())
+
+
+# Both dialects spell the upsert the same way; only the construct differs.
+_UPSERTS = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.insert)}
+_CLAIM_JTI = _JTI.insert()
+
+
+def _bump(conn: sa.Connection, agreement_id: str, window: str, delta: int) -> int:
+    """Add ``delta`` to one window's counter with a single upsert; returns the new count."""
+    stmt = _UPSERTS.get(conn.dialect.name)
+    if stmt is None:  # pragma: no cover - only the two supported stores
+        raise ServiceUnavailableError(f"quotas are not supported on {conn.dialect.name}")
+    params = {
+        "agreement_id": agreement_id,
+        "window": window,
+        "start": max(delta, 0),
+        "delta": delta,
+    }
+    return int(conn.execute(stmt, params).scalar_one())
 
 
 def release_quota(engine: Engine, reservation: QuotaReservation) -> None:
