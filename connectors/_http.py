@@ -35,6 +35,7 @@ _CHUNK = 64 * 1024
 # aiohttp refuses header lines over 8 KiB; providers that send long headers
 # (cookies, CSP) worked before and must keep working. Still bounded.
 _MAX_HEADER_LINE = 64 * 1024
+_KEEPALIVE = 4.0
 
 
 class HttpPool:
@@ -44,10 +45,11 @@ class HttpPool:
     registry) but an aiohttp session belongs to the loop it was made in, so it
     is made by the first call. A call from a later loop gets a fresh session
     instead of sockets whose loop is gone (those cannot be closed without their
-    loop and are left to the garbage collector).
+    loop and are left to the garbage collector). Once closed it stays closed:
+    a call that raced the close fails instead of opening a pool nobody closes.
     """
 
-    __slots__ = ("_headers", "_loop", "_session", "_settings", "_ssl")
+    __slots__ = ("_closed", "_headers", "_loop", "_session", "_settings", "_ssl")
 
     def __init__(
         self,
@@ -60,15 +62,24 @@ class HttpPool:
         self._headers = dict(headers or {})
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
 
     def session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         session = self._session
         if session is not None and self._loop is loop and not session.closed:
             return session
+        if self._closed:
+            raise aiohttp.ClientConnectionError("the connector has been closed")
         s = self._settings
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=s.max_concurrency, ssl=self._ssl),
+            connector=aiohttp.TCPConnector(
+                limit=s.max_concurrency,
+                ssl=self._ssl,
+                # Idle connections go before a typical server's 5 s keep-alive
+                # would close them under a request in flight.
+                keepalive_timeout=_KEEPALIVE,
+            ),
             headers=self._headers,
             timeout=aiohttp.ClientTimeout(
                 total=None,
@@ -92,6 +103,7 @@ class HttpPool:
         return session
 
     async def aclose(self) -> None:
+        self._closed = True
         session, self._session = self._session, None
         if session is not None and self._loop is asyncio.get_running_loop():
             await session.close()

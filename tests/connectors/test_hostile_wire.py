@@ -218,3 +218,11 @@ def test_a_later_event_loop_gets_a_fresh_pool_not_dead_sockets(hostile_url: str)
     assert asyncio.run(fetch()) == KEY
     assert asyncio.run(fetch_then_close()) == KEY
     gc.collect()
+
+
+async def test_closed_connector_refuses_calls_instead_of_reopening(raw: RawServer) -> None:
+    conn = build_connector(rest_config(raw.url))
+    await conn.fetch("good", KEY, ["ssn"])
+    await conn.aclose()
+    assert await code_of(conn, "good") == "connector_unavailable"
+    assert raw.modes() == ["good"]
