@@ -17,11 +17,17 @@ head may never shrink), on PostgreSQL and SQLite alike.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows; threads still take turns
+    fcntl = None  # type: ignore[assignment]
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -212,26 +218,55 @@ def engine_for(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
-_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+class _WriterTurn:
+    """One process's turn at a SQLite file: a thread lock, then an ``flock`` on a
+    lock file beside the database, so other processes on the same file queue in
+    the kernel instead of SQLite's sleeping busy handler."""
+
+    def __init__(self, database: str | None) -> None:
+        self.threads = threading.Lock()
+        self.path = f"{database}-writer.lock" if database and database != ":memory:" else None
+        self.fd: int | None = None
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        with self.threads:
+            if self.path is None or fcntl is None:
+                yield
+                return
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def __del__(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, _WriterTurn] = weakref.WeakKeyDictionary()
 _WRITERS_GUARD = threading.Lock()
 
 
 @contextlib.contextmanager
 def write_lock(engine: Engine) -> Iterator[None]:
-    """Hold this process's SQLite write turn around a write transaction.
+    """Hold the SQLite write turn around a write transaction.
 
-    SQLite has one writer. Threads of one process that race for it meet
-    SQLite's busy handler, which sleeps in steps of up to 100 ms: the whole
-    tail latency of a busy gateway. Taking turns in-process first means they
-    never do; other processes on the same file still wait in the busy handler.
-    On PostgreSQL this is a no-op (its row locks queue without sleeping).
+    SQLite has one writer. Writers that race for it meet SQLite's busy
+    handler, which sleeps in steps of up to 100 ms: the whole tail latency of a
+    busy gateway. Taking turns first (threads of this process on a lock, other
+    processes on an ``flock`` of ``<database>-writer.lock``) means they never
+    do. On PostgreSQL this is a no-op (its row locks queue without sleeping).
     """
     if engine.dialect.name != "sqlite":
         yield
         return
     with _WRITERS_GUARD:
-        lock = _SQLITE_WRITERS.get(engine)
-        if lock is None:
-            lock = _SQLITE_WRITERS[engine] = threading.Lock()
-    with lock:
+        turn = _SQLITE_WRITERS.get(engine)
+        if turn is None:
+            turn = _SQLITE_WRITERS[engine] = _WriterTurn(engine.url.database)
+    with turn.hold():
         yield

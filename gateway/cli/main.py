@@ -109,23 +109,33 @@ def token_request(
 
 
 @app.command("serve")
+@handle_errors
 def serve(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8080,
-    workers: Annotated[int, typer.Option()] = 1,
+    workers: Annotated[
+        int, typer.Option(help="processes sharing the port (SO_REUSEPORT); one per core")
+    ] = 1,
 ) -> None:
     """Run the gateway (configuration from ACCORD_* variables)."""
-    import uvicorn
+    from gateway.serving import serve as serve_app
 
-    settings()  # fail early on bad configuration
-    uvicorn.run(
+    cfg = settings()  # fail early on bad configuration
+
+    def prepare() -> None:
+        """Migrate, create keys and the first policy once, before workers start."""
+        services = open_services()
+        try:
+            services.policy.ensure_initial(cfg.policy_dir)
+        finally:
+            services.close()
+
+    serve_app(
         "gateway.api.app:create_app",
-        factory=True,
         host=host,
         port=port,
         workers=workers,
-        log_level="warning",
-        proxy_headers=False,
+        prepare=prepare if workers > 1 else None,
     )
 
 

@@ -90,11 +90,14 @@ def seeded_services(db_url: str, data_dir: Path) -> Services:
     return services
 
 
-def start_gateway(env: Mapping[str, str], data_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
+def start_gateway(
+    env: Mapping[str, str], data_dir: Path, *, workers: int = 1
+) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
     log = (data_dir / f"gateway-{port}.log").open("wb")
+    serve = ["serve", "--port", str(port), "--workers", str(workers)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli.main", "serve", "--port", str(port)],
+        [sys.executable, "-m", "gateway.cli.main", *serve],
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=log,
@@ -126,6 +129,7 @@ def running_gateway(
     opa_url: str | None = None,
     extra_env: Mapping[str, str] | None = None,
     prepare: Any = None,
+    workers: int = 1,
 ) -> Iterator[Gateway]:
     """Seed ``db_url``, run ``prepare(services)`` if given, then serve it over HTTP."""
     services = seeded_services(db_url, data_dir)
@@ -147,7 +151,7 @@ def running_gateway(
     }
     if opa_url:
         env["ACCORD_OPA_URL"] = opa_url
-    url, proc = start_gateway(env, data_dir)
+    url, proc = start_gateway(env, data_dir, workers=workers)
     gw = Gateway(url=url, data_dir=data_dir, env=env, process=proc)
     try:
         yield gw
