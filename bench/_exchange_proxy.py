@@ -4,7 +4,8 @@
 the same JSON body a department sends Accord, forwards it as one pooled
 ``httpx`` GET to the civil registry (``BENCH_UPSTREAM``, bearer
 ``BENCH_UPSTREAM_TOKEN``), and returns the upstream JSON re-serialised. The
-same server stack as the gateway (FastAPI on a single uvicorn worker), none
+same server stack as the gateway (FastAPI under uvicorn, as many worker
+processes as the gateway gets), none
 of the work: no token, no policy, no mapping, no release, no audit.
 """
 
@@ -58,14 +59,22 @@ def create_app(upstream: str, token: str) -> FastAPI:
     return app
 
 
+def app_from_env() -> FastAPI:
+    """The app factory the workers call (``BENCH_UPSTREAM``, ``BENCH_UPSTREAM_TOKEN``)."""
+    return create_app(os.environ["BENCH_UPSTREAM"], os.environ["BENCH_UPSTREAM_TOKEN"])
+
+
 def main() -> None:
-    import uvicorn
+    from gateway.serving import serve
 
     ap = argparse.ArgumentParser(prog="python -m bench._exchange_proxy")
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
-    app = create_app(os.environ["BENCH_UPSTREAM"], os.environ["BENCH_UPSTREAM_TOKEN"])
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    # The same serving code as ``accord serve``: one process, or several on one port.
+    serve(
+        "bench._exchange_proxy:app_from_env", host="127.0.0.1", port=args.port, workers=args.workers
+    )
 
 
 if __name__ == "__main__":

@@ -104,11 +104,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=5)
 
 
-def start_proxy(upstream: str, token: str, workdir: Path) -> Proc:
+def start_proxy(upstream: str, token: str, workdir: Path, *, workers: int = 1) -> Proc:
     """The bare pass-through proxy (``bench._exchange_proxy``) under uvicorn."""
     port = free_port()
     log = workdir / "proxy.log"
     cmd = [sys.executable, "-m", "bench._exchange_proxy", "--port", str(port)]
+    cmd += ["--workers", str(workers)]
     proc = _spawn(cmd, {"BENCH_UPSTREAM": upstream, "BENCH_UPSTREAM_TOKEN": token}, log)
     url = f"http://127.0.0.1:{port}"
     _wait(url + "/healthz", proc, log, 30)

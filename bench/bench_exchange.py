@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> list[Row]:
                 ]
                 rows.append(measure("(a)", "direct REST", _reusable(direct), args, cpu=civil_cpu))
             if "b" in args.only:
-                proxy = start_proxy(civil, token, work)
+                proxy = start_proxy(civil, token, work, workers=args.workers)
                 try:
                     body = [
                         json.dumps({"query": {"kind": "record", "subject": s}}).encode()
@@ -331,7 +331,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--duration", type=float, default=8.0, help="seconds per timed window")
     ap.add_argument("--concurrency", type=int, default=16, help="closed-loop requests in flight")
     ap.add_argument("--pace", type=float, default=0.7, help="open-loop rate as a share of peak")
-    ap.add_argument("--workers", type=int, default=1, help="uvicorn workers of the gateway")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes of the gateway and of the proxy (same for both)",
+    )
     ap.add_argument("--only", default="abcd", help="which configurations to run, e.g. 'bc'")
     ap.add_argument(
         "--profile",
