@@ -16,7 +16,7 @@ from gateway.agreements.service import AgreementService
 from gateway.auth.humans import HumanVerifier, dev_issuer_key
 from gateway.auth.requests import RequestTokenVerifier
 from gateway.classification import ClassificationScheme, default_scheme, load_scheme
-from gateway.db import make_engine, upgrade
+from gateway.db import WalCheckpointer, make_engine, upgrade
 from gateway.errors import ServiceUnavailableError
 from gateway.exchange.bindings import BindingService
 from gateway.exchange.counters import ReplayCache
@@ -72,6 +72,7 @@ class Services:
     policy_runtime: PolicyRuntime | None = None
     decision_log: DecisionLogWriter | None = None
     _exchange: ExchangeService | None = None
+    _checkpointer: WalCheckpointer | None = None
 
     @property
     def exchange(self) -> ExchangeService:
@@ -84,6 +85,8 @@ class Services:
         if self._exchange is not None:
             return
         self.policy_runtime = await PolicyRuntime.open(self.settings, self.policy)
+        self._checkpointer = WalCheckpointer(self.engine)
+        self._checkpointer.start()
         self.decision_log = DecisionLogWriter(
             self.engine,
             clock=self.policy.clock,
@@ -116,6 +119,9 @@ class Services:
         if self.policy_runtime is not None:
             await self.policy_runtime.close()
             self.policy_runtime = None
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.stop)
+            self._checkpointer = None
         self._exchange = None
 
     def close(self) -> None:
