@@ -20,6 +20,7 @@ from gateway.api.problems import Problem, install_problem_handlers, problem_resp
 from gateway.api.routes_audit import router as audit_router
 from gateway.api.routes_policy import router as policy_router
 from gateway.log import configure_logging
+from gateway.policy.embedded import EmbeddedEngine
 from gateway.services import Services, build_services
 from gateway.settings import Settings
 
@@ -131,6 +132,11 @@ def _readiness(svc: Services) -> dict[str, Callable[[], Awaitable[None]]]:
 
 async def _metrics_endpoint(request: Request) -> Response:
     svc: Services = request.app.state.services
+    runtime = svc.policy_runtime
+    if runtime is not None:
+        engine = runtime.engine
+        evaluator = (engine.mode or "none") if isinstance(engine, EmbeddedEngine) else "server"
+        svc.metrics.show_policy_engine(engine.name, evaluator, runtime.version)
     return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -39,3 +39,14 @@ class ExchangeMetrics:
             ["provider", "dataset"],
             registry=self.registry,
         )
+        self.policy_engine = Gauge(
+            "accord_policy_engine",
+            "1 for the engine, evaluator (vm, interpreter, server) and policy version deciding",
+            ["engine", "evaluator", "version"],
+            registry=self.registry,
+        )
+
+    def show_policy_engine(self, engine: str, evaluator: str, version: str | None) -> None:
+        """Set the engine gauge to exactly one series (called when metrics are scraped)."""
+        self.policy_engine.clear()
+        self.policy_engine.labels(engine, evaluator, version or "none").set(1)

@@ -258,6 +258,10 @@ def test_metrics_and_readiness(gateway: Gateway) -> None:
     text = httpx.get(gateway.url + "/metrics").text
     assert 'accord_exchanges_total{consumer="welfare-office"' in text
     assert 'accord_exchange_stage_seconds_bucket{le="0.005",stage="decide"}' in text
+    engine = [line for line in text.splitlines() if line.startswith("accord_policy_engine{")]
+    assert len(engine) == 1 and engine[0].endswith(" 1.0")
+    # the embedded default decides on the VM; the production shape on the OPA server
+    assert ('evaluator="vm"' in engine[0]) != ('evaluator="server"' in engine[0])
 
 
 def test_curl_path_with_a_token_from_the_cli(embedded_gateway: Gateway, tmp_path: Path) -> None:
