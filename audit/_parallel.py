@@ -1,12 +1,13 @@
 """Check an export's entries on several cores: chunks of entries.jsonl in worker processes.
 
 ``entries.jsonl`` is cut into byte ranges at line ends. Each worker reads its range
-and the matching lines of ``hashes.txt`` itself (nothing big crosses a pipe) and
-runs ``check_run`` over them, starting its chain checks from the *stored* link just
-before the chunk. Where a chunk starts is the seq its first entry claims (one JSON
-parse a chunk), only a hint: the verifier accepts chunk results strictly in order
-and only if each starts at the seq and the chain hash the previous one ended with
-(``ChainVerifier.accept_run``), so a lying hint, a bad chunk or a broken join
+and the matching lines of ``hashes.txt`` itself (nothing big crosses a pipe), a
+megabyte at a time, and runs ``check_run`` over each block, starting its chain
+checks from the *stored* link just before the chunk; it answers with the runs it
+found whole (a few hashes each). Where a chunk starts is the seq its first entry
+claims (one JSON parse a chunk), only a hint: the verifier accepts runs strictly in
+order and only if each starts at the seq and the chain hash the previous one ended
+with (``ChainVerifier.accept_run``), so a lying hint, a bad block or a broken join
 just stops the parallel part there; the entry-by-entry path takes over from that
 point and names the first damage exactly as it would alone.
 
@@ -24,9 +25,10 @@ from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from itertools import chain, pairwise
+from itertools import pairwise
 from multiprocessing.context import BaseContext
 from pathlib import Path
+from typing import BinaryIO
 
 from audit._runs import (
     MAX_LINE,
@@ -39,7 +41,16 @@ from audit._runs import (
 )
 from audit.errors import AuditError
 
-__all__ = ["MAX_JOBS", "Chunk", "check_chunk", "default_jobs", "plan", "run_chunks"]
+__all__ = [
+    "BLOCK",
+    "MAX_JOBS",
+    "Chunk",
+    "check_chunk",
+    "default_jobs",
+    "plan",
+    "pool_context",
+    "run_chunks",
+]
 
 # A pool pays for itself from about this much of entries.jsonl on: ``fork`` starts a
 # worker in ~10 ms, ``forkserver``/``spawn`` in ~0.3-0.8 s (a fresh interpreter
@@ -48,6 +59,7 @@ MIN_POOLED = 8 << 20
 MIN_POOLED_COLD = 256 << 20
 MAX_CHUNK = 32 << 20  # bounds each worker's memory on a huge (or hostile) bundle
 MAX_JOBS = 8
+BLOCK = 1 << 20  # bytes of entries a worker reads, splits and checks at a time
 
 
 def default_jobs() -> int:
@@ -68,6 +80,7 @@ class Chunk:
     prev_chain: bytes  # the manifest's chain hash before ``start``
     sizes: tuple[int, ...]  # checkpoint sizes
     full: bool
+    block: int = BLOCK  # bytes read, split and checked at a time
 
 
 def plan(path: Path, jobs: int, chunk_bytes: int | None = None) -> list[tuple[int, int]]:
@@ -78,7 +91,7 @@ def plan(path: Path, jobs: int, chunk_bytes: int | None = None) -> list[tuple[in
     """
     size = path.stat().st_size
     if chunk_bytes is None:
-        pooled = MIN_POOLED if _context().get_start_method() == "fork" else MIN_POOLED_COLD
+        pooled = MIN_POOLED if pool_context().get_start_method() == "fork" else MIN_POOLED_COLD
         if jobs < 2 or size < pooled:
             return [(0, size)] if size else []
         chunk_bytes = min(-(-size // jobs), MAX_CHUNK)
@@ -95,49 +108,76 @@ def plan(path: Path, jobs: int, chunk_bytes: int | None = None) -> list[tuple[in
     return [(lo, hi) for lo, hi in pairwise(cuts) if lo < hi]
 
 
-def _blocks(data: bytes, size: int = 1 << 20) -> Iterator[list[bytes]]:
-    """The lines of ``data`` (which ends with a newline), a megabyte of them at a time."""
-    pos = 0
-    while pos < len(data):
-        cut = data.find(b"\n", min(pos + size, len(data)) - 1) + 1
-        lines = data[pos:cut].split(b"\n")
-        lines.pop()
-        yield lines
-        pos = cut
+class _Off(Exception):
+    """The chunk's bytes are not whole lines of a sane length."""
 
 
-def check_chunk(chunk: Chunk) -> Run | None:
-    """The worker: one chunk checked whole, or None if anything in it is off."""
+def _blocks(f: BinaryIO, lo: int, hi: int, block: int) -> Iterator[tuple[int, list[bytes]]]:
+    """The lines in bytes ``[lo, hi)`` of ``f``, a block at a time, each with the
+    offset just past it. Small blocks keep reusing the same memory: a forked worker
+    then copies few pages, and nothing grows with the chunk."""
+    f.seek(lo)
+    rest, at = b"", lo
+    while at < hi:
+        piece = f.read(min(block, hi - at))
+        if not piece:
+            raise _Off  # the file shrank under us
+        at += len(piece)
+        lines = (rest + piece).split(b"\n")
+        rest = lines.pop()
+        if len(rest) > MAX_LINE:
+            raise _Off
+        if lines:
+            yield at - len(rest), lines
+    if rest:
+        raise _Off  # no newline at the end
+
+
+def check_chunk(chunk: Chunk) -> list[tuple[int, Run]]:
+    """The worker: the runs of one chunk that were found whole, in order, each with the
+    entries.jsonl offset just past it. It stops at the first run that is off, so
+    fewer runs than the chunk holds mean: look closer from where they end."""
+    done: list[tuple[int, Run]] = []
     try:
-        with open(chunk.entries, "rb") as f:
-            f.seek(chunk.lo)
-            data = f.read(chunk.hi - chunk.lo)
-        if len(data) != chunk.hi - chunk.lo or not data.endswith(b"\n"):
-            return None
-        blocks = _blocks(data)
-        head = next(blocks)
-        first = chunk.start if chunk.lo == 0 else claimed_seq(head[0][:MAX_LINE])
-        if first is None or first < chunk.start:
-            return None
-        leaves = leaf_hashes(chain([head], blocks), first, chunk.full)
-        if leaves is None or first + len(leaves) > chunk.end:
-            return None
-        with open(chunk.hashes, "rb") as f:
-            anchor = chunk.prev_chain
-            if first > chunk.start:  # the stored link just before the chunk
-                f.seek(hashes_len(chunk.start, first - 1))
-                line = decode_hashes(f.read(hashes_len(first - 1, first)), first - 1, first)
-                if line is None:
-                    return None
-                anchor = line[32:]
-            region = f.read(hashes_len(first, first + len(leaves)))
-        last = data[data.rfind(b"\n", 0, len(data) - 1) + 1 : -1]
-        return check_run(leaves, last, region, first, anchor, chunk.sizes)
-    except (OSError, ValueError, AuditError, RecursionError):
-        return None  # the entry-by-entry path meets the same problem and reports it
+        with open(chunk.entries, "rb") as fe, open(chunk.hashes, "rb") as fh:
+            seq, anchor = chunk.start, chunk.prev_chain
+            for stop, lines in _blocks(fe, chunk.lo, chunk.hi, chunk.block):
+                if not done and chunk.lo > 0:
+                    # Where the chunk starts is the seq its first entry claims; the
+                    # stored link just before it is where its chain checks start.
+                    claimed = claimed_seq(lines[0])
+                    if claimed is None or not chunk.start < claimed <= chunk.end:
+                        break
+                    seq = claimed
+                    fh.seek(hashes_len(chunk.start, seq - 1))
+                    row = decode_hashes(fh.read(hashes_len(seq - 1, seq)), seq - 1, seq)
+                    if row is None:
+                        break
+                    anchor = row[32:]
+                if seq + len(lines) > chunk.end:
+                    break
+                leaves = leaf_hashes([lines], seq, chunk.full)
+                region = fh.read(hashes_len(seq, seq + len(lines)))
+                run = (
+                    None
+                    if leaves is None
+                    else check_run(leaves, lines[-1], region, seq, anchor, chunk.sizes)
+                )
+                if run is None:
+                    break
+                done.append((stop, run))
+                seq, anchor = seq + run.count, run.chain
+    except (_Off, OSError, ValueError, AuditError, RecursionError):
+        pass  # the entry-by-entry path meets the same problem and reports it
+    return done
 
 
-def _context() -> BaseContext:
+def pool_context() -> BaseContext:
+    """``fork`` while this process runs no other thread, else ``forkserver`` or ``spawn``.
+
+    Forking a process whose other threads may hold locks (OpenSSL's among them) can
+    leave a child waiting forever on a lock nobody will release.
+    """
     methods = multiprocessing.get_all_start_methods()
     if "fork" in methods and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
@@ -146,23 +186,23 @@ def _context() -> BaseContext:
 
 def run_chunks(
     chunks: Sequence[Chunk], jobs: int, method: str | None = None
-) -> Generator[Run | None, None, None]:
-    """Each chunk's result, in order, checked by ``jobs`` worker processes.
+) -> Generator[list[tuple[int, Run]], None, None]:
+    """Each chunk's runs (``check_chunk``), in order, checked by ``jobs`` processes.
 
     This process takes the first chunk itself while the workers start. Stop
     iterating (and close the iterator) to cancel what has not started. A worker pool
-    that breaks yields None: the caller carries on without it.
+    that breaks yields no runs: the caller carries on without it.
     """
     if jobs <= 1 or len(chunks) < 2:
         yield from map(check_chunk, chunks)
         return
-    ctx = multiprocessing.get_context(method) if method else _context()
+    ctx = multiprocessing.get_context(method) if method else pool_context()
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(chunks) - 1), mp_context=ctx)
     try:
         rest = pool.map(check_chunk, chunks[1:])
         yield check_chunk(chunks[0])  # while the workers start up
         yield from rest
     except BrokenProcessPool:
-        yield None
+        yield []
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import sqlalchemy as sa
 
 from audit import reads, store
-from audit._parallel import Chunk, default_jobs, plan, run_chunks
+from audit._parallel import BLOCK, Chunk, default_jobs, plan, run_chunks
 from audit._runs import hashes_len
 from audit.checkpoint import verify_checkpoint
 from audit.entry import MAX_ENTRY_BYTES, ZERO_CHAIN, format_ts
@@ -299,15 +299,19 @@ def _feed_chunks(d: Path, v: ChainVerifier, end: int, jobs: int, chunk_bytes: in
             v.chain,
             v.checkpoint_sizes,
             v.full,
+            BLOCK if chunk_bytes is None else max(1, chunk_bytes // 3),
         )
         for lo, hi in spans
     ]
     done = 0
     with closing(run_chunks(chunks, jobs)) as results:
-        for (_, hi), run in zip(spans, results, strict=False):
-            if run is None or not v.accept_run(run):
+        for (_, hi), runs in zip(spans, results, strict=False):
+            for stop, run in runs:
+                if not v.accept_run(run):
+                    return done
+                done = stop
+            if done != hi:
                 break
-            done = hi
     return done
 
 
