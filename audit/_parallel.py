@@ -21,14 +21,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from collections.abc import Generator, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from multiprocessing.context import BaseContext
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TypeVar, cast
 
 from audit._runs import (
     MAX_LINE,
@@ -41,12 +40,21 @@ from audit._runs import (
 )
 from audit.errors import AuditError
 
+if TYPE_CHECKING:  # POSIX-only names
+    from multiprocessing.context import ForkContext, ForkServerContext, SpawnContext
+
+    Context = ForkContext | ForkServerContext | SpawnContext
+
+T = TypeVar("T")
+R = TypeVar("R")
+
 __all__ = [
     "BLOCK",
     "MAX_JOBS",
     "Chunk",
     "check_chunk",
     "default_jobs",
+    "map_in_order",
     "plan",
     "pool_context",
     "run_chunks",
@@ -57,7 +65,6 @@ __all__ = [
 # importing this package), against ~2 us an entry (~500 bytes) in one process.
 MIN_POOLED = 8 << 20
 MIN_POOLED_COLD = 256 << 20
-MAX_CHUNK = 32 << 20  # bounds each worker's memory on a huge (or hostile) bundle
 MAX_JOBS = 8
 BLOCK = 1 << 20  # bytes of entries a worker reads, splits and checks at a time
 
@@ -86,15 +93,16 @@ class Chunk:
 def plan(path: Path, jobs: int, chunk_bytes: int | None = None) -> list[tuple[int, int]]:
     """Byte ranges of ``path`` cut just after a newline near every ``chunk_bytes``.
 
-    By default the file is split evenly over ``jobs`` (at most ``MAX_CHUNK`` each)
-    once it is big enough for a pool to pay; one range means: no pool.
+    By default the file is split evenly over ``jobs`` once it is big enough for
+    workers to pay; one range means: no workers. (A chunk of any size is read a
+    ``BLOCK`` at a time.)
     """
     size = path.stat().st_size
     if chunk_bytes is None:
         pooled = MIN_POOLED if pool_context().get_start_method() == "fork" else MIN_POOLED_COLD
         if jobs < 2 or size < pooled:
             return [(0, size)] if size else []
-        chunk_bytes = min(-(-size // jobs), MAX_CHUNK)
+        chunk_bytes = -(-size // jobs)
     cuts = [0]
     with open(path, "rb") as f:
         for c in range(chunk_bytes, size, chunk_bytes):
@@ -116,21 +124,22 @@ def _blocks(f: BinaryIO, lo: int, hi: int, block: int) -> Iterator[tuple[int, li
     """The lines in bytes ``[lo, hi)`` of ``f``, a block at a time, each with the
     offset just past it. Small blocks keep reusing the same memory: a forked worker
     then copies few pages, and nothing grows with the chunk."""
-    f.seek(lo)
-    rest, at = b"", lo
+    at = lo
     while at < hi:
-        piece = f.read(min(block, hi - at))
-        if not piece:
+        f.seek(at)
+        want = min(block, hi - at)
+        piece = f.read(want)
+        if len(piece) != want:
             raise _Off  # the file shrank under us
-        at += len(piece)
-        lines = (rest + piece).split(b"\n")
-        rest = lines.pop()
-        if len(rest) > MAX_LINE:
-            raise _Off
-        if lines:
-            yield at - len(rest), lines
-    if rest:
-        raise _Off  # no newline at the end
+        lines = piece.split(b"\n")
+        rest = len(lines.pop())  # a line cut by the block: read again with the next one
+        if len(lines) == 0 and want < hi - at and want <= MAX_LINE:
+            block *= 2  # a line longer than the block
+            continue
+        if not lines or (rest and want == hi - at):
+            raise _Off  # a line too long, or no newline at the end
+        at += want - rest
+        yield at, lines
 
 
 def check_chunk(chunk: Chunk) -> list[tuple[int, Run]]:
@@ -172,7 +181,7 @@ def check_chunk(chunk: Chunk) -> list[tuple[int, Run]]:
     return done
 
 
-def pool_context() -> BaseContext:
+def pool_context() -> Context:
     """``fork`` while this process runs no other thread, else ``forkserver`` or ``spawn``.
 
     Forking a process whose other threads may hold locks (OpenSSL's among them) can
@@ -181,28 +190,60 @@ def pool_context() -> BaseContext:
     methods = multiprocessing.get_all_start_methods()
     if "fork" in methods and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" in methods:
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("spawn")
+
+
+def _serve(fn: Callable[[T], R], items: Sequence[T], out: Connection) -> None:
+    """A worker process: ``fn`` of each item in order, each answer sent back at once."""
+    with out:
+        for item in items:
+            out.send(fn(item))
+
+
+def map_in_order(
+    fn: Callable[[T], R], items: Sequence[T], jobs: int, lost: R, method: str | None = None
+) -> Generator[R, None, None]:
+    """``fn`` of each item, in order, computed by ``jobs`` processes.
+
+    Items are dealt round-robin: this process takes every ``jobs``-th one from the
+    first, while ``jobs - 1`` workers take the others (one item each when there are
+    ``jobs`` items). Workers get their items when they start and answer on a pipe,
+    so no thread or queue runs here. Stop iterating (close the generator) to kill
+    what is still working; a worker that dies answers ``lost`` from there on.
+    """
+    jobs = min(jobs, len(items))
+    if jobs <= 1:
+        yield from map(fn, items)
+        return
+    ctx = cast("Context", multiprocessing.get_context(method)) if method else pool_context()
+    workers: list[tuple[BaseProcess, Connection]] = []
+    try:
+        for w in range(1, jobs):
+            inbox, out = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_serve, args=(fn, items[w::jobs], out), daemon=True)
+            proc.start()
+            out.close()
+            workers.append((proc, inbox))
+        for i, item in enumerate(items):
+            if i % jobs == 0:
+                yield fn(item)
+                continue
+            try:
+                yield workers[i % jobs - 1][1].recv()
+            except (EOFError, OSError):
+                yield lost
+    finally:
+        for worker, inbox in workers:
+            if worker.is_alive():  # still working (we stopped early) or just exiting
+                worker.kill()
+            worker.join()
+            inbox.close()
 
 
 def run_chunks(
     chunks: Sequence[Chunk], jobs: int, method: str | None = None
 ) -> Generator[list[tuple[int, Run]], None, None]:
-    """Each chunk's runs (``check_chunk``), in order, checked by ``jobs`` processes.
-
-    This process takes the first chunk itself while the workers start. Stop
-    iterating (and close the iterator) to cancel what has not started. A worker pool
-    that breaks yields no runs: the caller carries on without it.
-    """
-    if jobs <= 1 or len(chunks) < 2:
-        yield from map(check_chunk, chunks)
-        return
-    ctx = multiprocessing.get_context(method) if method else pool_context()
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(chunks) - 1), mp_context=ctx)
-    try:
-        rest = pool.map(check_chunk, chunks[1:])
-        yield check_chunk(chunks[0])  # while the workers start up
-        yield from rest
-    except BrokenProcessPool:
-        yield []
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    """Each chunk's runs (``check_chunk``), in order, checked by ``jobs`` processes."""
+    return map_in_order(check_chunk, chunks, jobs, [], method)

@@ -35,7 +35,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from audit import AuditLog, NoteSigner, engine_for, store, verify_export  # noqa: E402
-from audit._parallel import default_jobs, plan, pool_context  # noqa: E402
+from audit._parallel import default_jobs, map_in_order, plan, pool_context  # noqa: E402
 from audit.checkpoint import Checkpoint, sign_checkpoint  # noqa: E402
 from audit.entry import ZERO_CHAIN, chain_hash, seal  # noqa: E402
 from audit.merkle import CompactRange, leaf_hash, verify_consistency, verify_inclusion  # noqa: E402
@@ -263,8 +262,9 @@ def _best(fn: Callable[[], Any], reps: int = 3) -> float:
     return best
 
 
-def _hash_span(path: str, lo: int, hi: int) -> int:
+def _hash_span(span: tuple[str, int, int]) -> int:
     """hashlib alone over one worker's share of entries.jsonl: read, split, hash each."""
+    path, lo, hi = span
     with open(path, "rb") as f:
         f.seek(lo)
         lines = f.read(hi - lo).split(b"\n")
@@ -276,11 +276,9 @@ def _hash_span(path: str, lo: int, hi: int) -> int:
 
 def hashlib_over_processes(path: Path, jobs: int) -> int:
     """The per-entry hashlib baseline spread like ``verify_export --jobs``: the same
-    byte ranges, the same worker start method, this process taking the first range."""
-    spans = plan(path, jobs, -(-path.stat().st_size // jobs))
-    with ProcessPoolExecutor(max(1, len(spans) - 1), mp_context=pool_context()) as pool:
-        rest = [pool.submit(_hash_span, str(path), lo, hi) for lo, hi in spans[1:]]
-        return _hash_span(str(path), *spans[0]) + sum(f.result() for f in rest)
+    byte ranges, the same worker processes, this process taking the first range."""
+    spans = [(str(path), lo, hi) for lo, hi in plan(path, jobs, -(-path.stat().st_size // jobs))]
+    return sum(map_in_order(_hash_span, spans, jobs, 0))
 
 
 def hashlib_alone(path: Path) -> tuple[float, float, float]:
