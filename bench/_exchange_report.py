@@ -25,6 +25,7 @@ class Row:
     peak: Result
     paced: Result | None = None
     stages: StageSnapshot | None = None
+    paced_stages: StageSnapshot | None = None
     cpu_s: dict[str, float] = field(default_factory=dict)
     sign_us: float | None = None
     profile: Path | None = None
@@ -104,25 +105,29 @@ def print_cpu(rows: list[Row]) -> None:
 
 def print_stages(rows: list[Row]) -> None:
     for row in rows:
-        snap = row.stages
-        if snap is None:
-            continue
-        total = snap.mean_ms("total")
-        print()
-        print(f"{row.key} {row.label}: stage latency in the peak window (from /metrics deltas)")
-        print(f"  {'stage':<12} {'mean ms':>8} {'~p50 ms':>8} {'~p99 ms':>8} {'of total':>9}")
-        for stage in STAGES:
-            mean = snap.mean_ms(stage)
-            share = mean / total if total and not math.isnan(mean) else float("nan")
-            print(
-                f"  {stage:<12} {_f(mean, 2):>8} {_f(snap.quantile_ms(stage, 0.5), 2):>8} "
-                f"{_f(snap.quantile_ms(stage, 0.99), 2):>8} {_f(100 * share, 0):>8}%"
-            )
-        inside = sum(snap.mean_ms(s) for s in STAGES[:-1] if not math.isnan(snap.mean_ms(s)))
-        print(f"  {'(in total, between stages: resolve, quota, decision log, receipt)':<12}")
-        print(f"  {'':<12} {_f(total - inside, 2):>8}")
-        print(f"  client-observed mean {row.peak.mean_ms:.2f} ms; outside 'total' (HTTP server,")
-        print(f"  routing, middleware, queueing in the server) {row.peak.mean_ms - total:.2f} ms")
+        windows = [("peak", row.stages, row.peak), ("paced", row.paced_stages, row.paced)]
+        for window, snap, result in windows:
+            if snap is not None and result is not None:
+                _stage_table(row, window, snap, result)
+
+
+def _stage_table(row: Row, window: str, snap: StageSnapshot, result: Result) -> None:
+    total = snap.mean_ms("total")
+    print()
+    print(f"{row.key} {row.label}: stage latency in the {window} window (from /metrics deltas)")
+    print(f"  {'stage':<12} {'mean ms':>8} {'~p50 ms':>8} {'~p99 ms':>8} {'of total':>9}")
+    for stage in STAGES:
+        mean = snap.mean_ms(stage)
+        share = mean / total if total and not math.isnan(mean) else float("nan")
+        print(
+            f"  {stage:<12} {_f(mean, 2):>8} {_f(snap.quantile_ms(stage, 0.5), 2):>8} "
+            f"{_f(snap.quantile_ms(stage, 0.99), 2):>8} {_f(100 * share, 0):>8}%"
+        )
+    inside = sum(snap.mean_ms(s) for s in STAGES[:-1] if not math.isnan(snap.mean_ms(s)))
+    print(f"  {'(in total, between stages: resolve, quota, decision log, receipt)':<12}")
+    print(f"  {'':<12} {_f(total - inside, 2):>8}")
+    print(f"  client-observed mean {result.mean_ms:.2f} ms; outside 'total' (HTTP server,")
+    print(f"  routing, middleware, queueing in the server) {result.mean_ms - total:.2f} ms")
 
 
 _FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")

@@ -188,7 +188,10 @@ def measure(
         return row
     rate = args.pace * peak.rate
     items = make(int(rate * args.duration) + 10)
+    before = scrape_stages(gateway.url) if args.workers == 1 else None
     row.paced = _paced(items, args, label, rate)
+    if before is not None:
+        row.paced_stages = scrape_stages(gateway.url).minus(before)
     print(
         f"    paced {rate:.1f}/s: p50 {row.paced.quantile_ms(0.5):.2f} ms, "
         f"p99 {row.paced.quantile_ms(0.99):.2f} ms, errors {row.paced.errors}",
