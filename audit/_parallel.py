@@ -56,15 +56,15 @@ __all__ = [
     "default_jobs",
     "map_in_order",
     "plan",
-    "pool_context",
     "run_chunks",
+    "worker_context",
 ]
 
-# A pool pays for itself from about this much of entries.jsonl on: ``fork`` starts a
-# worker in ~10 ms, ``forkserver``/``spawn`` in ~0.3-0.8 s (a fresh interpreter
-# importing this package), against ~2 us an entry (~500 bytes) in one process.
-MIN_POOLED = 8 << 20
-MIN_POOLED_COLD = 256 << 20
+# Workers pay for themselves from about this much of entries.jsonl on: ``fork``
+# starts one in a few ms, ``forkserver``/``spawn`` in ~0.3-0.8 s (a fresh
+# interpreter importing this package), against ~2 us an entry (~500 bytes) here.
+MIN_SPLIT = 8 << 20
+MIN_SPLIT_COLD = 256 << 20
 MAX_JOBS = 8
 BLOCK = 1 << 20  # bytes of entries a worker reads, splits and checks at a time
 
@@ -99,8 +99,8 @@ def plan(path: Path, jobs: int, chunk_bytes: int | None = None) -> list[tuple[in
     """
     size = path.stat().st_size
     if chunk_bytes is None:
-        pooled = MIN_POOLED if pool_context().get_start_method() == "fork" else MIN_POOLED_COLD
-        if jobs < 2 or size < pooled:
+        fork = worker_context().get_start_method() == "fork"
+        if jobs < 2 or size < (MIN_SPLIT if fork else MIN_SPLIT_COLD):
             return [(0, size)] if size else []
         chunk_bytes = -(-size // jobs)
     cuts = [0]
@@ -181,7 +181,7 @@ def check_chunk(chunk: Chunk) -> list[tuple[int, Run]]:
     return done
 
 
-def pool_context() -> Context:
+def worker_context() -> Context:
     """``fork`` while this process runs no other thread, else ``forkserver`` or ``spawn``.
 
     Forking a process whose other threads may hold locks (OpenSSL's among them) can
@@ -217,7 +217,7 @@ def map_in_order(
     if jobs <= 1:
         yield from map(fn, items)
         return
-    ctx = cast("Context", multiprocessing.get_context(method)) if method else pool_context()
+    ctx = cast("Context", multiprocessing.get_context(method)) if method else worker_context()
     workers: list[tuple[BaseProcess, Connection]] = []
     try:
         for w in range(1, jobs):

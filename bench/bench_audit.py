@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from audit import AuditLog, NoteSigner, engine_for, store, verify_export  # noqa: E402
-from audit._parallel import default_jobs, map_in_order, plan, pool_context  # noqa: E402
+from audit._parallel import default_jobs, map_in_order, plan, worker_context  # noqa: E402
 from audit.checkpoint import Checkpoint, sign_checkpoint  # noqa: E402
 from audit.entry import ZERO_CHAIN, chain_hash, seal  # noqa: E402
 from audit.merkle import CompactRange, leaf_hash, verify_consistency, verify_inclusion  # noqa: E402
@@ -333,11 +333,10 @@ def section_verify(tmp: Path, n: int, jobs: int) -> None:
         if not r.ok or r.size != n:
             raise RuntimeError(f"the benchmark bundle did not verify: {r.to_json()}")
 
-    pooled = len(plan(path, jobs)) > 1
-    used = f"{jobs} processes" if pooled else "1 process: too small to split"
-    print(
-        f"   (--jobs {jobs}: {pool_context().get_start_method()} workers; the bundle takes {used})"
-    )
+    split = len(plan(path, jobs)) > 1
+    used = f"{jobs} processes" if split else "1 process: too small to split"
+    method = worker_context().get_start_method()
+    print(f"   (--jobs {jobs}: {method} workers; the bundle takes {used})")
     rows = [
         ("hashlib sha256 per entry (in memory)", t_raw, None),
         ("hashlib sha256 per entry (reading the file)", t_file, None),

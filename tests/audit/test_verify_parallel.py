@@ -10,6 +10,7 @@ when nothing is wrong.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import threading
 from dataclasses import replace
@@ -18,17 +19,19 @@ from pathlib import Path
 
 import pytest
 import rfc8785
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from audit import VerifyReport, verify_export
-from audit._parallel import Chunk, check_chunk, plan, pool_context, run_chunks
+from audit import AuditLog, VerifyReport, engine_for, verify_export
+from audit._parallel import Chunk, check_chunk, plan, run_chunks, worker_context
+from audit._runs import decode_hashes, hashes_len
 from audit.cli import audit_app
 from audit.entry import ZERO_CHAIN, chain_hash, parse_entry
 from audit.export import _feed_chunks
 from audit.merkle import leaf_hash
 from audit.verify import ChainVerifier
+from tests.audit.conftest import log_signer
 from tests.audit.tamper_support import EVERY, SETTINGS, Base, N, _rewrite, names
 
 CHUNK = 1200  # bytes of entries.jsonl a chunk: three or four entries of the base log
@@ -111,7 +114,7 @@ def test_chunks_are_whole_lines_that_tile_the_file(bundle: Bundle) -> None:
 
 
 def test_small_bundles_stay_in_one_process(bundle: Bundle) -> None:
-    assert len(plan(bundle.entries, 8)) == 1  # under MIN_POOLED
+    assert len(plan(bundle.entries, 8)) == 1  # under MIN_SPLIT
     assert len(plan(bundle.entries, 1, CHUNK)) > 1  # an explicit chunk size is obeyed
 
 
@@ -134,12 +137,12 @@ def test_untouched_bundle_is_accepted_chunk_by_chunk(bundle: Bundle, full: bool)
 
 def test_workers_are_forked_only_while_no_other_thread_runs() -> None:
     assert threading.active_count() == 1  # as in this suite and the CLI: the fast path
-    assert pool_context().get_start_method() == "fork"
+    assert worker_context().get_start_method() == "fork"
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)
     other.start()
     try:
-        assert pool_context().get_start_method() in ("forkserver", "spawn")
+        assert worker_context().get_start_method() in ("forkserver", "spawn")
     finally:
         stop.set()
         other.join()
@@ -321,3 +324,69 @@ def test_cli_verify_takes_jobs(bundle: Bundle) -> None:
     assert result.exit_code == 0, result.output
     assert f"verified entries [0, {N})" in result.output
     assert runner.invoke(audit_app, ["verify", str(bundle.dir), "--jobs", "0"]).exit_code == 2
+
+
+@SETTINGS
+@given(a=st.integers(0, N), b=st.integers(0, N), full=st.booleans())
+def test_any_honest_range_verifies_split_as_alone(
+    base: Base, tmp_path: Path, a: int, b: int, full: bool
+) -> None:
+    a, b = min(a, b), max(a, b)
+    d = tmp_path / f"range-{a}-{b}-{full}"
+    shutil.rmtree(d, ignore_errors=True)
+    engine = engine_for(f"sqlite:///{base.db}")
+    log = AuditLog(engine, signer=log_signer(), witnesses=[base.witness_key], checkpoint_every=0)
+    try:
+        log.export(a, b, d)
+    finally:
+        log.close()
+        engine.dispose()
+    kw = {
+        "log_key": base.log_key,
+        "witness_keys": [base.witness_key],
+        "extra_checkpoints": base.witnessed,
+        "full": full,
+    }
+    alone = verify_export(d, jobs=1, **kw)  # type: ignore[arg-type]
+    split = verify_export(d, jobs=2, chunk_bytes=CHUNK, **kw)  # type: ignore[arg-type]
+    assert split.to_json() == alone.to_json()
+    assert split.ok and (split.start, split.size) == (a, b), split.to_json()
+
+
+# -- hashes.txt, read by columns ---------------------------------------------------
+
+
+def _rows(lo: int, hi: int, seed: int) -> tuple[bytes, bytes]:
+    """hashes.txt lines for seqs [lo, hi) as export_bundle writes them, and their hashes."""
+    blob = b"".join(hashlib.sha256(b"%d-%d" % (seed, i)).digest() * 2 for i in range(lo, hi))
+    text = "".join(
+        f"{s} {blob[64 * i : 64 * i + 32].hex()} {blob[64 * i + 32 : 64 * i + 64].hex()}\n"
+        for i, s in enumerate(range(lo, hi))
+    )
+    return text.encode(), blob
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lo=st.one_of(st.integers(0, 200), st.sampled_from([9, 95, 990, 9_995, 99_990, 999_999])),
+    count=st.integers(1, 40),
+    seed=st.integers(0, 3),
+    at=st.integers(0, 10**6),
+    delta=st.integers(1, 255),
+)
+def test_hashes_rows_decode_exactly_and_any_changed_byte_shows(
+    lo: int, count: int, seed: int, at: int, delta: int
+) -> None:
+    region, blob = _rows(lo, lo + count, seed)
+    assert hashes_len(lo, lo + count) == len(region)
+    assert decode_hashes(region, lo, lo + count) == blob
+    bad = bytearray(region)
+    at %= len(bad)
+    bad[at] = (bad[at] + delta) % 256
+    got = decode_hashes(bytes(bad), lo, lo + count)
+    if bytes(bad).lower() == region:  # a hex letter upper-cased reads the same, as alone
+        assert got == blob
+    else:
+        assert got != blob
+    assert decode_hashes(region[:-1], lo, lo + count) is None
+    assert decode_hashes(region + b"\n", lo, lo + count) is None
