@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import re
@@ -147,11 +148,16 @@ def normalise_obligations(
 
 
 def _pseudonym_key(ctx: ReleaseContext) -> bytes:
-    info = b"".join(
-        len(p).to_bytes(4, "big") + p for p in (ctx.agreement_id.encode(), ctx.consumer.encode())
-    )
+    return _derive_pseudonym_key(ctx.root_secret, ctx.agreement_id, ctx.consumer)
+
+
+@functools.lru_cache(maxsize=4096)
+def _derive_pseudonym_key(root_secret: bytes, agreement_id: str, consumer: str) -> bytes:
+    """HKDF once per (agreement, consumer), not once per exchange."""
+    parts = (agreement_id.encode(), consumer.encode())
+    info = b"".join(len(p).to_bytes(4, "big") + p for p in parts)
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"accord/pseudonym/v1", info=info)
-    return hkdf.derive(ctx.root_secret)
+    return hkdf.derive(root_secret)
 
 
 def pseudonym(value: Any, ctx: ReleaseContext, *, key: bytes | None = None) -> str:
