@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,6 +47,7 @@ class DecisionLogWriter:
         max_queue: int = 50_000,
         retention: timedelta = timedelta(days=90),
         prune_every: int = 10_000,
+        linger_s: float = 0.05,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -53,6 +55,7 @@ class DecisionLogWriter:
         self._prune_every = prune_every
         self._since_prune = prune_every  # prune once soon after start
         self._max_batch = max_batch
+        self._linger = linger_s
         self._queue: queue.Queue[_Item | threading.Event] = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._thread.start()
@@ -81,15 +84,18 @@ class DecisionLogWriter:
             batch: list[_Item] = []
             markers: list[threading.Event] = []
             item = self._queue.get()
+            # Linger for more: one write turn per ``linger_s`` instead of one per
+            # exchange leaves the SQLite writer to the jti claims and the audit log.
+            deadline = time.monotonic() + self._linger
             while True:
                 if isinstance(item, threading.Event):
                     markers.append(item)
                 else:
                     batch.append(item)
-                if len(batch) >= self._max_batch:
+                if len(batch) >= self._max_batch or markers:
                     break
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
             if batch:
