@@ -1,7 +1,8 @@
 """Check an export's entries on several cores: chunks of entries.jsonl in worker processes.
 
-``entries.jsonl`` is cut into byte ranges at line ends. Each worker reads its range
-and the matching lines of ``hashes.txt`` itself (nothing big crosses a pipe), a
+``entries.jsonl`` is cut into byte ranges at line ends, a few per process; this
+process and its workers each take the next free one. Whoever takes a range reads
+it and the matching lines of ``hashes.txt`` itself (nothing big crosses a pipe), a
 megabyte at a time, and runs ``check_run`` over each block, starting its chain
 checks from the *stored* link just before the chunk; it answers with the runs it
 found whole (a few hashes each). Where a chunk starts is the seq its first entry
@@ -24,7 +25,7 @@ import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar, cast
@@ -42,6 +43,7 @@ from audit.errors import AuditError
 
 if TYPE_CHECKING:  # POSIX-only names
     from multiprocessing.context import ForkContext, ForkServerContext, SpawnContext
+    from multiprocessing.sharedctypes import Synchronized
 
     Context = ForkContext | ForkServerContext | SpawnContext
 
@@ -66,6 +68,7 @@ __all__ = [
 MIN_SPLIT = 8 << 20
 MIN_SPLIT_COLD = 256 << 20
 MAX_JOBS = 8
+MIN_STEP = 4 << 20  # the smallest range handed out (~8,000 entries, ~15 ms)
 BLOCK = 1 << 20  # bytes of entries a worker reads, splits and checks at a time
 
 
@@ -76,7 +79,7 @@ def default_jobs() -> int:
 
 @dataclass(frozen=True)
 class Chunk:
-    """One worker's share: entry lines in bytes ``[lo, hi)`` of the bundle's entries."""
+    """A piece of the work: the entry lines in bytes ``[lo, hi)`` of entries.jsonl."""
 
     entries: str
     hashes: str
@@ -91,29 +94,33 @@ class Chunk:
 
 
 def plan(path: Path, jobs: int, chunk_bytes: int | None = None) -> list[tuple[int, int]]:
-    """Byte ranges of ``path`` cut just after a newline near every ``chunk_bytes``.
+    """Byte ranges of ``path``, each cut just after a newline.
 
-    By default the file is split evenly over ``jobs`` once it is big enough for
-    workers to pay; one range means: no workers. (A chunk of any size is read a
-    ``BLOCK`` at a time.)
+    With ``chunk_bytes``, one every ``chunk_bytes``. By default, once the file is
+    big enough for workers to pay, each range is ``1 / (2 * jobs)`` of what is left
+    (at least ``MIN_STEP``): big ranges first, small ones last, so the processes
+    taking them finish together even if one of them runs slower. One range means:
+    no workers.
     """
     size = path.stat().st_size
     if chunk_bytes is None:
         fork = worker_context().get_start_method() == "fork"
         if jobs < 2 or size < (MIN_SPLIT if fork else MIN_SPLIT_COLD):
             return [(0, size)] if size else []
-        chunk_bytes = -(-size // jobs)
     cuts = [0]
     with open(path, "rb") as f:
-        for c in range(chunk_bytes, size, chunk_bytes):
-            if c <= cuts[-1]:
-                continue
+        while True:
+            step = chunk_bytes or max((size - cuts[-1]) // (2 * jobs), MIN_STEP)
+            c = cuts[-1] + step
+            if c >= size:
+                break
             f.seek(c - 1)
             at = f.read(MAX_LINE + 2).find(b"\n")
-            if at >= 0 and c + at < size:
-                cuts.append(c + at)
+            if at < 0 or c + at >= size:  # (a line too long: whoever checks the rest says so)
+                break
+            cuts.append(c + at)
     cuts.append(size)
-    return [(lo, hi) for lo, hi in pairwise(cuts) if lo < hi]
+    return list(pairwise(cuts))
 
 
 class _Off(Exception):
@@ -195,45 +202,71 @@ def worker_context() -> Context:
     return multiprocessing.get_context("spawn")
 
 
-def _serve(fn: Callable[[T], R], items: Sequence[T], out: Connection) -> None:
-    """A worker process: ``fn`` of each item in order, each answer sent back at once."""
+def _claim(counter: Synchronized[int], count: int) -> int | None:
+    """The next item nobody has taken yet, taken; None when all are."""
+    with counter.get_lock():
+        i = counter.value
+        if i >= count:
+            return None
+        counter.value = i + 1
+        return i
+
+
+def _serve(
+    fn: Callable[[T], R], items: Sequence[T], counter: Synchronized[int], out: Connection
+) -> None:
+    """A worker process: take the next free item, send back its index and answer."""
     with out:
-        for item in items:
-            out.send(fn(item))
+        while (i := _claim(counter, len(items))) is not None:
+            out.send((i, fn(items[i])))
 
 
 def map_in_order(
     fn: Callable[[T], R], items: Sequence[T], jobs: int, lost: R, method: str | None = None
 ) -> Generator[R, None, None]:
-    """``fn`` of each item, in order, computed by ``jobs`` processes.
+    """``fn`` of each item, in order, computed by this process and ``jobs - 1`` workers.
 
-    Items are dealt round-robin: this process takes every ``jobs``-th one from the
-    first, while ``jobs - 1`` workers take the others (one item each when there are
-    ``jobs`` items). Workers get their items when they start and answer on a pipe,
-    so no thread or queue runs here. Stop iterating (close the generator) to kill
-    what is still working; a worker that dies answers ``lost`` from there on.
+    Whoever is free takes the next item (a shared counter), so a process slowed by
+    other work on the machine simply takes fewer. Workers answer on a pipe; no
+    thread or queue runs here. Stop iterating (close the generator) to kill what is
+    still working; an item whose worker died answers ``lost``.
     """
     jobs = min(jobs, len(items))
     if jobs <= 1:
         yield from map(fn, items)
         return
     ctx = cast("Context", multiprocessing.get_context(method)) if method else worker_context()
+    counter = ctx.Value("q", 0)
     workers: list[tuple[BaseProcess, Connection]] = []
     try:
-        for w in range(1, jobs):
+        for _ in range(1, jobs):
             inbox, out = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_serve, args=(fn, items[w::jobs], out), daemon=True)
+            proc = ctx.Process(target=_serve, args=(fn, items, counter, out), daemon=True)
             proc.start()
             out.close()
             workers.append((proc, inbox))
-        for i, item in enumerate(items):
-            if i % jobs == 0:
-                yield fn(item)
-                continue
-            try:
-                yield workers[i % jobs - 1][1].recv()
-            except (EOFError, OSError):
-                yield lost
+        done: dict[int, R] = {}
+        live = [inbox for _, inbox in workers]
+        for i in range(len(items)):
+            while i not in done:
+                if live:  # collect answers; wait for them only when nothing is left to take
+                    idle = counter.value >= len(items)
+                    for ready in wait(live, timeout=None if idle else 0):
+                        inbox = cast("Connection", ready)
+                        try:
+                            j, answer = inbox.recv()
+                        except (EOFError, OSError):  # finished, or died
+                            live.remove(inbox)
+                            continue
+                        done[j] = answer
+                    if i in done:
+                        break
+                j = _claim(counter, len(items))
+                if j is not None:
+                    done[j] = fn(items[j])
+                elif not live:
+                    done[i] = lost  # taken by a worker that died
+            yield done.pop(i)
     finally:
         for worker, inbox in workers:
             if worker.is_alive():  # still working (we stopped early) or just exiting

@@ -299,7 +299,7 @@ def _feed_chunks(d: Path, v: ChainVerifier, end: int, jobs: int, chunk_bytes: in
             v.chain,
             v.checkpoint_sizes,
             v.full,
-            BLOCK if chunk_bytes is None else max(1, chunk_bytes // 3),
+            BLOCK if chunk_bytes is None else max(1, min(BLOCK, chunk_bytes // 3)),
         )
         for lo, hi in spans
     ]

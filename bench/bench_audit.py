@@ -276,8 +276,8 @@ def _hash_span(span: tuple[str, int, int]) -> int:
 
 def hashlib_over_processes(path: Path, jobs: int) -> int:
     """The per-entry hashlib baseline spread like ``verify_export --jobs``: the same
-    byte ranges, the same worker processes, this process taking the first range."""
-    spans = [(str(path), lo, hi) for lo, hi in plan(path, jobs, -(-path.stat().st_size // jobs))]
+    byte ranges, taken by the same processes the same way."""
+    spans = [(str(path), lo, hi) for lo, hi in plan(path, jobs)]
     return sum(map_in_order(_hash_span, spans, jobs, 0))
 
 
