@@ -11,8 +11,11 @@ when nothing is wrong.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
 import shutil
 import threading
+import time
 from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
@@ -24,7 +27,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from audit import AuditLog, VerifyReport, engine_for, verify_export
-from audit._parallel import Chunk, check_chunk, plan, run_chunks, worker_context
+from audit._parallel import Chunk, check_chunk, map_in_order, plan, run_chunks, worker_context
 from audit._runs import decode_hashes, hashes_len
 from audit.cli import audit_app
 from audit.entry import ZERO_CHAIN, chain_hash, parse_entry
@@ -390,3 +393,30 @@ def test_hashes_rows_decode_exactly_and_any_changed_byte_shows(
         assert got != blob
     assert decode_hashes(region[:-1], lo, lo + count) is None
     assert decode_hashes(region + b"\n", lo, lo + count) is None
+
+
+# -- the worker processes ------------------------------------------------------------
+
+_PARENT = os.getpid()
+
+
+def _double_unless_a_worker(x: int) -> int:
+    """Slow enough that the worker takes an item; a worker dies on the first it takes."""
+    time.sleep(0.02)
+    if os.getpid() != _PARENT:
+        os._exit(1)
+    return 2 * x
+
+
+def test_a_dead_worker_loses_only_the_item_it_took() -> None:
+    got = list(map_in_order(_double_unless_a_worker, list(range(8)), 2, -1, method="fork"))
+    assert got.count(-1) == 1
+    assert all(g == 2 * i for i, g in enumerate(got) if g != -1)
+    assert not multiprocessing.active_children()
+
+
+def test_stopping_early_stops_the_workers() -> None:
+    answers = map_in_order(time.sleep, [0.05] * 40, 2, None, method="fork")
+    next(answers)
+    answers.close()
+    assert not multiprocessing.active_children()
