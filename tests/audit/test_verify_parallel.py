@@ -10,25 +10,19 @@ when nothing is wrong.
 
 from __future__ import annotations
 
-import hashlib
-import multiprocessing
-import os
 import shutil
-import threading
-import time
 from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 import rfc8785
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from audit import AuditLog, VerifyReport, engine_for, verify_export
-from audit._parallel import Chunk, check_chunk, map_in_order, plan, run_chunks, worker_context
-from audit._runs import decode_hashes, hashes_len
+from audit._parallel import Chunk, check_chunk, plan, run_chunks
 from audit.cli import audit_app
 from audit.entry import ZERO_CHAIN, chain_hash, parse_entry
 from audit.export import _feed_chunks
@@ -136,19 +130,6 @@ def test_untouched_bundle_is_accepted_chunk_by_chunk(bundle: Bundle, full: bool)
     assert _feed_chunks(bundle.dir, v, N, 2, CHUNK) == bundle.entries.stat().st_size
     assert (v.next, v.cr.root(), v.chain) == (N, report.root, report.chain_hash)
     assert v.verified == len(bundle.base.witnessed) and v.damage is None
-
-
-def test_workers_are_forked_only_while_no_other_thread_runs() -> None:
-    assert threading.active_count() == 1  # as in this suite and the CLI: the fast path
-    assert worker_context().get_start_method() == "fork"
-    stop = threading.Event()
-    other = threading.Thread(target=stop.wait)
-    other.start()
-    try:
-        assert worker_context().get_start_method() in ("forkserver", "spawn")
-    finally:
-        stop.set()
-        other.join()
 
 
 def test_spawned_workers_give_the_same_runs(bundle: Bundle) -> None:
@@ -354,69 +335,3 @@ def test_any_honest_range_verifies_split_as_alone(
     split = verify_export(d, jobs=2, chunk_bytes=CHUNK, **kw)  # type: ignore[arg-type]
     assert split.to_json() == alone.to_json()
     assert split.ok and (split.start, split.size) == (a, b), split.to_json()
-
-
-# -- hashes.txt, read by columns ---------------------------------------------------
-
-
-def _rows(lo: int, hi: int, seed: int) -> tuple[bytes, bytes]:
-    """hashes.txt lines for seqs [lo, hi) as export_bundle writes them, and their hashes."""
-    blob = b"".join(hashlib.sha256(b"%d-%d" % (seed, i)).digest() * 2 for i in range(lo, hi))
-    text = "".join(
-        f"{s} {blob[64 * i : 64 * i + 32].hex()} {blob[64 * i + 32 : 64 * i + 64].hex()}\n"
-        for i, s in enumerate(range(lo, hi))
-    )
-    return text.encode(), blob
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    lo=st.one_of(st.integers(0, 200), st.sampled_from([9, 95, 990, 9_995, 99_990, 999_999])),
-    count=st.integers(1, 40),
-    seed=st.integers(0, 3),
-    at=st.integers(0, 10**6),
-    delta=st.integers(1, 255),
-)
-def test_hashes_rows_decode_exactly_and_any_changed_byte_shows(
-    lo: int, count: int, seed: int, at: int, delta: int
-) -> None:
-    region, blob = _rows(lo, lo + count, seed)
-    assert hashes_len(lo, lo + count) == len(region)
-    assert decode_hashes(region, lo, lo + count) == blob
-    bad = bytearray(region)
-    at %= len(bad)
-    bad[at] = (bad[at] + delta) % 256
-    got = decode_hashes(bytes(bad), lo, lo + count)
-    if bytes(bad).lower() == region:  # a hex letter upper-cased reads the same, as alone
-        assert got == blob
-    else:
-        assert got != blob
-    assert decode_hashes(region[:-1], lo, lo + count) is None
-    assert decode_hashes(region + b"\n", lo, lo + count) is None
-
-
-# -- the worker processes ------------------------------------------------------------
-
-_PARENT = os.getpid()
-
-
-def _double_unless_a_worker(x: int) -> int:
-    """Slow enough that the worker takes an item; a worker dies on the first it takes."""
-    time.sleep(0.02)
-    if os.getpid() != _PARENT:
-        os._exit(1)
-    return 2 * x
-
-
-def test_a_dead_worker_loses_only_the_item_it_took() -> None:
-    got = list(map_in_order(_double_unless_a_worker, list(range(8)), 2, -1, method="fork"))
-    assert got.count(-1) == 1
-    assert all(g == 2 * i for i, g in enumerate(got) if g != -1)
-    assert not multiprocessing.active_children()
-
-
-def test_stopping_early_stops_the_workers() -> None:
-    answers = map_in_order(time.sleep, [0.05] * 40, 2, None, method="fork")
-    next(answers)
-    answers.close()
-    assert not multiprocessing.active_children()
