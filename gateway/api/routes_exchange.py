@@ -118,14 +118,12 @@ async def _system(request: Request, body: bytes = b"") -> Caller:
     token = _bearer(request)
     if token is None:
         raise AuthError("a request token is required", code="missing_token")
-    now = services.exchange.clock()
     return await asyncio.to_thread(
-        services.exchange.verifier.verify,
+        services.exchange.verify_caller,
         token,
         method=request.method,
         path=request.url.path,
         body=body,
-        now=now,
     )
 
 

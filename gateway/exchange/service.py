@@ -370,30 +370,39 @@ class ExchangeService:
 
     # -- receipts and the citizen's access log --------------------------------
 
+    def verify_caller(self, token: str, *, method: str, path: str, body: bytes) -> Caller:
+        """A department system's request token on the other exchange routes (blocking)."""
+        with _store_errors():
+            return self.verifier.verify(
+                token, method=method, path=path, body=body, now=self.clock()
+            )
+
     def receipt_for(self, exchange_id: str, department: str) -> dict[str, Any]:
         """The exchange's receipt, rebuilt from the log, with an inclusion proof if covered."""
-        return rebuild_receipt(
-            self.audit_log,
-            self.gateway_key,
-            issuer=self.gateway_id,
-            exchange_id=exchange_id,
-            department=department,
-        )
+        with _store_errors():
+            return rebuild_receipt(
+                self.audit_log,
+                self.gateway_key,
+                issuer=self.gateway_id,
+                exchange_id=exchange_id,
+                department=department,
+            )
 
     def accesses(
         self, subject_key: str, *, caller: Caller, limit: int, offset: int
     ) -> dict[str, Any]:
         """The citizen's access log; hiding an embargoed agreement is itself audited."""
-        return subject_accesses(
-            audit_log=self.audit_log,
-            agreements=self.agreements,
-            pseudonyms=self.subjects,
-            subject_key=subject_key,
-            now=self.clock(),
-            limit=limit,
-            offset=offset,
-            actor=f"{caller.department}/{caller.system}",
-        )
+        with _store_errors():
+            return subject_accesses(
+                audit_log=self.audit_log,
+                agreements=self.agreements,
+                pseudonyms=self.subjects,
+                subject_key=subject_key,
+                now=self.clock(),
+                limit=limit,
+                offset=offset,
+                actor=f"{caller.department}/{caller.system}",
+            )
 
     async def _audit_refusal(self, trace: Trace, exc: AccordError) -> None:
         """Record the refusal; if even that fails the caller still only gets an error."""

@@ -44,13 +44,18 @@ def test_store_outage_answers_503_and_releases_nothing(
     with running_gateway(db_url=db_url, data_dir=tmp_path, departments_env=departments.env) as gw:
         client = gw.client("welfare-office")
         query = {"kind": "record", "subject": subject_with("civil")}
-        assert client.exchange(**REQUEST, query=query).records
+        earlier = client.exchange(**REQUEST, query=query)
+        assert earlier.records
         _allow_connections(pg_server_url, db_url, False)
         try:
             with pytest.raises(Unavailable) as err:
                 client.exchange(**REQUEST, query=query)
             assert err.value.code == "store_unavailable"
             assert "records" not in err.value.problem
+            # the other exchange routes fail the same way, not with a bare 500
+            with pytest.raises(Unavailable) as err:
+                client.receipt(earlier.exchange_id)
+            assert err.value.code == "store_unavailable"
             assert httpx.get(gw.url + "/readyz").status_code == 503
         finally:
             _allow_connections(pg_server_url, db_url, True)
