@@ -282,9 +282,9 @@ def _feed_lines(d: Path, v: ChainVerifier, end: int, jobs: int, chunk_bytes: int
 
 
 def _feed_chunks(d: Path, v: ChainVerifier, end: int, jobs: int, chunk_bytes: int | None) -> int:
-    """Check the entries in chunks on ``jobs`` processes, accepting results in order;
-    returns the byte offset in entries.jsonl where the first chunk not accepted starts
-    (the caller goes on entry by entry from there)."""
+    """Check the entries in chunks on ``jobs`` processes, accepting their runs in
+    order; returns the entries.jsonl offset just past the last run accepted (the
+    caller goes on from there, entry by entry where something is off)."""
     spans = plan(d / "entries.jsonl", jobs, chunk_bytes)
     if len(spans) < 2:
         return 0
