@@ -209,7 +209,10 @@ class AuditLog:
             raise AuditError("no log signing key is configured", code="audit_no_signer")
         with self._cp_lock:
             try:
-                with self.engine.connect() as conn:
+                # The write turn first: on SQLite a read-then-write transaction that
+                # another writer overtakes waits in the busy handler (in sleeps of up
+                # to 100 ms) or fails, and this runs on the appender's thread.
+                with store.write_lock(self.engine), self.engine.connect() as conn:
                     h = reads.read_head(conn)
                     row = conn.execute(
                         sa.select(store.checkpoints.c.note).where(
@@ -265,7 +268,7 @@ class AuditLog:
         combined = note + "".join(line if line.endswith("\n") else line + "\n" for line in lines)
         good = verify_cosignatures(combined, self.witnesses)
         size = parse_checkpoint(text).size
-        with self.engine.begin() as conn:
+        with store.write_lock(self.engine), self.engine.begin() as conn:
             for cos in good:
                 exists = conn.execute(
                     sa.select(store.cosignatures.c.size).where(

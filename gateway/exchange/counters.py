@@ -70,7 +70,7 @@ class ReplayCache:
 
     def purge(self, before: datetime) -> int:
         """Forget jtis whose tokens expired before ``before`` (they fail on time anyway)."""
-        with self.engine.begin() as conn:
+        with write_lock(self.engine), self.engine.begin() as conn:
             return int(conn.execute(_JTI.delete().where(_JTI.c.expires_at < before)).rowcount)
 
 
