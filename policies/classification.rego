@@ -10,13 +10,17 @@ levels := input.scheme.levels if valid_levels
 
 top_rank := count(levels) - 1
 
+# Each level's rank, lowest first, built once per decision (valid_levels makes
+# the names unique).
+level_rank := {name: i | some i, name in levels}
+
 # Rank of a data level; a level the scheme does not know outranks them all.
-data_rank(level) := min([i | some i, name in levels; name == level]) if {
+data_rank(level) := level_rank[level] if {
 	level in levels
 } else := count(levels)
 
 # Rank of a clearance or ceiling; an unknown one is below the lowest level.
-grant_rank(level) := min([i | some i, name in levels; name == level]) if {
+grant_rank(level) := level_rank[level] if {
 	level in levels
 } else := -1
 
@@ -38,6 +42,9 @@ field_rank(name) := data_rank(field_label(name).level) if {
 	is_string(field_label(name).level)
 } else := top_rank
 
+# Every requested field's rank, computed once per decision and read by the rules below.
+field_ranks := {name: field_rank(name) | some name in requested_names}
+
 field_caveats(name) := {c | some c in field_label(name).caveats; is_string(c)} if {
 	is_array(field_label(name).caveats)
 } else := set()
@@ -53,7 +60,7 @@ sensitive_kinds := {"sensitive", "special"}
 # `else` chain answers null on every engine, including regorus' VM.)
 decision_level := levels[min([max(ranks), top_rank])] if {
 	count(levels) > 0
-	ranks := [field_rank(name) | some name in requested_names]
+	ranks := [rank | some rank in field_ranks]
 	count(ranks) > 0
 } else := levels[0] if {
 	count(levels) > 0
@@ -64,16 +71,16 @@ deny_reasons contains reason(
 	concat("", ["field ", name, " is classified above the agreement's ceiling"]),
 ) if {
 	agreement
-	some name in requested_names
-	field_rank(name) > ceiling_rank
+	some name, rank in field_ranks
+	rank > ceiling_rank
 }
 
 deny_reasons contains reason(
 	"clearance_insufficient",
 	concat("", ["field ", name, " is classified above the caller's clearance"]),
 ) if {
-	some name in requested_names
-	field_rank(name) > clearance_rank
+	some name, rank in field_ranks
+	rank > clearance_rank
 }
 
 deny_reasons contains reason(
