@@ -11,10 +11,11 @@ import typer
 
 from audit.cli import audit_app
 from gateway.cli.agreement import agreement_app
-from gateway.cli.common import console, handle_errors, open_services, settings
+from gateway.cli.common import console, err_console, handle_errors, open_services, settings
 from gateway.cli.dept import dept_app
 from gateway.cli.keys import keys_app
 from gateway.cli.policy import policy_app
+from gateway.db import is_sqlite
 
 app = typer.Typer(
     name="accord",
@@ -121,6 +122,12 @@ def serve(
     from gateway.serving import serve as serve_app
 
     cfg = settings()  # fail early on bad configuration
+    if workers > 1 and is_sqlite(cfg.resolved_database_url):
+        err_console.print(
+            "[yellow]warning[/yellow]: SQLite has one writer; several workers on one SQLite "
+            "file take turns at it and answer slower, not faster. Use PostgreSQL "
+            "(ACCORD_DATABASE_URL) for --workers > 1."
+        )
 
     def prepare() -> None:
         """Migrate, create keys and the first policy once, before workers start."""
