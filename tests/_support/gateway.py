@@ -55,6 +55,20 @@ class Gateway:
         self.clients.append(c)
         return c
 
+    def audit_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``accord audit ARGS --log-key <the gateway's log key>``, as an auditor runs it."""
+        return subprocess.run(
+            [sys.executable, "-m", "audit.cli", *args, "--log-key", str(self.log_key)],
+            cwd=self.data_dir,
+            env={**self.env},
+            capture_output=True,
+            text=True,
+        )
+
+    @property
+    def log_key(self) -> Path:
+        return self.data_dir / "keys" / "log.pem"
+
     def settings(self) -> Settings:
         return Settings(
             dev_mode=True,

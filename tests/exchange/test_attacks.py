@@ -13,15 +13,12 @@ import hmac
 import json
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -486,17 +483,5 @@ def test_audit_database_unavailable_releases_nothing(gw: Gateway) -> None:
 
 
 def test_log_verifies_after_the_attacks(gw: Gateway) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "audit.cli",
-            "verify",
-            "--log-key",
-            str(Path(gw.data_dir) / "keys" / "log.pem"),
-        ],
-        env={**gw.env},
-        capture_output=True,
-        text=True,
-    )
+    out = gw.audit_cli("verify")
     assert out.returncode == 0, out.stdout + out.stderr

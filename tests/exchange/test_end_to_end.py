@@ -33,10 +33,6 @@ PERSON = {
 }
 
 
-def _log_key(gw: Gateway) -> Path:
-    return gw.data_dir / "keys" / "log.pem"
-
-
 def _verify_with_jwcrypto(gw: Gateway, receipt: str) -> dict[str, Any]:
     keys = jwk.JWKSet.from_json(httpx.get(gw.url + "/.well-known/jwks.json").text)
     token = jws.JWS()
@@ -198,13 +194,7 @@ def test_receipt_with_inclusion_proof_and_citizen_access_log(gateway: Gateway) -
     subject = subject_with("civil")
     client = gateway.client("welfare-office")
     answer = client.exchange(**PERSON, query={"kind": "record", "subject": subject})
-    subprocess.run(
-        [sys.executable, "-m", "audit.cli", "checkpoint", "--log-key", str(_log_key(gateway))],
-        cwd=gateway.data_dir,
-        env={**gateway.env, "ACCORD_DATA_DIR": str(gateway.data_dir)},
-        check=True,
-        capture_output=True,
-    )
+    gateway.audit_cli("checkpoint").check_returncode()
     found = client.receipt(answer.exchange_id)
     assert found["receipt"] == answer.receipt  # rebuilt from the log, byte for byte
     AccordClient.verify_inclusion(found)
@@ -240,13 +230,7 @@ def test_audit_log_verifies_after_the_run(gateway: Gateway) -> None:
     for answer in answers:  # every receipt, checked by an independent JOSE library
         claims = _verify_with_jwcrypto(gateway, answer.receipt)
         assert claims["seq"] == answer.body["audit"]["seq"]
-    out = subprocess.run(
-        [sys.executable, "-m", "audit.cli", "verify", "--log-key", str(_log_key(gateway))],
-        cwd=gateway.data_dir,
-        env={**gateway.env},
-        capture_output=True,
-        text=True,
-    )
+    out = gateway.audit_cli("verify")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "verified" in out.stdout
 

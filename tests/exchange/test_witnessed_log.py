@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -63,19 +61,8 @@ def test_checkpoints_are_cosigned_by_the_configured_witness(
             engine.dispose()
             assert "— witness.test/w1 " in note, note
             assert witness.latest(log_vkey.name) is not None
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "audit.cli",
-                    "verify",
-                    "--log-key",
-                    str(tmp_path / "keys" / "log.pem"),
-                ],  # the witness key comes from ACCORD_WITNESS_VKEYS, as the gateway's does
-                env={**gw.env},
-                capture_output=True,
-                text=True,
-            )
+            # the witness key comes from ACCORD_WITNESS_VKEYS, as the gateway's does
+            out = gw.audit_cli("verify")
             assert out.returncode == 0, out.stdout + out.stderr
             assert "witnessed by witness.test/w1" in out.stdout
     finally:

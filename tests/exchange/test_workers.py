@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -97,20 +95,7 @@ def test_exchanges_spread_over_workers_share_one_chain_and_one_jti_cache(
     ]
     assert [a.status_code for a in answers].count(200) == 1
     assert {a.json()["code"] for a in answers if a.status_code != 200} == {"token_replayed"}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "audit.cli",
-            "verify",
-            "--log-key",
-            str(gw.data_dir / "keys" / "log.pem"),
-        ],
-        cwd=gw.data_dir,
-        env={**os.environ, **gw.env},
-        capture_output=True,
-        text=True,
-    )
+    out = gw.audit_cli("verify")
     assert out.returncode == 0, out.stdout + out.stderr
 
 
