@@ -38,6 +38,9 @@ STARTUP_TIMEOUT_S = 180.0
 
 _Asgi = Callable[..., Any]
 
+#: uvicorn options shared by the one-process and the several-worker paths.
+_UVICORN: dict[str, Any] = {"log_level": "warning", "proxy_headers": False}
+
 
 def serve(
     app: str,
@@ -85,9 +88,6 @@ def serve(
     if failed:
         codes = ", ".join(f"{p.name}: {p.exitcode}" for p in procs)
         raise SystemExit(f"a worker stopped; stopped the others ({codes})")
-
-
-_UVICORN: dict[str, Any] = {"log_level": "warning", "proxy_headers": False}
 
 
 def _worker(app: str, host: str, port: int, barrier: Barrier) -> None:
