@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit import store
+from audit.durability import set_synchronous, sync_wal, wal_file
 from audit.entry import chain_hash, format_ts, seal
 from audit.errors import AuditError, AuditUnavailable, EntryInvalid
 from audit.merkle import CompactRange, leaf_hash
@@ -130,11 +131,22 @@ def write_batch(
 
     A request whose entries cannot be sealed gets its own ``EntryInvalid`` and is
     left out; anything the database refuses fails the whole batch.
+
+    On SQLite in WAL mode the batch commits without syncing and the WAL is synced
+    after the write turn is given back (``audit.durability``): the entries are on
+    disk before this returns, and other writers do not wait for the disk.
     """
     with store.write_lock(engine), engine.connect() as conn:
+        wal = wal_file(engine, conn)
         try:
-            results = _write_locked(conn, node, _begin_locked(conn), requests)
-            conn.commit()
+            if wal is not None:
+                set_synchronous(conn, "NORMAL")
+            try:
+                results = _write_locked(conn, node, _begin_locked(conn), requests)
+                conn.commit()
+            finally:
+                if wal is not None:
+                    _restore_full(conn)
         except SQLAlchemyError as exc:
             conn.rollback()
             raise AuditUnavailable(
@@ -143,7 +155,18 @@ def write_batch(
         except BaseException:
             conn.rollback()
             raise
+    if wal is not None:
+        sync_wal(wal)
     return results
+
+
+def _restore_full(conn: sa.Connection) -> None:
+    """Put the pooled connection back to durable commits, or drop it from the pool."""
+    try:
+        set_synchronous(conn, "FULL")
+    except Exception:
+        conn.invalidate()
+        raise
 
 
 def append_in(

@@ -1,0 +1,103 @@
+"""Make a SQLite batch durable after its write turn, not inside it.
+
+With ``synchronous=FULL`` a SQLite commit in WAL mode writes its frames and then
+syncs the WAL file, all while it holds the database's single write lock. Every
+other writer (the exchange's jti claims and quota counters, the next batch)
+waits behind that sync, and a slow disk's sync is the whole tail latency of a
+busy gateway.
+
+So the appender commits its batch with ``synchronous=NORMAL`` (frames written,
+not synced), gives the write turn back, and only then syncs the WAL file itself;
+the callers' futures resolve after that sync. The entries are on disk before
+anyone is told they are, as before; what changed is that nobody else waits for
+the disk meanwhile. A WAL that a checkpoint has copied into the database and
+reset was synced by that checkpoint (SQLite syncs the WAL before a checkpoint and
+the database after it), so syncing whatever file holds the name now is enough.
+
+Anything that is not a SQLite file in WAL mode (PostgreSQL, ``:memory:``, another
+journal mode) keeps committing durably inside its transaction: ``wal_file``
+answers None for it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
+
+from audit.errors import AuditUnavailable
+
+__all__ = ["set_synchronous", "sync_wal", "wal_file"]
+
+_WAL: weakref.WeakKeyDictionary[Engine, str | None] = weakref.WeakKeyDictionary()
+_SYNCED: dict[str, tuple[int, int]] = {}  # WAL path -> (device, inode) last synced
+_GUARD = threading.Lock()
+
+
+def _raw(conn: Connection, sql: str) -> Any:
+    """Run ``sql`` on the DBAPI connection, outside SQLAlchemy's transaction tracking."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql)
+        row = cursor.fetchone()
+        return row[0] if row else None
+    finally:
+        cursor.close()
+
+
+def wal_file(engine: Engine, conn: Connection) -> str | None:
+    """The ``-wal`` file of ``engine``'s SQLite database when it runs in WAL mode, else None."""
+    with _GUARD:
+        if engine in _WAL:
+            return _WAL[engine]
+    path: str | None = None
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        mode = _raw(conn, "PRAGMA journal_mode")
+        if isinstance(mode, str) and mode.lower() == "wal":
+            path = f"{database}-wal"
+    with _GUARD:
+        _WAL[engine] = path
+    return path
+
+
+def set_synchronous(conn: Connection, level: str) -> None:
+    """Set SQLite's ``synchronous`` on this connection (between transactions)."""
+    _raw(conn, f"PRAGMA synchronous={level}")
+
+
+def sync_wal(path: str) -> None:
+    """Sync the WAL file at ``path`` to disk; raises ``AuditUnavailable`` if that fails.
+
+    The first time a WAL file (by inode) is synced, its directory is synced too, so
+    the file's name survives a power cut as well as its contents.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # the last connection checkpointed and removed it: the database holds all
+    except OSError as exc:
+        raise AuditUnavailable(f"cannot open the audit WAL to sync it: {exc}") from exc
+    try:
+        st = os.fstat(fd)
+        os.fdatasync(fd)
+        ident = (st.st_dev, st.st_ino)
+        if _SYNCED.get(path) != ident:
+            _sync_directory(Path(path).parent)
+            _SYNCED[path] = ident
+    except OSError as exc:
+        raise AuditUnavailable(f"the audit WAL could not be synced: {exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,130 @@
+"""A SQLite batch is synced after its write turn: durable before the caller hears of
+it, without other writers waiting for the disk (``audit.durability``)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from audit import AuditUnavailable, durability, store
+from tests.audit.conftest import LogFactory, entry
+
+
+def _synchronous_levels(engine: sa.Engine, n: int) -> set[int]:
+    """``PRAGMA synchronous`` of ``n`` connections held at once (the pool's too)."""
+    conns = [engine.connect() for _ in range(n)]
+    try:
+        return {int(c.exec_driver_sql("PRAGMA synchronous").scalar_one()) for c in conns}
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_batch_is_synced_after_the_write_turn_is_given_back(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "a.db"
+    log = make_log(f"sqlite:///{db}")
+    with log.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE scratch (k INTEGER PRIMARY KEY)")
+    log.append(entry(0))
+    seen: dict[str, Any] = {}
+    real = durability.sync_wal
+
+    def observing_sync(path: str) -> None:
+        seen["path"] = path
+        # The batch is committed: another connection reads it ...
+        with log.engine.connect() as other:
+            seen["size"] = other.execute(sa.select(store.head.c.size)).scalar_one()
+
+        # ... and another writer gets the write turn while this sync is pending.
+        def write() -> None:
+            with store.write_lock(log.engine), log.engine.begin() as c:
+                c.exec_driver_sql("INSERT INTO scratch (k) VALUES (1)")
+            seen["other_writer"] = True
+
+        t = threading.Thread(target=write)
+        t.start()
+        t.join(timeout=20)
+        seen["returned_before_sync"] = done.is_set()
+        real(path)
+
+    done = threading.Event()
+    monkeypatch.setattr("audit.appender.sync_wal", observing_sync)
+    log.append(entry(1))
+    done.set()
+    assert seen == {
+        "path": f"{db}-wal",
+        "size": 2,
+        "other_writer": True,
+        "returned_before_sync": False,
+    }
+    assert log.verify().ok
+
+
+def test_sync_reaches_the_disk_and_every_connection_commits_durably_again(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "a.db"
+    log = make_log(f"sqlite:///{db}")
+    synced: list[int] = []
+    real = os.fdatasync
+
+    def counting(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting)
+    log.append_many([entry(i) for i in range(3)])
+    log.append(entry(3))
+    assert len(synced) == 2  # one sync a batch
+    # The batch ran at NORMAL; every connection is back at FULL (2) for other writers.
+    assert _synchronous_levels(log.engine, 3) == {2}
+    assert log.head().size == 4 and log.verify().ok
+
+
+def test_a_failed_sync_fails_the_append(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
+    log.append(entry(0))
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(AuditUnavailable, match="could not be synced"):
+        log.append(entry(1))
+    monkeypatch.undo()
+    # Nobody was told the entry is durable; the log itself is whole and goes on.
+    log.append(entry(2))
+    assert log.head().size == 3 and log.verify().ok
+    assert _synchronous_levels(log.engine, 2) == {2}
+
+
+def test_a_database_not_in_wal_mode_commits_durably_in_its_transaction(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "rollback-journal.db"
+    log = make_log(f"sqlite:///{db}")
+    log.engine.dispose()
+
+    @sa.event.listens_for(log.engine, "connect")
+    def _delete_journal(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=DELETE")
+        cur.close()
+
+    calls: list[str] = []
+    monkeypatch.setattr("audit.appender.sync_wal", calls.append)
+    log.append(entry(0))
+    assert calls == []
+    with log.engine.connect() as conn:
+        assert durability.wal_file(log.engine, conn) is None
+    assert log.verify().ok
