@@ -42,7 +42,7 @@ __all__ = [
 _HASH = type(hashlib.sha256())
 # Hashing a copy of a context that already holds the prefix skips both the digest
 # lookup of ``hashlib.sha256()`` and a copy of each message.
-_LEAF, _LINK, _NODE = hashlib.sha256(b"\x00"), hashlib.sha256(), hashlib.sha256(b"\x01")
+_LEAF, _NODE = hashlib.sha256(b"\x00"), hashlib.sha256(b"\x01")
 # A hashes.txt line is "SEQ LEAF CHAIN\n": the seq's digits, then this many bytes.
 _TAIL = 1 + 64 + 1 + 64 + 1
 # Longest entry line (without its newline) the bulk path takes; longer ones go to
@@ -137,6 +137,11 @@ def _sha256s(prefix: hashlib._Hash, messages: Sequence[bytes]) -> list[bytes]:
     return list(map(_HASH.digest, hashes))
 
 
+def _plain_sha256s(messages: Sequence[bytes]) -> list[bytes]:
+    """SHA-256(m) of every message: two C-level passes (no prefix to copy in)."""
+    return list(map(_HASH.digest, map(hashlib.sha256, messages)))
+
+
 class _Levels:
     """Every complete aligned subtree inside ``[first, first + len(leaves))``, level by
     level: level ``k`` holds the nodes ``(k, idx)`` for ``idx`` in ``[lo_k, lo_k + len)``."""
@@ -193,7 +198,7 @@ def check_run(
         return None
     # Link i is checked from the stored link i-1: the preimages sit in ``pairs``
     # already, shifted by one hash (chain_{i-1} || leaf_i).
-    links = _sha256s(_LINK, _split64(anchor + pairs[:-32]))
+    links = _plain_sha256s(_split64(anchor + pairs[:-32]))
     if b"".join(chain.from_iterable(zip(leaves, links, strict=True))) != pairs:
         return None
     end = first + n
