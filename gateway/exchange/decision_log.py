@@ -24,7 +24,7 @@ from audit.store import write_lock
 from gateway.db import lazy_commit
 from gateway.policy.engine import Decision
 from gateway.policy.models import PolicyDecisionRecord
-from gateway.policy.store import decision_record
+from gateway.policy.store import decision_row
 
 __all__ = ["DecisionLogWriter"]
 
@@ -34,7 +34,6 @@ _Item = tuple[str, Mapping[str, Any], Decision, datetime]
 #: Written with one Core executemany per batch: the ORM's unit of work cost more
 #: than the rest of the exchange's bookkeeping.
 _TABLE: sa.Table = PolicyDecisionRecord.__table__  # type: ignore[attr-defined]
-_COLUMNS = tuple(c.name for c in _TABLE.columns if c.name != "id")
 
 
 class DecisionLogWriter:
@@ -105,10 +104,12 @@ class DecisionLogWriter:
 
     def _store(self, batch: list[_Item]) -> None:
         try:
-            rows = []
-            for e, i, d, at in batch:
-                rec = decision_record(exchange_id=e, policy_input=i, decision=d, now=at)
-                rows.append({c: getattr(rec, c) for c in _COLUMNS})
+            # The inputs are the exchanges' own documents, built for this decision
+            # and never changed after it: stored as they are, without a copy.
+            rows = [
+                decision_row(exchange_id=e, policy_input=i, decision=d, now=at)
+                for e, i, d, at in batch
+            ]
             with write_lock(self.engine), lazy_commit(self.engine) as conn:
                 conn.execute(_TABLE.insert(), rows)
                 self._since_prune += len(rows)

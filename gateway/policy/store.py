@@ -24,6 +24,7 @@ from gateway.policy.models import PolicyActivation, PolicyDecisionRecord, Policy
 __all__ = [
     "bundle_of",
     "decision_record",
+    "decision_row",
     "delete_decisions_before",
     "lock_head",
     "read_head",
@@ -176,23 +177,39 @@ def decision_record(
     decision: Decision,
     now: datetime,
 ) -> PolicyDecisionRecord:
+    """A decision-log row as an ORM object, holding its own copy of the input."""
+    row = decision_row(
+        exchange_id=exchange_id, policy_input=policy_input, decision=decision, now=now
+    )
+    row["input"] = json.loads(json.dumps(policy_input, allow_nan=False))
+    return PolicyDecisionRecord(**row)
+
+
+def decision_row(
+    *,
+    exchange_id: str,
+    policy_input: Mapping[str, Any],
+    decision: Decision,
+    now: datetime,
+) -> dict[str, Any]:
+    """The columns of a decision-log row; ``input`` is ``policy_input`` itself (not copied)."""
     doc: Mapping[str, Any] = policy_input if isinstance(policy_input, Mapping) else {}
     agreement = doc.get("agreement")
     ref = None
     if isinstance(agreement, Mapping) and agreement.get("id"):
         ref = f"{agreement.get('id')}@{agreement.get('version', '?')}"
-    return PolicyDecisionRecord(
-        exchange_id=exchange_id[:200],
-        agreement=ref[:200] if ref else None,
-        consumer=_text(doc.get("caller"), "department"),
-        dataset=_text(doc.get("request"), "dataset"),
-        policy_version=decision.policy_version,
-        allow=decision.allow,
-        codes=list(decision.codes),
-        decision=decision.to_json(),
-        input=json.loads(json.dumps(policy_input, allow_nan=False)),
-        decided_at=now,
-    )
+    return {
+        "exchange_id": exchange_id[:200],
+        "agreement": ref[:200] if ref else None,
+        "consumer": _text(doc.get("caller"), "department"),
+        "dataset": _text(doc.get("request"), "dataset"),
+        "policy_version": decision.policy_version,
+        "allow": decision.allow,
+        "codes": list(decision.codes),
+        "decision": decision.to_json(),
+        "input": policy_input,
+        "decided_at": now,
+    }
 
 
 def delete_decisions_before(s: Session, before: datetime) -> int:
