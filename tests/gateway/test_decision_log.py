@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+from sqlmodel import Session, select
 
 from gateway.db import make_engine, upgrade
 from gateway.exchange.decision_log import DecisionLogWriter
@@ -64,6 +65,37 @@ def test_a_full_queue_drops_instead_of_blocking(sqlite_url: str) -> None:
         writer.flush()
         stored = len(_rows(engine))
         assert stored + writer.dropped == 200
+    finally:
+        writer.close()
+        engine.dispose()
+
+
+def test_a_stored_decision_reads_back_as_the_policy_service_keeps_it(db_url: str) -> None:
+    """The writer's rows and ``PolicyService.record_decision``'s ORM rows are the same."""
+    from gateway.policy.models import PolicyDecisionRecord
+    from gateway.policy.store import decision_record
+
+    engine = make_engine(db_url)
+    upgrade(engine)
+    deny = Decision.error("policy timeout", policy_version=None, engine="opa")
+    writer = DecisionLogWriter(engine, clock=lambda: T0)
+    try:
+        writer.record(exchange_id="ex-1", policy_input=INPUT, decision=deny)
+        writer.flush()
+        with Session(engine) as s:
+            stored = s.exec(select(PolicyDecisionRecord)).one()
+        expected = decision_record(exchange_id="ex-1", policy_input=INPUT, decision=deny, now=T0)
+        columns = ("exchange_id", "agreement", "consumer", "dataset", "policy_version", "allow")
+        assert {c: getattr(stored, c) for c in columns} == {
+            c: getattr(expected, c) for c in columns
+        }
+        assert stored.agreement == "welfare-person-lookup@1"
+        assert (stored.codes, stored.decision, stored.input) == (
+            expected.codes,
+            expected.decision,
+            INPUT,
+        )
+        assert stored.decided_at == T0
     finally:
         writer.close()
         engine.dispose()
