@@ -25,6 +25,7 @@ __all__ = [
     "is_sqlite",
     "lazy_commit",
     "make_engine",
+    "raw_lazy_transaction",
     "session_scope",
     "upgrade",
 ]
@@ -137,6 +138,50 @@ def lazy_commit(engine: Engine) -> Iterator[Connection]:
         finally:
             if sqlite:
                 _pragma(conn, "synchronous=FULL")
+
+
+@contextmanager
+def raw_lazy_transaction(engine: Engine) -> Iterator[Any]:
+    """``lazy_commit`` on the pooled DBAPI connection itself, for the hottest writes.
+
+    Yields a DBAPI cursor (the dialect's own SQL and parameter style) in one
+    transaction that commits without waiting for the disk, for the same reasons
+    and under the same rule as ``lazy_commit``. On PostgreSQL the statements are
+    pipelined: with the commit, two round trips whatever the caller runs. Raises
+    the driver's own exceptions (``engine.dialect.loaded_dbapi``).
+    """
+    sqlite = is_sqlite(engine)
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        try:
+            if sqlite:
+                cur.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    yield cur
+                    raw.commit()
+                except BaseException:
+                    raw.rollback()
+                    raise
+                finally:
+                    try:
+                        cur.execute("PRAGMA synchronous=FULL")
+                    except Exception:
+                        raw.invalidate()  # never hand out a connection that commits lazily
+                        raise
+            else:
+                try:
+                    with raw.driver_connection.pipeline():  # type: ignore[union-attr]
+                        cur.execute("SET LOCAL synchronous_commit = off")
+                        yield cur
+                    raw.commit()
+                except BaseException:
+                    raw.rollback()
+                    raise
+        finally:
+            cur.close()
+    finally:
+        raw.close()
 
 
 def _pragma(conn: Connection, setting: str) -> None:

@@ -18,6 +18,9 @@ from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.errors import ServiceUnavailableError
 
 __all__ = ["StateCache", "bump_generation", "generation_table"]
 
@@ -30,6 +33,9 @@ generation_table = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("value", sa.BigInteger, nullable=False),
 )
+
+
+_READ_GENERATION = "SELECT value FROM state_generation WHERE id = 1"
 
 
 def bump_generation(conn: Connection) -> None:
@@ -61,11 +67,25 @@ class StateCache:
         Callers use the returned dict for one whole request, so a value loaded
         under an old generation can only ever land in a dict nobody reads again.
         """
-        with self.engine.connect() as conn:
-            value = conn.execute(
-                sa.select(generation_table.c.value).where(generation_table.c.id == 1)
-            ).scalar()
-        current = int(value) if value is not None else -1
+        # On the pooled DBAPI connection: this runs on every exchange, and
+        # SQLAlchemy's statement machinery cost five times the read itself.
+        try:
+            raw = self.engine.raw_connection()
+            try:
+                cur = raw.cursor()
+                try:
+                    cur.execute(_READ_GENERATION)
+                    row = cur.fetchone()
+                finally:
+                    cur.close()
+            finally:
+                raw.close()
+        except (self.engine.dialect.loaded_dbapi.Error, SQLAlchemyError) as exc:
+            raise ServiceUnavailableError(
+                "the gateway's store is unavailable; nothing was released",
+                code="store_unavailable",
+            ) from exc
+        current = int(row[0]) if row is not None and row[0] is not None else -1
         with self._lock:
             if current != self._generation or current < 0:
                 self._generation = current

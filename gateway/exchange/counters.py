@@ -4,20 +4,25 @@ Both are single statements that the database makes atomic, so any number of
 nodes behind a load balancer agree: a jti is inserted once (the primary key
 refuses the second), and a quota window is reserved with one upsert that
 returns the new count.
+
+The claim runs on every exchange, so it skips SQLAlchemy's statement machinery
+(which cost more CPU than the database's own work): two SQL strings per dialect
+on the pooled DBAPI connection, and on PostgreSQL one pipelined round trip.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from audit.store import write_lock
-from gateway.db import lazy_commit
+from gateway.db import lazy_commit, raw_lazy_transaction
 from gateway.errors import AuthError, ServiceUnavailableError
 from gateway.exchange.models import ReplayedJti, UsageCounter
 
@@ -32,6 +37,7 @@ class ReplayCache:
 
     def __init__(self, engine: Engine, *, purge_every: int = 1000) -> None:
         self.engine = engine
+        self._sql = _ClaimSql(engine)
         self._purge_every = purge_every
         self._seen = 0
 
@@ -48,18 +54,22 @@ class ReplayCache:
         nothing is reserved.
         """
         usage = Usage(now)
+        dbapi = self.engine.dialect.loaded_dbapi
         try:
-            with write_lock(self.engine), lazy_commit(self.engine) as conn:
-                conn.execute(_CLAIM_JTI, {"iss": iss, "jti": jti, "expires_at": until})
+            with write_lock(self.engine), raw_lazy_transaction(self.engine) as cur:
+                cur.execute(self._sql.jti, (iss, jti, self._sql.expires(until)))
                 if agreement_id is None:
                     reservation = None
                 else:
-                    minute = _bump(conn, agreement_id, usage.minute, 1)
-                    day = _bump(conn, agreement_id, usage.day, 1)
+                    cur.execute(
+                        self._sql.reserve, (agreement_id, usage.minute, agreement_id, usage.day)
+                    )
+                    counts = dict(cur.fetchall())
+                    minute, day = int(counts[usage.minute]), int(counts[usage.day])
                     reservation = QuotaReservation(agreement_id, usage, minute, day)
-        except IntegrityError as exc:
+        except dbapi.IntegrityError as exc:
             raise AuthError("this request token was already used", code="token_replayed") from exc
-        except SQLAlchemyError as exc:
+        except (dbapi.Error, SQLAlchemyError, OSError) as exc:  # OSError: the write-turn file
             raise ServiceUnavailableError(
                 "the replay cache and quota counters are unavailable", code="store_unavailable"
             ) from exc
@@ -90,6 +100,30 @@ class QuotaReservation:
         self.usage = usage
         self.before_minute = minute - 1
         self.before_day = day - 1
+
+
+_RESERVE = (
+    'INSERT INTO usage_counter (agreement_id, "window", count) VALUES ({p}, {p}, 1), ({p}, {p}, 1) '
+    'ON CONFLICT (agreement_id, "window") '
+    'DO UPDATE SET count = usage_counter.count + 1 RETURNING "window", count'
+)
+_INSERT_JTI = "INSERT INTO request_jti (iss, jti, expires_at) VALUES ({p}, {p}, {p})"
+_MARKS = {"qmark": "?", "pyformat": "%s", "format": "%s"}
+
+
+class _ClaimSql:
+    """The claim's two statements in one dialect's SQL and parameter style.
+
+    ``reserve`` takes both windows of one agreement in one upsert and returns
+    ``(window, new count)`` rows; ``expires`` renders a time as the column stores it.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        mark = _MARKS[engine.dialect.paramstyle]
+        self.jti = _INSERT_JTI.format(p=mark)
+        self.reserve = _RESERVE.format(p=mark)
+        process = _JTI.c.expires_at.type.bind_processor(engine.dialect)
+        self.expires: Callable[[datetime], Any] = process or (lambda value: value)
 
 
 def _upsert(insert: Any) -> Any:
@@ -134,5 +168,5 @@ def release_quota(engine: Engine, reservation: QuotaReservation) -> None:
         with write_lock(engine), lazy_commit(engine) as conn:
             _bump(conn, reservation.agreement_id, reservation.usage.minute, -1)
             _bump(conn, reservation.agreement_id, reservation.usage.day, -1)
-    except SQLAlchemyError:
+    except (SQLAlchemyError, OSError):
         pass  # a counter left one too high only errs on the side of refusing

@@ -1,0 +1,147 @@
+"""The jti claim and quota counters on both databases: single use, exact counts, the
+store's faults as 503s, and pooled connections left committing durably."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from gateway.db import is_sqlite, make_engine, upgrade
+from gateway.errors import AuthError, ServiceUnavailableError
+from gateway.exchange.counters import ReplayCache, Usage, release_quota
+from gateway.statecache import StateCache, bump_generation
+
+NOW = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)
+UNTIL = NOW + timedelta(minutes=5)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def _counts(engine: sa.Engine, agreement: str) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text('SELECT "window", count FROM usage_counter WHERE agreement_id = :a'),
+            {"a": agreement},
+        )
+        return {str(w): int(c) for w, c in rows}
+
+
+def test_a_jti_is_claimed_once_and_a_replay_reserves_nothing(engine: sa.Engine) -> None:
+    cache = ReplayCache(engine)
+    first = cache.claim("welfare-office", "jti-1", UNTIL, "agr-1", NOW)
+    assert first is not None and (first.before_minute, first.before_day) == (0, 0)
+    with pytest.raises(AuthError) as caught:
+        cache.claim("welfare-office", "jti-1", UNTIL, "agr-1", NOW)
+    assert caught.value.code == "token_replayed"
+    usage = Usage(NOW)
+    assert _counts(engine, "agr-1") == {usage.minute: 1, usage.day: 1}
+    # Another issuer may use the same jti; a claim without an agreement counts nothing.
+    assert cache.claim("tax-office", "jti-1", UNTIL, None, NOW) is None
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT iss, jti, expires_at FROM request_jti")).all()
+    assert sorted((r[0], r[1]) for r in stored) == [
+        ("tax-office", "jti-1"),
+        ("welfare-office", "jti-1"),
+    ]
+
+
+def test_quota_windows_count_up_and_give_back(engine: sa.Engine) -> None:
+    cache = ReplayCache(engine)
+    seen = [cache.claim("w", f"j-{i}", UNTIL, "agr-1", NOW) for i in range(3)]
+    assert [(r.before_minute, r.before_day) for r in seen if r] == [(0, 0), (1, 1), (2, 2)]
+    next_minute = cache.claim("w", "j-3", UNTIL, "agr-1", NOW + timedelta(minutes=1))
+    assert next_minute is not None and (next_minute.before_minute, next_minute.before_day) == (
+        0,
+        3,
+    )
+    assert seen[2] is not None
+    release_quota(engine, seen[2])
+    usage = Usage(NOW)
+    assert _counts(engine, "agr-1")[usage.minute] == 2
+    assert _counts(engine, "agr-1")[usage.day] == 3
+
+
+def test_concurrent_claims_of_one_jti_let_exactly_one_through(engine: sa.Engine) -> None:
+    cache = ReplayCache(engine)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def claim() -> None:
+        start.wait()
+        try:
+            cache.claim("w", "same-jti", UNTIL, "agr-1", NOW)
+            outcome = "claimed"
+        except AuthError as exc:
+            outcome = exc.code
+        with lock:
+            outcomes.append(outcome)
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(outcomes) == ["claimed"] + ["token_replayed"] * 7
+    assert set(_counts(engine, "agr-1").values()) == {1}
+
+
+def test_claims_leave_every_pooled_sqlite_connection_committing_durably(
+    sqlite_url: str,
+) -> None:
+    engine = make_engine(sqlite_url, pool_size=3)
+    upgrade(engine)
+    cache = ReplayCache(engine)
+    try:
+        cache.claim("w", "j-1", UNTIL, "agr-1", NOW)
+        with pytest.raises(AuthError):
+            cache.claim("w", "j-1", UNTIL, "agr-1", NOW)
+        assert is_sqlite(engine)
+        conns = [engine.connect() for _ in range(3)]
+        levels = {c.exec_driver_sql("PRAGMA synchronous").scalar_one() for c in conns}
+        for c in conns:
+            c.close()
+        assert levels == {2}  # FULL
+    finally:
+        engine.dispose()
+
+
+def test_an_unreachable_store_is_a_503_not_a_replay_or_a_500(db_url: str) -> None:
+    if is_sqlite(db_url):
+        url = "sqlite:////nonexistent-dir/cannot/open.db"
+        engine = sa.create_engine(url)
+    else:
+        engine = make_engine(
+            sa.make_url(db_url).set(port=1).render_as_string(hide_password=False),
+            connect_args={"connect_timeout": 2},
+        )
+    try:
+        with pytest.raises(ServiceUnavailableError) as caught:
+            ReplayCache(engine).claim("w", "j-1", UNTIL, "agr-1", NOW)
+        assert caught.value.code == "store_unavailable"
+        with pytest.raises(ServiceUnavailableError) as caught:
+            StateCache(engine).refresh()
+        assert caught.value.code == "store_unavailable"
+    finally:
+        engine.dispose()
+
+
+def test_the_state_cache_starts_over_when_the_generation_moves(engine: sa.Engine) -> None:
+    cache = StateCache(engine)
+    first = cache.refresh()
+    first["key"] = "cached"
+    assert cache.refresh() is first
+    with engine.begin() as conn:
+        bump_generation(conn)
+    fresh = cache.refresh()
+    assert fresh is not first and fresh == {}
