@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -157,27 +157,23 @@ def raw_lazy_transaction(engine: Engine) -> Iterator[Any]:
         try:
             if sqlite:
                 cur.execute("PRAGMA synchronous=NORMAL")
-                try:
+            pipeline = nullcontext() if sqlite else raw.driver_connection.pipeline()  # type: ignore[union-attr]
+            try:
+                with pipeline:
+                    if not sqlite:
+                        cur.execute("SET LOCAL synchronous_commit = off")
                     yield cur
-                    raw.commit()
-                except BaseException:
-                    raw.rollback()
-                    raise
-                finally:
+                raw.commit()
+            except BaseException:
+                raw.rollback()
+                raise
+            finally:
+                if sqlite:
                     try:
                         cur.execute("PRAGMA synchronous=FULL")
                     except Exception:
                         raw.invalidate()  # never hand out a connection that commits lazily
                         raise
-            else:
-                try:
-                    with raw.driver_connection.pipeline():  # type: ignore[union-attr]
-                        cur.execute("SET LOCAL synchronous_commit = off")
-                        yield cur
-                    raw.commit()
-                except BaseException:
-                    raw.rollback()
-                    raise
         finally:
             cur.close()
     finally:
