@@ -45,8 +45,7 @@ deny_reasons contains reason(
 	concat("", ["field ", name, " is not permitted by the agreement"]),
 ) if {
 	dataset_terms
-	some name in requested_names
-	not permitted_field(name)
+	some name in (requested_names - permitted_names)
 }
 
 deny_reasons contains reason("purpose_not_permitted", "the agreement does not allow this purpose") if {

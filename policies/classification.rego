@@ -14,15 +14,9 @@ top_rank := count(levels) - 1
 # the names unique).
 level_rank := {name: i | some i, name in levels}
 
-# Rank of a data level; a level the scheme does not know outranks them all.
-data_rank(level) := level_rank[level] if {
-	level in levels
-} else := count(levels)
-
 # Rank of a clearance or ceiling; an unknown one is below the lowest level.
-grant_rank(level) := level_rank[level] if {
-	level in levels
-} else := -1
+# (`object.get` looks the level up once; `level in levels` scanned the array.)
+grant_rank(level) := object.get(level_rank, level, -1)
 
 # A missing ceiling or clearance grants nothing.
 ceiling_rank := grant_rank(agreement.ceiling) if is_string(agreement.ceiling)
@@ -33,44 +27,67 @@ clearance_rank := grant_rank(input.caller.clearance) if is_string(input.caller.c
 
 else := -1
 
-field_label(name) := input.request.fields[name] if is_object(input.request.fields[name])
+# Each requested field's label, read once per decision: the rules below look
+# a field's label up here instead of calling a function for it per rule. A
+# label that is not an object says nothing, so its field is left out.
+field_labels := {name: label |
+	is_object(input.request.fields)
+	some name, label in input.request.fields
+	is_object(label)
+}
 
-else := {}
+# The rank of the level each requested field's label names; a level the scheme
+# does not know outranks them all.
+labelled_ranks := {name: object.get(level_rank, label.level, count(levels)) |
+	some name, label in field_labels
+	is_string(label.level)
+}
 
-# A field without a level counts as the highest level of the scheme.
-field_rank(name) := data_rank(field_label(name).level) if {
-	is_string(field_label(name).level)
-} else := top_rank
-
-# Every requested field's rank, computed once per decision and read by the rules below.
-field_ranks := {name: field_rank(name) | some name in requested_names}
-
-field_caveats(name) := {c | some c in field_label(name).caveats; is_string(c)} if {
-	is_array(field_label(name).caveats)
-} else := set()
+# Every requested field's rank, computed once per decision and read by the
+# rules below; a field without a level counts as the highest level of the scheme.
+field_ranks := {name: object.get(labelled_ranks, name, top_rank) | some name in requested_names}
 
 caller_caveats := {c | some c in input.caller.caveats; is_string(c)} if {
 	is_array(input.caller.caveats)
 } else := set()
 
+# Every caveat a requested field needs: the caveat rule below builds each
+# field's missing set only when the caller lacks one of these.
+requested_caveats := {c |
+	some label in field_labels
+	is_array(label.caveats)
+	some c in label.caveats
+	is_string(c)
+}
+
 sensitive_kinds := {"sensitive", "special"}
+
+# The highest rank among the requested fields. (`count(levels) > 0` first: with
+# no valid scheme there are no ranks, and regorus' VM would see undefined ones.)
+highest_rank := max(ranks) if {
+	count(levels) > 0
+	ranks := [rank | some rank in field_ranks]
+	count(ranks) > 0
+}
 
 # The highest level among the requested fields, for the audit entry.
 # (`count(levels) > 0` first: with no valid scheme the body fails outright and the
 # `else` chain answers null on every engine, including regorus' VM.)
-decision_level := levels[min([max(ranks), top_rank])] if {
+decision_level := levels[min([highest_rank, top_rank])] if {
 	count(levels) > 0
-	ranks := [rank | some rank in field_ranks]
-	count(ranks) > 0
+	is_number(highest_rank)
 } else := levels[0] if {
 	count(levels) > 0
 } else := null
 
+# The ceiling and clearance rules compare each field only when the highest
+# rank exceeds the grant, so an allowed request costs one comparison each.
 deny_reasons contains reason(
 	"classification_exceeds_ceiling",
 	concat("", ["field ", name, " is classified above the agreement's ceiling"]),
 ) if {
 	agreement
+	highest_rank > ceiling_rank
 	some name, rank in field_ranks
 	rank > ceiling_rank
 }
@@ -79,6 +96,7 @@ deny_reasons contains reason(
 	"clearance_insufficient",
 	concat("", ["field ", name, " is classified above the caller's clearance"]),
 ) if {
+	highest_rank > clearance_rank
 	some name, rank in field_ranks
 	rank > clearance_rank
 }
@@ -87,8 +105,10 @@ deny_reasons contains reason(
 	"caveat_missing",
 	concat("", ["field ", name, " needs caveats the caller lacks: ", concat(", ", sort(missing))]),
 ) if {
-	some name in requested_names
-	missing := field_caveats(name) - caller_caveats
+	count(requested_caveats - caller_caveats) > 0
+	some name, label in field_labels
+	is_array(label.caveats)
+	missing := {c | some c in label.caveats; is_string(c)} - caller_caveats
 	count(missing) > 0
 }
 
@@ -96,10 +116,10 @@ deny_reasons contains reason(
 	"legal_basis_required",
 	concat("", ["field ", name, " is ", kind, " personal data and the agreement names no legal basis"]),
 ) if {
-	some name in requested_names
-	kind := field_label(name).personal
-	kind in sensitive_kinds
 	not has_legal_basis
+	some name, label in field_labels
+	kind := label.personal
+	kind in sensitive_kinds
 }
 
 has_legal_basis if {

@@ -24,25 +24,17 @@ released_obligations := obligations if allow
 
 else := {}
 
-obligations[name] := field_obligation(name) if {
-	some name in requested_names
-	permitted_field(name)
-}
-
-field_obligation(_) := {"operation": "aggregate", "min_k": aggregate_min_k} if {
+# An aggregate query carries the agreement's minimum k for each permitted field.
+obligations[name] := {"operation": "aggregate", "min_k": aggregate_min_k} if {
 	query_kind == "aggregate"
+	some name in requested_names
+	name in permitted_names
 }
 
-field_obligation(name) := operation_object(dataset_terms.fields[name]) if {
+# Any other query carries each requested field's operation from the agreement.
+obligations[name] := operation if {
 	query_kind != "aggregate"
-}
-
-# An agreement may spell an operation as a bare string ("pass") or as an object.
-operation_object(op) := {"operation": op} if is_string(op)
-
-operation_object(op) := op if {
-	is_object(op)
-	is_string(op.operation)
+	some name, operation in object.filter(field_operations, requested_names)
 }
 
 reason(code, message) := {"code": code, "message": message}
@@ -65,9 +57,25 @@ requested_names contains name if {
 	some name, _ in input.request.fields
 }
 
-permitted_field(name) if {
-	some listed, _ in dataset_fields
-	listed == name
+# The field names the agreement permits, as a set built once per decision:
+# `name in permitted_names` (or a set difference) is then a lookup, where
+# scanning dataset_fields for each requested field cost O(fields) per call.
+permitted_names := object.keys(dataset_fields)
+
+# Each permitted field's operation as an object, built once per decision and
+# read by the obligations and by validation.rego. An agreement may spell an
+# operation as a bare string ("pass") or as an object; any other value is left
+# out here and reported by validation.rego. (Two rule bodies rather than a
+# function: regorus' VM keeps a key whose value is an undefined function call.)
+field_operations[name] := {"operation": op} if {
+	some name, op in dataset_fields
+	is_string(op)
+}
+
+field_operations[name] := op if {
+	some name, op in dataset_fields
+	is_object(op)
+	is_string(op.operation)
 }
 
 query_kind := input.request.query.kind if is_string(input.request.query.kind)

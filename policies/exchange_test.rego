@@ -182,3 +182,34 @@ test_every_reason_reported if {
 	])
 	codes(d) == {"agreement_inactive", "wrong_consumer", "purpose_not_permitted", "quota_exceeded"}
 }
+
+test_ceiling_and_clearance_name_every_field_above if {
+	d := decide([
+		{"op": "add", "path": "/request/fields/secret", "value": {"level": "restricted"}},
+		{"op": "add", "path": "/request/fields/tagged", "value": {"level": "ultra"}},
+	])
+	{r.message | some r in d.deny; r.code == "classification_exceeds_ceiling"} == {
+		"field secret is classified above the agreement's ceiling",
+		"field tagged is classified above the agreement's ceiling",
+	}
+	count({r | some r in d.deny; r.code == "clearance_insufficient"}) == 2
+}
+
+test_caveat_missing_names_only_the_lacking_field if {
+	d := decide([
+		{"op": "add", "path": "/request/fields/tagged", "value": {"level": "public", "caveats": ["uk-eyes", "fvey"]}},
+		{"op": "add", "path": "/request/fields/health", "value": {"level": "public", "caveats": ["uk-eyes"]}},
+	])
+	only(d, "caveat_missing")
+	d.deny == [{"code": "caveat_missing", "message": "field tagged needs caveats the caller lacks: fvey"}]
+}
+
+test_operation_spellings_agree if {
+	d := decide([
+		{"op": "add", "path": "/request/fields/health", "value": {"level": "internal"}},
+		{"op": "add", "path": "/agreement/datasets/person@1/fields/tagged", "value": {"operation": "mask", "keep_suffix": 2}},
+	])
+	d.allow
+	d.obligations.health == {"operation": "pass"}
+	not d.obligations.tagged # permitted but not requested: no obligation
+}

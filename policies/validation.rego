@@ -8,9 +8,10 @@
 # negated call outside the negation, other engines inside it.
 #
 # Problem keys are bound in the body (`k := "..."`) rather than written in the
-# head, and an optional value is found by iterating its object rather than by
-# assigning a possibly undefined path: the embedded engine compiles this bundle
-# to regorus' VM, which supports those forms and gets the other two wrong.
+# head, and an optional value is found by iterating its object (or read with
+# `object.get` and a default) rather than by assigning a possibly undefined
+# path: the embedded engine compiles this bundle to regorus' VM, which supports
+# those forms and gets the other two wrong.
 package accord.exchange
 
 deny_reasons contains reason("invalid_input", concat("", ["input.", path, " ", problem])) if {
@@ -89,8 +90,7 @@ input_problems[k] := "must be an array of strings" if {
 }
 
 input_problems[concat("", ["agreement.datasets.", input.request.dataset, ".fields.", name])] := "has a malformed operation" if {
-	some name, op in dataset_fields
-	not operation_object(op)
+	some name in (permitted_names - object.keys(field_operations))
 }
 
 valid_levels if {
@@ -119,26 +119,29 @@ valid_string(obj, key) if {
 
 valid_number(obj, key) if is_number(obj[key])
 
-valid_input_string(section, key) if valid_string(input[section], key)
+valid_input_string(section, key) if {
+	is_string(input[section][key])
+	input[section][key] != ""
+}
 
-valid_input_number(section, key) if valid_number(input[section], key)
+valid_input_number(section, key) if is_number(input[section][key])
 
+# Each optional key is read with `object.get` and a default that passes its
+# check: an absent key is valid, a present one must have the right type. One
+# lookup per key and field, where `key in object.keys(label)` built the label's
+# key set three times per field.
 valid_label(label) if {
 	is_object(label)
-	optional_string(label, "level")
-	optional_string(label, "personal")
-	optional_string_array(label, "caveats")
+	is_string(object.get(label, "level", ""))
+	is_string(object.get(label, "personal", ""))
+	caveats := object.get(label, "caveats", [])
+	is_array(caveats)
+	every c in caveats {
+		is_string(c)
+	}
 }
 
 valid_label(label) if label == null
-
-optional_string(obj, key) if not key in object.keys(obj)
-
-optional_string(obj, key) if is_string(obj[key])
-
-optional_string_array(obj, key) if not key in object.keys(obj)
-
-optional_string_array(obj, key) if string_array(obj[key])
 
 string_array(a) if {
 	is_array(a)
@@ -159,6 +162,5 @@ input_problems[k] := "must be an object" if {
 	not valid_quotas
 }
 
-valid_quotas if not "quotas" in object.keys(agreement)
-
-valid_quotas if is_object(agreement.quotas)
+# Absent quotas are valid (the `{}` default); present ones must be an object.
+valid_quotas if is_object(object.get(agreement, "quotas", {}))

@@ -91,3 +91,15 @@ test_malformed_quotas_denied if {
 	e := decide([{"op": "replace", "path": "/agreement/quotas", "value": 5}])
 	messages(e) == {"input.agreement.quotas must be an object"}
 }
+
+test_label_keys_are_optional_but_typed_when_present if {
+	messages(decide([{"op": "add", "path": "/request/fields/name", "value": {}}])) == set()
+	messages(decide([{"op": "add", "path": "/request/fields/name", "value": {"level": null}}])) == {"input.request.fields.name has a malformed label"}
+	messages(decide([{"op": "add", "path": "/request/fields/name", "value": {"personal": 1}}])) == {"input.request.fields.name has a malformed label"}
+	messages(decide([{"op": "add", "path": "/request/fields/name", "value": {"level": "public", "caveats": [1]}}])) == {"input.request.fields.name has a malformed label"}
+}
+
+test_null_quotas_denied if {
+	d := decide([{"op": "replace", "path": "/agreement/quotas", "value": null}])
+	messages(d) == {"input.agreement.quotas must be an object"}
+}
