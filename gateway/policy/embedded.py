@@ -29,7 +29,7 @@ dropped, on any thread but the one that made them. So:
   end: Rego has no unbounded recursion, and regorus' VM stops any evaluation
   after a fixed 25,000 instructions;
 * an input the VM cannot evaluate (it raised; in practice that instruction
-  limit, which the shipped policy reaches at some 30+ requested fields) is
+  limit, which the shipped policy reaches at some 200+ requested fields) is
   decided by the interpreter on the worker, under ``asyncio.timeout``. The
   self-check counts on this: a probe the VM cannot evaluate gets the
   interpreter's decision by construction.
@@ -294,7 +294,7 @@ class EmbeddedEngine:
             )
         if error is not None:
             # Typically regorus' fixed limit of 25,000 VM instructions (a request
-            # for some 30+ fields with the shipped policy); never a decision.
+            # for some 200+ fields with the shipped policy); never a decision.
             log.info("policy_vm_handed_to_interpreter", version=loaded.version, error=error)
             return None
         return self._finish(loaded, value, None)

@@ -180,7 +180,7 @@ async def test_input_beyond_the_vm_instruction_limit_is_decided_by_the_interpret
     shipped_bundle: PolicyBundle,
 ) -> None:
     doc = base_input()
-    for i in range(60):
+    for i in range(300):
         doc["request"]["fields"][f"extra_{i}"] = {"level": "public"}
         doc["agreement"]["datasets"]["person@1"]["fields"][f"extra_{i}"] = {"operation": "pass"}
     with pytest.raises(RuntimeError, match="instruction limit"):
@@ -190,7 +190,7 @@ async def test_input_beyond_the_vm_instruction_limit_is_decided_by_the_interpret
     try:
         assert engine.mode == "vm"
         inline = await engine.decide(doc)
-        assert inline.allow and len(inline.obligations) == 62
+        assert inline.allow and len(inline.obligations) == 302
         assert engine.decide_sync(doc).to_json() == inline.to_json()
         engine.drop_thread_engine()
     finally:
