@@ -117,8 +117,11 @@ class RequestTokenVerifier:
         ``StateCache`` generation to read the registry rows from.
         """
         try:
-            header = jwt.get_unverified_header(token)
-            unverified: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+            # One unverified parse for header and claims (each parse checks every
+            # character of the token in Python); the signature is checked below.
+            parts = jwt.decode_complete(token, options={"verify_signature": False})
+            header: dict[str, Any] = parts["header"]
+            unverified: dict[str, Any] = parts["payload"]
         except jwt.PyJWTError as exc:
             raise AuthError(
                 "the request token is not a JWS compact token", code="malformed_token"
