@@ -37,9 +37,24 @@ log = logging.getLogger("audit.appender")
 Batch = list[tuple[Sequence[Mapping[str, Any]], "Future[list[Appended]]"]]
 
 
+# Built once: constructing a statement and its cache key per batch cost more than
+# running it.
+_LOCK_HEAD = sa.select(store.head).where(store.head.c.id == 1).with_for_update()
+_ADVANCE_HEAD = (
+    store.head.update()
+    .where(store.head.c.id == 1, store.head.c.size == sa.bindparam("locked_size"))
+    .values(
+        size=sa.bindparam("new_size"),
+        chain_hash=sa.bindparam("new_chain"),
+        frontier=sa.bindparam("new_frontier"),
+        ts=sa.bindparam("new_ts"),
+    )
+)
+_INSERTS = {t.name: t.insert() for t in (store.entries, store.nodes)}
+
+
 def _lock_head(conn: sa.Connection) -> sa.Row[Any]:
-    stmt = sa.select(store.head).where(store.head.c.id == 1).with_for_update()
-    row = conn.execute(stmt).first()
+    row = conn.execute(_LOCK_HEAD).first()
     if row is None:
         raise AuditUnavailable("the audit chain head is missing: run create_schema()")
     return row
@@ -97,9 +112,14 @@ def _write_locked(
         if node_rows:
             _insert(conn, store.nodes, node_rows)
         upd = conn.execute(
-            store.head.update()
-            .where(store.head.c.id == 1, store.head.c.size == int(row.size))
-            .values(size=size, chain_hash=chain, frontier=cr.to_bytes(), ts=ts)
+            _ADVANCE_HEAD,
+            {
+                "locked_size": int(row.size),
+                "new_size": size,
+                "new_chain": chain,
+                "new_frontier": cr.to_bytes(),
+                "new_ts": ts,
+            },
         )
         if upd.rowcount != 1:
             raise AuditUnavailable("the chain head moved while locked")
@@ -114,7 +134,7 @@ def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) ->
     INSERT or COPY.
     """
     if conn.dialect.name != "postgresql" or len(rows) < 16:
-        conn.execute(table.insert(), rows)
+        conn.execute(_INSERTS[table.name], rows)
         return
     cols = [c.name for c in table.columns]
     raw = conn.connection.driver_connection
