@@ -286,7 +286,12 @@ def _key_path(services: Services, dept: str) -> Path:
     return services.settings.data_dir / "demo-keys" / f"{dept}.pem"
 
 
-def seed(services: Services) -> dict[str, Any]:
+def seed(services: Services, *, per_minute: int | None = None) -> dict[str, Any]:
+    """Register the demo departments, keys, signed agreements and bindings (idempotent).
+
+    ``per_minute`` replaces the agreements' per-minute quota (the load benchmark
+    measures throughput, not the demo's quota).
+    """
     registry = services.registry
     created: list[str] = []
     for spec in DEMO_DEPARTMENTS:
@@ -321,6 +326,8 @@ def seed(services: Services) -> dict[str, Any]:
     until = (now + timedelta(days=365)).isoformat().replace("+00:00", "Z")
     agreements = []
     for doc in demo_agreements(start, until):
+        if per_minute is not None:
+            doc["quotas"]["per_minute"] = per_minute
         try:
             services.agreements.get(doc["id"])
             continue
