@@ -208,7 +208,10 @@ def measure(
             spy.wait(timeout=args.duration + 30)
         row.profile = out
         row.profile_ok = prof.ok
-        print(f"    profiled window: {prof.rate:.1f}/s (py-spy attached)", flush=True)
+        print(
+            f"    profiled window: {prof.rate:.1f}/s, errors {prof.errors} (py-spy attached)",
+            flush=True,
+        )
     return row
 
 
