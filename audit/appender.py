@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +31,7 @@ from audit.errors import AuditError, AuditUnavailable, EntryInvalid
 from audit.merkle import CompactRange, leaf_hash
 from audit.records import Appended
 
-__all__ = ["GroupCommitter", "append_in", "write_batch"]
+__all__ = ["GroupCommitter", "append_in", "commit_batch", "write_batch"]
 
 log = logging.getLogger("audit.appender")
 
@@ -156,6 +157,17 @@ def write_batch(
     after the write turn is given back (``audit.durability``): the entries are on
     disk before this returns, and other writers do not wait for the disk.
     """
+    results, wal = commit_batch(engine, node, requests)
+    if wal is not None:
+        sync_wal(wal)
+    return results
+
+
+def commit_batch(
+    engine: Engine, node: str, requests: Sequence[Sequence[Mapping[str, Any]]]
+) -> tuple[list[list[Appended] | AuditError], str | None]:
+    """``write_batch`` up to its commit: the results and, on SQLite in WAL mode, the WAL
+    file that must be synced (``sync_wal``) before anyone may be told of them."""
     with store.write_lock(engine), engine.connect() as conn:
         wal = wal_file(engine, conn)
         try:
@@ -175,9 +187,7 @@ def write_batch(
         except BaseException:
             conn.rollback()
             raise
-    if wal is not None:
-        sync_wal(wal)
-    return results
+    return results, wal
 
 
 def _restore_full(conn: sa.Connection) -> None:
@@ -210,8 +220,37 @@ def append_in(
     return result
 
 
+@dataclass(frozen=True)
+class _Committed:
+    """A batch committed but not yet synced: nobody is told until the WAL is."""
+
+    wal: str
+    live: Batch
+    results: list[list[Appended] | AuditError]
+
+
+def _settle(live: Batch, results: Sequence[list[Appended] | AuditError]) -> None:
+    for (_, f), res in zip(live, results, strict=True):
+        if isinstance(res, AuditError):
+            f.set_exception(res)
+        else:
+            f.set_result(res)
+
+
+def _fail(live: Batch, exc: BaseException) -> None:
+    for _, f in live:
+        f.set_exception(exc)
+
+
 class GroupCommitter:
-    """The one writer thread of an ``AuditLog``."""
+    """The one writer thread of an ``AuditLog``, and on SQLite its syncer.
+
+    On SQLite in WAL mode the writer commits a batch and hands it to the syncer
+    thread, which syncs the WAL and only then resolves the batch's futures; the
+    writer meanwhile writes the next batch. One sync covers every batch committed
+    before it, so under load the disk flushes overlap the writing instead of
+    following it.
+    """
 
     def __init__(
         self,
@@ -236,6 +275,9 @@ class GroupCommitter:
         ] = queue.SimpleQueue()
         self._closed = threading.Event()
         self._last_callers = 1
+        self._syncs: queue.SimpleQueue[_Committed | None] = queue.SimpleQueue()
+        self._syncer = threading.Thread(target=self._sync, name=f"audit-sync-{node}", daemon=True)
+        self._syncer.start()
         self._thread = threading.Thread(target=self._run, name=f"audit-writer-{node}", daemon=True)
         self._thread.start()
 
@@ -251,6 +293,8 @@ class GroupCommitter:
             self._closed.set()
             self._queue.put(None)
             self._thread.join(timeout)
+            self._syncs.put(None)  # after the writer: every committed batch gets synced
+            self._syncer.join(timeout)
 
     def _collect(
         self, first: tuple[Sequence[Mapping[str, Any]], Future[list[Appended]]]
@@ -311,27 +355,54 @@ class GroupCommitter:
         if not live:
             return
         try:
-            results = write_batch(self._engine, self._node, [e for e, _ in live])
+            results, wal = commit_batch(self._engine, self._node, [e for e, _ in live])
         except AuditError as exc:
-            for _, f in live:
-                f.set_exception(exc)
+            _fail(live, exc)
             return
         except BaseException as exc:  # never let the writer thread die silently
             log.exception("audit writer failed")
-            err = AuditUnavailable(f"audit writer failed: {exc.__class__.__name__}")
-            for _, f in live:
-                f.set_exception(err)
+            _fail(live, AuditUnavailable(f"audit writer failed: {exc.__class__.__name__}"))
             return
-        last = -1
-        for (_, f), res in zip(live, results, strict=True):
-            if isinstance(res, AuditError):
-                f.set_exception(res)
-            else:
-                f.set_result(res)
-                if res:
-                    last = max(last, res[-1].seq)
+        if wal is None:
+            _settle(live, results)
+        else:
+            self._syncs.put(_Committed(wal, live, results))
+        last = max((r[-1].seq for r in results if not isinstance(r, AuditError) and r), default=-1)
         if last >= 0:
             self._safe(lambda: self._after_commit(last + 1))
+
+    def _sync(self) -> None:
+        """The syncer: one WAL sync for every batch committed so far, then their futures."""
+        stop = False
+        while not stop:
+            first = self._syncs.get()
+            if first is None:
+                return
+            done = [first]
+            while True:
+                try:
+                    item = self._syncs.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                done.append(item)
+            try:
+                for wal in dict.fromkeys(c.wal for c in done):
+                    sync_wal(wal)
+            except AuditError as exc:
+                for c in done:
+                    _fail(c.live, exc)
+                continue
+            except BaseException as exc:
+                log.exception("audit sync failed")
+                err = AuditUnavailable(f"audit sync failed: {exc.__class__.__name__}")
+                for c in done:
+                    _fail(c.live, err)
+                continue
+            for c in done:
+                _settle(c.live, c.results)
 
     @staticmethod
     def _safe(fn: Callable[[], None]) -> None:

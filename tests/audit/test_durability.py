@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -127,4 +128,36 @@ def test_a_database_not_in_wal_mode_commits_durably_in_its_transaction(
     assert calls == []
     with log.engine.connect() as conn:
         assert durability.wal_file(log.engine, conn) is None
+    assert log.verify().ok
+
+
+def test_the_writer_commits_the_next_batch_while_a_sync_is_pending(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
+    log.append(entry(0))
+    release = threading.Event()
+    real = durability.sync_wal
+
+    def slow_first_sync(path: str) -> None:
+        release.wait(timeout=30)
+        real(path)
+
+    monkeypatch.setattr("audit.appender.sync_wal", slow_first_sync)
+    returned: list[int] = []
+    first = threading.Thread(target=lambda: returned.append(log.append(entry(1)).seq))
+    first.start()
+    second = threading.Thread(target=lambda: returned.append(log.append(entry(2)).seq))
+    deadline = time.monotonic() + 20
+    while log.head().size < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second.start()
+    while log.head().size < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # Both batches are committed; neither caller has heard back: the sync is pending.
+    assert log.head().size == 3 and returned == []
+    release.set()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    assert sorted(returned) == [1, 2]
     assert log.verify().ok
