@@ -68,16 +68,28 @@ class StateCache:
         under an old generation can only ever land in a dict nobody reads again.
         """
         # On the pooled DBAPI connection: this runs on every exchange, and
-        # SQLAlchemy's statement machinery cost five times the read itself.
+        # SQLAlchemy's statement machinery cost five times the read itself. On
+        # PostgreSQL the read runs outside a transaction: one round trip, not a
+        # BEGIN, the read and a ROLLBACK.
         try:
             raw = self.engine.raw_connection()
+            driver: Any = raw.driver_connection
+            single = self.engine.dialect.name == "postgresql"
             try:
+                if single:
+                    driver.autocommit = True
                 cur = raw.cursor()
                 try:
                     cur.execute(_READ_GENERATION)
                     row = cur.fetchone()
                 finally:
                     cur.close()
+                    if single:
+                        try:
+                            driver.autocommit = False
+                        except Exception:
+                            raw.invalidate()  # never pool a connection left autocommitting
+                            raise
             finally:
                 raw.close()
         except (self.engine.dialect.loaded_dbapi.Error, SQLAlchemyError) as exc:

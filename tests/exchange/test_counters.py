@@ -145,3 +145,25 @@ def test_the_state_cache_starts_over_when_the_generation_moves(engine: sa.Engine
         bump_generation(conn)
     fresh = cache.refresh()
     assert fresh is not first and fresh == {}
+
+
+def test_reading_the_generation_leaves_pooled_connections_transactional(
+    db_url: str,
+) -> None:
+    """On PostgreSQL the read runs in autocommit; the connection must not stay that way."""
+    engine = make_engine(db_url, pool_size=1, max_overflow=0)
+    upgrade(engine)
+    try:
+        StateCache(engine).refresh()
+        with engine.connect() as conn:
+            conn.begin()
+            conn.execute(
+                sa.text(
+                    'INSERT INTO usage_counter (agreement_id, "window", count) VALUES (:a, :w, 1)'
+                ),
+                {"a": "agr-x", "w": "m:x"},
+            )
+            conn.rollback()
+        assert _counts(engine, "agr-x") == {}
+    finally:
+        engine.dispose()
