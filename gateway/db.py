@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "make_engine",
     "raw_lazy_transaction",
     "session_scope",
+    "single_statement_cursor",
     "upgrade",
 ]
 
@@ -142,40 +143,66 @@ def lazy_commit(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def raw_lazy_transaction(engine: Engine) -> Iterator[Any]:
-    """``lazy_commit`` on the pooled DBAPI connection itself, for the hottest writes.
+    """``lazy_commit`` on a pooled SQLite DBAPI connection, for the hottest writes.
 
-    Yields a DBAPI cursor (the dialect's own SQL and parameter style) in one
-    transaction that commits without waiting for the disk, for the same reasons
-    and under the same rule as ``lazy_commit``. On PostgreSQL the statements are
-    pipelined: with the commit, two round trips whatever the caller runs. Raises
-    the driver's own exceptions (``engine.dialect.loaded_dbapi``).
+    Yields a DBAPI cursor (qmark parameters) in one transaction that commits
+    without waiting for the disk (``synchronous=NORMAL``), for the same reasons
+    and under the same rule as ``lazy_commit``; the connection goes back to the
+    pool at ``FULL`` or is dropped from it. Raises the driver's own exceptions.
+    (PostgreSQL writes of this kind are single statements: ``single_statement_cursor``.)
     """
-    sqlite = is_sqlite(engine)
+    if not is_sqlite(engine):
+        raise ValueError("raw_lazy_transaction is for SQLite")
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
         try:
-            if sqlite:
-                cur.execute("PRAGMA synchronous=NORMAL")
-            pipeline = nullcontext() if sqlite else raw.driver_connection.pipeline()  # type: ignore[union-attr]
+            cur.execute("PRAGMA synchronous=NORMAL")
             try:
-                with pipeline:
-                    if not sqlite:
-                        cur.execute("SET LOCAL synchronous_commit = off")
-                    yield cur
+                yield cur
                 raw.commit()
             except BaseException:
                 raw.rollback()
                 raise
             finally:
-                if sqlite:
-                    try:
-                        cur.execute("PRAGMA synchronous=FULL")
-                    except Exception:
-                        raw.invalidate()  # never hand out a connection that commits lazily
-                        raise
+                try:
+                    cur.execute("PRAGMA synchronous=FULL")
+                except Exception:
+                    raw.invalidate()  # never hand out a connection that commits lazily
+                    raise
         finally:
             cur.close()
+    finally:
+        raw.close()
+
+
+@contextmanager
+def single_statement_cursor(engine: Engine) -> Iterator[Any]:
+    """A DBAPI cursor for statements that are each a whole transaction by themselves.
+
+    On PostgreSQL the pooled connection runs in autocommit for the duration: a
+    read or a self-contained write is one round trip instead of BEGIN, the
+    statement and COMMIT or ROLLBACK. The connection goes back to the pool
+    transactional (or is dropped from it). SQLite commits nothing implicitly here:
+    use it for reads there. Raises the driver's own exceptions.
+    """
+    raw = engine.raw_connection()
+    driver: Any = raw.driver_connection
+    autocommit = engine.dialect.name == "postgresql"
+    try:
+        if autocommit:
+            driver.autocommit = True
+        cur = raw.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+            if autocommit:
+                try:
+                    driver.autocommit = False
+                except Exception:
+                    raw.invalidate()  # never pool a connection left autocommitting
+                    raise
     finally:
         raw.close()
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.db import single_statement_cursor
 from gateway.errors import ServiceUnavailableError
 
 __all__ = ["StateCache", "bump_generation", "generation_table"]
@@ -72,26 +73,9 @@ class StateCache:
         # PostgreSQL the read runs outside a transaction: one round trip, not a
         # BEGIN, the read and a ROLLBACK.
         try:
-            raw = self.engine.raw_connection()
-            driver: Any = raw.driver_connection
-            single = self.engine.dialect.name == "postgresql"
-            try:
-                if single:
-                    driver.autocommit = True
-                cur = raw.cursor()
-                try:
-                    cur.execute(_READ_GENERATION)
-                    row = cur.fetchone()
-                finally:
-                    cur.close()
-                    if single:
-                        try:
-                            driver.autocommit = False
-                        except Exception:
-                            raw.invalidate()  # never pool a connection left autocommitting
-                            raise
-            finally:
-                raw.close()
+            with single_statement_cursor(self.engine) as cur:
+                cur.execute(_READ_GENERATION)
+                row = cur.fetchone()
         except (self.engine.dialect.loaded_dbapi.Error, SQLAlchemyError) as exc:
             raise ServiceUnavailableError(
                 "the gateway's store is unavailable; nothing was released",

@@ -6,13 +6,15 @@ refuses the second), and a quota window is reserved with one upsert that
 returns the new count.
 
 The claim runs on every exchange, so it skips SQLAlchemy's statement machinery
-(which cost more CPU than the database's own work): two SQL strings per dialect
-on the pooled DBAPI connection, and on PostgreSQL one pipelined round trip.
+(which cost more CPU than the database's own work) and runs plain SQL on the
+pooled DBAPI connection: on SQLite two statements in one lazy transaction, on
+PostgreSQL one autocommitted statement (one round trip).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.store import write_lock
-from gateway.db import lazy_commit, raw_lazy_transaction
+from gateway.db import lazy_commit, raw_lazy_transaction, single_statement_cursor
 from gateway.errors import AuthError, ServiceUnavailableError
 from gateway.exchange.models import ReplayedJti, UsageCounter
 
@@ -55,28 +57,32 @@ class ReplayCache:
         """
         usage = Usage(now)
         dbapi = self.engine.dialect.loaded_dbapi
+        statements = self._sql.statements(iss, jti, until, agreement_id, usage)
         try:
-            with write_lock(self.engine), raw_lazy_transaction(self.engine) as cur:
-                cur.execute(self._sql.jti, (iss, jti, self._sql.expires(until)))
-                if agreement_id is None:
-                    reservation = None
-                else:
-                    cur.execute(
-                        self._sql.reserve, (agreement_id, usage.minute, agreement_id, usage.day)
-                    )
-                    counts = dict(cur.fetchall())
-                    minute, day = int(counts[usage.minute]), int(counts[usage.day])
-                    reservation = QuotaReservation(agreement_id, usage, minute, day)
+            with write_lock(self.engine), self._transaction() as cur:
+                for sql, params in statements:
+                    cur.execute(sql, params)
+                counts = dict(cur.fetchall()) if agreement_id is not None else {}
         except dbapi.IntegrityError as exc:
             raise AuthError("this request token was already used", code="token_replayed") from exc
         except (dbapi.Error, SQLAlchemyError, OSError) as exc:  # OSError: the write-turn file
             raise ServiceUnavailableError(
                 "the replay cache and quota counters are unavailable", code="store_unavailable"
             ) from exc
+        reservation = None
+        if agreement_id is not None:
+            minute, day = int(counts[usage.minute]), int(counts[usage.day])
+            reservation = QuotaReservation(agreement_id, usage, minute, day)
         self._seen += 1
         if self._seen % self._purge_every == 0:
             self.purge(until - timedelta(minutes=10))
         return reservation
+
+    def _transaction(self) -> AbstractContextManager[Any]:
+        """PostgreSQL: one autocommitted statement; SQLite: a lazy write transaction."""
+        if self._sql.postgres:
+            return single_statement_cursor(self.engine)
+        return raw_lazy_transaction(self.engine)
 
     def purge(self, before: datetime) -> int:
         """Forget jtis whose tokens expired before ``before`` (they fail on time anyway)."""
@@ -103,27 +109,54 @@ class QuotaReservation:
 
 
 _RESERVE = (
-    'INSERT INTO usage_counter (agreement_id, "window", count) VALUES ({p}, {p}, 1), ({p}, {p}, 1) '
+    'INSERT INTO usage_counter (agreement_id, "window", count) VALUES (?, ?, 1), (?, ?, 1) '
     'ON CONFLICT (agreement_id, "window") '
     'DO UPDATE SET count = usage_counter.count + 1 RETURNING "window", count'
 )
-_INSERT_JTI = "INSERT INTO request_jti (iss, jti, expires_at) VALUES ({p}, {p}, {p})"
-_MARKS = {"qmark": "?", "pyformat": "%s", "format": "%s"}
+_INSERT_JTI = "INSERT INTO request_jti (iss, jti, expires_at) VALUES (?, ?, ?)"
+# PostgreSQL: the whole claim is one statement, autocommitted, that commits without
+# waiting for the WAL flush (``set_config(..., true)`` lasts for its own transaction).
+# A spent jti fails the statement, so nothing is reserved.
+_PG_CLAIM_JTI = (
+    "WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true)) "
+    "INSERT INTO request_jti (iss, jti, expires_at) SELECT %s, %s, %s FROM lazy"
+)
+_PG_CLAIM_AND_RESERVE = (
+    "WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true)), "
+    "spent AS (INSERT INTO request_jti (iss, jti, expires_at) "
+    "SELECT %s, %s, %s FROM lazy RETURNING 1) "
+    'INSERT INTO usage_counter (agreement_id, "window", count) '
+    "SELECT %s, w.name, 1 FROM spent, (VALUES (%s), (%s)) AS w(name) "
+    'ON CONFLICT (agreement_id, "window") '
+    'DO UPDATE SET count = usage_counter.count + 1 RETURNING "window", count'
+)
 
 
 class _ClaimSql:
-    """The claim's two statements in one dialect's SQL and parameter style.
+    """The claim in one dialect's SQL: ``(statement, params)`` lists per claim.
 
-    ``reserve`` takes both windows of one agreement in one upsert and returns
+    Reserving takes both windows of one agreement in one upsert that returns
     ``(window, new count)`` rows; ``expires`` renders a time as the column stores it.
     """
 
     def __init__(self, engine: Engine) -> None:
-        mark = _MARKS[engine.dialect.paramstyle]
-        self.jti = _INSERT_JTI.format(p=mark)
-        self.reserve = _RESERVE.format(p=mark)
+        self.postgres = engine.dialect.name == "postgresql"
         process = _JTI.c.expires_at.type.bind_processor(engine.dialect)
         self.expires: Callable[[datetime], Any] = process or (lambda value: value)
+
+    def statements(
+        self, iss: str, jti: str, until: datetime, agreement_id: str | None, usage: Usage
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        spend = (iss, jti, self.expires(until))
+        windows = (usage.minute, usage.day)
+        if self.postgres:
+            if agreement_id is None:
+                return [(_PG_CLAIM_JTI, spend)]
+            return [(_PG_CLAIM_AND_RESERVE, (*spend, agreement_id, *windows))]
+        out: list[tuple[str, tuple[Any, ...]]] = [(_INSERT_JTI, spend)]
+        if agreement_id is not None:
+            out.append((_RESERVE, (agreement_id, usage.minute, agreement_id, usage.day)))
+        return out
 
 
 def _upsert(insert: Any) -> Any:
