@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from gateway.db import is_sqlite, make_engine, upgrade
+from gateway.db import is_sqlite, make_engine, single_statement_cursor, upgrade
 from gateway.errors import AuthError, ServiceUnavailableError
 from gateway.exchange.counters import ReplayCache, Usage, release_quota
 from gateway.statecache import StateCache, bump_generation
@@ -165,5 +165,29 @@ def test_reading_the_generation_leaves_pooled_connections_transactional(
             )
             conn.rollback()
         assert _counts(engine, "agr-x") == {}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_the_postgresql_claim_commits_without_waiting_for_the_wal_flush(pg_url: str) -> None:
+    """The claim sets synchronous_commit off inside its own statement's transaction
+    (what the jti-claim durability argument in docs/exchange.md relies on), and the
+    setting ends with it."""
+    from gateway.exchange.counters import _PG_CLAIM_JTI
+
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    probe = _PG_CLAIM_JTI.replace(
+        "INSERT INTO request_jti (iss, jti, expires_at) SELECT %s, %s, %s FROM lazy",
+        "SELECT current_setting('synchronous_commit') FROM lazy",
+    )
+    assert probe != _PG_CLAIM_JTI
+    try:
+        with single_statement_cursor(engine) as cur:
+            cur.execute(probe)
+            assert cur.fetchone() == ("off",)
+            cur.execute("SHOW synchronous_commit")
+            assert cur.fetchone() == ("on",)
     finally:
         engine.dispose()
