@@ -9,6 +9,7 @@ dry-run material, never an audit entry.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -18,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 
 from audit.store import write_lock
@@ -34,6 +36,25 @@ _Item = tuple[str, Mapping[str, Any], Decision, datetime]
 #: Written with one Core executemany per batch: the ORM's unit of work cost more
 #: than the rest of the exchange's bookkeeping.
 _TABLE: sa.Table = PolicyDecisionRecord.__table__  # type: ignore[attr-defined]
+_JSON = ("codes", "decision", "input")
+
+
+def _batch_insert(dialect: str) -> sa.Insert:
+    """The batch insert, its JSON columns taken as text already encoded: the writer
+    encodes a batch before it takes the write turn, which then covers only the
+    write (the claims of running exchanges wait for that turn)."""
+
+    def param(column: sa.Column[Any]) -> Any:
+        if column.name not in _JSON:
+            return sa.bindparam(f"p_{column.name}", type_=column.type)
+        text = sa.bindparam(f"p_{column.name}", type_=sa.Text)
+        return sa.cast(text, JSONB) if dialect == "postgresql" else text
+
+    return _TABLE.insert().values({c.name: param(c) for c in _TABLE.columns if c.name != "id"})
+
+
+def _encoded(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"p_{k}": json.dumps(v) if k in _JSON else v for k, v in row.items()}
 
 
 class DecisionLogWriter:
@@ -56,6 +77,7 @@ class DecisionLogWriter:
         self._max_batch = max_batch
         self._linger = linger_s
         self._queue: queue.Queue[_Item | threading.Event] = queue.Queue(maxsize=max_queue)
+        self._insert = _batch_insert(engine.dialect.name)
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._thread.start()
         self.dropped = 0
@@ -107,11 +129,11 @@ class DecisionLogWriter:
             # The inputs are the exchanges' own documents, built for this decision
             # and never changed after it: stored as they are, without a copy.
             rows = [
-                decision_row(exchange_id=e, policy_input=i, decision=d, now=at)
+                _encoded(decision_row(exchange_id=e, policy_input=i, decision=d, now=at))
                 for e, i, d, at in batch
             ]
             with write_lock(self.engine), lazy_commit(self.engine) as conn:
-                conn.execute(_TABLE.insert(), rows)
+                conn.execute(self._insert, rows)
                 self._since_prune += len(rows)
                 if self._since_prune >= self._prune_every:
                     # Decision inputs are kept for dry-runs only as long as the
