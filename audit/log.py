@@ -24,8 +24,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from audit import reads, store
-from audit.appender import GroupCommitter, append_in
+from audit.appender import append_in
 from audit.checkpoint import Checkpoint, parse_checkpoint, sign_checkpoint, verify_cosignatures
+from audit.committer import GroupCommitter
 from audit.entry import format_ts, verify_entry_fields
 from audit.errors import AuditError, AuditUnavailable, NotFound
 from audit.merkle import (

@@ -57,7 +57,7 @@ def test_batch_is_synced_after_the_write_turn_is_given_back(
         real(path)
 
     done = threading.Event()
-    monkeypatch.setattr("audit.appender.sync_wal", observing_sync)
+    monkeypatch.setattr("audit.committer.sync_wal", observing_sync)
     log.append(entry(1))
     done.set()
     assert seen == {
@@ -123,7 +123,7 @@ def test_a_database_not_in_wal_mode_commits_durably_in_its_transaction(
         cur.close()
 
     calls: list[str] = []
-    monkeypatch.setattr("audit.appender.sync_wal", calls.append)
+    monkeypatch.setattr("audit.committer.sync_wal", calls.append)
     log.append(entry(0))
     assert calls == []
     with log.engine.connect() as conn:
@@ -143,7 +143,7 @@ def test_the_writer_commits_the_next_batch_while_a_sync_is_pending(
         release.wait(timeout=30)
         real(path)
 
-    monkeypatch.setattr("audit.appender.sync_wal", slow_first_sync)
+    monkeypatch.setattr("audit.committer.sync_wal", slow_first_sync)
     returned: list[int] = []
     first = threading.Thread(target=lambda: returned.append(log.append(entry(1)).seq))
     first.start()

@@ -1,0 +1,225 @@
+"""Group commit: many callers, one transaction per batch, one gapless chain.
+
+Callers hand entries to a single writer thread per ``AuditLog`` and wait on a
+future. The writer drains whatever is queued (and, when several callers are
+active, waits up to ``max_wait_ms`` for more), then writes the batch in one
+transaction holding the chain-head lock (``audit.appender``). On SQLite in WAL
+mode a second thread syncs the WAL before any caller hears of its entries
+(``audit.durability``), while the writer goes on with the next batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from audit.appender import commit_batch
+from audit.durability import sync_wal
+from audit.errors import AuditError, AuditUnavailable
+from audit.records import Appended
+
+__all__ = ["GroupCommitter"]
+
+log = logging.getLogger("audit.committer")
+
+Batch = list[tuple[Sequence[Mapping[str, Any]], "Future[list[Appended]]"]]
+
+
+@dataclass(frozen=True)
+class _Committed:
+    """A batch committed but not yet synced: nobody is told until the WAL is."""
+
+    wal: str
+    live: Batch
+    results: list[list[Appended] | AuditError]
+
+
+def _settle(live: Batch, results: Sequence[list[Appended] | AuditError]) -> None:
+    for (_, f), res in zip(live, results, strict=True):
+        if isinstance(res, AuditError):
+            f.set_exception(res)
+        else:
+            f.set_result(res)
+
+
+def _fail(live: Batch, exc: BaseException) -> None:
+    for _, f in live:
+        f.set_exception(exc)
+
+
+class GroupCommitter:
+    """The one writer thread of an ``AuditLog``, and on SQLite its syncer.
+
+    On SQLite in WAL mode the writer commits a batch and hands it to the syncer
+    thread, which syncs the WAL and only then resolves the batch's futures; the
+    writer meanwhile writes the next batch. One sync covers every batch committed
+    before it, so under load the disk flushes overlap the writing instead of
+    following it.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        node: str,
+        *,
+        max_batch: int,
+        max_wait_ms: float,
+        after_commit: Callable[[int], None],
+        on_idle: Callable[[], None],
+        idle_s: float,
+    ) -> None:
+        self._engine = engine
+        self._node = node
+        self._max_batch = max(1, max_batch)
+        self._max_wait = max(0.0, max_wait_ms) / 1000.0
+        self._after_commit = after_commit
+        self._on_idle = on_idle
+        self._idle_s = idle_s
+        self._queue: queue.SimpleQueue[
+            tuple[Sequence[Mapping[str, Any]], Future[list[Appended]]] | None
+        ] = queue.SimpleQueue()
+        self._closed = threading.Event()
+        self._last_callers = 1
+        self._syncs: queue.SimpleQueue[_Committed | None] = queue.SimpleQueue()
+        self._syncer = threading.Thread(target=self._sync, name=f"audit-sync-{node}", daemon=True)
+        self._syncer.start()
+        self._thread = threading.Thread(target=self._run, name=f"audit-writer-{node}", daemon=True)
+        self._thread.start()
+
+    def submit(self, entries: Sequence[Mapping[str, Any]]) -> Future[list[Appended]]:
+        if self._closed.is_set():
+            raise AuditUnavailable("the audit log is closed")
+        fut: Future[list[Appended]] = Future()
+        self._queue.put((entries, fut))
+        return fut
+
+    def close(self, timeout: float = 30.0) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._syncs.put(None)  # after the writer: every committed batch gets synced
+            self._syncer.join(timeout)
+
+    def _collect(
+        self, first: tuple[Sequence[Mapping[str, Any]], Future[list[Appended]]]
+    ) -> tuple[Batch, bool]:
+        batch: Batch = [first]
+        count = len(first[0])
+        stop = False
+        deadline: float | None = None
+        while count < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                # Wait a little for more only when callers are concurrent: the last
+                # batch had several of them, or several are already here.
+                if max(len(batch), self._last_callers) < 2 or self._max_wait == 0:
+                    break
+                if len(batch) >= self._last_callers and len(batch) >= 2:
+                    break
+                if deadline is None:
+                    deadline = time.monotonic() + self._max_wait
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if item is None:
+                stop = True
+                break
+            batch.append(item)
+            count += len(item[0])
+        return batch, stop
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            try:
+                first = self._queue.get(timeout=self._idle_s)
+            except queue.Empty:
+                self._safe(self._on_idle)
+                continue
+            if first is None:
+                break
+            batch, stop = self._collect(first)
+            self._commit(batch)
+        while True:  # fail whatever raced with close()
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[1].set_exception(AuditUnavailable("the audit log is closed"))
+
+    def _commit(self, batch: Batch) -> None:
+        live = [(e, f) for e, f in batch if f.set_running_or_notify_cancel()]
+        self._last_callers = max(1, len(live))
+        if not live:
+            return
+        try:
+            results, wal = commit_batch(self._engine, self._node, [e for e, _ in live])
+        except AuditError as exc:
+            _fail(live, exc)
+            return
+        except BaseException as exc:  # never let the writer thread die silently
+            log.exception("audit writer failed")
+            _fail(live, AuditUnavailable(f"audit writer failed: {exc.__class__.__name__}"))
+            return
+        if wal is None:
+            _settle(live, results)
+        else:
+            self._syncs.put(_Committed(wal, live, results))
+        last = max((r[-1].seq for r in results if not isinstance(r, AuditError) and r), default=-1)
+        if last >= 0:
+            self._safe(lambda: self._after_commit(last + 1))
+
+    def _sync(self) -> None:
+        """The syncer: one WAL sync for every batch committed so far, then their futures."""
+        stop = False
+        while not stop:
+            first = self._syncs.get()
+            if first is None:
+                return
+            done = [first]
+            while True:
+                try:
+                    item = self._syncs.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                done.append(item)
+            try:
+                for wal in dict.fromkeys(c.wal for c in done):
+                    sync_wal(wal)
+            except AuditError as exc:
+                for c in done:
+                    _fail(c.live, exc)
+                continue
+            except BaseException as exc:
+                log.exception("audit sync failed")
+                err = AuditUnavailable(f"audit sync failed: {exc.__class__.__name__}")
+                for c in done:
+                    _fail(c.live, err)
+                continue
+            for c in done:
+                _settle(c.live, c.results)
+
+    @staticmethod
+    def _safe(fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception:
+            log.exception("audit background task failed")
