@@ -159,23 +159,24 @@ def commit_batch(
     file that must be synced (``sync_wal``) before anyone may be told of them."""
     with store.write_lock(engine), engine.connect() as conn:
         wal = wal_file(engine, conn)
+        if wal is not None:
+            set_synchronous(conn, "NORMAL")
         try:
-            if wal is not None:
-                set_synchronous(conn, "NORMAL")
             try:
                 results = _write_locked(conn, node, _begin_locked(conn), requests)
                 conn.commit()
-            finally:
-                if wal is not None:
-                    _restore_full(conn)
-        except SQLAlchemyError as exc:
-            conn.rollback()
-            raise AuditUnavailable(
-                f"the audit store refused the write: {exc.__class__.__name__}"
-            ) from exc
-        except BaseException:
-            conn.rollback()
-            raise
+            except SQLAlchemyError as exc:
+                conn.rollback()
+                raise AuditUnavailable(
+                    f"the audit store refused the write: {exc.__class__.__name__}"
+                ) from exc
+            except BaseException:
+                conn.rollback()
+                raise
+        finally:
+            # After the rollback: SQLite refuses to change it inside a transaction.
+            if wal is not None:
+                _restore_full(conn)
     return results, wal
 
 
@@ -183,7 +184,7 @@ def _restore_full(conn: sa.Connection) -> None:
     """Put the pooled connection back to durable commits, or drop it from the pool."""
     try:
         set_synchronous(conn, "FULL")
-    except Exception:
+    except AuditError:
         conn.invalidate()
         raise
 

@@ -63,6 +63,12 @@ class GroupCommitter:
     writer meanwhile writes the next batch. One sync covers every batch committed
     before it, so under load the disk flushes overlap the writing instead of
     following it.
+
+    A failed sync stops this appender for good (``broken``): the failed batch is
+    committed but maybe not on disk, and after a failed ``fsync`` a later one can
+    succeed without the lost pages, so nothing may be chained on top of it or
+    acknowledged after it. Every append from then on fails closed until the
+    process is restarted (as PostgreSQL stops on a failed fsync).
     """
 
     def __init__(
@@ -88,6 +94,7 @@ class GroupCommitter:
         ] = queue.SimpleQueue()
         self._closed = threading.Event()
         self._last_callers = 1
+        self.broken: AuditError | None = None
         self._syncs: queue.SimpleQueue[_Committed | None] = queue.SimpleQueue()
         self._syncer = threading.Thread(target=self._sync, name=f"audit-sync-{node}", daemon=True)
         self._syncer.start()
@@ -95,6 +102,9 @@ class GroupCommitter:
         self._thread.start()
 
     def submit(self, entries: Sequence[Mapping[str, Any]]) -> Future[list[Appended]]:
+        """Queue one request's entries; the future resolves once they are durable."""
+        if self.broken is not None:
+            raise self.broken
         if self._closed.is_set():
             raise AuditUnavailable("the audit log is closed")
         fut: Future[list[Appended]] = Future()
@@ -102,11 +112,12 @@ class GroupCommitter:
         return fut
 
     def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued, then sync it: the writer hands the syncer its stop
+        marker after its last batch, so every committed batch is synced and answered."""
         if not self._closed.is_set():
             self._closed.set()
             self._queue.put(None)
             self._thread.join(timeout)
-            self._syncs.put(None)  # after the writer: every committed batch gets synced
             self._syncer.join(timeout)
 
     def _collect(
@@ -143,6 +154,12 @@ class GroupCommitter:
         return batch, stop
 
     def _run(self) -> None:
+        try:
+            self._write_until_closed()
+        finally:
+            self._syncs.put(None)  # after the last batch this thread committed
+
+    def _write_until_closed(self) -> None:
         stop = False
         while not stop:
             try:
@@ -166,6 +183,9 @@ class GroupCommitter:
         live = [(e, f) for e, f in batch if f.set_running_or_notify_cancel()]
         self._last_callers = max(1, len(live))
         if not live:
+            return
+        if self.broken is not None:
+            _fail(live, self.broken)
             return
         try:
             results, wal = commit_batch(self._engine, self._node, [e for e, _ in live])
@@ -201,21 +221,21 @@ class GroupCommitter:
                     stop = True
                     break
                 done.append(item)
-            try:
-                for wal in dict.fromkeys(c.wal for c in done):
-                    sync_wal(wal)
-            except AuditError as exc:
-                for c in done:
-                    _fail(c.live, exc)
-                continue
-            except BaseException as exc:
-                log.exception("audit sync failed")
-                err = AuditUnavailable(f"audit sync failed: {exc.__class__.__name__}")
-                for c in done:
-                    _fail(c.live, err)
-                continue
+            if self.broken is None:
+                try:
+                    for wal in dict.fromkeys(c.wal for c in done):
+                        sync_wal(wal)
+                except BaseException as exc:
+                    log.critical("audit WAL sync failed: appends stop until restart", exc_info=True)
+                    self.broken = AuditUnavailable(
+                        "the audit log could not be synced to disk; it takes no more entries "
+                        f"until the gateway restarts ({exc.__class__.__name__})"
+                    )
             for c in done:
-                _settle(c.live, c.results)
+                if self.broken is not None:
+                    _fail(c.live, self.broken)
+                else:
+                    _settle(c.live, c.results)
 
     @staticmethod
     def _safe(fn: Callable[[], None]) -> None:

@@ -38,35 +38,42 @@ _SYNCED: dict[str, tuple[int, int]] = {}  # WAL path -> (device, inode) last syn
 _GUARD = threading.Lock()
 
 
-def _raw(conn: Connection, sql: str) -> Any:
-    """Run ``sql`` on the DBAPI connection, outside SQLAlchemy's transaction tracking."""
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+def _raw(conn: Connection, sql: str) -> list[Any]:
+    """Run ``sql`` on the DBAPI connection, outside SQLAlchemy's transaction tracking;
+    raises ``AuditUnavailable`` (not the driver's error) when SQLite refuses."""
     try:
-        cursor.execute(sql)
-        row = cursor.fetchone()
-        return row[0] if row else None
-    finally:
-        cursor.close()
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+    except Exception as exc:
+        raise AuditUnavailable(f"the audit store refused {sql!r}: {exc}") from exc
 
 
 def wal_file(engine: Engine, conn: Connection) -> str | None:
-    """The ``-wal`` file of ``engine``'s SQLite database when it runs in WAL mode, else None."""
+    """The ``-wal`` file of ``engine``'s SQLite database when it runs in WAL mode, else None.
+
+    The path is the one SQLite itself opened (``PRAGMA database_list``), so URI
+    filenames and relative paths resolve to the file that is really written.
+    """
     with _GUARD:
         if engine in _WAL:
             return _WAL[engine]
     path: str | None = None
-    database = engine.url.database
-    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+    if engine.dialect.name == "sqlite":
         mode = _raw(conn, "PRAGMA journal_mode")
-        if isinstance(mode, str) and mode.lower() == "wal":
-            path = f"{database}-wal"
+        main = [row[2] for row in _raw(conn, "PRAGMA database_list") if row[1] == "main"]
+        if mode and str(mode[0][0]).lower() == "wal" and main and main[0]:
+            path = f"{os.path.abspath(main[0])}-wal"
     with _GUARD:
         _WAL[engine] = path
     return path
 
 
 def set_synchronous(conn: Connection, level: str) -> None:
-    """Set SQLite's ``synchronous`` on this connection (between transactions)."""
+    """Set SQLite's ``synchronous`` on this connection (outside any transaction)."""
     _raw(conn, f"PRAGMA synchronous={level}")
 
 
@@ -74,12 +81,12 @@ def sync_wal(path: str) -> None:
     """Sync the WAL file at ``path`` to disk; raises ``AuditUnavailable`` if that fails.
 
     The first time a WAL file (by inode) is synced, its directory is synced too, so
-    the file's name survives a power cut as well as its contents.
+    the file's name survives a power cut as well as its contents. A missing WAL is
+    a failure too: the writer's own pooled connection keeps it open, so it cannot
+    have been checkpointed away, and syncing nothing must not pass for durable.
     """
     try:
         fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return  # the last connection checkpointed and removed it: the database holds all
     except OSError as exc:
         raise AuditUnavailable(f"cannot open the audit WAL to sync it: {exc}") from exc
     try:

@@ -136,8 +136,15 @@ class AuditLog:
         except TimeoutError as exc:
             raise AuditUnavailable("the audit store did not answer in time") from exc
 
+    def verify_appending(self) -> None:
+        """Raise ``AuditUnavailable`` once a failed disk sync has stopped this log's writer."""
+        committer = self._committer
+        if committer is not None and committer.broken is not None:
+            raise committer.broken
+
     def append_in(self, conn: sa.Connection, entry: Mapping[str, Any]) -> Appended:
         """Append inside the caller's transaction: the change and its entry commit together."""
+        self.verify_appending()
         verify_entry_fields(entry)
         return append_in(conn, self.node, [dict(entry)])[0]
 

@@ -125,6 +125,7 @@ def _readiness(svc: Services) -> dict[str, Callable[[], Awaitable[None]]]:
             raise RuntimeError(health.detail)
 
     async def audit() -> None:
+        svc.audit_log.verify_appending()
         await asyncio.to_thread(svc.audit_log.head)
 
     return {"policy_engine": policy, "audit_log": audit}

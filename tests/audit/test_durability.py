@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from audit import AuditUnavailable, durability, store
+from audit.appender import write_batch
 from tests.audit.conftest import LogFactory, entry
 
 
@@ -90,10 +91,11 @@ def test_sync_reaches_the_disk_and_every_connection_commits_durably_again(
     assert log.head().size == 4 and log.verify().ok
 
 
-def test_a_failed_sync_fails_the_append(
+def test_a_failed_sync_stops_the_appender_until_restart(
     tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    log = make_log(url)
     log.append(entry(0))
 
     def failing(fd: int) -> None:
@@ -103,10 +105,61 @@ def test_a_failed_sync_fails_the_append(
     with pytest.raises(AuditUnavailable, match="could not be synced"):
         log.append(entry(1))
     monkeypatch.undo()
-    # Nobody was told the entry is durable; the log itself is whole and goes on.
-    log.append(entry(2))
-    assert log.head().size == 3 and log.verify().ok
+    # The disk said no once: nothing may be chained on that batch or acknowledged
+    # after it in this process, not even with a disk that answers again.
+    with pytest.raises(AuditUnavailable, match="until the gateway restarts"):
+        log.append(entry(2))
+    with pytest.raises(AuditUnavailable, match="until the gateway restarts"):
+        log.verify_appending()
+    with log.engine.connect() as conn, pytest.raises(AuditUnavailable):
+        log.append_in(conn, entry(2))
+    assert log.head().size == 2  # the failed batch is in the log; its caller heard "failed"
     assert _synchronous_levels(log.engine, 2) == {2}
+    # A restart (a new appender) goes on from the head, and the log verifies.
+    log.close()
+    again = make_log(url)
+    again.append(entry(3))
+    assert again.head().size == 3 and again.verify().ok
+
+
+def test_a_batch_refused_inside_its_transaction_is_an_audit_error(
+    tmp_path: Path, make_log: LogFactory
+) -> None:
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
+    log.append(entry(0))
+    with log.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON audit_entries "
+            "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+    with pytest.raises(AuditUnavailable, match="refused the write"):
+        write_batch(log.engine, "node-1", [[entry(1)]])
+    # Rolled back first, then back to FULL: the connection stays usable in the pool.
+    assert _synchronous_levels(log.engine, 3) == {2}
+    assert log.head().size == 1 and log.verify().ok
+
+
+def test_the_synced_wal_is_the_file_sqlite_opened(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "uri.db"
+    log = make_log(f"sqlite:///file:{db}?uri=true")
+    synced: list[str] = []
+    real = durability.sync_wal
+
+    def recording(path: str) -> None:
+        synced.append(path)
+        real(path)
+
+    monkeypatch.setattr("audit.committer.sync_wal", recording)
+    log.append(entry(0))
+    assert synced == [f"{db}-wal"]
+    assert log.verify().ok
+
+
+def test_a_missing_wal_is_not_taken_for_synced(tmp_path: Path) -> None:
+    with pytest.raises(AuditUnavailable, match="cannot open the audit WAL"):
+        durability.sync_wal(str(tmp_path / "gone.db-wal"))
 
 
 def test_a_database_not_in_wal_mode_commits_durably_in_its_transaction(

@@ -60,3 +60,24 @@ def test_store_outage_answers_503_and_releases_nothing(
         finally:
             _allow_connections(pg_server_url, db_url, True)
         assert client.exchange(**REQUEST, query=query).records  # back once the store is
+
+
+def test_a_failed_audit_sync_stops_releases_and_readiness(
+    departments: Departments, tmp_path: Path
+) -> None:
+    """SQLite: once the audit log's write-ahead file cannot be synced, nothing more is
+    released or acknowledged, and readiness says so, until the gateway restarts."""
+    db = tmp_path / "accord.db"
+    with running_gateway(
+        db_url=f"sqlite:///{db}", data_dir=tmp_path, departments_env=departments.env
+    ) as gw:
+        client = gw.client("welfare-office")
+        query = {"kind": "record", "subject": subject_with("civil")}
+        assert client.exchange(**REQUEST, query=query).records
+        Path(f"{db}-wal").unlink()  # the open file lives on; its name, and so its sync, do not
+        for _ in range(2):
+            with pytest.raises(Unavailable) as err:
+                client.exchange(**REQUEST, query=query)
+            assert err.value.code == "audit_unavailable"
+            assert "records" not in err.value.problem
+        assert httpx.get(gw.url + "/readyz").status_code == 503
