@@ -54,7 +54,8 @@ def _batch_insert(dialect: str) -> sa.Insert:
 
 
 def _encoded(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {f"p_{k}": json.dumps(v) if k in _JSON else v for k, v in row.items()}
+    """Bind values for one row; raises ValueError for what is not strict JSON (NaN)."""
+    return {f"p_{k}": json.dumps(v, allow_nan=False) if k in _JSON else v for k, v in row.items()}
 
 
 class DecisionLogWriter:
@@ -128,10 +129,16 @@ class DecisionLogWriter:
         try:
             # The inputs are the exchanges' own documents, built for this decision
             # and never changed after it: stored as they are, without a copy.
-            rows = [
-                _encoded(decision_row(exchange_id=e, policy_input=i, decision=d, now=at))
-                for e, i, d, at in batch
-            ]
+            rows = []
+            for e, i, d, at in batch:
+                try:
+                    rows.append(
+                        _encoded(decision_row(exchange_id=e, policy_input=i, decision=d, now=at))
+                    )
+                except (TypeError, ValueError):  # one odd input must not cost the batch
+                    log.warning("decision log entry of exchange %s is not JSON; dropped", e)
+            if not rows:
+                return
             with write_lock(self.engine), lazy_commit(self.engine) as conn:
                 conn.execute(self._insert, rows)
                 self._since_prune += len(rows)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -171,23 +172,42 @@ def test_reading_the_generation_leaves_pooled_connections_transactional(
 
 @pytest.mark.postgres
 def test_the_postgresql_claim_commits_without_waiting_for_the_wal_flush(pg_url: str) -> None:
-    """The claim sets synchronous_commit off inside its own statement's transaction
-    (what the jti-claim durability argument in docs/exchange.md relies on), and the
-    setting ends with it."""
-    from gateway.exchange.counters import _PG_CLAIM_JTI
+    """Both claim statements set synchronous_commit off inside their own statement's
+    transaction (what the jti-claim durability argument in docs/exchange.md relies
+    on), and the setting ends with it. Each statement is run with its final write
+    swapped for a read of the setting."""
+    from gateway.exchange.counters import _PG_CLAIM_AND_RESERVE, _PG_CLAIM_JTI
 
+    spend = "INSERT INTO request_jti (iss, jti, expires_at) SELECT %s, %s, %s FROM lazy"
+    jti_probe = _PG_CLAIM_JTI.replace(
+        spend, "SELECT current_setting('synchronous_commit') FROM lazy"
+    )
+    head, _, _ = _PG_CLAIM_AND_RESERVE.partition("INSERT INTO usage_counter")
+    reserve_probe = head + "SELECT current_setting('synchronous_commit') FROM spent"
+    assert jti_probe != _PG_CLAIM_JTI and spend in head
     engine = make_engine(pg_url)
     upgrade(engine)
-    probe = _PG_CLAIM_JTI.replace(
-        "INSERT INTO request_jti (iss, jti, expires_at) SELECT %s, %s, %s FROM lazy",
-        "SELECT current_setting('synchronous_commit') FROM lazy",
-    )
-    assert probe != _PG_CLAIM_JTI
     try:
         with single_statement_cursor(engine) as cur:
-            cur.execute(probe)
+            cur.execute(jti_probe)
+            assert cur.fetchone() == ("off",)
+            cur.execute(reserve_probe, ("w", "probe-jti-1", UNTIL))
             assert cur.fetchone() == ("off",)
             cur.execute("SHOW synchronous_commit")
             assert cur.fetchone() == ("on",)
+    finally:
+        engine.dispose()
+
+
+def test_a_file_that_is_not_a_database_is_a_503(tmp_path: Path) -> None:
+    """The driver's own error (not the write-turn file's) maps to store_unavailable."""
+    db = tmp_path / "garbage.db"
+    db.write_bytes(b"this is not an SQLite database" * 100)
+    engine = make_engine(f"sqlite:///{db}")
+    try:
+        with pytest.raises(ServiceUnavailableError) as caught:
+            ReplayCache(engine).claim("w", "j-1", UNTIL, "agr-1", NOW)
+        assert caught.value.code == "store_unavailable"
+        assert isinstance(caught.value.__cause__, engine.dialect.loaded_dbapi.Error)
     finally:
         engine.dispose()

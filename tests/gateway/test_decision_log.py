@@ -99,3 +99,22 @@ def test_a_stored_decision_reads_back_as_the_policy_service_keeps_it(db_url: str
     finally:
         writer.close()
         engine.dispose()
+
+
+def test_an_input_that_is_not_strict_json_is_dropped_alone(db_url: str) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    writer = DecisionLogWriter(engine, clock=lambda: T0)
+    try:
+        odd = {**INPUT, "request": {"dataset": "person", "cohort_size": float("nan")}}
+        writer.record(exchange_id="before", policy_input=INPUT, decision=ALLOW)
+        writer.record(exchange_id="odd", policy_input=odd, decision=ALLOW)
+        writer.record(exchange_id="after", policy_input=INPUT, decision=ALLOW)
+        writer.flush()
+        assert [r[0] for r in _rows(engine)] == ["before", "after"]
+        writer.record(exchange_id="alone", policy_input=odd, decision=ALLOW)
+        writer.flush()
+        assert [r[0] for r in _rows(engine)] == ["before", "after"]
+    finally:
+        writer.close()
+        engine.dispose()
