@@ -15,7 +15,7 @@ top_rank := count(levels) - 1
 level_rank := {name: i | some i, name in levels}
 
 # Rank of a clearance or ceiling; an unknown one is below the lowest level.
-# (`object.get` looks the level up once; `level in levels` scanned the array.)
+# (`object.get` is one lookup in the map; `level in levels` would scan the array.)
 grant_rank(level) := object.get(level_rank, level, -1)
 
 # A missing ceiling or clearance grants nothing.

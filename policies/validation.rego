@@ -127,9 +127,9 @@ valid_input_string(section, key) if {
 valid_input_number(section, key) if is_number(input[section][key])
 
 # Each optional key is read with `object.get` and a default that passes its
-# check: an absent key is valid, a present one must have the right type. One
-# lookup per key and field, where `key in object.keys(label)` built the label's
-# key set three times per field.
+# check: an absent key is valid, a present one must have the right type. That is
+# one lookup per key and field; `key in object.keys(label)` would build the
+# label's key set for every key checked.
 valid_label(label) if {
 	is_object(label)
 	is_string(object.get(label, "level", ""))
