@@ -185,7 +185,11 @@ class AuditLog:
             self._auto_checkpoint()
 
     def _auto_checkpoint(self) -> None:
-        """A cadence checkpoint, then (off the writer thread) a round of witnesses."""
+        """A cadence checkpoint, then (off the writer thread) a round of witnesses.
+        None once a failed sync stopped the writer: the head may not be on disk."""
+        committer = self._committer
+        if committer is not None and committer.broken is not None:
+            return
         self.checkpoint()
         if not self.witness_urls or (self._witnessing and self._witnessing.is_alive()):
             return
