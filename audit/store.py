@@ -23,6 +23,7 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 try:
     import fcntl
@@ -43,6 +44,7 @@ __all__ = [
     "metadata",
     "nodes",
     "seed_head",
+    "sqlite_file",
     "trigger_ddl",
     "write_lock",
 ]
@@ -203,8 +205,9 @@ def engine_for(url: str, **kwargs: Any) -> Engine:
     if u.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)
         return sa.create_engine(url, **kwargs)
-    if u.database and u.database != ":memory:":
-        Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(u.database)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @sa.event.listens_for(engine, "connect")
@@ -216,6 +219,19 @@ def engine_for(url: str, **kwargs: Any) -> Engine:
         cur.close()
 
     return engine
+
+
+def sqlite_file(database: str | None) -> str | None:
+    """The file a SQLite URL's database names: a plain path, or the path of a
+    ``file:`` URI filename; None for an in-memory database."""
+    if not database or database == ":memory:":
+        return None
+    if not database.startswith("file:"):
+        return database
+    uri = urlsplit(database)
+    if "mode=memory" in uri.query or not uri.path or uri.path == ":memory:":
+        return None
+    return unquote(uri.path)
 
 
 class _WriterTurn:
@@ -267,6 +283,6 @@ def write_lock(engine: Engine) -> Iterator[None]:
     with _WRITERS_GUARD:
         turn = _SQLITE_WRITERS.get(engine)
         if turn is None:
-            turn = _SQLITE_WRITERS[engine] = _WriterTurn(engine.url.database)
+            turn = _SQLITE_WRITERS[engine] = _WriterTurn(sqlite_file(engine.url.database))
     with turn.hold():
         yield

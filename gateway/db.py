@@ -18,6 +18,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlmodel import Session, create_engine
 
+from audit.store import sqlite_file
+
 log = structlog.get_logger(__name__)
 
 __all__ = [
@@ -85,8 +87,8 @@ class WalCheckpointer:
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Build an engine; SQLite gets WAL, foreign keys and a busy timeout."""
     if is_sqlite(url):
-        db_path = make_url(url).database
-        if db_path and db_path != ":memory:":
+        db_path = sqlite_file(make_url(url).database)
+        if db_path:
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs

@@ -216,3 +216,22 @@ def test_the_writer_commits_the_next_batch_while_a_sync_is_pending(
     second.join(timeout=30)
     assert sorted(returned) == [1, 2]
     assert log.verify().ok
+
+
+@pytest.mark.parametrize(
+    ("database", "path"),
+    [
+        ("/srv/accord/accord.db", "/srv/accord/accord.db"),
+        ("file:/srv/accord/my%20log.db?uri=true", "/srv/accord/my log.db"),
+        (":memory:", None),
+        ("file::memory:?cache=shared", None),
+        ("file:/srv/m.db?mode=memory", None),
+        (None, None),
+    ],
+)
+def test_the_write_turn_and_directories_follow_the_file_a_url_names(
+    database: str | None, path: str | None
+) -> None:
+    """A URI filename's lock file and parent directory are the file's own, not a
+    directory named ``file:`` wherever the process happens to run."""
+    assert store.sqlite_file(database) == path
