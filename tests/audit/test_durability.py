@@ -7,6 +7,7 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,20 @@ def _synchronous_levels(engine: sa.Engine, n: int) -> set[int]:
     finally:
         for c in conns:
             c.close()
+
+
+def _record_calls(
+    monkeypatch: pytest.MonkeyPatch, target: str, real: Callable[[Any], None]
+) -> list[Any]:
+    """Patch ``target`` to record each argument, then do what ``real`` does."""
+    calls: list[Any] = []
+
+    def recording(arg: Any) -> None:
+        calls.append(arg)
+        real(arg)
+
+    monkeypatch.setattr(target, recording)
+    return calls
 
 
 def test_batch_is_synced_after_the_write_turn_is_given_back(
@@ -75,14 +90,7 @@ def test_sync_reaches_the_disk_and_every_connection_commits_durably_again(
 ) -> None:
     db = tmp_path / "a.db"
     log = make_log(f"sqlite:///{db}")
-    synced: list[int] = []
-    real = os.fdatasync
-
-    def counting(fd: int) -> None:
-        synced.append(fd)
-        real(fd)
-
-    monkeypatch.setattr(os, "fdatasync", counting)
+    synced = _record_calls(monkeypatch, "os.fdatasync", os.fdatasync)
     log.append_many([entry(i) for i in range(3)])
     log.append(entry(3))
     assert len(synced) == 2  # one sync a batch
@@ -146,14 +154,7 @@ def test_the_synced_wal_is_the_file_sqlite_opened(
 ) -> None:
     db = tmp_path / "uri.db"
     log = make_log(f"sqlite:///file:{db}?uri=true")
-    synced: list[str] = []
-    real = durability.sync_wal
-
-    def recording(path: str) -> None:
-        synced.append(path)
-        real(path)
-
-    monkeypatch.setattr("audit.committer.sync_wal", recording)
+    synced = _record_calls(monkeypatch, "audit.committer.sync_wal", durability.sync_wal)
     log.append(entry(0))
     assert synced == [f"{db}-wal"]
     assert log.verify().ok
