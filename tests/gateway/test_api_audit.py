@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from audit import ConsistencyProof, InclusionProof, NoteSigner
+from audit import AuditUnavailable, ConsistencyProof, InclusionProof, NoteSigner
 from audit.checkpoint import verify_checkpoint
 from gateway.api.app import create_app
 from gateway.auth.humans import dev_issuer_key, issue_dev_token
@@ -195,3 +195,24 @@ def test_accord_audit_is_mounted_in_the_gateway_cli(
     assert r.output.startswith("accord.local/audit\n")  # signed with the gateway's log key
     r = runner.invoke(app, ["audit", "verify"])
     assert r.exit_code == 0 and "1 checkpoint(s) match" in r.output, r.output
+
+
+def test_a_failed_audit_sync_stops_appends_and_readiness(
+    env: tuple[TestClient, Services], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, services = env
+    assert client.get("/readyz").status_code == 200
+    services.audit_log.append(_entry(0))
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr("os.fdatasync", failing)
+    with pytest.raises(AuditUnavailable, match="could not be synced"):
+        services.audit_log.append(_entry(1))
+    monkeypatch.undo()
+    with pytest.raises(AuditUnavailable, match="until the gateway restarts"):
+        services.audit_log.append(_entry(2))
+    ready = client.get("/readyz")
+    assert ready.status_code == 503, ready.text
+    assert "audit_log" in ready.text
