@@ -18,20 +18,17 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.store import write_lock
-from gateway.db import lazy_commit, raw_lazy_transaction, single_statement_cursor
+from gateway.db import raw_lazy_transaction, single_statement_cursor
 from gateway.errors import AuthError, ServiceUnavailableError
-from gateway.exchange.models import ReplayedJti, UsageCounter
+from gateway.exchange.models import ReplayedJti
 
 __all__ = ["QuotaReservation", "ReplayCache", "Usage", "release_quota"]
 
 _JTI = ReplayedJti.__table__  # type: ignore[attr-defined]
-_USAGE = UsageCounter.__table__  # type: ignore[attr-defined]
 
 
 class ReplayCache:
@@ -59,7 +56,7 @@ class ReplayCache:
         dbapi = self.engine.dialect.loaded_dbapi
         statements = self._sql.statements(iss, jti, until, agreement_id, usage)
         try:
-            with write_lock(self.engine), self._transaction() as cur:
+            with write_lock(self.engine), _transaction(self.engine) as cur:
                 for sql, params in statements:
                     cur.execute(sql, params)
                 counts = dict(cur.fetchall()) if agreement_id is not None else {}
@@ -77,12 +74,6 @@ class ReplayCache:
         if self._seen % self._purge_every == 0:
             self.purge(until - timedelta(minutes=10))
         return reservation
-
-    def _transaction(self) -> AbstractContextManager[Any]:
-        """PostgreSQL: one autocommitted statement; SQLite: a lazy write transaction."""
-        if self._sql.postgres:
-            return single_statement_cursor(self.engine)
-        return raw_lazy_transaction(self.engine)
 
     def purge(self, before: datetime) -> int:
         """Forget jtis whose tokens expired before ``before`` (they fail on time anyway)."""
@@ -159,47 +150,29 @@ class _ClaimSql:
         return out
 
 
-def _upsert(insert: Any) -> Any:
-    """The counter upsert for one dialect, built once: ``:start`` for a new window, ``:delta``."""
-    return (
-        insert(_USAGE)
-        .values(
-            agreement_id=sa.bindparam("agreement_id"),
-            window=sa.bindparam("window"),
-            count=sa.bindparam("start"),
-        )
-        .on_conflict_do_update(
-            index_elements=["agreement_id", "window"],
-            set_={"count": _USAGE.c.count + sa.bindparam("delta")},
-        )
-        .returning(_USAGE.c.count)
-    )
+_GIVE_BACK = (
+    'UPDATE usage_counter SET count = count - 1 WHERE agreement_id = ? AND "window" IN (?, ?)'
+)
+_PG_GIVE_BACK = (  # without waiting for the WAL flush, like the claim it undoes
+    "WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true)) "
+    "UPDATE usage_counter SET count = count - 1 FROM lazy "
+    'WHERE agreement_id = %s AND "window" IN (%s, %s)'
+)
 
 
-# Both dialects spell the upsert the same way; only the construct differs.
-_UPSERTS = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.insert)}
-_CLAIM_JTI = _JTI.insert()
-
-
-def _bump(conn: sa.Connection, agreement_id: str, window: str, delta: int) -> int:
-    """Add ``delta`` to one window's counter with a single upsert; returns the new count."""
-    stmt = _UPSERTS.get(conn.dialect.name)
-    if stmt is None:  # pragma: no cover - only the two supported stores
-        raise ServiceUnavailableError(f"quotas are not supported on {conn.dialect.name}")
-    params = {
-        "agreement_id": agreement_id,
-        "window": window,
-        "start": max(delta, 0),
-        "delta": delta,
-    }
-    return int(conn.execute(stmt, params).scalar_one())
+def _transaction(engine: Engine) -> AbstractContextManager[Any]:
+    """PostgreSQL: one autocommitted statement; SQLite: a lazy write transaction."""
+    if engine.dialect.name == "postgresql":
+        return single_statement_cursor(engine)
+    return raw_lazy_transaction(engine)
 
 
 def release_quota(engine: Engine, reservation: QuotaReservation) -> None:
     """Give a reservation back: the exchange was refused or failed, nothing was released."""
+    usage = reservation.usage
+    sql = _PG_GIVE_BACK if engine.dialect.name == "postgresql" else _GIVE_BACK
     try:
-        with write_lock(engine), lazy_commit(engine) as conn:
-            _bump(conn, reservation.agreement_id, reservation.usage.minute, -1)
-            _bump(conn, reservation.agreement_id, reservation.usage.day, -1)
-    except (SQLAlchemyError, OSError):
+        with write_lock(engine), _transaction(engine) as cur:
+            cur.execute(sql, (reservation.agreement_id, usage.minute, usage.day))
+    except (engine.dialect.loaded_dbapi.Error, SQLAlchemyError, OSError):
         pass  # a counter left one too high only errs on the side of refusing
