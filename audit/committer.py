@@ -6,10 +6,17 @@ active, waits up to ``max_wait_ms`` for more), then writes the batch in one
 transaction holding the chain-head lock (``audit.appender``). On SQLite in WAL
 mode a second thread syncs the WAL before any caller hears of its entries
 (``audit.durability``), while the writer goes on with the next batch.
+
+On SQLite an event loop may write its own batches instead (``LoopWriter``):
+entries appended during one pass of the loop are committed together at the start
+of the next, on the loop's own thread, and synced by the same syncer. The write
+turn is then never held by a thread waiting for the interpreter lock while the
+loop runs, which is what made every other writer queue behind it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -26,7 +33,7 @@ from audit.durability import sync_wal
 from audit.errors import AuditError, AuditUnavailable
 from audit.records import Appended
 
-__all__ = ["GroupCommitter"]
+__all__ = ["GroupCommitter", "LoopWriter"]
 
 log = logging.getLogger("audit.committer")
 
@@ -93,6 +100,7 @@ class GroupCommitter:
             tuple[Sequence[Mapping[str, Any]], Future[list[Appended]]] | None
         ] = queue.SimpleQueue()
         self._closed = threading.Event()
+        self._here = threading.Lock()
         self._last_callers = 1
         self.broken: AuditError | None = None
         self._syncs: queue.SimpleQueue[_Committed | None] = queue.SimpleQueue()
@@ -114,11 +122,26 @@ class GroupCommitter:
     def close(self, timeout: float = 30.0) -> None:
         """Write what is queued, then sync it: the writer hands the syncer its stop
         marker after its last batch, so every committed batch is synced and answered."""
-        if not self._closed.is_set():
+        with self._here:  # a batch being written on another thread is handed over first
+            if self._closed.is_set():
+                return
             self._closed.set()
-            self._queue.put(None)
-            self._thread.join(timeout)
-            self._syncer.join(timeout)
+        self._queue.put(None)
+        self._thread.join(timeout)
+        self._syncer.join(timeout)
+
+    def commit_here(self, batch: Batch, after_commit: Callable[[int], None]) -> None:
+        """Write ``batch`` on the calling thread, then hand it to the syncer like the
+        writer's own batches; ``after_commit`` gets the new size. Its futures resolve
+        once it is durable, or fail (the log is closed or stopped, the store refused)."""
+        with self._here:
+            if self._closed.is_set():
+                _fail(
+                    [(e, f) for e, f in batch if f.set_running_or_notify_cancel()],
+                    AuditUnavailable("the audit log is closed"),
+                )
+                return
+            self._commit(batch, after_commit)
 
     def _collect(
         self, first: tuple[Sequence[Mapping[str, Any]], Future[list[Appended]]]
@@ -170,7 +193,7 @@ class GroupCommitter:
             if first is None:
                 break
             batch, stop = self._collect(first)
-            self._commit(batch)
+            self._commit(batch, self._after_commit)
         while True:  # fail whatever raced with close()
             try:
                 item = self._queue.get_nowait()
@@ -179,7 +202,7 @@ class GroupCommitter:
             if item is not None:
                 item[1].set_exception(AuditUnavailable("the audit log is closed"))
 
-    def _commit(self, batch: Batch) -> None:
+    def _commit(self, batch: Batch, after_commit: Callable[[int], None]) -> None:
         live = [(e, f) for e, f in batch if f.set_running_or_notify_cancel()]
         self._last_callers = max(1, len(live))
         if not live:
@@ -202,7 +225,7 @@ class GroupCommitter:
             self._syncs.put(_Committed(wal, live, results))
         last = max((r[-1].seq for r in results if not isinstance(r, AuditError) and r), default=-1)
         if last >= 0:
-            self._safe(lambda: self._after_commit(last + 1))
+            self._safe(lambda: after_commit(last + 1))
 
     def _sync(self) -> None:
         """The syncer: one WAL sync for every batch committed so far, then their futures."""
@@ -243,3 +266,53 @@ class GroupCommitter:
             fn()
         except Exception:
             log.exception("audit background task failed")
+
+
+class LoopWriter:
+    """Appends made on one event loop, committed on that loop in one batch per pass.
+
+    The first append of a pass schedules the commit; every append made before it
+    runs (by the other tasks of the same pass) joins the batch. Writing costs the
+    loop about as much CPU as handing the batch to a thread would, without a
+    thread switch; only the disk sync happens elsewhere (the committer's syncer).
+    For SQLite, where nothing blocks on the network; the write turn is normally
+    free, since no other thread of the process holds it for long.
+    """
+
+    def __init__(
+        self,
+        committer: GroupCommitter,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_batch: int,
+        after_commit: Callable[[int], None],
+    ) -> None:
+        self.committer = committer
+        self.loop = loop
+        self._max_batch = max(1, max_batch)
+        self._after_commit = after_commit
+        self._pending: Batch = []
+
+    def submit(self, entries: Sequence[Mapping[str, Any]]) -> Future[list[Appended]]:
+        """Queue one request's entries (on the loop's thread); the future resolves
+        once they are durable."""
+        broken = self.committer.broken
+        if broken is not None:
+            raise broken
+        fut: Future[list[Appended]] = Future()
+        self._pending.append((entries, fut))
+        if len(self._pending) == 1:
+            self.loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        batch: Batch = []
+        count = 0
+        for item in pending:
+            if batch and count + len(item[0]) > self._max_batch:
+                self.committer.commit_here(batch, self._after_commit)
+                batch, count = [], 0
+            batch.append(item)
+            count += len(item[0])
+        self.committer.commit_here(batch, self._after_commit)

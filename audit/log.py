@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from audit import reads, store
 from audit.appender import append_in
 from audit.checkpoint import Checkpoint, parse_checkpoint, sign_checkpoint, verify_cosignatures
-from audit.committer import GroupCommitter
+from audit.committer import GroupCommitter, LoopWriter
 from audit.entry import format_ts, verify_entry_fields
 from audit.errors import AuditError, AuditUnavailable, NotFound
 from audit.merkle import (
@@ -67,8 +67,13 @@ class AuditLog:
         witnesses: Sequence[NoteVerifier] = (),
         witness_urls: Sequence[str] = (),
         timeout_s: float = 30.0,
+        loop_writes: bool | None = None,
     ) -> None:
         self.engine = engine
+        # SQLite: ``append_async`` commits on the caller's event loop (``LoopWriter``).
+        self.loop_writes = engine.dialect.name == "sqlite" if loop_writes is None else loop_writes
+        self._on_loop: LoopWriter | None = None
+        self._checkpointing: threading.Thread | None = None
         self.node = node
         self.signer = signer
         self.witnesses = list(witnesses)
@@ -97,6 +102,8 @@ class AuditLog:
             if self._committer is not None:
                 self._committer.close()
                 self._committer = None
+        if self._checkpointing is not None:
+            self._checkpointing.join(self.timeout_s)
 
     def __enter__(self) -> AuditLog:
         return self
@@ -149,8 +156,11 @@ class AuditLog:
         return append_in(conn, self.node, [dict(entry)])[0]
 
     async def append_async(self, entry: Mapping[str, Any]) -> Appended:
-        """``append`` for asyncio callers: waits without blocking the event loop."""
-        fut = self._submit([entry])
+        """``append`` for asyncio callers: waits for the disk without blocking the loop.
+
+        With ``loop_writes`` the entry is written on this loop, batched with the
+        other appends of the same pass (``LoopWriter``)."""
+        fut = self._submit([entry], on_loop=self.loop_writes)
         try:
             async with asyncio.timeout(self.timeout_s):  # no extra task, unlike wait_for
                 res = await asyncio.wrap_future(fut)
@@ -158,20 +168,56 @@ class AuditLog:
             raise AuditUnavailable("the audit store did not answer in time") from exc
         return res[0]
 
-    def _submit(self, entries: Sequence[Mapping[str, Any]]) -> Future[list[Appended]]:
+    def _submit(
+        self, entries: Sequence[Mapping[str, Any]], *, on_loop: bool = False
+    ) -> Future[list[Appended]]:
         if not entries:
             raise AuditError("nothing to append", code="audit_entry_invalid")
         for e in entries:
             verify_entry_fields(e)
-        return self._writer().submit([dict(e) for e in entries])
+        copies = [dict(e) for e in entries]
+        if on_loop:
+            return self._loop_writer().submit(copies)
+        return self._writer().submit(copies)
 
-    def _after_commit(self, size: int) -> None:
+    def _loop_writer(self) -> LoopWriter:
+        loop = asyncio.get_running_loop()
+        writer = self._on_loop
+        if writer is None or writer.loop is not loop or writer.committer is not self._committer:
+            writer = self._on_loop = LoopWriter(
+                self._writer(),
+                loop,
+                max_batch=self._max_batch,
+                after_commit=self._after_loop_commit,
+            )
+        return writer
+
+    def _checkpoint_due(self, size: int) -> bool:
         if self.signer is None or self.checkpoint_every <= 0:
-            return
+            return False
         if self._last_cp_size < 0:
             self._last_cp_size = self._stored_checkpoint_size()
-        if size - self._last_cp_size >= self.checkpoint_every:
+        return size - self._last_cp_size >= self.checkpoint_every
+
+    def _after_commit(self, size: int) -> None:
+        if self._checkpoint_due(size):
             self._auto_checkpoint()
+
+    def _after_loop_commit(self, size: int) -> None:
+        """A due cadence checkpoint is signed and stored on its own thread, not the loop's."""
+        if not self._checkpoint_due(size):
+            return
+        if self._checkpointing is not None and self._checkpointing.is_alive():
+            return
+
+        def run() -> None:
+            try:
+                self._auto_checkpoint()
+            except Exception:
+                log.exception("cadence checkpoint failed")
+
+        self._checkpointing = threading.Thread(target=run, name="audit-checkpoint", daemon=True)
+        self._checkpointing.start()
 
     def _on_idle(self) -> None:
         if self.signer is None or self.checkpoint_interval_s <= 0:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
@@ -60,6 +60,8 @@ from gateway.statecache import StateCache
 __all__ = ["ExchangeAnswer", "ExchangeService"]
 
 log = structlog.get_logger(__name__)
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -106,6 +108,7 @@ class ExchangeService:
         self.clock = clock
         self.fetch_timeout_s = fetch_timeout_s
         self.max_aggregate_records = max_aggregate_records
+        self.store_on_loop = replay.engine.dialect.name == "sqlite"
 
     # -- the flow ---------------------------------------------------------------
 
@@ -138,11 +141,24 @@ class ExchangeService:
             raise
         finally:
             if reservation is not None:
-                await asyncio.to_thread(release_quota, self.agreements.engine, reservation)
+                await self._store_call(release_quota, self.agreements.engine, reservation)
             total = time.perf_counter() - trace.started
             self.metrics.stage_seconds.labels("total").observe(total)
             for name, seconds in trace.stages.items():
                 self.metrics.stage_seconds.labels(name).observe(seconds)
+
+    async def _store_call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run a step that reads or writes the gateway's own store.
+
+        On SQLite it runs right here, on the event loop: its statements take
+        microseconds and never wait on the network, and a worker thread would hold
+        SQLite's write turn while it waits for the interpreter lock behind the loop
+        (the audit appender writes on the loop too, so the turn is normally free).
+        On PostgreSQL each statement is a network round trip: a worker thread.
+        """
+        if self.store_on_loop:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
 
     async def _admit(
         self, trace: Trace, token: str | None, method: str, path: str, body: bytes, now: datetime
@@ -182,7 +198,7 @@ class ExchangeService:
                 return department, reservation, t
 
         try:
-            return await asyncio.to_thread(admit)
+            return await self._store_call(admit)
         finally:
             if trace.caller is not None:
                 structlog.contextvars.bind_contextvars(consumer=trace.caller.department)

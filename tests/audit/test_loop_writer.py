@@ -1,0 +1,187 @@
+"""Appends written on the caller's event loop (SQLite): one batch per pass, synced
+elsewhere, every caller told only once its entry is on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from audit import AuditLog, AuditUnavailable, committer
+from audit.records import Appended
+from tests.audit.conftest import LogFactory, entry
+
+
+def _record_batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Patch ``commit_batch`` to record (thread, requests) of each call."""
+    calls: list[tuple[int, int]] = []
+    real = committer.commit_batch
+
+    def recording(engine: Any, node: str, requests: Any) -> Any:
+        calls.append((threading.get_ident(), len(requests)))
+        return real(engine, node, requests)
+
+    monkeypatch.setattr(committer, "commit_batch", recording)
+    return calls
+
+
+async def _append_all(log: AuditLog, first: int, n: int) -> list[Appended]:
+    return await asyncio.gather(*(log.append_async(entry(first + i)) for i in range(n)))
+
+
+def test_sqlite_writes_on_the_loop_and_postgresql_on_the_writer_thread(
+    tmp_path: Path, make_log: LogFactory
+) -> None:
+    assert make_log(f"sqlite:///{tmp_path / 'a.db'}").loop_writes
+    assert not make_log(f"sqlite:///{tmp_path / 'b.db'}", loop_writes=False).loop_writes
+    # The default follows the dialect; no server is needed to see which it picks.
+    from sqlalchemy import create_engine
+
+    pg = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    assert not AuditLog(pg).loop_writes
+
+
+def test_appends_of_one_pass_are_one_batch_written_on_the_loop(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
+    batches = _record_batches(monkeypatch)
+
+    async def main() -> tuple[int, list[Appended]]:
+        return threading.get_ident(), await _append_all(log, 0, 20)
+
+    loop_thread, got = asyncio.run(main())
+    assert batches == [(loop_thread, 20)]
+    assert [a.seq for a in got] == list(range(20))
+    assert log.head().size == 20 and log.verify().ok
+
+
+def test_a_pass_larger_than_max_batch_is_split(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}", max_batch=4)
+    batches = _record_batches(monkeypatch)
+    got = asyncio.run(_append_all(log, 0, 10))
+    assert [n for _, n in batches] == [4, 4, 2]
+    assert sorted(a.seq for a in got) == list(range(10))
+    assert log.verify().ok
+
+
+def test_without_loop_writes_the_writer_thread_commits(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}", loop_writes=False)
+    batches = _record_batches(monkeypatch)
+
+    async def main() -> int:
+        await _append_all(log, 0, 5)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert batches and all(t != loop_thread for t, _ in batches)
+    assert log.head().size == 5 and log.verify().ok
+
+
+def test_callers_hear_of_their_entries_only_after_the_sync(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
+    log.append(entry(0))  # the WAL exists and its directory was synced
+    release = threading.Event()
+    real = committer.sync_wal
+
+    def held_sync(path: str) -> None:
+        release.wait(20)
+        real(path)
+
+    monkeypatch.setattr(committer, "sync_wal", held_sync)
+
+    async def main() -> tuple[bool, int, list[Appended]]:
+        tasks = [asyncio.ensure_future(log.append_async(entry(i))) for i in (1, 2, 3)]
+        # A few passes: the batch commits on the loop; the sync is held, so nobody
+        # may be answered yet.
+        await asyncio.sleep(0.05)
+        answered_early = any(t.done() for t in tasks)
+        committed = log.head().size
+        release.set()
+        return answered_early, committed, await asyncio.gather(*tasks)
+
+    answered_early, committed, got = asyncio.run(main())
+    assert committed == 4
+    assert not answered_early
+    assert [a.seq for a in got] == [1, 2, 3]
+
+
+def test_a_failed_sync_fails_the_batch_and_every_later_append(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
+    log.append(entry(0))
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    async def main() -> list[Any]:
+        monkeypatch.setattr(os, "fdatasync", failing)
+        first = await asyncio.gather(
+            *(log.append_async(entry(i)) for i in (1, 2)), return_exceptions=True
+        )
+        monkeypatch.undo()
+        later = await asyncio.gather(log.append_async(entry(3)), return_exceptions=True)
+        return first + later
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, AuditUnavailable) for r in results)
+    assert "until the gateway restarts" in str(results[-1])
+
+
+def test_a_pass_that_meets_a_closed_log_fails_closed(tmp_path: Path, make_log: LogFactory) -> None:
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
+    log.append(entry(0))
+
+    async def main() -> BaseException | None:
+        task = asyncio.ensure_future(log.append_async(entry(1)))
+        await asyncio.sleep(0)  # the entry is queued for this loop's next pass
+        log.close()  # ... and the log closes before that pass writes it
+        try:
+            await task
+        except AuditUnavailable as exc:
+            return exc
+        return None
+
+    failed = asyncio.run(main())
+    assert isinstance(failed, AuditUnavailable) and "closed" in str(failed)
+    assert log.head().size == 1
+
+
+def test_a_due_cadence_checkpoint_is_signed_off_the_loop(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}", checkpoint_every=5)
+    threads: list[int] = []
+    real = log.checkpoint
+
+    def recording() -> str:
+        threads.append(threading.get_ident())
+        return real()
+
+    monkeypatch.setattr(log, "checkpoint", recording)
+
+    async def main() -> int:
+        await _append_all(log, 0, 6)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    deadline = time.monotonic() + 20
+    while log.latest_checkpoint() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    note = log.latest_checkpoint()
+    assert note is not None and note.split("\n")[1] == "6"
+    assert threads and loop_thread not in threads
+    assert log.verify().ok
