@@ -44,6 +44,10 @@ def _errors(result: Result) -> str:
     return ",".join(parts)
 
 
+def _tail(q: Result) -> float:
+    return q.quantile_ms(0.99) / q.quantile_ms(0.5)
+
+
 def print_summary(rows: list[Row], pace: float) -> None:
     print()
     print(
@@ -58,7 +62,7 @@ def print_summary(rows: list[Row], pace: float) -> None:
         )
         if row.paced is not None:
             q = row.paced
-            ratio = q.quantile_ms(0.99) / q.quantile_ms(0.5)
+            ratio = _tail(q)
             line += (
                 f"   {_f(q.rate):>8} {_f(q.quantile_ms(0.5), 2):>8} "
                 f"{_f(q.quantile_ms(0.99), 2):>8} {_f(ratio, 2):>8}"
@@ -79,11 +83,15 @@ def print_summary(rows: list[Row], pace: float) -> None:
             print(f"{key}/(b) throughput = {ratio:.2f}   (target >= 0.50: {verdict})")
         if accord.paced is not None:
             q = accord.paced
-            tail = q.quantile_ms(0.99) / q.quantile_ms(0.5)
+            tail = _tail(q)
             verdict = "meets" if tail <= 3 else "MISSES"
+            yardstick = ""
+            if base is not None and base.paced is not None:
+                b = base.paced
+                yardstick = f"; (b) at {pace:.0%} of its peak: {_tail(b):.2f}"
             print(
                 f"{key} p99/p50 at {pace:.0%} of peak ({q.target_rate:.0f}/s) = {tail:.2f}"
-                f"   (target <= 3: {verdict})"
+                f"   (target <= 3: {verdict}{yardstick})"
             )
     signs = [r.sign_us for r in rows if r.sign_us is not None]
     if signs:

@@ -162,7 +162,9 @@ def measure(
     cpu: dict[str, list[int]],
     gateway: Proc | None = None,
 ) -> Row:
-    """Warm up, find the peak (closed loop), then pace at ``args.pace`` of it (Accord only)."""
+    """Warm up, find the peak (closed loop), then pace at ``args.pace`` of it (the
+    baselines too: their tail at the same share of their own peak is the yardstick
+    for Accord's)."""
     print(f"{key} {label}: warm-up {WARMUP_S:.0f} s", flush=True)
     warm = _closed(make(max(2000, args.concurrency * 200)), args, label, WARMUP_S)
     pool = int(max(warm.rate, 50) * args.duration * 2) + 200
@@ -184,11 +186,9 @@ def measure(
         + (" (request pool ran out)" if peak.exhausted else ""),
         flush=True,
     )
-    if gateway is None:
-        return row
     rate = args.pace * peak.rate
     items = make(int(rate * args.duration) + 10)
-    before = scrape_stages(gateway.url) if args.workers == 1 else None
+    before = scrape_stages(gateway.url) if gateway is not None and args.workers == 1 else None
     row.paced = _paced(items, args, label, rate)
     if before is not None:
         row.paced_stages = scrape_stages(gateway.url).minus(before)
@@ -197,7 +197,7 @@ def measure(
         f"p99 {row.paced.quantile_ms(0.99):.2f} ms, errors {row.paced.errors}",
         flush=True,
     )
-    if args.py_spy:
+    if gateway is not None and args.py_spy:
         out = Path(tempfile.gettempdir()) / f"bench-exchange-{key.strip('()')}.pyspy.txt"
         items = make(pool)
         spy = start_py_spy(args.py_spy, gateway.process.pid, args.duration, out)
