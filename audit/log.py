@@ -78,7 +78,9 @@ class AuditLog:
         self.signer = signer
         self.witnesses = list(witnesses)
         self.witness_urls = list(witness_urls)
-        self._witnessing: threading.Thread | None = None
+        self._witnessing: threading.Thread | None = None  # the sender, while it runs
+        self._witness_wanted = False
+        self._witness_lock = threading.Lock()
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval_s = checkpoint_interval_s
         self.timeout_s = timeout_s
@@ -237,18 +239,30 @@ class AuditLog:
         if committer is not None and committer.broken is not None:
             return
         self.checkpoint()
-        if not self.witness_urls or (self._witnessing and self._witnessing.is_alive()):
+        if not self.witness_urls:
             return
+        with self._witness_lock:
+            # A checkpoint signed while a round is out is sent by that sender's
+            # next round: the latest checkpoint always reaches the witnesses.
+            self._witness_wanted = True
+            if self._witnessing is not None:
+                return
 
-        def send() -> None:
-            try:
-                for url, result in self.send_to_witnesses(self.witness_urls).items():
-                    log.info("witness %s: %s", url, result)
-            except Exception:
-                log.exception("sending the checkpoint to witnesses failed")
+            def send() -> None:
+                while True:
+                    with self._witness_lock:
+                        if not self._witness_wanted:
+                            self._witnessing = None
+                            return
+                        self._witness_wanted = False
+                    try:
+                        for url, result in self.send_to_witnesses(self.witness_urls).items():
+                            log.info("witness %s: %s", url, result)
+                    except Exception:
+                        log.exception("sending the checkpoint to witnesses failed")
 
-        self._witnessing = threading.Thread(target=send, name="audit-witness", daemon=True)
-        self._witnessing.start()
+            self._witnessing = threading.Thread(target=send, name="audit-witness", daemon=True)
+            self._witnessing.start()
 
     def _stored_checkpoint_size(self) -> int:
         with self.engine.connect() as conn:

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -208,3 +209,46 @@ def test_cadence_checkpoints_are_sent_to_configured_witnesses(
         assert time.monotonic() < deadline, "the witness never cosigned"
         time.sleep(0.05)
     assert (log.latest_checkpoint() or "").split("\n")[1] == "5"
+
+
+def test_a_checkpoint_signed_while_witnesses_are_asked_is_sent_after(
+    sqlite_url: str, make_log: LogFactory, tmp_path: Path
+) -> None:
+    w = Witness(witness_cosigner(), [log_signer().verifier()], tmp_path / "slow-witness.db")
+    asked: list[int] = []
+    first_round = threading.Event()
+    real = w.add_checkpoint
+
+    def slow_first(body: bytes, now: int | None = None) -> Any:
+        asked.append(len(asked))
+        if len(asked) == 1:
+            first_round.wait(20)  # the first round is still out ...
+        return real(body, now)
+
+    w.add_checkpoint = slow_first  # type: ignore[method-assign]
+    server = make_server(w)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    wc._last_sent.clear()
+    try:
+        log = make_log(
+            sqlite_url,
+            witnesses=[witness_cosigner().verifier()],
+            witness_urls=[f"http://127.0.0.1:{server.server_port}"],
+            checkpoint_every=2,
+        )
+        for i in range(2):
+            log.append(entry(i))
+        deadline = time.monotonic() + 20
+        while not asked and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for i in range(2, 4):  # ... when the next checkpoint is signed
+            log.append(entry(i))
+        assert (log.latest_checkpoint() or "").split("\n")[1] == "4"
+        first_round.set()
+        while "witness.test/w1" not in (log.latest_checkpoint() or ""):
+            assert time.monotonic() < deadline, "the newest checkpoint never reached the witness"
+            time.sleep(0.05)
+        assert w.latest(ORIGIN) is not None and "\n4\n" in (w.latest(ORIGIN) or "")
+    finally:
+        server.shutdown()
+        server.server_close()
