@@ -78,7 +78,11 @@ def add_key(
 def revoke_key(
     kid: str, reason: Annotated[str, typer.Option(help="Why the key is revoked")]
 ) -> None:
-    """Revoke a key: it verifies nothing from now on."""
+    """Revoke a key: it verifies nothing from now on.
+
+    A key id is a JWK thumbprint and may start with "-": give it after "--"
+    (accord dept revoke-key --reason compromised -- KID).
+    """
     services = open_services()
     row = services.registry.revoke_key(kid, reason, actor=ACTOR)
     console.print(f"revoked key [bold]{row.kid}[/bold] of {row.department_id}")

@@ -94,7 +94,8 @@ def test_full_agreement_flow(cli, tmp_path: Path) -> None:  # type: ignore[no-un
     out = cli("agreement", "list")
     assert "lookup" in out and "active" in out
     kid = json.loads((tmp_path / "welfare.jwk").read_text())["kid"]
-    cli("dept", "revoke-key", kid, "--reason", "compromised")
+    # A thumbprint may start with "-": after "--" it is never taken for an option.
+    cli("dept", "revoke-key", "--reason", "compromised", "--", kid)
     out = cli("agreement", "verify", str(signed), ok=False)
     assert "key_revoked" in out
 
@@ -105,3 +106,9 @@ def test_bad_input_gives_a_clear_error_not_a_traceback(cli, tmp_path: Path) -> N
     assert "malformed_json" in out and "Traceback" not in out
     out = cli("dept", "register", "x", "--name", "X", "--clearance", "cosmic", ok=False)
     assert "unknown_classification_level" in out
+
+
+def test_a_key_id_that_starts_with_a_dash_goes_after_double_dash(cli) -> None:  # type: ignore[no-untyped-def]
+    out = cli("dept", "revoke-key", "--reason", "lost", "--", "-Xk1", ok=False)
+    assert "No such option" not in out
+    assert "-Xk1" in out  # looked up as a key id, and not found
