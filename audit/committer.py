@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +32,7 @@ from audit.appender import commit_batch
 from audit.durability import sync_wal
 from audit.errors import AuditError, AuditUnavailable
 from audit.records import Appended
+from audit.store import TurnBusy, write_lock
 
 __all__ = ["GroupCommitter", "LoopWriter"]
 
@@ -89,7 +90,7 @@ class GroupCommitter:
         on_idle: Callable[[], None],
         idle_s: float,
     ) -> None:
-        self._engine = engine
+        self.engine = engine
         self._node = node
         self._max_batch = max(1, max_batch)
         self._max_wait = max(0.0, max_wait_ms) / 1000.0
@@ -129,6 +130,15 @@ class GroupCommitter:
         self._queue.put(None)
         self._thread.join(timeout)
         self._syncer.join(timeout)
+
+    def hand_over(self, batch: Batch) -> None:
+        """Queue entries taken elsewhere (``LoopWriter``) for the writer thread."""
+        with self._here:
+            if self._closed.is_set():
+                _fail(batch, AuditUnavailable("the audit log is closed"))
+                return
+            for item in batch:
+                self._queue.put(item)
 
     def commit_here(self, batch: Batch, after_commit: Callable[[int], None]) -> None:
         """Write ``batch`` on the calling thread, then hand it to the syncer like the
@@ -211,7 +221,7 @@ class GroupCommitter:
             _fail(live, self.broken)
             return
         try:
-            results, wal = commit_batch(self._engine, self._node, [e for e, _ in live])
+            results, wal = commit_batch(self.engine, self._node, [e for e, _ in live])
         except AuditError as exc:
             _fail(live, exc)
             return
@@ -307,12 +317,22 @@ class LoopWriter:
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
+        try:
+            # Never wait on the loop: if another thread or process has the turn, the
+            # writer thread waits for it instead.
+            with write_lock(self.committer.engine, wait=False):
+                for batch in self._batches(pending):
+                    self.committer.commit_here(batch, self._after_commit)
+        except TurnBusy:
+            self.committer.hand_over(pending)
+
+    def _batches(self, pending: Batch) -> Iterator[Batch]:
         batch: Batch = []
         count = 0
         for item in pending:
             if batch and count + len(item[0]) > self._max_batch:
-                self.committer.commit_here(batch, self._after_commit)
+                yield batch
                 batch, count = [], 0
             batch.append(item)
             count += len(item[0])
-        self.committer.commit_here(batch, self._after_commit)
+        yield batch

@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 
 __all__ = [
     "APPEND_ONLY_TABLES",
+    "TurnBusy",
     "checkpoints",
     "cosignatures",
     "create_schema",
@@ -234,29 +235,44 @@ def sqlite_file(database: str | None) -> str | None:
     return unquote(uri.path)
 
 
+class TurnBusy(Exception):
+    """The SQLite write turn is held elsewhere, and the caller asked not to wait."""
+
+
 class _WriterTurn:
     """One process's turn at a SQLite file: a thread lock, then an ``flock`` on a
     lock file beside the database, so other processes on the same file queue in
-    the kernel instead of SQLite's sleeping busy handler."""
+    the kernel instead of SQLite's sleeping busy handler. The thread holding the
+    turn may take it again (an event loop holds it around a step that writes)."""
 
     def __init__(self, database: str | None) -> None:
-        self.threads = threading.Lock()
+        self.threads = threading.RLock()
         self.path = f"{database}-writer.lock" if database and database != ":memory:" else None
         self.fd: int | None = None
+        self.depth = 0  # how many times the owning thread holds it
 
     @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        with self.threads:
-            if self.path is None or fcntl is None:
+    def hold(self, wait: bool = True) -> Iterator[None]:
+        if not self.threads.acquire(blocking=wait):
+            raise TurnBusy("another thread of this process holds the SQLite write turn")
+        try:
+            self.depth += 1
+            if self.depth > 1 or self.path is None or fcntl is None:
                 yield
                 return
             if self.fd is None:
                 self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise TurnBusy("another process holds the SQLite write turn") from exc
             try:
                 yield
             finally:
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            self.depth -= 1
+            self.threads.release()
 
     def __del__(self) -> None:
         if self.fd is not None:
@@ -268,14 +284,17 @@ _WRITERS_GUARD = threading.Lock()
 
 
 @contextlib.contextmanager
-def write_lock(engine: Engine) -> Iterator[None]:
+def write_lock(engine: Engine, *, wait: bool = True) -> Iterator[None]:
     """Hold the SQLite write turn around a write transaction.
 
     SQLite has one writer. Writers that race for it meet SQLite's busy
     handler, which sleeps in steps of up to 100 ms: the whole tail latency of a
     busy gateway. Taking turns first (threads of this process on a lock, other
     processes on an ``flock`` of ``<database>-writer.lock``) means they never
-    do. On PostgreSQL this is a no-op (its row locks queue without sleeping).
+    do. The thread that holds the turn may take it again. ``wait=False`` raises
+    ``TurnBusy`` instead of waiting (an event loop must not block: it hands the
+    write to a thread instead). On PostgreSQL this is a no-op (its row locks
+    queue without sleeping).
     """
     if engine.dialect.name != "sqlite":
         yield
@@ -284,5 +303,5 @@ def write_lock(engine: Engine) -> Iterator[None]:
         turn = _SQLITE_WRITERS.get(engine)
         if turn is None:
             turn = _SQLITE_WRITERS[engine] = _WriterTurn(sqlite_file(engine.url.database))
-    with turn.hold():
+    with turn.hold(wait):
         yield

@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from audit import AuditError, AuditLog
 from audit.canonical import canonical_bytes
+from audit.store import TurnBusy, write_lock
 from connectors import ConnectorError, FetchContext
 from gateway.agreements.models import Agreement
 from gateway.agreements.service import AgreementService
@@ -150,14 +151,20 @@ class ExchangeService:
     async def _store_call(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run a step that reads or writes the gateway's own store.
 
-        On SQLite it runs right here, on the event loop: its statements take
-        microseconds and never wait on the network, and a worker thread would hold
-        SQLite's write turn while it waits for the interpreter lock behind the loop
-        (the audit appender writes on the loop too, so the turn is normally free).
-        On PostgreSQL each statement is a network round trip: a worker thread.
+        On SQLite it runs right here, on the event loop, holding the write turn:
+        its statements take microseconds and never wait on the network, and a
+        worker thread would hold the turn while it waits for the interpreter lock
+        behind the loop (the audit appender writes on the loop too, so the turn is
+        normally free). If another thread or process has the turn, the step waits
+        for it on a worker thread instead of stalling the loop. On PostgreSQL each
+        statement is a network round trip: always a worker thread.
         """
         if self.store_on_loop:
-            return fn(*args)
+            try:
+                with write_lock(self.replay.engine, wait=False):
+                    return fn(*args)
+            except TurnBusy:
+                pass
         return await asyncio.to_thread(fn, *args)
 
     async def _admit(

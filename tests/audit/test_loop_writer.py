@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 import threading
 import time
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from audit import AuditLog, AuditUnavailable, committer
+from audit import AuditLog, AuditUnavailable, committer, engine_for, store
 from audit.records import Appended
 from tests.audit.conftest import LogFactory, entry
 
@@ -184,4 +185,69 @@ def test_a_due_cadence_checkpoint_is_signed_off_the_loop(
     note = log.latest_checkpoint()
     assert note is not None and note.split("\n")[1] == "6"
     assert threads and loop_thread not in threads
+    assert log.verify().ok
+
+
+def test_the_turn_is_reentrant_and_not_waited_for_on_request(tmp_path: Path) -> None:
+    engine = engine_for(f"sqlite:///{tmp_path / 'a.db'}")
+    try:
+        with store.write_lock(engine, wait=False), store.write_lock(engine, wait=False):
+            pass  # the holder takes it again
+        held, release = threading.Event(), threading.Event()
+
+        def holder() -> None:
+            with store.write_lock(engine):
+                held.set()
+                release.wait(20)
+
+        t = threading.Thread(target=holder)
+        t.start()
+        held.wait(20)
+        with pytest.raises(store.TurnBusy), store.write_lock(engine, wait=False):
+            pass
+        release.set()
+        t.join(20)
+        # Another process holds the lock file: refused without waiting, too.
+        fd = os.open(f"{tmp_path / 'a.db'}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with pytest.raises(store.TurnBusy), store.write_lock(engine, wait=False):
+                pass
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            with store.write_lock(engine, wait=False):
+                pass
+        finally:
+            os.close(fd)
+    finally:
+        engine.dispose()
+
+
+def test_a_busy_turn_hands_the_batch_to_the_writer_thread_and_the_loop_runs_on(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "a.db"
+    log = make_log(f"sqlite:///{db}")
+    log.append(entry(0))
+    batches = _record_batches(monkeypatch)
+    fd = os.open(f"{db}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    async def main() -> tuple[int, int, list[Appended]]:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # "another process" writes for a while
+        task = asyncio.ensure_future(log.append_async(entry(1)))
+        ticks = 0
+        for _ in range(20):  # the loop is not blocked meanwhile
+            await asyncio.sleep(0.005)
+            ticks += 1
+        waiting = int(not task.done())
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return ticks, waiting, [await task]
+
+    try:
+        loop_thread = threading.get_ident()
+        ticks, waiting, got = asyncio.run(main())
+    finally:
+        os.close(fd)
+    assert ticks == 20 and waiting == 1
+    assert [a.seq for a in got] == [1]
+    assert batches and all(t != loop_thread for t, _ in batches)  # the writer thread's
     assert log.verify().ok
