@@ -45,7 +45,6 @@ class Result:
     failures: Counter[str] = field(default_factory=Counter)
     exhausted: bool = False
     target_rate: float | None = None
-    client_cpu_s: float = 0.0
 
     @property
     def ok(self) -> int:
@@ -107,7 +106,6 @@ async def closed_loop(
     """``concurrency`` workers send back to back until ``duration`` or the items run out."""
     result = Result(label, 0.0)
     source: Iterator[Item] = iter(items)
-    cpu0 = time.process_time()
     start = time.perf_counter()
     deadline = start + duration
 
@@ -121,7 +119,6 @@ async def closed_loop(
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     result.elapsed_s = time.perf_counter() - start
-    result.client_cpu_s = time.process_time() - cpu0
     return result
 
 
@@ -140,7 +137,6 @@ async def open_loop(
     result.exhausted = n < int(rate * duration)
     gate = asyncio.Semaphore(max_in_flight)
     tasks: list[asyncio.Task[None]] = []
-    cpu0 = time.process_time()
     start = time.perf_counter() + 0.01
 
     async def one(item: Item, scheduled: float) -> None:
@@ -158,5 +154,4 @@ async def open_loop(
         tasks.append(asyncio.create_task(one(items[i], scheduled)))
     await asyncio.gather(*tasks)
     result.elapsed_s = time.perf_counter() - start
-    result.client_cpu_s = time.process_time() - cpu0
     return result

@@ -27,6 +27,7 @@ class Row:
     stages: StageSnapshot | None = None
     paced_stages: StageSnapshot | None = None
     cpu_s: dict[str, float] = field(default_factory=dict)
+    paced_cpu_s: dict[str, float] = field(default_factory=dict)
     sign_us: float | None = None
     profile: Path | None = None
     profile_ok: int = 0
@@ -100,15 +101,21 @@ def print_summary(rows: list[Row], pace: float) -> None:
 
 def print_cpu(rows: list[Row]) -> None:
     print()
-    print("CPU during the peak window: ms of CPU per successful request (cores busy);")
-    print("'others' is every other process on the machine (other users, PostgreSQL if not ours)")
+    print("CPU during the peak window, then the paced one: ms of CPU per successful request")
+    print("(cores busy); 'others' is every other process on the machine (other users,")
+    print("PostgreSQL if not ours)")
     for row in rows:
-        p = row.peak
-        parts = []
-        for name, cpu in row.cpu_s.items():
-            per = 1000 * cpu / p.ok if p.ok else float("nan")
-            parts.append(f"{name} {_f(per, 2)} ({cpu / p.elapsed_s:.2f})")
-        print(f"  {row.key:<4} " + "   ".join(parts))
+        for window, used, result in (
+            ("", row.cpu_s, row.peak),
+            ("paced", row.paced_cpu_s, row.paced),
+        ):
+            if not used or result is None:
+                continue
+            parts = []
+            for name, cpu in used.items():
+                per = 1000 * cpu / result.ok if result.ok else float("nan")
+                parts.append(f"{name} {_f(per, 2)} ({cpu / result.elapsed_s:.2f})")
+            print(f"  {window or row.key:<6} " + "   ".join(parts))
 
 
 def print_stages(rows: list[Row]) -> None:

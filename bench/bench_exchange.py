@@ -1,7 +1,7 @@
 """Exchanges/s and latency of Accord beside a direct call and a bare proxy, in one run.
 
     .venv/bin/python -m bench.bench_exchange [--duration 8] [--concurrency 16]
-        [--pace 0.7] [--only abcd] [--workers 1] [--profile [PY_SPY]]
+        [--pace 0.7] [--only abcd] [--workers 1] [--profile [PY_SPY]] [--profile-paced]
 
 Four configurations, all on loopback, each a record lookup of one person in the
 sample civil registry (``examples.launch``):
@@ -41,7 +41,8 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -153,6 +154,20 @@ def _paced(items: list[Item], args: argparse.Namespace, label: str, rate: float)
     return asyncio.run(run())
 
 
+@contextmanager
+def _cpu_window(cpu: dict[str, list[int]]) -> Iterator[dict[str, float]]:
+    """CPU seconds used inside the block by the client (this process), each process
+    group, and "others": the rest of the machine's busy time."""
+    used: dict[str, float] = {}
+    cpu0 = {name: cpu_seconds(pids) for name, pids in cpu.items()}
+    busy0, client0 = machine_busy_seconds(), time.process_time()
+    yield used
+    busy = machine_busy_seconds() - busy0
+    used["client"] = time.process_time() - client0
+    used.update({name: cpu_seconds(pids) - cpu0[name] for name, pids in cpu.items()})
+    used["others"] = max(0.0, busy - sum(used.values()))
+
+
 def measure(
     key: str,
     label: str,
@@ -170,13 +185,8 @@ def measure(
     pool = int(max(warm.rate, 50) * args.duration * 2) + 200
     items = make(pool)
     before = scrape_stages(gateway.url) if gateway else None
-    cpu0 = {name: cpu_seconds(pids) for name, pids in cpu.items()}
-    busy0 = machine_busy_seconds()
-    peak = _closed(items, args, label, args.duration)
-    busy = machine_busy_seconds() - busy0
-    cpu_used = {"client": peak.client_cpu_s}
-    cpu_used.update({name: cpu_seconds(pids) - cpu0[name] for name, pids in cpu.items()})
-    cpu_used["others"] = max(0.0, busy - sum(cpu_used.values()))
+    with _cpu_window(cpu) as cpu_used:
+        peak = _closed(items, args, label, args.duration)
     row = Row(key, label, peak, cpu_s=cpu_used)
     if gateway is not None and before is not None and args.workers == 1:
         row.stages = scrape_stages(gateway.url).minus(before)  # per process: one worker only
@@ -189,8 +199,9 @@ def measure(
     rate = args.pace * peak.rate
     items = make(int(rate * args.duration) + 10)
     before = scrape_stages(gateway.url) if gateway is not None and args.workers == 1 else None
-    row.paced = _paced(items, args, label, rate)
-    if before is not None:
+    with _cpu_window(cpu) as row.paced_cpu_s:
+        row.paced = _paced(items, args, label, rate)
+    if gateway is not None and before is not None:
         row.paced_stages = scrape_stages(gateway.url).minus(before)
     print(
         f"    paced {rate:.1f}/s: p50 {row.paced.quantile_ms(0.5):.2f} ms, "
@@ -203,7 +214,10 @@ def measure(
         spy = start_py_spy(args.py_spy, gateway.process.pid, args.duration, out)
         try:
             time.sleep(0.5)  # let py-spy attach before the window starts
-            prof = _closed(items, args, label, args.duration)
+            if args.profile_paced:
+                prof = _paced(make(int(rate * args.duration) + 10), args, label, rate)
+            else:
+                prof = _closed(items, args, label, args.duration)
         finally:
             spy.wait(timeout=args.duration + 30)
         row.profile = out
@@ -351,6 +365,11 @@ def main(argv: list[str] | None = None) -> None:
         dest="py_spy",
         metavar="PY_SPY",
         help="sample the gateway with py-spy (path to the binary, default: on PATH)",
+    )
+    ap.add_argument(
+        "--profile-paced",
+        action="store_true",
+        help="profile at the paced rate instead of closed-loop peak",
     )
     args = ap.parse_args(argv)
     if not 0 < args.duration <= 30:
