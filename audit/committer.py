@@ -131,14 +131,9 @@ class GroupCommitter:
         self._thread.join(timeout)
         self._syncer.join(timeout)
 
-    def hand_over(self, batch: Batch) -> None:
-        """Queue entries taken elsewhere (``LoopWriter``) for the writer thread."""
-        with self._here:
-            if self._closed.is_set():
-                _fail(batch, AuditUnavailable("the audit log is closed"))
-                return
-            for item in batch:
-                self._queue.put(item)
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
 
     def commit_here(self, batch: Batch, after_commit: Callable[[int], None]) -> None:
         """Write ``batch`` on the calling thread, then hand it to the syncer like the
@@ -278,6 +273,10 @@ class GroupCommitter:
             log.exception("audit background task failed")
 
 
+#: A loop batch that finds the write turn taken tries again after this, doubling.
+_FIRST_RETRY_S, _LAST_RETRY_S = 0.0005, 0.01
+
+
 class LoopWriter:
     """Appends made on one event loop, committed on that loop in one batch per pass.
 
@@ -285,8 +284,9 @@ class LoopWriter:
     runs (by the other tasks of the same pass) joins the batch. Writing costs the
     loop about as much CPU as handing the batch to a thread would, without a
     thread switch; only the disk sync happens elsewhere (the committer's syncer).
-    For SQLite, where nothing blocks on the network; the write turn is normally
-    free, since no other thread of the process holds it for long.
+    For SQLite, where nothing blocks on the network. The loop never waits for the
+    write turn: if another process (or a rare background writer of this one) has
+    it, the batch tries again a little later.
     """
 
     def __init__(
@@ -302,6 +302,7 @@ class LoopWriter:
         self._max_batch = max(1, max_batch)
         self._after_commit = after_commit
         self._pending: Batch = []
+        self._retry = _FIRST_RETRY_S
 
     def submit(self, entries: Sequence[Mapping[str, Any]]) -> Future[list[Appended]]:
         """Queue one request's entries (on the loop's thread); the future resolves
@@ -316,15 +317,22 @@ class LoopWriter:
         return fut
 
     def _flush(self) -> None:
-        pending, self._pending = self._pending, []
         try:
-            # Never wait on the loop: if another thread or process has the turn, the
-            # writer thread waits for it instead.
+            # Never wait on the loop: if another process (or a rare background
+            # writer of this one) has the turn, try again a little later; appends
+            # made meanwhile join the batch.
             with write_lock(self.committer.engine, wait=False):
+                pending, self._pending = self._pending, []
+                self._retry = _FIRST_RETRY_S
                 for batch in self._batches(pending):
                     self.committer.commit_here(batch, self._after_commit)
         except TurnBusy:
-            self.committer.hand_over(pending)
+            if self.committer.closed:  # nothing will take them now: fail them
+                pending, self._pending = self._pending, []
+                self.committer.commit_here(pending, self._after_commit)
+                return
+            self.loop.call_later(self._retry, self._flush)
+            self._retry = min(self._retry * 2, _LAST_RETRY_S)
 
     def _batches(self, pending: Batch) -> Iterator[Batch]:
         batch: Batch = []

@@ -63,6 +63,8 @@ __all__ = ["ExchangeAnswer", "ExchangeService"]
 log = structlog.get_logger(__name__)
 
 _T = TypeVar("_T")
+#: How long a store step waits for SQLite's write turn (SQLite's own busy timeout).
+_TURN_WAIT_S = 30.0
 
 
 @dataclass
@@ -154,18 +156,28 @@ class ExchangeService:
         On SQLite it runs right here, on the event loop, holding the write turn:
         its statements take microseconds and never wait on the network, and a
         worker thread would hold the turn while it waits for the interpreter lock
-        behind the loop (the audit appender writes on the loop too, so the turn is
-        normally free). If another thread or process has the turn, the step waits
-        for it on a worker thread instead of stalling the loop. On PostgreSQL each
-        statement is a network round trip: always a worker thread.
+        behind the loop (the audit appender and the decision log write on the loop
+        too, so the turn is normally free). The loop never waits for the turn: if
+        another process (or a rare background writer) has it, the step tries again
+        a little later, and gives up with 503 after the same 30 s SQLite itself
+        would wait. On PostgreSQL each statement is a network round trip: a worker
+        thread.
         """
-        if self.store_on_loop:
+        if not self.store_on_loop:
+            return await asyncio.to_thread(fn, *args)
+        delay, deadline = 0.0005, time.monotonic() + _TURN_WAIT_S
+        while True:
             try:
                 with write_lock(self.replay.engine, wait=False):
                     return fn(*args)
             except TurnBusy:
-                pass
-        return await asyncio.to_thread(fn, *args)
+                if time.monotonic() > deadline:
+                    raise ServiceUnavailableError(
+                        "the gateway's store is busy; nothing was released",
+                        code="store_unavailable",
+                    ) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.01)
 
     async def _admit(
         self, trace: Trace, token: str | None, method: str, path: str, body: bytes, now: datetime

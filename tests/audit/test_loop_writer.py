@@ -222,7 +222,7 @@ def test_the_turn_is_reentrant_and_not_waited_for_on_request(tmp_path: Path) -> 
         engine.dispose()
 
 
-def test_a_busy_turn_hands_the_batch_to_the_writer_thread_and_the_loop_runs_on(
+def test_a_busy_turn_is_tried_again_later_and_the_loop_runs_on(
     tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = tmp_path / "a.db"
@@ -233,21 +233,50 @@ def test_a_busy_turn_hands_the_batch_to_the_writer_thread_and_the_loop_runs_on(
 
     async def main() -> tuple[int, int, list[Appended]]:
         fcntl.flock(fd, fcntl.LOCK_EX)  # "another process" writes for a while
-        task = asyncio.ensure_future(log.append_async(entry(1)))
+        first = asyncio.ensure_future(log.append_async(entry(1)))
         ticks = 0
         for _ in range(20):  # the loop is not blocked meanwhile
             await asyncio.sleep(0.005)
             ticks += 1
-        waiting = int(not task.done())
+        later = asyncio.ensure_future(log.append_async(entry(2)))
+        await asyncio.sleep(0.005)
+        waiting = int(not first.done()) + int(not later.done())
         fcntl.flock(fd, fcntl.LOCK_UN)
-        return ticks, waiting, [await task]
+        return ticks, waiting, await asyncio.gather(first, later)
 
     try:
         loop_thread = threading.get_ident()
         ticks, waiting, got = asyncio.run(main())
     finally:
         os.close(fd)
-    assert ticks == 20 and waiting == 1
-    assert [a.seq for a in got] == [1]
-    assert batches and all(t != loop_thread for t, _ in batches)  # the writer thread's
+    assert ticks == 20 and waiting == 2
+    assert [a.seq for a in got] == [1, 2]
+    # Once the turn was free, both went in one batch, written on the loop.
+    assert batches == [(loop_thread, 2)]
     assert log.verify().ok
+
+
+def test_a_batch_waiting_for_the_turn_fails_closed_when_the_log_closes(
+    tmp_path: Path, make_log: LogFactory
+) -> None:
+    db = tmp_path / "a.db"
+    log = make_log(f"sqlite:///{db}")
+    log.append(entry(0))
+    fd = os.open(f"{db}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    async def main() -> BaseException | None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        task = asyncio.ensure_future(log.append_async(entry(1)))
+        await asyncio.sleep(0.02)  # it waits for the turn ...
+        log.close()  # ... and the log closes meanwhile
+        try:
+            await asyncio.wait_for(task, 5)
+        except AuditUnavailable as exc:
+            return exc
+        return None
+
+    try:
+        failed = asyncio.run(main())
+    finally:
+        os.close(fd)
+    assert isinstance(failed, AuditUnavailable) and "closed" in str(failed)
