@@ -1,14 +1,20 @@
 """The decision log for the officers' impact dry-run, written off the exchange's hot path.
 
 The decision log is evidence for "what would this policy change do", not the
-record of what happened (that is the audit log). So the exchange hands each
-decision to one writer thread that stores them in batches: an exchange never
-waits for it, and a crash loses at most the last fraction of a second of
-dry-run material, never an audit entry.
+record of what happened (that is the audit log). So decisions are stored in
+batches that no exchange waits for, and a crash loses at most the last fraction
+of a second of dry-run material, never an audit entry.
+
+On PostgreSQL one writer thread stores them. On SQLite, decisions recorded on an
+event loop are stored by that loop every ``linger_s``: a thread would hold
+SQLite's one write turn while it waits for the interpreter lock behind the busy
+loop, and the loop's jti claims and audit batches would queue behind it. The
+loop never waits for the turn; a batch that finds it taken tries again later.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import queue
@@ -22,8 +28,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 
-from audit.store import write_lock
-from gateway.db import lazy_commit
+from audit.store import TurnBusy, write_lock
+from gateway.db import is_sqlite, lazy_commit
 from gateway.policy.engine import Decision
 from gateway.policy.models import PolicyDecisionRecord
 from gateway.policy.store import decision_row
@@ -82,20 +88,79 @@ class DecisionLogWriter:
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._thread.start()
         self.dropped = 0
+        # SQLite: what an event loop recorded, encoded, waiting for that loop's write.
+        self.loop_writes = is_sqlite(engine)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rows: list[dict[str, Any]] = []
+        self._timer: asyncio.TimerHandle | None = None
 
     def record(
         self, *, exchange_id: str, policy_input: Mapping[str, Any], decision: Decision
     ) -> None:
         """Queue one decision; if the writer is far behind, drop it rather than slow exchanges."""
+        item = (exchange_id, policy_input, decision, self.clock())
+        loop = _running_loop() if self.loop_writes else None
+        if loop is not None:
+            self._record_on(loop, item)
+            return
         try:
-            self._queue.put_nowait((exchange_id, policy_input, decision, self.clock()))
+            self._queue.put_nowait(item)
         except queue.Full:
             self.dropped += 1
 
+    def _record_on(self, loop: asyncio.AbstractEventLoop, item: _Item) -> None:
+        if len(self._rows) >= self._queue.maxsize:
+            self.dropped += 1
+            return
+        self._rows.extend(_rows([item]))
+        if self._timer is None:
+            self._loop = loop
+            self._timer = loop.call_later(self._linger, self._write_on_loop)
+
+    def _write_on_loop(self, *, wait: bool = False) -> None:
+        self._timer = None
+        try:
+            with write_lock(self.engine, wait=wait):
+                rows, self._rows = self._rows, []
+                self._write(rows)
+        except TurnBusy:
+            if self._loop is not None:
+                self._timer = self._loop.call_later(self._linger, self._write_on_loop)
+        except Exception:  # the turn's lock file: dry-run material only
+            log.warning("decision log batch of %d lost", len(self._rows), exc_info=True)
+            self._rows = []
+
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is stored (tests, shutdown)."""
+        self._flush_loop(timeout)
         done = threading.Event()
         self._queue.put(done)
+        done.wait(timeout)
+
+    def _flush_loop(self, timeout: float) -> None:
+        """Write what a loop recorded: on that loop while it runs, else right here."""
+        loop = self._loop
+        if not self._rows or loop is None:
+            return
+        if loop.is_closed() or not loop.is_running():
+            self._write_on_loop(wait=True)
+            return
+        if _running_loop() is loop:  # on the loop itself: it may wait for the turn now
+            if self._timer is not None:
+                self._timer.cancel()
+            self._write_on_loop(wait=True)
+            return
+        done = threading.Event()
+
+        def drain() -> None:
+            try:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._write_on_loop(wait=True)
+            finally:
+                done.set()
+
+        loop.call_soon_threadsafe(drain)
         done.wait(timeout)
 
     def close(self) -> None:
@@ -126,20 +191,21 @@ class DecisionLogWriter:
                 marker.set()
 
     def _store(self, batch: list[_Item]) -> None:
+        rows = _rows(batch)
+        if not rows:
+            return
         try:
-            # The inputs are the exchanges' own documents, built for this decision
-            # and never changed after it: stored as they are, without a copy.
-            rows = []
-            for e, i, d, at in batch:
-                try:
-                    rows.append(
-                        _encoded(decision_row(exchange_id=e, policy_input=i, decision=d, now=at))
-                    )
-                except (TypeError, ValueError):  # one odd input must not cost the batch
-                    log.warning("decision log entry of exchange %s is not JSON; dropped", e)
-            if not rows:
-                return
-            with write_lock(self.engine), lazy_commit(self.engine) as conn:
+            with write_lock(self.engine):
+                self._write(rows)
+        except Exception:  # the turn's lock file: dry-run material only
+            log.warning("decision log batch of %d lost", len(rows), exc_info=True)
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        """Insert encoded rows (the caller holds the write turn); losing them is logged."""
+        if not rows:
+            return
+        try:
+            with lazy_commit(self.engine) as conn:
                 conn.execute(self._insert, rows)
                 self._since_prune += len(rows)
                 if self._since_prune >= self._prune_every:
@@ -150,4 +216,24 @@ class DecisionLogWriter:
                     conn.execute(_TABLE.delete().where(_TABLE.c.decided_at < cutoff))
                     self._since_prune = 0
         except Exception:  # dry-run material only; the exchange already happened
-            log.warning("decision log batch of %d lost", len(batch), exc_info=True)
+            log.warning("decision log batch of %d lost", len(rows), exc_info=True)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _rows(batch: list[_Item]) -> list[dict[str, Any]]:
+    """Encoded rows of a batch. The inputs are the exchanges' own documents, built
+    for this decision and never changed after it: stored as they are, without a
+    copy. One odd input must not cost the batch."""
+    rows = []
+    for e, i, d, at in batch:
+        try:
+            rows.append(_encoded(decision_row(exchange_id=e, policy_input=i, decision=d, now=at)))
+        except (TypeError, ValueError):
+            log.warning("decision log entry of exchange %s is not JSON; dropped", e)
+    return rows

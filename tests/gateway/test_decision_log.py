@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
+import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
@@ -115,6 +122,92 @@ def test_an_input_that_is_not_strict_json_is_dropped_alone(db_url: str) -> None:
         writer.record(exchange_id="alone", policy_input=odd, decision=ALLOW)
         writer.flush()
         assert [r[0] for r in _rows(engine)] == ["before", "after"]
+    finally:
+        writer.close()
+        engine.dispose()
+
+
+def _record_writes(monkeypatch: pytest.MonkeyPatch, writer: DecisionLogWriter) -> list[int]:
+    """Record the thread of each batch insert the writer makes."""
+    threads: list[int] = []
+    real = writer._write
+
+    def recording(rows: list[dict[str, Any]]) -> None:
+        threads.append(threading.get_ident())
+        real(rows)
+
+    monkeypatch.setattr(writer, "_write", recording)
+    return threads
+
+
+def test_on_sqlite_a_loop_stores_its_decisions_itself_in_one_batch(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    writer = DecisionLogWriter(engine, clock=lambda: T0, linger_s=0.02)
+    threads = _record_writes(monkeypatch, writer)
+
+    async def main() -> int:
+        for i in range(10):
+            writer.record(exchange_id=f"x-{i}", policy_input=INPUT, decision=ALLOW)
+        await asyncio.sleep(0.2)  # past the linger: written
+        return threading.get_ident()
+
+    try:
+        assert writer.loop_writes
+        loop_thread = asyncio.run(main())
+        assert threads == [loop_thread]
+        assert [r[0] for r in _rows(engine)] == [f"x-{i}" for i in range(10)]
+    finally:
+        writer.close()
+        engine.dispose()
+
+
+def test_a_loop_batch_waits_for_a_busy_turn_without_blocking_and_flushes_from_a_thread(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "d.db"
+    engine = make_engine(f"sqlite:///{db}")
+    upgrade(engine)
+    writer = DecisionLogWriter(engine, clock=lambda: T0, linger_s=0.01)
+    fd = os.open(f"{db}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    async def main() -> tuple[int, int]:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another process has the write turn
+        writer.record(exchange_id="a", policy_input=INPUT, decision=ALLOW)
+        ticks = 0
+        for _ in range(10):  # several lingers pass; the loop runs on
+            await asyncio.sleep(0.01)
+            ticks += 1
+        stored_meanwhile = len(_rows(engine))
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        # A thread (shutdown) asks for everything to be stored while the loop runs.
+        await asyncio.to_thread(writer.flush)
+        return ticks, stored_meanwhile
+
+    try:
+        ticks, stored_meanwhile = asyncio.run(main())
+        assert ticks == 10 and stored_meanwhile == 0
+        assert [r[0] for r in _rows(engine)] == ["a"]
+    finally:
+        os.close(fd)
+        writer.close()
+        engine.dispose()
+
+
+def test_a_thread_flushes_what_a_running_loop_holds(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    writer = DecisionLogWriter(engine, clock=lambda: T0, linger_s=30)
+
+    async def main() -> int:
+        writer.record(exchange_id="a", policy_input=INPUT, decision=ALLOW)
+        await asyncio.to_thread(writer.flush)  # long before the linger is over
+        return len(_rows(engine))
+
+    try:
+        assert asyncio.run(main()) == 1
     finally:
         writer.close()
         engine.dispose()
