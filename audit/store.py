@@ -279,7 +279,8 @@ class _WriterTurn:
             os.close(self.fd)
 
 
-_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, _WriterTurn] = weakref.WeakKeyDictionary()
+_SQLITE_WRITERS: weakref.WeakValueDictionary[str, _WriterTurn] = weakref.WeakValueDictionary()
+_ENGINE_TURNS: weakref.WeakKeyDictionary[Engine, _WriterTurn] = weakref.WeakKeyDictionary()
 _WRITERS_GUARD = threading.Lock()
 
 
@@ -291,17 +292,24 @@ def write_lock(engine: Engine, *, wait: bool = True) -> Iterator[None]:
     handler, which sleeps in steps of up to 100 ms: the whole tail latency of a
     busy gateway. Taking turns first (threads of this process on a lock, other
     processes on an ``flock`` of ``<database>-writer.lock``) means they never
-    do. The thread that holds the turn may take it again. ``wait=False`` raises
-    ``TurnBusy`` instead of waiting (an event loop must not block: it hands the
-    write to a thread instead). On PostgreSQL this is a no-op (its row locks
-    queue without sleeping).
+    do. The thread that holds the turn may take it again: it is per thread, not
+    per asyncio task, so never hold it across an ``await``. ``wait=False`` raises
+    ``TurnBusy`` instead of waiting (an event loop must not block: it tries again
+    later). On PostgreSQL this is a no-op (its row locks queue without sleeping).
     """
     if engine.dialect.name != "sqlite":
         yield
         return
+    database = sqlite_file(engine.url.database)
+    # One turn per file, not per Engine: two engines on one file in one process
+    # must not take two flocks (the second would wait for the first forever).
+    key = os.path.realpath(database) if database else f"memory:{id(engine)}"
     with _WRITERS_GUARD:
-        turn = _SQLITE_WRITERS.get(engine)
+        turn = _ENGINE_TURNS.get(engine)
         if turn is None:
-            turn = _SQLITE_WRITERS[engine] = _WriterTurn(sqlite_file(engine.url.database))
+            turn = _SQLITE_WRITERS.get(key)
+            if turn is None:
+                turn = _SQLITE_WRITERS[key] = _WriterTurn(database)
+            _ENGINE_TURNS[engine] = turn  # the turn (and its fd) lives while an engine does
     with turn.hold(wait):
         yield

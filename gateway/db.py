@@ -18,7 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlmodel import Session, create_engine
 
-from audit.store import sqlite_file
+from audit.store import sqlite_file, write_lock
 
 log = structlog.get_logger(__name__)
 
@@ -220,8 +220,14 @@ def _pragma(conn: Connection, setting: str) -> None:
 
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on any error."""
-    with Session(engine, expire_on_commit=False) as session:
+    """One unit of work: commit on success, roll back on any error.
+
+    On SQLite it holds the write turn (``audit.store.write_lock``) throughout, as
+    every writer of the file does: the event loop's writers take the turn without
+    waiting and must never meet SQLite's own lock held by someone outside it,
+    which would put the whole loop to sleep in SQLite's busy handler.
+    """
+    with write_lock(engine), Session(engine, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()
@@ -237,6 +243,6 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    with engine.begin() as conn:
+    with write_lock(engine), engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)

@@ -11,22 +11,19 @@ returned: if the log cannot take the entry, the caller gets 503 and no data.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
-from sqlalchemy.exc import SQLAlchemyError
 
 from audit import AuditError, AuditLog
 from audit.canonical import canonical_bytes
-from audit.store import TurnBusy, write_lock
 from connectors import ConnectorError, FetchContext
 from gateway.agreements.models import Agreement
 from gateway.agreements.service import AgreementService
@@ -48,6 +45,7 @@ from gateway.exchange.receipts import rebuild_receipt, receipt_claims, sign_rece
 from gateway.exchange.release_step import released_result
 from gateway.exchange.request_step import labels_for, parse_request, requested_fields
 from gateway.exchange.schemas import ExchangeRequest
+from gateway.exchange.store_steps import StoreSteps, store_errors
 from gateway.exchange.subjects import SubjectPseudonyms, subject_accesses
 from gateway.exchange.trace import Trace, exchange_entry, refusal_entry
 from gateway.jose import PrivateKey
@@ -61,10 +59,6 @@ from gateway.statecache import StateCache
 __all__ = ["ExchangeAnswer", "ExchangeService"]
 
 log = structlog.get_logger(__name__)
-
-_T = TypeVar("_T")
-#: How long a store step waits for SQLite's write turn (SQLite's own busy timeout).
-_TURN_WAIT_S = 30.0
 
 
 @dataclass
@@ -111,7 +105,7 @@ class ExchangeService:
         self.clock = clock
         self.fetch_timeout_s = fetch_timeout_s
         self.max_aggregate_records = max_aggregate_records
-        self.store_on_loop = replay.engine.dialect.name == "sqlite"
+        self.store = StoreSteps(replay.engine)
 
     # -- the flow ---------------------------------------------------------------
 
@@ -144,40 +138,19 @@ class ExchangeService:
             raise
         finally:
             if reservation is not None:
-                await self._store_call(release_quota, self.agreements.engine, reservation)
+                await self._give_back(reservation)
             total = time.perf_counter() - trace.started
             self.metrics.stage_seconds.labels("total").observe(total)
             for name, seconds in trace.stages.items():
                 self.metrics.stage_seconds.labels(name).observe(seconds)
 
-    async def _store_call(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run a step that reads or writes the gateway's own store.
-
-        On SQLite it runs right here, on the event loop, holding the write turn:
-        its statements take microseconds and never wait on the network, and a
-        worker thread would hold the turn while it waits for the interpreter lock
-        behind the loop (the audit appender and the decision log write on the loop
-        too, so the turn is normally free). The loop never waits for the turn: if
-        another process (or a rare background writer) has it, the step tries again
-        a little later, and gives up with 503 after the same 30 s SQLite itself
-        would wait. On PostgreSQL each statement is a network round trip: a worker
-        thread.
-        """
-        if not self.store_on_loop:
-            return await asyncio.to_thread(fn, *args)
-        delay, deadline = 0.0005, time.monotonic() + _TURN_WAIT_S
-        while True:
-            try:
-                with write_lock(self.replay.engine, wait=False):
-                    return fn(*args)
-            except TurnBusy:
-                if time.monotonic() > deadline:
-                    raise ServiceUnavailableError(
-                        "the gateway's store is busy; nothing was released",
-                        code="store_unavailable",
-                    ) from None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.01)
+    async def _give_back(self, reservation: QuotaReservation) -> None:
+        """Return a refused exchange's quota; best effort, and never in the caller's way
+        (a counter left one too high only errs on the side of refusing)."""
+        try:
+            await self.store.run(release_quota, self.agreements.engine, reservation, patience_s=1.0)
+        except ServiceUnavailableError:
+            log.warning("quota_not_given_back", agreement=reservation.agreement_id)
 
     async def _admit(
         self, trace: Trace, token: str | None, method: str, path: str, body: bytes, now: datetime
@@ -194,7 +167,7 @@ class ExchangeService:
         started = time.perf_counter()
 
         def admit() -> tuple[Department, QuotaReservation | None, float]:
-            with _store_errors():
+            with store_errors():
                 trace.state = self.state.refresh()
                 trace.caller = self.verifier.verify(
                     token,
@@ -217,7 +190,7 @@ class ExchangeService:
                 return department, reservation, t
 
         try:
-            return await self._store_call(admit)
+            return await self.store.run(admit)
         finally:
             if trace.caller is not None:
                 structlog.contextvars.bind_contextvars(consumer=trace.caller.department)
@@ -407,14 +380,14 @@ class ExchangeService:
 
     def verify_caller(self, token: str, *, method: str, path: str, body: bytes) -> Caller:
         """A department system's request token on the other exchange routes (blocking)."""
-        with _store_errors():
+        with store_errors():
             return self.verifier.verify(
                 token, method=method, path=path, body=body, now=self.clock()
             )
 
     def receipt_for(self, exchange_id: str, department: str) -> dict[str, Any]:
         """The exchange's receipt, rebuilt from the log, with an inclusion proof if covered."""
-        with _store_errors():
+        with store_errors():
             return rebuild_receipt(
                 self.audit_log,
                 self.gateway_key,
@@ -427,7 +400,7 @@ class ExchangeService:
         self, subject_key: str, *, caller: Caller, limit: int, offset: int
     ) -> dict[str, Any]:
         """The citizen's access log; hiding an embargoed agreement is itself audited."""
-        with _store_errors():
+        with store_errors():
             return subject_accesses(
                 audit_log=self.audit_log,
                 agreements=self.agreements,
@@ -460,14 +433,3 @@ class ExchangeService:
                 refused=exc.code,
             )
             exc.extra.setdefault("audit", "unavailable")
-
-
-@contextlib.contextmanager
-def _store_errors() -> Iterator[None]:
-    """The gateway's own database failing is a 503 with a code, never a bare 500."""
-    try:
-        yield
-    except SQLAlchemyError as exc:
-        raise ServiceUnavailableError(
-            "the gateway's store is unavailable; nothing was released", code="store_unavailable"
-        ) from exc

@@ -4,8 +4,10 @@ writers no longer checkpoint inside their commits; a background thread does."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -116,4 +118,43 @@ def test_the_checkpointer_is_a_no_op_on_postgresql(pg_url: str) -> None:
         assert checkpointer._thread is None
     finally:
         checkpointer.stop()
+        engine.dispose()
+
+
+def test_every_unit_of_work_and_migration_holds_the_sqlite_write_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop's writers take the turn without waiting; none of Accord's own writers
+    may hold SQLite's lock outside it, or the loop would sleep in SQLite's busy handler."""
+    from audit import store
+    from gateway.db import session_scope, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    taken: list[bool] = []
+
+    def a_loop_writer_tries() -> None:
+        def attempt() -> None:
+            try:
+                with store.write_lock(engine, wait=False):
+                    taken.append(False)
+            except store.TurnBusy:
+                taken.append(True)
+
+        t = threading.Thread(target=attempt)
+        t.start()
+        t.join(10)
+
+    try:
+        with session_scope(engine):
+            a_loop_writer_tries()
+        real_begin = engine.begin
+
+        def begin() -> Any:  # the migration's transaction starts with the turn held
+            a_loop_writer_tries()
+            return real_begin()
+
+        monkeypatch.setattr(engine, "begin", begin)
+        upgrade(engine)
+        assert taken[:2] == [True, True]
+    finally:
         engine.dispose()
