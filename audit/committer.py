@@ -333,6 +333,13 @@ class LoopWriter:
                 return
             self.loop.call_later(self._retry, self._flush)
             self._retry = min(self._retry * 2, _LAST_RETRY_S)
+        except Exception as exc:  # the turn's lock file: these callers fail closed
+            log.exception("audit loop batch could not take the write turn")
+            pending, self._pending = self._pending, []
+            _fail(
+                [(e, f) for e, f in pending if f.set_running_or_notify_cancel()],
+                AuditUnavailable(f"the audit store refused the write: {exc.__class__.__name__}"),
+            )
 
     def _batches(self, pending: Batch) -> Iterator[Batch]:
         batch: Batch = []

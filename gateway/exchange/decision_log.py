@@ -109,7 +109,7 @@ class DecisionLogWriter:
             self.dropped += 1
 
     def _record_on(self, loop: asyncio.AbstractEventLoop, item: _Item) -> None:
-        if len(self._rows) >= self._queue.maxsize:
+        if 0 < self._queue.maxsize <= len(self._rows):  # far behind: drop, as the queue does
             self.dropped += 1
             return
         self._rows.extend(_rows([item]))
@@ -118,11 +118,19 @@ class DecisionLogWriter:
             self._timer = loop.call_later(self._linger, self._write_on_loop)
 
     def _write_on_loop(self, *, wait: bool = False) -> None:
+        """Write what the loop holds: ``max_batch`` rows a pass of the loop, or (only
+        at shutdown, ``flush`` from a thread while the loop awaits it) everything,
+        waiting for the turn."""
         self._timer = None
         try:
             with write_lock(self.engine, wait=wait):
-                rows, self._rows = self._rows, []
-                self._write(rows)
+                while self._rows:
+                    rows = self._rows[: self._max_batch]
+                    del self._rows[: self._max_batch]
+                    self._write(rows)
+                    if self._rows and not wait and self._loop is not None:
+                        self._timer = self._loop.call_later(0, self._write_on_loop)
+                        return
         except TurnBusy:
             if self._loop is not None:
                 self._timer = self._loop.call_later(self._linger, self._write_on_loop)

@@ -280,3 +280,22 @@ def test_a_batch_waiting_for_the_turn_fails_closed_when_the_log_closes(
     finally:
         os.close(fd)
     assert isinstance(failed, AuditUnavailable) and "closed" in str(failed)
+
+
+def test_a_turn_that_cannot_be_taken_fails_the_batch_and_the_next_one_goes_on(
+    tmp_path: Path, make_log: LogFactory
+) -> None:
+    db = tmp_path / "a.db"
+    lock = Path(f"{db}-writer.lock")
+    lock.mkdir()  # nothing can open or lock it
+    log = make_log(f"sqlite:///{db}")
+
+    async def main() -> list[Any]:
+        failed = await asyncio.gather(log.append_async(entry(0)), return_exceptions=True)
+        os.rmdir(lock)
+        return [*failed, await log.append_async(entry(1))]
+
+    failed, appended = asyncio.run(main())
+    assert isinstance(failed, AuditUnavailable)
+    assert isinstance(appended, Appended) and appended.seq == 0
+    assert log.verify().ok

@@ -1,6 +1,6 @@
 """The embedded default writes on its event loop, but never waits there for SQLite's
-write turn: while another process holds it, exchanges wait off the loop and the
-gateway keeps answering."""
+write turn: while another process holds it, exchanges wait (trying again) and the
+gateway keeps answering everything else."""
 
 from __future__ import annotations
 

@@ -211,3 +211,32 @@ def test_a_thread_flushes_what_a_running_loop_holds(sqlite_url: str) -> None:
     finally:
         writer.close()
         engine.dispose()
+
+
+def test_a_loop_writes_at_most_max_batch_rows_a_pass(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    writer = DecisionLogWriter(engine, clock=lambda: T0, linger_s=0.01, max_batch=2)
+    sizes: list[int] = []
+    real = writer._write
+
+    def recording(rows: list[dict[str, Any]]) -> None:
+        sizes.append(len(rows))
+        real(rows)
+
+    monkeypatch.setattr(writer, "_write", recording)
+
+    async def main() -> None:
+        for i in range(5):
+            writer.record(exchange_id=f"x-{i}", policy_input=INPUT, decision=ALLOW)
+        await asyncio.sleep(0.2)
+
+    try:
+        asyncio.run(main())
+        assert sizes == [2, 2, 1]
+        assert len(_rows(engine)) == 5
+    finally:
+        writer.close()
+        engine.dispose()
