@@ -300,9 +300,17 @@ def write_lock(engine: Engine, *, wait: bool = True) -> Iterator[None]:
     if engine.dialect.name != "sqlite":
         yield
         return
+    turn = _ENGINE_TURNS.get(engine)
+    if turn is None:
+        turn = _turn_of(engine)
+    with turn.hold(wait):
+        yield
+
+
+def _turn_of(engine: Engine) -> _WriterTurn:
+    """One turn per file, not per Engine: two engines on one file in one process
+    must not take two flocks (the second would wait for the first forever)."""
     database = sqlite_file(engine.url.database)
-    # One turn per file, not per Engine: two engines on one file in one process
-    # must not take two flocks (the second would wait for the first forever).
     key = os.path.realpath(database) if database else f"memory:{id(engine)}"
     with _WRITERS_GUARD:
         turn = _ENGINE_TURNS.get(engine)
@@ -311,5 +319,4 @@ def write_lock(engine: Engine, *, wait: bool = True) -> Iterator[None]:
             if turn is None:
                 turn = _SQLITE_WRITERS[key] = _WriterTurn(database)
             _ENGINE_TURNS[engine] = turn  # the turn (and its fd) lives while an engine does
-    with turn.hold(wait):
-        yield
+        return turn
