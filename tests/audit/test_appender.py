@@ -267,3 +267,36 @@ def test_engine_for_sqlite_uses_wal(tmp_path: Path) -> None:
     with eng.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     eng.dispose()
+
+
+def test_sqlite_batches_store_exactly_what_the_portable_path_stores(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's batch transaction is plain SQL; ``append_in`` (and PostgreSQL) go
+    through SQLAlchemy. Both must write the same rows and the same head."""
+    from audit import appender
+
+    monkeypatch.setattr(appender, "format_ts", lambda _now: "2026-06-01T12:00:00.000Z")
+    batches = [[entry(i) for i in range(k, k + n)] for k, n in ((0, 1), (1, 3), (4, 6))]
+    plain = make_log(f"sqlite:///{tmp_path / 'plain.db'}")
+    for batch in batches:
+        results, _wal = appender.commit_batch(plain.engine, "node-1", [batch[:1], batch[1:]])
+        assert not any(isinstance(r, Exception) for r in results)
+    portable = make_log(f"sqlite:///{tmp_path / 'portable.db'}")
+    for batch in batches:
+        for part in (batch[:1], batch[1:]):
+            if part:
+                with portable.engine.begin() as conn:
+                    appender.append_in(conn, "node-1", part)
+
+    def dump(log: AuditLog) -> dict[str, list[tuple[object, ...]]]:
+        with log.engine.connect() as conn:
+            return {
+                t: [tuple(r) for r in conn.exec_driver_sql(f"SELECT * FROM {t} ORDER BY 1, 2")]
+                for t in ("audit_entries", "audit_nodes", "audit_head")
+            }
+
+    got, want = dump(plain), dump(portable)
+    assert len(got["audit_entries"]) == 10
+    assert got == want
+    assert plain.verify().ok
