@@ -18,11 +18,13 @@ Accord is asked ``welfare-person-lookup``/``person`` for ``benefit-eligibility``
 as ``welfare-office``/``benefits-app``. Each request carries its own single-use
 token, signed before the timed window starts (the signing cost is printed
 apart). Per configuration: a warm-up, a closed-loop window at ``--concurrency``
-(the peak), and for (c) and (d) an open-loop window at ``--pace`` of that peak
-(p99/p50, latency from the scheduled send time). The per-stage breakdown comes
-from ``accord_exchange_stage_seconds`` deltas over the peak window; CPU per
-request from ``/proc`` for every process involved. ``--profile`` adds one more
-closed-loop window per Accord configuration with ``py-spy record --gil``
+(the peak), and an open-loop window at ``--pace`` of that peak (p99/p50, latency
+from the scheduled send time; for the baselines, the yardstick of what this
+machine allows). The per-stage breakdown comes from
+``accord_exchange_stage_seconds`` deltas over each Accord window; CPU per
+request, at peak and paced, from ``/proc`` for every process involved.
+``--profile`` adds one more closed-loop window (``--profile-paced``: open-loop at
+the paced rate) per Accord configuration with ``py-spy record --gil``
 attached to the gateway (samples of whichever thread holds the GIL, taken from
 outside the process): one gateway process is bound by that serial CPU, so this
 is where an exchange's time goes. Targets (issue 6):
