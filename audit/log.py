@@ -1,10 +1,11 @@
 """``AuditLog``: the one object the gateway holds to write and read the audit log.
 
-Writes go through the group committer (durable when ``append`` returns); reads,
-proofs and checkpoints are plain queries on the same engine. Checkpoints are made
-every ``checkpoint_every`` entries or ``checkpoint_interval_s`` seconds when a
-signer is configured, by whichever process notices first; Ed25519 is
-deterministic, so two nodes checkpointing the same size write the same note.
+Writes go through the group committer (durable when ``append`` returns), on
+SQLite from an event loop through its ``LoopWriter``; reads, proofs and
+checkpoints are plain queries on the same engine. Checkpoints are made every
+``checkpoint_every`` entries or ``checkpoint_interval_s`` seconds when a signer
+is configured (``audit.cadence``), by whichever process notices first; Ed25519
+is deterministic, so two nodes checkpointing the same size write the same note.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from audit import reads, store
 from audit.appender import append_in
+from audit.cadence import CheckpointCadence
 from audit.checkpoint import Checkpoint, parse_checkpoint, sign_checkpoint, verify_cosignatures
 from audit.committer import GroupCommitter, LoopWriter
 from audit.entry import format_ts, verify_entry_fields
@@ -73,20 +74,15 @@ class AuditLog:
         # SQLite: ``append_async`` commits on the caller's event loop (``LoopWriter``).
         self.loop_writes = engine.dialect.name == "sqlite" if loop_writes is None else loop_writes
         self._on_loop: LoopWriter | None = None
-        self._checkpointing: threading.Thread | None = None
         self.node = node
         self.signer = signer
         self.witnesses = list(witnesses)
         self.witness_urls = list(witness_urls)
-        self._witnessing: threading.Thread | None = None  # the sender, while it runs
-        self._witness_wanted = False
-        self._witness_lock = threading.Lock()
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval_s = checkpoint_interval_s
         self.timeout_s = timeout_s
         self._cp_lock = threading.Lock()
-        self._last_cp_size = -1
-        self._last_cp_time = time.monotonic()
+        self.cadence = CheckpointCadence(self)
         self._committer: GroupCommitter | None = None
         self._committer_lock = threading.Lock()
         self._max_batch = max_batch
@@ -104,8 +100,7 @@ class AuditLog:
             if self._committer is not None:
                 self._committer.close()
                 self._committer = None
-        if self._checkpointing is not None:
-            self._checkpointing.join(self.timeout_s)
+        self.cadence.join(self.timeout_s)
 
     def __enter__(self) -> AuditLog:
         return self
@@ -125,8 +120,8 @@ class AuditLog:
                     self.node,
                     max_batch=self._max_batch,
                     max_wait_ms=self._max_wait_ms,
-                    after_commit=self._after_commit,
-                    on_idle=self._on_idle,
+                    after_commit=self.cadence.after_commit,
+                    on_idle=self.cadence.on_idle,
                     idle_s=max(0.05, min(1.0, self.checkpoint_interval_s)),
                 )
             return self._committer
@@ -190,84 +185,9 @@ class AuditLog:
                 self._writer(),
                 loop,
                 max_batch=self._max_batch,
-                after_commit=self._after_loop_commit,
+                after_commit=self.cadence.after_loop_commit,
             )
         return writer
-
-    def _checkpoint_due(self, size: int) -> bool:
-        if self.signer is None or self.checkpoint_every <= 0:
-            return False
-        if self._last_cp_size < 0:
-            self._last_cp_size = self._stored_checkpoint_size()
-        return size - self._last_cp_size >= self.checkpoint_every
-
-    def _after_commit(self, size: int) -> None:
-        if self._checkpoint_due(size):
-            self._auto_checkpoint()
-
-    def _after_loop_commit(self, size: int) -> None:
-        """A due cadence checkpoint is signed and stored on its own thread, not the loop's."""
-        if not self._checkpoint_due(size):
-            return
-        if self._checkpointing is not None and self._checkpointing.is_alive():
-            return
-
-        def run() -> None:
-            try:
-                self._auto_checkpoint()
-            except Exception:
-                log.exception("cadence checkpoint failed")
-
-        self._checkpointing = threading.Thread(target=run, name="audit-checkpoint", daemon=True)
-        self._checkpointing.start()
-
-    def _on_idle(self) -> None:
-        if self.signer is None or self.checkpoint_interval_s <= 0:
-            return
-        if time.monotonic() - self._last_cp_time < self.checkpoint_interval_s:
-            return
-        self._last_cp_time = time.monotonic()
-        with self.engine.connect() as conn:
-            size = reads.read_head(conn).size
-        if size > max(self._last_cp_size, self._stored_checkpoint_size()):
-            self._auto_checkpoint()
-
-    def _auto_checkpoint(self) -> None:
-        """A cadence checkpoint, then (off the writer thread) a round of witnesses.
-        None once a failed sync stopped the writer: the head may not be on disk."""
-        committer = self._committer
-        if committer is not None and committer.broken is not None:
-            return
-        self.checkpoint()
-        if not self.witness_urls:
-            return
-        with self._witness_lock:
-            # A checkpoint signed while a round is out is sent by that sender's
-            # next round: the latest checkpoint always reaches the witnesses.
-            self._witness_wanted = True
-            if self._witnessing is not None:
-                return
-
-            def send() -> None:
-                while True:
-                    with self._witness_lock:
-                        if not self._witness_wanted:
-                            self._witnessing = None
-                            return
-                        self._witness_wanted = False
-                    try:
-                        for url, result in self.send_to_witnesses(self.witness_urls).items():
-                            log.info("witness %s: %s", url, result)
-                    except Exception:
-                        log.exception("sending the checkpoint to witnesses failed")
-
-            self._witnessing = threading.Thread(target=send, name="audit-witness", daemon=True)
-            self._witnessing.start()
-
-    def _stored_checkpoint_size(self) -> int:
-        with self.engine.connect() as conn:
-            got = conn.execute(sa.select(sa.func.max(store.checkpoints.c.size))).scalar()
-        return int(got) if got is not None else 0
 
     # -- checkpoints ----------------------------------------------------------
 
@@ -310,8 +230,7 @@ class AuditLog:
                 raise AuditUnavailable(
                     f"cannot store the checkpoint: {exc.__class__.__name__}"
                 ) from exc
-            self._last_cp_size = max(self._last_cp_size, h.size)
-            self._last_cp_time = time.monotonic()
+            self.cadence.signed(h.size)
             return note
 
     def latest_checkpoint(self) -> str | None:

@@ -121,7 +121,7 @@ def test_a_failed_sync_stops_the_appender_until_restart(
         log.verify_appending()
     with log.engine.connect() as conn, pytest.raises(AuditUnavailable):
         log.append_in(conn, entry(2))
-    log._auto_checkpoint()  # the cadence signs nothing the disk may have lost
+    log.cadence.run()  # the cadence signs nothing the disk may have lost
     assert log.latest_checkpoint() is None
     assert log.head().size == 2  # the failed batch is in the log; its caller heard "failed"
     assert _synchronous_levels(log.engine, 2) == {2}

@@ -1,0 +1,129 @@
+"""When an ``AuditLog`` signs a checkpoint by itself, and who hears of it.
+
+Every ``checkpoint_every`` entries, or after ``checkpoint_interval_s`` seconds in
+which the log grew, the log signs a checkpoint of its current tree; then, off
+the writer's path, it asks the configured witnesses to cosign the latest one.
+Nothing is signed once a failed disk sync has stopped the appender: the head
+might not be on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from audit import reads, store
+from audit.errors import AuditError
+
+if TYPE_CHECKING:
+    from audit.log import AuditLog
+
+__all__ = ["CheckpointCadence"]
+
+log = logging.getLogger("audit.cadence")
+
+
+class CheckpointCadence:
+    """The log's own checkpoints (sizes and times), and its rounds of witnesses."""
+
+    def __init__(self, owner: AuditLog) -> None:
+        self.log = owner
+        self.last_size = -1  # the newest checkpoint's size; -1 until read from the store
+        self.last_time = time.monotonic()
+        self._signing: threading.Thread | None = None  # off-loop signer, while it runs
+        self._sender: threading.Thread | None = None  # the witness sender, while it runs
+        self._send_wanted = False
+        self._send_lock = threading.Lock()
+
+    def signed(self, size: int) -> None:
+        """A checkpoint of ``size`` entries was stored."""
+        self.last_size = max(self.last_size, size)
+        self.last_time = time.monotonic()
+
+    def due(self, size: int) -> bool:
+        if self.log.signer is None or self.log.checkpoint_every <= 0:
+            return False
+        if self.last_size < 0:
+            self.last_size = self._stored_size()
+        return size - self.last_size >= self.log.checkpoint_every
+
+    def after_commit(self, size: int) -> None:
+        """The writer thread committed up to ``size``: sign here if one is due."""
+        if self.due(size):
+            self.run()
+
+    def after_loop_commit(self, size: int) -> None:
+        """An event loop committed up to ``size``: a due checkpoint is signed and
+        stored on its own thread, not the loop's."""
+        if not self.due(size):
+            return
+        if self._signing is not None and self._signing.is_alive():
+            return
+
+        def sign() -> None:
+            try:
+                self.run()
+            except Exception:
+                log.exception("cadence checkpoint failed")
+
+        self._signing = threading.Thread(target=sign, name="audit-checkpoint", daemon=True)
+        self._signing.start()
+
+    def on_idle(self) -> None:
+        """The writer had nothing to do for a while: sign if the interval is over and
+        the log grew since the last checkpoint."""
+        if self.log.signer is None or self.log.checkpoint_interval_s <= 0:
+            return
+        if time.monotonic() - self.last_time < self.log.checkpoint_interval_s:
+            return
+        self.last_time = time.monotonic()
+        with self.log.engine.connect() as conn:
+            size = reads.read_head(conn).size
+        if size > max(self.last_size, self._stored_size()):
+            self.run()
+
+    def run(self) -> None:
+        """A cadence checkpoint, then (off the writer's path) a round of witnesses.
+        Nothing once a failed sync stopped the writer: the head may not be on disk."""
+        try:
+            self.log.verify_appending()
+        except AuditError:
+            return
+        self.log.checkpoint()
+        if not self.log.witness_urls:
+            return
+        with self._send_lock:
+            # A checkpoint signed while a round is out is sent by that sender's
+            # next round: the latest checkpoint always reaches the witnesses.
+            self._send_wanted = True
+            if self._sender is not None:
+                return
+            self._sender = threading.Thread(target=self._send, name="audit-witness", daemon=True)
+            self._sender.start()
+
+    def _send(self) -> None:
+        while True:
+            with self._send_lock:
+                if not self._send_wanted:
+                    self._sender = None
+                    return
+                self._send_wanted = False
+            try:
+                for url, result in self.log.send_to_witnesses(self.log.witness_urls).items():
+                    log.info("witness %s: %s", url, result)
+            except Exception:
+                log.exception("sending the checkpoint to witnesses failed")
+
+    def join(self, timeout: float) -> None:
+        """Wait for a checkpoint being signed off the loop (closing the log)."""
+        if self._signing is not None:
+            self._signing.join(timeout)
+
+    def _stored_size(self) -> int:
+        with self.log.engine.connect() as conn:
+            got = conn.execute(sa.select(sa.func.max(store.checkpoints.c.size))).scalar()
+        return int(got) if got is not None else 0
