@@ -52,14 +52,11 @@ def _lock_head(conn: sa.Connection) -> sa.Row[Any]:
     return row
 
 
-def _begin_locked(conn: sa.Connection) -> sa.Row[Any]:
-    """Start the batch transaction holding the chain-head lock; return the head row."""
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-    return _lock_head(conn)
+def _now() -> str:
+    return format_ts(datetime.now(UTC))
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Sealed:
     """A batch sealed after the locked head: what to insert and the new head."""
 
@@ -74,15 +71,14 @@ class _Sealed:
 
 def _seal_after(
     node: str,
-    size: int,
-    chain: bytes,
-    frontier: bytes,
+    ts: str,
+    head: tuple[int, bytes, bytes],
     requests: Sequence[Sequence[Mapping[str, Any]]],
 ) -> _Sealed:
-    """Seal every request after the head ``(size, chain, frontier)``; pure."""
+    """Seal every request at ``ts`` after the head ``(size, chain, frontier)``; pure."""
     results: list[list[Appended] | AuditError] = []
+    size, chain, frontier = head
     cr = CompactRange.from_bytes(size, frontier)
-    ts = format_ts(datetime.now(UTC))
     entry_rows: list[dict[str, Any]] = []
     node_rows: list[dict[str, Any]] = []
     for entries in requests:
@@ -122,7 +118,8 @@ def _write_locked(
     requests: Sequence[Sequence[Mapping[str, Any]]],
 ) -> list[list[Appended] | AuditError]:
     """Seal and insert every request after ``row`` (the locked head); advance the head."""
-    b = _seal_after(node, int(row.size), bytes(row.chain_hash), bytes(row.frontier), requests)
+    head = (int(row.size), bytes(row.chain_hash), bytes(row.frontier))
+    b = _seal_after(node, _now(), head, requests)
     if b.entry_rows:
         _insert(conn, store.entries, b.entry_rows)
         if b.node_rows:
@@ -192,7 +189,7 @@ def commit_batch(
                 results = _write_sqlite(conn, node, requests)
             else:
                 try:
-                    results = _write_locked(conn, node, _begin_locked(conn), requests)
+                    results = _write_locked(conn, node, _lock_head(conn), requests)
                     conn.commit()
                 except SQLAlchemyError as exc:
                     conn.rollback()
@@ -214,12 +211,13 @@ def _refused(exc: BaseException) -> AuditUnavailable:
 _SQLITE_HEAD = "SELECT size, chain_hash, frontier FROM audit_head WHERE id = 1"
 _SQLITE_ENTRY = (
     "INSERT INTO audit_entries "
-    "(seq, ts, event, exchange_id, subject, data, leaf_hash, chain_hash) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "(seq, ts, event, exchange_id, subject, data, leaf_hash, chain_hash) VALUES "
+    "(:seq, :ts, :event, :exchange_id, :subject, :data, :leaf_hash, :chain_hash)"
 )
-_SQLITE_NODE = "INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)"
+_SQLITE_NODE = "INSERT INTO audit_nodes (level, idx, hash) VALUES (:level, :idx, :hash)"
 _SQLITE_ADVANCE = (
-    "UPDATE audit_head SET size = ?, chain_hash = ?, frontier = ?, ts = ? WHERE id = 1 AND size = ?"
+    "UPDATE audit_head SET size = :new_size, chain_hash = :new_chain, "
+    "frontier = :new_frontier, ts = :new_ts WHERE id = 1 AND size = :locked_size"
 )
 
 
@@ -236,12 +234,22 @@ def _write_sqlite(
         head = cur.execute(_SQLITE_HEAD).fetchone()
         if head is None:
             raise AuditUnavailable(_NO_HEAD)
-        b = _seal_after(node, int(head[0]), bytes(head[1]), bytes(head[2]), requests)
+        locked = int(head[0])
+        b = _seal_after(node, _now(), (locked, bytes(head[1]), bytes(head[2])), requests)
         if b.entry_rows:
-            cur.executemany(_SQLITE_ENTRY, [tuple(r.values()) for r in b.entry_rows])
+            cur.executemany(_SQLITE_ENTRY, b.entry_rows)
             if b.node_rows:
-                cur.executemany(_SQLITE_NODE, [tuple(r.values()) for r in b.node_rows])
-            cur.execute(_SQLITE_ADVANCE, (b.size, b.chain, b.frontier, b.ts, int(head[0])))
+                cur.executemany(_SQLITE_NODE, b.node_rows)
+            cur.execute(
+                _SQLITE_ADVANCE,
+                {
+                    "new_size": b.size,
+                    "new_chain": b.chain,
+                    "new_frontier": b.frontier,
+                    "new_ts": b.ts,
+                    "locked_size": locked,
+                },
+            )
             if cur.rowcount != 1:
                 raise AuditUnavailable("the chain head moved while locked")
         raw.commit()

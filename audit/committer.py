@@ -17,6 +17,7 @@ loop runs, which is what made every other writer queue behind it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -317,29 +318,34 @@ class LoopWriter:
         return fut
 
     def _flush(self) -> None:
-        try:
-            # Never wait on the loop: if another process (or a rare background
-            # writer of this one) has the turn, try again a little later; appends
-            # made meanwhile join the batch.
-            with write_lock(self.committer.engine, wait=False):
-                pending, self._pending = self._pending, []
-                self._retry = _FIRST_RETRY_S
-                for batch in self._batches(pending):
-                    self.committer.commit_here(batch, self._after_commit)
-        except TurnBusy:
-            if self.committer.closed:  # nothing will take them now: fail them
-                pending, self._pending = self._pending, []
-                self.committer.commit_here(pending, self._after_commit)
+        with contextlib.ExitStack() as turn:
+            try:
+                # Never wait on the loop: if another process (or a rare background
+                # writer of this one) has the turn, try again a little later;
+                # appends made meanwhile join the batch.
+                turn.enter_context(write_lock(self.committer.engine, wait=False))
+            except TurnBusy:
+                if self.committer.closed:  # nothing will take them now: fail them
+                    pending, self._pending = self._pending, []
+                    self.committer.commit_here(pending, self._after_commit)
+                    return
+                self.loop.call_later(self._retry, self._flush)
+                self._retry = min(self._retry * 2, _LAST_RETRY_S)
                 return
-            self.loop.call_later(self._retry, self._flush)
-            self._retry = min(self._retry * 2, _LAST_RETRY_S)
-        except Exception as exc:  # the turn's lock file: these callers fail closed
-            log.exception("audit loop batch could not take the write turn")
+            except Exception as exc:  # the turn's lock file: these callers fail closed
+                log.exception("audit loop batch could not take the write turn")
+                pending, self._pending = self._pending, []
+                _fail(
+                    [(e, f) for e, f in pending if f.set_running_or_notify_cancel()],
+                    AuditUnavailable(
+                        f"the audit store refused the write: {exc.__class__.__name__}"
+                    ),
+                )
+                return
             pending, self._pending = self._pending, []
-            _fail(
-                [(e, f) for e, f in pending if f.set_running_or_notify_cancel()],
-                AuditUnavailable(f"the audit store refused the write: {exc.__class__.__name__}"),
-            )
+            self._retry = _FIRST_RETRY_S
+            for batch in self._batches(pending):
+                self.committer.commit_here(batch, self._after_commit)
 
     def _batches(self, pending: Batch) -> Iterator[Batch]:
         batch: Batch = []

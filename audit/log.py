@@ -4,7 +4,7 @@ Writes go through the group committer (durable when ``append`` returns), on
 SQLite from an event loop through its ``LoopWriter``; reads, proofs and
 checkpoints are plain queries on the same engine. Checkpoints are made every
 ``checkpoint_every`` entries or ``checkpoint_interval_s`` seconds when a signer
-is configured (``audit.cadence``), by whichever process notices first; Ed25519
+is configured (``audit._cadence``), by whichever process notices first; Ed25519
 is deterministic, so two nodes checkpointing the same size write the same note.
 """
 
@@ -24,8 +24,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from audit import reads, store
+from audit._cadence import CheckpointCadence
 from audit.appender import append_in
-from audit.cadence import CheckpointCadence
 from audit.checkpoint import Checkpoint, parse_checkpoint, sign_checkpoint, verify_cosignatures
 from audit.committer import GroupCommitter, LoopWriter
 from audit.entry import format_ts, verify_entry_fields
@@ -82,7 +82,7 @@ class AuditLog:
         self.checkpoint_interval_s = checkpoint_interval_s
         self.timeout_s = timeout_s
         self._cp_lock = threading.Lock()
-        self.cadence = CheckpointCadence(self)
+        self._cadence = CheckpointCadence(self)
         self._committer: GroupCommitter | None = None
         self._committer_lock = threading.Lock()
         self._max_batch = max_batch
@@ -100,7 +100,7 @@ class AuditLog:
             if self._committer is not None:
                 self._committer.close()
                 self._committer = None
-        self.cadence.join(self.timeout_s)
+        self._cadence.join(self.timeout_s)
 
     def __enter__(self) -> AuditLog:
         return self
@@ -120,8 +120,8 @@ class AuditLog:
                     self.node,
                     max_batch=self._max_batch,
                     max_wait_ms=self._max_wait_ms,
-                    after_commit=self.cadence.after_commit,
-                    on_idle=self.cadence.on_idle,
+                    after_commit=self._cadence.after_commit,
+                    on_idle=self._cadence.on_idle,
                     idle_s=max(0.05, min(1.0, self.checkpoint_interval_s)),
                 )
             return self._committer
@@ -185,7 +185,7 @@ class AuditLog:
                 self._writer(),
                 loop,
                 max_batch=self._max_batch,
-                after_commit=self.cadence.after_loop_commit,
+                after_commit=self._cadence.after_loop_commit,
             )
         return writer
 
@@ -230,7 +230,7 @@ class AuditLog:
                 raise AuditUnavailable(
                     f"cannot store the checkpoint: {exc.__class__.__name__}"
                 ) from exc
-            self.cadence.signed(h.size)
+            self._cadence.signed(h.size)
             return note
 
     def latest_checkpoint(self) -> str | None:

@@ -246,6 +246,7 @@ class _WriterTurn:
     turn may take it again (an event loop holds it around a step that writes)."""
 
     def __init__(self, database: str | None) -> None:
+        """``database``: the file's resolved path (every name of it locks one file)."""
         self.threads = threading.RLock()
         self.path = f"{database}-writer.lock" if database and database != ":memory:" else None
         self.fd: int | None = None
@@ -317,6 +318,6 @@ def _turn_of(engine: Engine) -> _WriterTurn:
         if turn is None:
             turn = _SQLITE_WRITERS.get(key)
             if turn is None:
-                turn = _SQLITE_WRITERS[key] = _WriterTurn(database)
+                turn = _SQLITE_WRITERS[key] = _WriterTurn(key if database else None)
             _ENGINE_TURNS[engine] = turn  # the turn (and its fd) lives while an engine does
         return turn

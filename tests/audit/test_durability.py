@@ -121,7 +121,7 @@ def test_a_failed_sync_stops_the_appender_until_restart(
         log.verify_appending()
     with log.engine.connect() as conn, pytest.raises(AuditUnavailable):
         log.append_in(conn, entry(2))
-    log.cadence.run()  # the cadence signs nothing the disk may have lost
+    log._cadence.run()  # the cadence signs nothing the disk may have lost
     assert log.latest_checkpoint() is None
     assert log.head().size == 2  # the failed batch is in the log; its caller heard "failed"
     assert _synchronous_levels(log.engine, 2) == {2}
@@ -236,3 +236,27 @@ def test_the_write_turn_and_directories_follow_the_file_a_url_names(
     """A URI filename's lock file and parent directory are the file's own, not a
     directory named ``file:`` wherever the process happens to run."""
     assert store.sqlite_file(database) == path
+
+
+def test_a_batch_refused_after_its_entries_were_inserted_leaves_nothing(
+    tmp_path: Path, make_log: LogFactory
+) -> None:
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
+    log.append_many([entry(0), entry(1)])
+    with log.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE UPDATE ON audit_head "
+            "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+    with pytest.raises(AuditUnavailable, match="refused the write"):
+        write_batch(log.engine, "node-1", [[entry(2), entry(3)], [entry(4)]])
+    with log.engine.connect() as conn:
+        count = conn.exec_driver_sql("SELECT count(*) FROM audit_entries").scalar_one()
+        nodes = conn.exec_driver_sql("SELECT count(*) FROM audit_nodes").scalar_one()
+    assert (count, log.head().size) == (2, 2)
+    assert nodes == 1  # the one node of the first two leaves, nothing of the refused batch
+    assert _synchronous_levels(log.engine, 3) == {2}
+    with log.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse")
+    log.append(entry(2))
+    assert log.head().size == 3 and log.verify().ok

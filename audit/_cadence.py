@@ -31,7 +31,7 @@ class CheckpointCadence:
     """The log's own checkpoints (sizes and times), and its rounds of witnesses."""
 
     def __init__(self, owner: AuditLog) -> None:
-        self.log = owner
+        self.owner = owner
         self.last_size = -1  # the newest checkpoint's size; -1 until read from the store
         self.last_time = time.monotonic()
         self._signing: threading.Thread | None = None  # off-loop signer, while it runs
@@ -45,11 +45,11 @@ class CheckpointCadence:
         self.last_time = time.monotonic()
 
     def due(self, size: int) -> bool:
-        if self.log.signer is None or self.log.checkpoint_every <= 0:
+        if self.owner.signer is None or self.owner.checkpoint_every <= 0:
             return False
         if self.last_size < 0:
             self.last_size = self._stored_size()
-        return size - self.last_size >= self.log.checkpoint_every
+        return size - self.last_size >= self.owner.checkpoint_every
 
     def after_commit(self, size: int) -> None:
         """The writer thread committed up to ``size``: sign here if one is due."""
@@ -76,12 +76,12 @@ class CheckpointCadence:
     def on_idle(self) -> None:
         """The writer had nothing to do for a while: sign if the interval is over and
         the log grew since the last checkpoint."""
-        if self.log.signer is None or self.log.checkpoint_interval_s <= 0:
+        if self.owner.signer is None or self.owner.checkpoint_interval_s <= 0:
             return
-        if time.monotonic() - self.last_time < self.log.checkpoint_interval_s:
+        if time.monotonic() - self.last_time < self.owner.checkpoint_interval_s:
             return
         self.last_time = time.monotonic()
-        with self.log.engine.connect() as conn:
+        with self.owner.engine.connect() as conn:
             size = reads.read_head(conn).size
         if size > max(self.last_size, self._stored_size()):
             self.run()
@@ -90,11 +90,11 @@ class CheckpointCadence:
         """A cadence checkpoint, then (off the writer's path) a round of witnesses.
         Nothing once a failed sync stopped the writer: the head may not be on disk."""
         try:
-            self.log.verify_appending()
+            self.owner.verify_appending()
         except AuditError:
             return
-        self.log.checkpoint()
-        if not self.log.witness_urls:
+        self.owner.checkpoint()
+        if not self.owner.witness_urls:
             return
         with self._send_lock:
             # A checkpoint signed while a round is out is sent by that sender's
@@ -113,7 +113,7 @@ class CheckpointCadence:
                     return
                 self._send_wanted = False
             try:
-                for url, result in self.log.send_to_witnesses(self.log.witness_urls).items():
+                for url, result in self.owner.send_to_witnesses(self.owner.witness_urls).items():
                     log.info("witness %s: %s", url, result)
             except Exception:
                 log.exception("sending the checkpoint to witnesses failed")
@@ -124,6 +124,6 @@ class CheckpointCadence:
             self._signing.join(timeout)
 
     def _stored_size(self) -> int:
-        with self.log.engine.connect() as conn:
+        with self.owner.engine.connect() as conn:
             got = conn.execute(sa.select(sa.func.max(store.checkpoints.c.size))).scalar()
         return int(got) if got is not None else 0
