@@ -33,7 +33,7 @@ from audit.appender import commit_batch
 from audit.durability import sync_wal
 from audit.errors import AuditError, AuditUnavailable
 from audit.records import Appended
-from audit.store import TurnBusy, write_lock
+from audit.store import TurnBusy, short_busy_wait, write_lock
 
 __all__ = ["GroupCommitter", "LoopWriter"]
 
@@ -344,8 +344,9 @@ class LoopWriter:
                 return
             pending, self._pending = self._pending, []
             self._retry = _FIRST_RETRY_S
-            for batch in self._batches(pending):
-                self.committer.commit_here(batch, self._after_commit)
+            with short_busy_wait():  # only a writer ignoring the turn can block it
+                for batch in self._batches(pending):
+                    self.committer.commit_here(batch, self._after_commit)
 
     def _batches(self, pending: Batch) -> Iterator[Batch]:
         batch: Batch = []

@@ -17,6 +17,7 @@ head may never shrink), on PostgreSQL and SQLite alike.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import threading
 import weakref
@@ -35,6 +36,8 @@ from sqlalchemy.engine import Connection, Engine
 
 __all__ = [
     "APPEND_ONLY_TABLES",
+    "BUSY_TIMEOUT_MS",
+    "LOOP_BUSY_TIMEOUT_MS",
     "TurnBusy",
     "checkpoints",
     "cosignatures",
@@ -45,8 +48,10 @@ __all__ = [
     "metadata",
     "nodes",
     "seed_head",
+    "short_busy_wait",
     "sqlite_file",
     "trigger_ddl",
+    "watch_busy_timeout",
     "write_lock",
 ]
 
@@ -216,9 +221,10 @@ def engine_for(url: str, **kwargs: Any) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.close()
 
+    watch_busy_timeout(engine)
     return engine
 
 
@@ -237,6 +243,41 @@ def sqlite_file(database: str | None) -> str | None:
 
 class TurnBusy(Exception):
     """The SQLite write turn is held elsewhere, and the caller asked not to wait."""
+
+
+#: How long SQLite's own busy handler may wait: long for threads and the CLI, short
+#: for an event loop (which holds the write turn, so only a writer that ignores
+#: the turn can hold SQLite's lock; the loop's write then fails closed instead of
+#: stalling everything the loop serves).
+BUSY_TIMEOUT_MS, LOOP_BUSY_TIMEOUT_MS = 30_000, 50
+_LOOP_WRITES: contextvars.ContextVar[bool] = contextvars.ContextVar("loop_writes", default=False)
+
+
+@contextlib.contextmanager
+def short_busy_wait() -> Iterator[None]:
+    """SQLite connections taken from the pool inside this block wait at most
+    ``LOOP_BUSY_TIMEOUT_MS`` for SQLite's lock (``watch_busy_timeout`` engines)."""
+    token = _LOOP_WRITES.set(True)
+    try:
+        yield
+    finally:
+        _LOOP_WRITES.reset(token)
+
+
+def watch_busy_timeout(engine: Engine) -> None:
+    """Give pooled connections checked out under ``short_busy_wait`` the short busy
+    timeout, and the long one back when they return to the pool."""
+
+    @sa.event.listens_for(engine, "checkout")
+    def _short(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if _LOOP_WRITES.get():
+            dbapi_conn.execute(f"PRAGMA busy_timeout={LOOP_BUSY_TIMEOUT_MS}")
+            record.info["short_busy"] = True
+
+    @sa.event.listens_for(engine, "checkin")
+    def _long(dbapi_conn: Any, record: Any) -> None:
+        if record.info.pop("short_busy", False) and dbapi_conn is not None:
+            dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 class _WriterTurn:

@@ -18,7 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlmodel import Session, create_engine
 
-from audit.store import sqlite_file, write_lock
+from audit.store import BUSY_TIMEOUT_MS, sqlite_file, watch_busy_timeout, write_lock
 
 log = structlog.get_logger(__name__)
 
@@ -100,13 +100,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             # A running gateway checkpoints from its own thread (WalCheckpointer), so
             # no writer pays for a checkpoint inside its commit; this bound only
             # matters for processes that run none (the CLI, tests).
             cur.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
             cur.close()
 
+        watch_busy_timeout(engine)
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)

@@ -15,6 +15,7 @@ loop never waits for the turn; a batch that finds it taken tries again later.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import queue
@@ -28,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 
-from audit.store import TurnBusy, write_lock
+from audit.store import TurnBusy, short_busy_wait, write_lock
 from gateway.db import is_sqlite, lazy_commit
 from gateway.policy.engine import Decision
 from gateway.policy.models import PolicyDecisionRecord
@@ -123,7 +124,7 @@ class DecisionLogWriter:
         waiting for the turn."""
         self._timer = None
         try:
-            with write_lock(self.engine, wait=wait):
+            with write_lock(self.engine, wait=wait), _busy_wait(wait):
                 while self._rows:
                     rows = self._rows[: self._max_batch]
                     del self._rows[: self._max_batch]
@@ -225,6 +226,11 @@ class DecisionLogWriter:
                     self._since_prune = 0
         except Exception:  # dry-run material only; the exchange already happened
             log.warning("decision log batch of %d lost", len(rows), exc_info=True)
+
+
+def _busy_wait(wait: bool) -> contextlib.AbstractContextManager[None]:
+    """On the loop, SQLite's own lock is waited for only briefly (``short_busy_wait``)."""
+    return contextlib.nullcontext() if wait else short_busy_wait()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

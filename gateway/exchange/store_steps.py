@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from audit.store import TurnBusy, write_lock
+from audit.store import TurnBusy, short_busy_wait, write_lock
 from gateway.errors import ServiceUnavailableError
 
 __all__ = ["TURN_WAIT_S", "StoreSteps", "store_errors", "store_unavailable"]
@@ -69,7 +69,8 @@ class StoreSteps:
                 except OSError as exc:  # the turn's lock file
                     raise store_unavailable() from exc
                 else:
-                    return fn(*args)
+                    with short_busy_wait():  # only a writer ignoring the turn can block it
+                        return fn(*args)
             if time.monotonic() > deadline:
                 raise store_unavailable()
             await asyncio.sleep(delay)

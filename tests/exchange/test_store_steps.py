@@ -129,3 +129,24 @@ def test_two_engines_on_one_file_share_one_turn(tmp_path: Path) -> None:
     finally:
         first.dispose()
         second.dispose()
+
+
+def test_loop_writes_wait_briefly_for_sqlite_and_the_pool_gets_the_long_wait_back(
+    sqlite_engine: sa.Engine,
+) -> None:
+    def busy_timeout() -> int:
+        with sqlite_engine.connect() as conn:
+            return int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one())
+
+    assert busy_timeout() == store.BUSY_TIMEOUT_MS
+    with store.short_busy_wait():
+        assert busy_timeout() == store.LOOP_BUSY_TIMEOUT_MS
+    assert busy_timeout() == store.BUSY_TIMEOUT_MS  # the same pooled connection, back
+    seen: list[int] = []
+
+    async def main() -> None:
+        await StoreSteps(sqlite_engine).run(lambda: seen.append(busy_timeout()))
+
+    asyncio.run(main())
+    assert seen == [store.LOOP_BUSY_TIMEOUT_MS]
+    assert busy_timeout() == store.BUSY_TIMEOUT_MS
