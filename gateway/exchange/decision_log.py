@@ -113,7 +113,7 @@ class DecisionLogWriter:
         if 0 < self._queue.maxsize <= len(self._rows):  # far behind: drop, as the queue does
             self.dropped += 1
             return
-        self._rows.extend(_rows([item]))
+        self._rows.extend(_encode_rows([item]))
         if self._timer is None:
             self._loop = loop
             self._timer = loop.call_later(self._linger, self._write_on_loop)
@@ -200,7 +200,7 @@ class DecisionLogWriter:
                 marker.set()
 
     def _store(self, batch: list[_Item]) -> None:
-        rows = _rows(batch)
+        rows = _encode_rows(batch)
         if not rows:
             return
         try:
@@ -240,7 +240,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _rows(batch: list[_Item]) -> list[dict[str, Any]]:
+def _encode_rows(batch: list[_Item]) -> list[dict[str, Any]]:
     """Encoded rows of a batch. The inputs are the exchanges' own documents, built
     for this decision and never changed after it: stored as they are, without a
     copy. One odd input must not cost the batch."""

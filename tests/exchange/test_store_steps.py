@@ -17,6 +17,7 @@ from audit import store
 from gateway.db import make_engine
 from gateway.errors import ServiceUnavailableError
 from gateway.exchange.store_steps import StoreSteps
+from tests._support.turn import taken_elsewhere
 
 
 def _where() -> tuple[int, bool]:
@@ -36,19 +37,7 @@ def test_on_sqlite_a_step_runs_on_the_loop_holding_the_turn(sqlite_engine: sa.En
 
     def step() -> int:
         # The loop holds the turn: another thread cannot have it meanwhile.
-        seen: list[bool] = []
-
-        def other() -> None:
-            try:
-                with store.write_lock(sqlite_engine, wait=False):
-                    seen.append(True)
-            except store.TurnBusy:
-                seen.append(False)
-
-        t = threading.Thread(target=other)
-        t.start()
-        t.join(10)
-        assert seen == [False]
+        assert taken_elsewhere(sqlite_engine)
         return threading.get_ident()
 
     async def main() -> tuple[int, int]:

@@ -4,7 +4,6 @@ writers no longer checkpoint inside their commits; a background thread does."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -126,31 +125,19 @@ def test_every_unit_of_work_and_migration_holds_the_sqlite_write_turn(
 ) -> None:
     """The loop's writers take the turn without waiting; none of Accord's own writers
     may hold SQLite's lock outside it, or the loop would sleep in SQLite's busy handler."""
-    from audit import store
     from gateway.db import session_scope, upgrade
+    from tests._support.turn import taken_elsewhere
 
     engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
     taken: list[bool] = []
 
-    def a_loop_writer_tries() -> None:
-        def attempt() -> None:
-            try:
-                with store.write_lock(engine, wait=False):
-                    taken.append(False)
-            except store.TurnBusy:
-                taken.append(True)
-
-        t = threading.Thread(target=attempt)
-        t.start()
-        t.join(10)
-
     try:
         with session_scope(engine):
-            a_loop_writer_tries()
+            taken.append(taken_elsewhere(engine))
         real_begin = engine.begin
 
         def begin() -> Any:  # the migration's transaction starts with the turn held
-            a_loop_writer_tries()
+            taken.append(taken_elsewhere(engine))
             return real_begin()
 
         monkeypatch.setattr(engine, "begin", begin)
