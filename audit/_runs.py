@@ -3,10 +3,12 @@
 Verifying costs three SHA-256 an entry (leaf, chain link, one tree node), and in
 Python the call around each hash costs more than the hashing itself. So nothing
 here loops per entry in bytecode: leaves, chain links and each tree level are one
-``map`` over preimages built by C code (``bytes.split``, ``struct.unpack``,
-``bytes.fromhex``). Chain links need no sequential loop either: each stored link is
-checked against the stored link before it, which by induction is the same as
-recomputing the chain.
+batch call over preimages built by C code (``bytes.split``, ``bytes.join``,
+``bytes.fromhex``). The batch is hashed by ``core``: the C extension
+``audit._sha256`` when it was built (one call a batch), else ``hashlib`` driven by
+``map`` (a few calls an entry, same answers). Chain links need no sequential loop
+either: each stored link is checked against the stored link before it, which by
+induction is the same as recomputing the chain.
 
 ``leaf_hashes`` then ``check_run`` are pure. Together they either vouch for a
 whole run (``Run``: what the verifier needs to move past it) or answer None, and
@@ -21,7 +23,7 @@ import hashlib
 import json
 import struct
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
 
@@ -30,19 +32,20 @@ from audit.errors import AuditError
 from audit.merkle import range_nodes
 
 __all__ = [
+    "HASHLIB",
     "MAX_LINE",
+    "NATIVE",
+    "NATIVE_SHA256",
+    "Core",
     "Run",
     "check_run",
     "claimed_seq",
+    "core",
     "decode_hashes",
     "hashes_len",
     "leaf_hashes",
 ]
 
-_HASH = type(hashlib.sha256())
-# Hashing a copy of a context that already holds the prefix skips both the digest
-# lookup of ``hashlib.sha256()`` and a copy of each message.
-_LEAF, _NODE = hashlib.sha256(b"\x00"), hashlib.sha256(b"\x01")
 # A hashes.txt line is "SEQ LEAF CHAIN\n": the seq's digits, then this many bytes.
 _TAIL = 1 + 64 + 1 + 64 + 1
 # Longest entry line (without its newline) the bulk path takes; longer ones go to
@@ -126,20 +129,48 @@ def decode_hashes(region: bytes, lo: int, hi: int) -> bytes | None:
     return blob if pos == len(region) and len(blob) == 64 * (hi - lo) else None
 
 
-def _split64(blob: bytes) -> tuple[bytes, ...]:
-    return struct.unpack("64s" * (len(blob) // 64), blob)
+@dataclass(frozen=True)
+class Core:
+    """What hashes a batch: ``each(prefix, messages)`` is SHA-256(prefix || m) of every
+    message, ``strided(prefix, blob, width)`` the same for every ``width``-byte slice of
+    ``blob`` (ValueError unless they tile it)."""
+
+    name: str
+    each: Callable[[bytes, Sequence[bytes]], list[bytes]]
+    strided: Callable[[bytes, bytes, int], list[bytes]]
 
 
-def _sha256s(prefix: hashlib._Hash, messages: Sequence[bytes]) -> list[bytes]:
-    """SHA-256(prefix || m) of every message: three C-level passes, no bytecode loop."""
-    hashes = list(map(_HASH.copy, repeat(prefix, len(messages))))
+_HASH = type(hashlib.sha256())
+
+
+def _hashlib_each(prefix: bytes, messages: Sequence[bytes]) -> list[bytes]:
+    """Three C-level passes, no bytecode loop: hashing a copy of a context that already
+    holds the prefix skips both the digest lookup of ``hashlib.sha256()`` and a copy of
+    each message. Without a prefix, two (nothing to copy in)."""
+    if not prefix:
+        return list(map(_HASH.digest, map(hashlib.sha256, messages)))
+    hashes = list(map(_HASH.copy, repeat(hashlib.sha256(prefix), len(messages))))
     deque(map(_HASH.update, hashes, messages), 0)
     return list(map(_HASH.digest, hashes))
 
 
-def _plain_sha256s(messages: Sequence[bytes]) -> list[bytes]:
-    """SHA-256(m) of every message: two C-level passes (no prefix to copy in)."""
-    return list(map(_HASH.digest, map(hashlib.sha256, messages)))
+def _hashlib_strided(prefix: bytes, blob: bytes, width: int) -> list[bytes]:
+    if width <= 0 or len(blob) % width:
+        raise ValueError(f"{len(blob)} bytes are not a whole number of {width}-byte slices")
+    return _hashlib_each(prefix, struct.unpack(f"{width}s" * (len(blob) // width), blob))
+
+
+HASHLIB = Core("hashlib", _hashlib_each, _hashlib_strided)
+try:  # built by setup.py when a C compiler and OpenSSL's headers were there
+    from audit import _sha256
+except ImportError:  # an auditor's plain copy of the package: hashlib does the same
+    NATIVE: Core | None = None
+else:
+    NATIVE = Core("native", _sha256.each, _sha256.strided)
+NATIVE_SHA256 = NATIVE is not None
+# The core every bulk check here uses. Tests and the benchmark set it to ``HASHLIB``
+# to compare; worker processes see the value they were forked with.
+core = NATIVE or HASHLIB
 
 
 class _Levels:
@@ -151,8 +182,8 @@ class _Levels:
         lo, level = first, leaves
         while True:
             skip = lo & 1  # an odd first node pairs with one outside the run
-            pairs = _split64(b"".join(level[skip : skip + (len(level) - skip) // 2 * 2]))
-            level, lo = _sha256s(_NODE, pairs), (lo + skip) >> 1
+            pairs = b"".join(level[skip : skip + (len(level) - skip) // 2 * 2])
+            level, lo = core.strided(b"\x01", pairs, 64), (lo + skip) >> 1
             if not level:
                 break
             self.levels.append((lo, level))
@@ -179,7 +210,7 @@ def leaf_hashes(blocks: Iterable[Sequence[bytes]], first: int, full: bool) -> li
                     verify_sealed(data, seq)
             except AuditError:
                 return None
-        leaves += _sha256s(_LEAF, lines)
+        leaves += core.each(b"\x00", lines)
     return leaves or None
 
 
@@ -198,7 +229,7 @@ def check_run(
         return None
     # Link i is checked from the stored link i-1: the preimages sit in ``pairs``
     # already, shifted by one hash (chain_{i-1} || leaf_i).
-    links = _plain_sha256s(_split64(anchor + pairs[:-32]))
+    links = core.strided(b"", anchor + pairs[:-32], 64)
     if b"".join(chain.from_iterable(zip(leaves, links, strict=True))) != pairs:
         return None
     end = first + n
