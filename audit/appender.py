@@ -42,17 +42,17 @@ _ADVANCE_HEAD = (
     )
 )
 _INSERTS = {t.name: t.insert() for t in (store.entries, store.nodes)}
-_NO_HEAD = "the audit chain head is missing: run create_schema()"
+NO_HEAD = "the audit chain head is missing: run create_schema()"
 
 
 def _lock_head(conn: sa.Connection) -> sa.Row[Any]:
     row = conn.execute(_LOCK_HEAD).first()
     if row is None:
-        raise AuditUnavailable(_NO_HEAD)
+        raise AuditUnavailable(NO_HEAD)
     return row
 
 
-def _now() -> str:
+def now_ts() -> str:
     return format_ts(datetime.now(UTC))
 
 
@@ -69,7 +69,7 @@ class _Sealed:
     ts: str
 
 
-def _seal_after(
+def seal_after(
     node: str,
     ts: str,
     head: tuple[int, bytes, bytes],
@@ -119,7 +119,7 @@ def _write_locked(
 ) -> list[list[Appended] | AuditError]:
     """Seal and insert every request after ``row`` (the locked head); advance the head."""
     head = (int(row.size), bytes(row.chain_hash), bytes(row.frontier))
-    b = _seal_after(node, _now(), head, requests)
+    b = seal_after(node, now_ts(), head, requests)
     if b.entry_rows:
         _insert(conn, store.entries, b.entry_rows)
         if b.node_rows:
@@ -193,7 +193,7 @@ def commit_batch(
                     conn.commit()
                 except SQLAlchemyError as exc:
                     conn.rollback()
-                    raise _refused(exc) from exc
+                    raise refused(exc) from exc
                 except BaseException:
                     conn.rollback()
                     raise
@@ -204,18 +204,20 @@ def commit_batch(
     return results, wal
 
 
-def _refused(exc: BaseException) -> AuditUnavailable:
+def refused(exc: BaseException) -> AuditUnavailable:
     return AuditUnavailable(f"the audit store refused the write: {exc.__class__.__name__}")
 
 
-_SQLITE_HEAD = "SELECT size, chain_hash, frontier FROM audit_head WHERE id = 1"
-_SQLITE_ENTRY = (
+# The batch in plain SQL (``:name`` parameters), run on the DBAPI connection by the
+# SQLite path and, in psycopg's style, by the PostgreSQL loop writer (``audit.pg_loop``).
+HEAD_SQL = "SELECT size, chain_hash, frontier FROM audit_head WHERE id = 1"
+ENTRY_SQL = (
     "INSERT INTO audit_entries "
     "(seq, ts, event, exchange_id, subject, data, leaf_hash, chain_hash) VALUES "
     "(:seq, :ts, :event, :exchange_id, :subject, :data, :leaf_hash, :chain_hash)"
 )
-_SQLITE_NODE = "INSERT INTO audit_nodes (level, idx, hash) VALUES (:level, :idx, :hash)"
-_SQLITE_ADVANCE = (
+NODE_SQL = "INSERT INTO audit_nodes (level, idx, hash) VALUES (:level, :idx, :hash)"
+ADVANCE_SQL = (
     "UPDATE audit_head SET size = :new_size, chain_hash = :new_chain, "
     "frontier = :new_frontier, ts = :new_ts WHERE id = 1 AND size = :locked_size"
 )
@@ -231,17 +233,17 @@ def _write_sqlite(
     cur = raw.cursor()
     try:
         cur.execute("BEGIN IMMEDIATE")  # the write lock: nobody moves the head meanwhile
-        head = cur.execute(_SQLITE_HEAD).fetchone()
+        head = cur.execute(HEAD_SQL).fetchone()
         if head is None:
-            raise AuditUnavailable(_NO_HEAD)
+            raise AuditUnavailable(NO_HEAD)
         locked = int(head[0])
-        b = _seal_after(node, _now(), (locked, bytes(head[1]), bytes(head[2])), requests)
+        b = seal_after(node, now_ts(), (locked, bytes(head[1]), bytes(head[2])), requests)
         if b.entry_rows:
-            cur.executemany(_SQLITE_ENTRY, b.entry_rows)
+            cur.executemany(ENTRY_SQL, b.entry_rows)
             if b.node_rows:
-                cur.executemany(_SQLITE_NODE, b.node_rows)
+                cur.executemany(NODE_SQL, b.node_rows)
             cur.execute(
-                _SQLITE_ADVANCE,
+                ADVANCE_SQL,
                 {
                     "new_size": b.size,
                     "new_chain": b.chain,
@@ -256,7 +258,7 @@ def _write_sqlite(
         return b.results
     except conn.dialect.loaded_dbapi.Error as exc:
         raw.rollback()
-        raise _refused(exc) from exc
+        raise refused(exc) from exc
     except BaseException:
         raw.rollback()
         raise
@@ -286,7 +288,7 @@ def append_in(
     try:
         result = _write_locked(conn, node, _lock_head(conn), [entries])[0]
     except SQLAlchemyError as exc:
-        raise _refused(exc) from exc
+        raise refused(exc) from exc
     if isinstance(result, AuditError):
         raise result
     return result

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
@@ -35,9 +35,11 @@ from audit.errors import AuditError, AuditUnavailable
 from audit.records import Appended
 from audit.store import TurnBusy, short_busy_wait, write_lock
 
-__all__ = ["GroupCommitter", "LoopWriter"]
+__all__ = ["GroupCommitter", "LoopWriter", "split_batches"]
 
 log = logging.getLogger("audit.committer")
+
+T = TypeVar("T")
 
 Batch = list[tuple[Sequence[Mapping[str, Any]], "Future[list[Appended]]"]]
 
@@ -92,7 +94,7 @@ class GroupCommitter:
         idle_s: float,
     ) -> None:
         self.engine = engine
-        self._node = node
+        self.node = node
         self._max_batch = max(1, max_batch)
         self._max_wait = max(0.0, max_wait_ms) / 1000.0
         self._after_commit = after_commit
@@ -217,7 +219,7 @@ class GroupCommitter:
             _fail(live, self.broken)
             return
         try:
-            results, wal = commit_batch(self.engine, self._node, [e for e, _ in live])
+            results, wal = commit_batch(self.engine, self.node, [e for e, _ in live])
         except AuditError as exc:
             _fail(live, exc)
             return
@@ -345,16 +347,21 @@ class LoopWriter:
             pending, self._pending = self._pending, []
             self._retry = _FIRST_RETRY_S
             with short_busy_wait():  # only a writer ignoring the turn can block it
-                for batch in self._batches(pending):
+                for batch in split_batches(pending, self._max_batch):
                     self.committer.commit_here(batch, self._after_commit)
 
-    def _batches(self, pending: Batch) -> Iterator[Batch]:
-        batch: Batch = []
-        count = 0
-        for item in pending:
-            if batch and count + len(item[0]) > self._max_batch:
-                yield batch
-                batch, count = [], 0
-            batch.append(item)
-            count += len(item[0])
-        yield batch
+
+def split_batches(
+    pending: list[tuple[Sequence[Mapping[str, Any]], T]], max_batch: int
+) -> Iterator[list[tuple[Sequence[Mapping[str, Any]], T]]]:
+    """``pending`` cut into batches of at most ``max_batch`` entries (a request is never
+    split; one larger than that is a batch of its own)."""
+    batch: list[tuple[Sequence[Mapping[str, Any]], T]] = []
+    count = 0
+    for item in pending:
+        if batch and count + len(item[0]) > max_batch:
+            yield batch
+            batch, count = [], 0
+        batch.append(item)
+        count += len(item[0])
+    yield batch

@@ -1,7 +1,8 @@
 """``AuditLog``: the one object the gateway holds to write and read the audit log.
 
-Writes go through the group committer (durable when ``append`` returns), on
-SQLite from an event loop through its ``LoopWriter``; reads, proofs and
+Writes go through the group committer (durable when ``append`` returns); from an
+event loop through its ``LoopWriter`` (SQLite) or ``PgLoopWriter`` (PostgreSQL
+with psycopg); reads, proofs and
 checkpoints are plain queries on the same engine. Checkpoints are made every
 ``checkpoint_every`` entries or ``checkpoint_interval_s`` seconds when a signer
 is configured (``audit._cadence``), by whichever process notices first; Ed25519
@@ -14,10 +15,9 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -42,9 +42,27 @@ from audit.note import NoteSigner, NoteVerifier, parse_note
 from audit.records import Appended, ConsistencyProof, Head, InclusionProof, LogEntry
 from audit.verify import VerifyReport
 
+if TYPE_CHECKING:  # psycopg is needed only to write PostgreSQL from a loop
+    from audit.pg_loop import PgLoopWriter
+
 __all__ = ["AuditLog"]
 
 log = logging.getLogger("audit.log")
+
+
+def _loop_capable(engine: Engine) -> bool:
+    """Whether ``append_async`` can commit on the caller's loop on this engine."""
+    name = engine.dialect.name
+    return name == "sqlite" or (name == "postgresql" and engine.dialect.driver == "psycopg")
+
+
+def _checked(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of entries whose fields are all known, to queue for a batch."""
+    if not entries:
+        raise AuditError("nothing to append", code="audit_entry_invalid")
+    for e in entries:
+        verify_entry_fields(e)
+    return [dict(e) for e in entries]
 
 
 def _needed(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -71,9 +89,10 @@ class AuditLog:
         loop_writes: bool | None = None,
     ) -> None:
         self.engine = engine
-        # SQLite: ``append_async`` commits on the caller's event loop (``LoopWriter``).
-        self.loop_writes = engine.dialect.name == "sqlite" if loop_writes is None else loop_writes
-        self._on_loop: LoopWriter | None = None
+        # ``append_async`` commits on the caller's event loop: SQLite on the loop's
+        # thread (``LoopWriter``), PostgreSQL over an async connection (``PgLoopWriter``).
+        self.loop_writes = _loop_capable(engine) if loop_writes is None else loop_writes
+        self._on_loop: LoopWriter | PgLoopWriter | None = None
         self.node = node
         self.signer = signer
         self.witnesses = list(witnesses)
@@ -134,7 +153,7 @@ class AuditLog:
 
     def append_many(self, entries: Sequence[Mapping[str, Any]]) -> list[Appended]:
         """Append entries contiguously in one transaction."""
-        fut = self._submit(entries)
+        fut = self._writer().submit(_checked(entries))
         try:
             return fut.result(timeout=self.timeout_s)
         except TimeoutError as exc:
@@ -157,37 +176,46 @@ class AuditLog:
 
         With ``loop_writes`` the entry is written on this loop, batched with the
         other appends of the same pass (``LoopWriter``)."""
-        fut = self._submit([entry], on_loop=self.loop_writes)
+        entries = _checked([entry])
+        writer = self._loop_writer() if self.loop_writes else self._writer()
+        fut = writer.submit(entries)
         try:
             async with asyncio.timeout(self.timeout_s):  # no extra task, unlike wait_for
-                res = await asyncio.wrap_future(fut)
+                res = await (fut if isinstance(fut, asyncio.Future) else asyncio.wrap_future(fut))
         except TimeoutError as exc:
             raise AuditUnavailable("the audit store did not answer in time") from exc
         return res[0]
 
-    def _submit(
-        self, entries: Sequence[Mapping[str, Any]], *, on_loop: bool = False
-    ) -> Future[list[Appended]]:
-        if not entries:
-            raise AuditError("nothing to append", code="audit_entry_invalid")
-        for e in entries:
-            verify_entry_fields(e)
-        copies = [dict(e) for e in entries]
-        if on_loop:
-            return self._loop_writer().submit(copies)
-        return self._writer().submit(copies)
-
-    def _loop_writer(self) -> LoopWriter:
+    def _loop_writer(self) -> LoopWriter | PgLoopWriter:
         loop = asyncio.get_running_loop()
         writer = self._on_loop
         if writer is None or writer.loop is not loop or writer.committer is not self._committer:
-            writer = self._on_loop = LoopWriter(
-                self._writer(),
-                loop,
-                max_batch=self._max_batch,
-                after_commit=self._cadence.after_loop_commit,
-            )
+            if self.engine.dialect.name == "sqlite":
+                writer = LoopWriter(
+                    self._writer(),
+                    loop,
+                    max_batch=self._max_batch,
+                    after_commit=self._cadence.after_loop_commit,
+                )
+            else:
+                from audit.pg_loop import PgLoopWriter
+
+                writer = PgLoopWriter(
+                    self._writer(),
+                    loop,
+                    max_batch=self._max_batch,
+                    after_commit=self._cadence.after_loop_commit,
+                    timeout_s=self.timeout_s,
+                )
+            self._on_loop = writer
         return writer
+
+    async def aclose_loop(self) -> None:
+        """Write what this loop queued and close its connection (PostgreSQL); call it
+        on that loop before ``close``."""
+        writer = self._on_loop
+        if not isinstance(writer, LoopWriter | None) and writer.loop is asyncio.get_running_loop():
+            await writer.aclose()
 
     # -- checkpoints ----------------------------------------------------------
 

@@ -113,6 +113,7 @@ class Services:
 
     async def stop(self) -> None:
         await self.bindings.close()
+        await self.audit_log.aclose_loop()
         if self.decision_log is not None:
             await asyncio.to_thread(self.decision_log.close)
             self.decision_log = None

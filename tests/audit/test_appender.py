@@ -276,7 +276,7 @@ def test_sqlite_batches_store_exactly_what_the_portable_path_stores(
     through SQLAlchemy. Both must write the same rows and the same head."""
     from audit import appender
 
-    monkeypatch.setattr(appender, "_now", lambda: "2026-06-01T12:00:00.000Z")
+    monkeypatch.setattr(appender, "now_ts", lambda: "2026-06-01T12:00:00.000Z")
     batches = [[entry(i) for i in range(k, k + n)] for k, n in ((0, 1), (1, 3), (4, 6))]
     plain = make_log(f"sqlite:///{tmp_path / 'plain.db'}")
     for batch in batches:

@@ -36,7 +36,7 @@ async def _append_all(log: AuditLog, first: int, n: int) -> list[Appended]:
     return await asyncio.gather(*(log.append_async(entry(first + i)) for i in range(n)))
 
 
-def test_sqlite_writes_on_the_loop_and_postgresql_on_the_writer_thread(
+def test_sqlite_and_postgresql_write_on_the_loop_unless_told_not_to(
     tmp_path: Path, make_log: LogFactory
 ) -> None:
     assert make_log(f"sqlite:///{tmp_path / 'a.db'}").loop_writes
@@ -45,7 +45,7 @@ def test_sqlite_writes_on_the_loop_and_postgresql_on_the_writer_thread(
     from sqlalchemy import create_engine
 
     pg = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
-    assert not AuditLog(pg).loop_writes
+    assert AuditLog(pg).loop_writes
 
 
 def test_appends_of_one_pass_are_one_batch_written_on_the_loop(

@@ -1,0 +1,229 @@
+"""On PostgreSQL an event loop writes its own batches too, over an async connection.
+
+A writer thread pays for every round trip twice: the statement's wait, then the
+wait for the interpreter lock while the loop runs (up to the switch interval,
+each time). A batch is about six round trips, so under load the writer spent
+most of its time queueing for the lock while holding the chain head. Here the
+loop sends the batch in pipeline mode (three round trips: lock the head; insert
+and advance it; commit) and does other work while PostgreSQL answers. Appends
+made while a batch is out form the next batch; one batch is out at a time.
+
+The commit is durable (``synchronous_commit`` stays on) before any caller is
+told. A batch that fails on a pooled connection before anything was written
+(the server restarted since the last batch) is sent once more on a fresh
+connection; any other failure fails its callers closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import psycopg
+from sqlalchemy.engine import Engine
+
+from audit.appender import (
+    ADVANCE_SQL,
+    ENTRY_SQL,
+    HEAD_SQL,
+    NO_HEAD,
+    NODE_SQL,
+    now_ts,
+    refused,
+    seal_after,
+)
+from audit.committer import GroupCommitter, split_batches
+from audit.errors import AuditError, AuditUnavailable
+from audit.records import Appended
+
+__all__ = ["PgLoopWriter", "conninfo"]
+
+log = logging.getLogger("audit.pg_loop")
+
+AsyncBatch = list[tuple[Sequence[Mapping[str, Any]], "asyncio.Future[list[Appended]]"]]
+
+
+def _pg(sql: str) -> str:
+    """A statement with ``:name`` parameters in psycopg's ``%(name)s`` style."""
+    return re.sub(r":(\w+)", r"%(\1)s", sql)
+
+
+_LOCK_HEAD = HEAD_SQL + " FOR UPDATE"
+_ENTRY, _NODE, _ADVANCE = _pg(ENTRY_SQL), _pg(NODE_SQL), _pg(ADVANCE_SQL)
+
+
+def conninfo(engine: Engine) -> str:
+    """The libpq connection string of a SQLAlchemy PostgreSQL engine."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class _Attempt:
+    """How far one try of a batch got: only one that wrote nothing may be sent again."""
+
+    wrote = False
+
+
+async def _write(
+    conn: psycopg.AsyncConnection[Any],
+    node: str,
+    requests: Sequence[Sequence[Mapping[str, Any]]],
+    attempt: _Attempt,
+) -> list[list[Appended] | AuditError]:
+    """One batch transaction: the statements ``audit.appender`` runs, pipelined."""
+    async with conn.pipeline() as pipeline, conn.transaction():
+        cur = conn.cursor()
+        await cur.execute(_LOCK_HEAD)
+        head = await cur.fetchone()  # the first round trip: BEGIN and the lock
+        if head is None:
+            raise AuditUnavailable(NO_HEAD)
+        locked = int(head[0])
+        b = seal_after(node, now_ts(), (locked, bytes(head[1]), bytes(head[2])), requests)
+        if b.entry_rows:
+            attempt.wrote = True
+            await cur.executemany(_ENTRY, b.entry_rows)
+            if b.node_rows:
+                await cur.executemany(_NODE, b.node_rows)
+            await cur.execute(
+                _ADVANCE,
+                {
+                    "new_size": b.size,
+                    "new_chain": b.chain,
+                    "new_frontier": b.frontier,
+                    "new_ts": b.ts,
+                    "locked_size": locked,
+                },
+            )
+            await pipeline.sync()  # the second: the rows and the head's advance
+            if cur.rowcount != 1:
+                raise AuditUnavailable("the chain head moved while locked")
+    return b.results  # the third round trip was the commit, on leaving the block
+
+
+class PgLoopWriter:
+    """Appends made on one event loop, committed from that loop over one async
+    PostgreSQL connection; ``submit`` and everything else run on the loop's thread."""
+
+    def __init__(
+        self,
+        committer: GroupCommitter,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_batch: int,
+        after_commit: Callable[[int], None],
+        timeout_s: float,
+    ) -> None:
+        self.committer = committer
+        self.loop = loop
+        self._conninfo = conninfo(committer.engine)
+        self._node = committer.node
+        self._max_batch = max(1, max_batch)
+        self._after_commit = after_commit
+        self._timeout_s = timeout_s
+        self._pending: AsyncBatch = []
+        self._task: asyncio.Task[None] | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    def submit(self, entries: Sequence[Mapping[str, Any]]) -> asyncio.Future[list[Appended]]:
+        """Queue one request's entries; the future resolves once they are committed."""
+        if self.committer.broken is not None:
+            raise self.committer.broken
+        if self.committer.closed:
+            raise AuditUnavailable("the audit log is closed")
+        fut: asyncio.Future[list[Appended]] = self.loop.create_future()
+        self._pending.append((entries, fut))
+        if self._task is None:  # appends made in the rest of this pass join the batch
+            self._task = self.loop.create_task(self._drain())
+        return fut
+
+    async def aclose(self) -> None:
+        """Write what is queued, then close the connection."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                pending, self._pending = self._pending, []
+                for batch in split_batches(pending, self._max_batch):
+                    await self._commit(batch)
+        finally:
+            self._task = None
+
+    async def _commit(self, batch: AsyncBatch) -> None:
+        live = [(e, f) for e, f in batch if not f.done()]  # a caller may have timed out
+        if not live:
+            return
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                results = await self._send([e for e, _ in live])
+        except AuditError as exc:
+            _fail(live, exc)
+            return
+        except TimeoutError:
+            await self._drop()  # where the batch stopped is unknown: never reuse it
+            _fail(live, AuditUnavailable("the audit store did not answer in time"))
+            return
+        except Exception as exc:
+            log.exception("audit loop batch failed")
+            _fail(live, refused(exc))
+            return
+        for (_, f), res in zip(live, results, strict=True):
+            if f.done():
+                continue
+            if isinstance(res, AuditError):
+                f.set_exception(res)
+            else:
+                f.set_result(res)
+        last = max((r[-1].seq for r in results if not isinstance(r, AuditError) and r), default=-1)
+        if last >= 0:
+            try:
+                self._after_commit(last + 1)
+            except Exception:
+                log.exception("audit background task failed")
+
+    async def _send(
+        self, requests: Sequence[Sequence[Mapping[str, Any]]]
+    ) -> list[list[Appended] | AuditError]:
+        reused = self._conn is not None
+        for again in (False, True):
+            conn = await self._connection()
+            attempt = _Attempt()
+            try:
+                return await _write(conn, self._node, requests, attempt)
+            except psycopg.Error as exc:
+                if conn.broken or conn.closed:
+                    await self._drop()
+                stale = isinstance(exc, psycopg.OperationalError) and reused and not again
+                if stale and not attempt.wrote:  # the server restarted: nothing was sent
+                    continue
+                raise refused(exc) from exc
+        raise AssertionError("unreachable")
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            try:
+                self._conn = await psycopg.AsyncConnection.connect(
+                    self._conninfo, connect_timeout=max(2, int(self._timeout_s))
+                )
+            except psycopg.Error as exc:
+                raise refused(exc) from exc
+        return self._conn
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
+
+
+def _fail(live: AsyncBatch, exc: BaseException) -> None:
+    for _, f in live:
+        if not f.done():
+            f.set_exception(exc)

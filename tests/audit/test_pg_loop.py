@@ -1,0 +1,276 @@
+"""The PostgreSQL loop writer: batches committed from the event loop over an async
+connection, on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from audit import AuditLog, committer
+from audit.errors import AuditUnavailable
+from audit.pg_loop import PgLoopWriter
+from audit.records import Appended
+from tests._support.servers import fresh_database
+from tests.audit.conftest import LogFactory, entry
+
+
+async def _append_all(log: AuditLog, first: int, n: int) -> list[Appended]:
+    return await asyncio.gather(*(log.append_async(entry(first + i)) for i in range(n)))
+
+
+def _writer(log: AuditLog) -> PgLoopWriter:
+    writer = log._on_loop
+    assert isinstance(writer, PgLoopWriter)
+    return writer
+
+
+def _writer_pid(log: AuditLog) -> int:
+    conn = _writer(log)._conn
+    assert conn is not None
+    return int(conn.info.backend_pid)
+
+
+def _admin(url: str) -> sa.Engine:
+    return sa.create_engine(url, isolation_level="AUTOCOMMIT")
+
+
+def test_postgresql_with_psycopg_writes_on_the_loop(pg_url: str, make_log: LogFactory) -> None:
+    assert make_log(pg_url).loop_writes
+    assert not make_log(pg_url, loop_writes=False).loop_writes
+
+
+def test_appends_of_one_pass_are_one_batch_sent_from_the_loop(
+    pg_url: str, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = make_log(pg_url)
+    thread_batches: list[int] = []
+    real = committer.commit_batch
+    monkeypatch.setattr(
+        committer,
+        "commit_batch",
+        lambda engine, node, requests: (
+            thread_batches.append(len(requests)) or real(engine, node, requests)
+        ),
+    )
+
+    async def main() -> tuple[list[Appended], int]:
+        got = await _append_all(log, 0, 20)
+        pid = _writer_pid(log)
+        await log.aclose_loop()
+        return got, pid
+
+    got, pid = asyncio.run(main())
+    assert [a.seq for a in got] == list(range(20))
+    assert thread_batches == []  # the writer thread committed nothing
+    assert log.head().size == 20
+    with log.engine.connect() as conn:  # one batch: twenty entries, one commit
+        rows = conn.exec_driver_sql("SELECT DISTINCT ts FROM audit_entries").all()
+    assert len(rows) == 1
+    assert pid > 0
+    assert log.verify().ok
+
+
+def test_batches_store_exactly_what_the_portable_path_stores(
+    pg_server_url: str, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop writer's plain SQL and ``append_in``'s SQLAlchemy statements write the
+    same rows and the same head."""
+    from audit import appender, pg_loop
+
+    fixed = "2026-06-01T12:00:00.000Z"
+    monkeypatch.setattr(appender, "now_ts", lambda: fixed)
+    monkeypatch.setattr(pg_loop, "now_ts", lambda: fixed)
+    looped = make_log(fresh_database(pg_server_url))
+    portable = make_log(fresh_database(pg_server_url))
+
+    async def main() -> None:
+        await _append_all(looped, 0, 1)
+        await _append_all(looped, 1, 9)
+        await looped.aclose_loop()
+
+    asyncio.run(main())
+    for i in range(10):
+        with portable.engine.begin() as conn:
+            appender.append_in(conn, portable.node, [entry(i)])
+
+    def dump(log: AuditLog) -> dict[str, list[tuple[object, ...]]]:
+        with log.engine.connect() as conn:
+            return {
+                t: [tuple(r) for r in conn.exec_driver_sql(f"SELECT * FROM {t} ORDER BY 1, 2")]
+                for t in ("audit_entries", "audit_nodes", "audit_head")
+            }
+
+    got, want = dump(looped), dump(portable)
+    assert len(got["audit_entries"]) == 10
+    assert got == want
+
+
+def test_a_connection_lost_between_batches_is_replaced_without_an_error(
+    pg_url: str, make_log: LogFactory
+) -> None:
+    """The server dropped the writer's idle connection (a restart, a failover): the next
+    batch wrote nothing on it, so it is sent again on a fresh one."""
+    log = make_log(pg_url)
+    admin = _admin(pg_url)
+
+    async def main() -> tuple[int, int]:
+        await _append_all(log, 0, 3)
+        before = _writer_pid(log)
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": before})
+        await asyncio.sleep(0.1)
+        await _append_all(log, 3, 3)
+        after = _writer_pid(log)
+        await log.aclose_loop()
+        return before, after
+
+    before, after = asyncio.run(main())
+    admin.dispose()
+    assert before != after
+    assert log.head().size == 6
+    assert log.verify().ok
+
+
+@contextlib.contextmanager
+def _refusing_head_updates(url: str) -> Iterator[None]:
+    admin = _admin(url)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(
+            "CREATE FUNCTION refuse_move() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'no'; END $$"
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_move BEFORE UPDATE ON audit_head "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_move()"
+        )
+    try:
+        yield
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql("DROP TRIGGER refuse_move ON audit_head")
+        admin.dispose()
+
+
+def test_a_batch_refused_after_its_inserts_leaves_nothing_and_the_next_goes_on(
+    pg_url: str, make_log: LogFactory
+) -> None:
+    log = make_log(pg_url)
+
+    async def main() -> None:
+        await _append_all(log, 0, 2)
+        with _refusing_head_updates(pg_url):
+            results = await asyncio.gather(
+                *(log.append_async(entry(2 + i)) for i in range(4)), return_exceptions=True
+            )
+            assert all(isinstance(r, AuditUnavailable) for r in results), results
+        got = await _append_all(log, 2, 2)
+        assert [a.seq for a in got] == [2, 3]
+        await log.aclose_loop()
+
+    asyncio.run(main())
+    with log.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM audit_entries").scalar() == 4
+    assert log.verify().ok
+
+
+def test_a_store_that_takes_no_connections_fails_appends_closed_then_recovers(
+    pg_server_url: str, make_log: LogFactory
+) -> None:
+    url = fresh_database(pg_server_url)
+    log = make_log(url)
+    name = sa.make_url(url).database
+    admin = _admin(pg_server_url)
+
+    def allow(yes: bool) -> None:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(yes).lower()}')
+            if not yes:
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :n AND pid <> pg_backend_pid()"
+                    ),
+                    {"n": name},
+                )
+
+    async def main() -> None:
+        await _append_all(log, 0, 2)
+        allow(False)
+        try:
+            with pytest.raises(AuditUnavailable):
+                await log.append_async(entry(2))
+        finally:
+            allow(True)
+        assert (await log.append_async(entry(2))).seq == 2
+        await log.aclose_loop()
+
+    asyncio.run(main())
+    admin.dispose()
+    log.engine.dispose()
+    assert log.head().size == 3
+
+
+def test_a_batch_stuck_behind_the_head_lock_times_out_and_the_next_goes_on(
+    pg_url: str, make_log: LogFactory
+) -> None:
+    """Another node holds the chain head: the callers fail closed after the log's
+    timeout, and the writer is not left waiting on a connection it cannot reuse."""
+    log = make_log(pg_url, timeout_s=1.0)
+    other = sa.create_engine(pg_url)
+
+    async def main() -> None:
+        await _append_all(log, 0, 1)
+        with other.connect() as conn:
+            conn.exec_driver_sql("SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
+            with pytest.raises(AuditUnavailable):
+                await log.append_async(entry(1))
+            conn.rollback()
+        assert (await log.append_async(entry(1))).seq == 1
+        await log.aclose_loop()
+
+    asyncio.run(main())
+    other.dispose()
+    assert log.head().size == 2
+    assert log.verify().ok
+
+
+def test_close_writes_what_is_queued_and_closes_the_connection(
+    pg_url: str, make_log: LogFactory
+) -> None:
+    log = make_log(pg_url)
+
+    async def main() -> None:
+        futures = [asyncio.ensure_future(log.append_async(entry(i))) for i in range(5)]
+        await asyncio.sleep(0)  # queued, not yet written
+        await log.aclose_loop()
+        assert all(f.done() for f in futures)
+        assert [f.result().seq for f in futures] == list(range(5))
+        assert _writer(log)._conn is None
+        assert (await log.append_async(entry(5))).seq == 5  # opens a new one
+        await log.aclose_loop()
+
+    asyncio.run(main())
+
+
+def test_loop_batches_and_thread_batches_share_one_gapless_chain(
+    pg_url: str, make_log: LogFactory
+) -> None:
+    """Another process or node appending through its writer thread while this one
+    writes from its loop: both take the head lock, so the chain stays gapless."""
+    looped = make_log(pg_url)
+    threaded = make_log(pg_url, loop_writes=False)
+
+    async def main() -> None:
+        other = asyncio.to_thread(lambda: [threaded.append(entry(100 + i)) for i in range(30)])
+        await asyncio.gather(other, *(looped.append_async(entry(i)) for i in range(60)))
+        await looped.aclose_loop()
+
+    asyncio.run(main())
+    with looped.engine.connect() as conn:
+        seqs = [r[0] for r in conn.exec_driver_sql("SELECT seq FROM audit_entries ORDER BY seq")]
+    assert seqs == list(range(90))
+    assert looped.verify().ok
