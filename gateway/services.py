@@ -22,6 +22,7 @@ from gateway.exchange.bindings import BindingService
 from gateway.exchange.counters import ReplayCache
 from gateway.exchange.decision_log import DecisionLogWriter
 from gateway.exchange.metrics import ExchangeMetrics
+from gateway.exchange.pg_steps import PgSteps
 from gateway.exchange.service import ExchangeService
 from gateway.jose import (
     PrivateKey,
@@ -73,6 +74,7 @@ class Services:
     decision_log: DecisionLogWriter | None = None
     _exchange: ExchangeService | None = None
     _checkpointer: WalCheckpointer | None = None
+    _pg_steps: PgSteps | None = None
 
     @property
     def exchange(self) -> ExchangeService:
@@ -92,6 +94,8 @@ class Services:
             clock=self.policy.clock,
             retention=timedelta(days=self.settings.decision_log_days),
         )
+        if self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg":
+            self._pg_steps = PgSteps(self.engine, self.replay)
         self._exchange = ExchangeService(
             gateway_id=self.settings.gateway_id,
             registry=self.registry,
@@ -109,11 +113,15 @@ class Services:
             pseudonym_secret=self.settings.pseudonym_secret.get_secret_value().encode(),
             metrics=self.metrics,
             fetch_timeout_s=self.settings.fetch_timeout_s,
+            pg=self._pg_steps,
         )
 
     async def stop(self) -> None:
         await self.bindings.close()
         await self.audit_log.aclose_loop()
+        if self._pg_steps is not None:
+            await self._pg_steps.close()
+            self._pg_steps = None
         if self.decision_log is not None:
             await asyncio.to_thread(self.decision_log.close)
             self.decision_log = None

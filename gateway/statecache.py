@@ -13,7 +13,9 @@ next exchange on every node.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
@@ -23,7 +25,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.db import single_statement_cursor
 from gateway.errors import ServiceUnavailableError
 
-__all__ = ["StateCache", "bump_generation", "generation_table"]
+__all__ = [
+    "READ_GENERATION",
+    "CacheMiss",
+    "StateCache",
+    "bump_generation",
+    "generation_table",
+]
 
 T = TypeVar("T")
 
@@ -36,7 +44,7 @@ generation_table = sa.Table(
 )
 
 
-_READ_GENERATION = "SELECT value FROM state_generation WHERE id = 1"
+READ_GENERATION = "SELECT value FROM state_generation WHERE id = 1"
 
 
 def bump_generation(conn: Connection) -> None:
@@ -50,6 +58,13 @@ def bump_generation(conn: Connection) -> None:
 
 class _Miss:
     pass
+
+
+class CacheMiss(Exception):
+    """A lookup missed where loading is not allowed (``StateCache.hits_only``)."""
+
+
+_HITS_ONLY: ContextVar[bool] = ContextVar("accord_state_hits_only", default=False)
 
 
 _MISS = _Miss()
@@ -74,14 +89,17 @@ class StateCache:
         # BEGIN, the read and a ROLLBACK.
         try:
             with single_statement_cursor(self.engine) as cur:
-                cur.execute(_READ_GENERATION)
+                cur.execute(READ_GENERATION)
                 row = cur.fetchone()
         except (self.engine.dialect.loaded_dbapi.Error, SQLAlchemyError) as exc:
             raise ServiceUnavailableError(
                 "the gateway's store is unavailable; nothing was released",
                 code="store_unavailable",
             ) from exc
-        current = int(row[0]) if row is not None and row[0] is not None else -1
+        return self.adopt(int(row[0]) if row is not None and row[0] is not None else -1)
+
+    def adopt(self, current: int) -> dict[Hashable, Any]:
+        """``refresh`` with the counter already read (-1: its row is missing)."""
         with self._lock:
             if current != self._generation or current < 0:
                 self._generation = current
@@ -89,10 +107,23 @@ class StateCache:
             return self._data
 
     @staticmethod
+    @contextmanager
+    def hits_only() -> Iterator[None]:
+        """Inside, a miss raises ``CacheMiss`` instead of loading: for code on an event
+        loop, which must not wait for a database, and runs again on a thread on a miss."""
+        token = _HITS_ONLY.set(True)
+        try:
+            yield
+        finally:
+            _HITS_ONLY.reset(token)
+
+    @staticmethod
     def get(data: dict[Hashable, Any], key: Hashable, load: Callable[[], T]) -> T:
         """``data[key]``, loading it on a miss. Errors are not cached."""
         found = data.get(key, _MISS)
         if isinstance(found, _Miss):
+            if _HITS_ONLY.get():
+                raise CacheMiss(key)
             loaded = load()
             data[key] = loaded
             return loaded

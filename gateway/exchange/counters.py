@@ -13,7 +13,7 @@ PostgreSQL one autocommitted statement (one round trip).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +26,16 @@ from gateway.db import raw_lazy_transaction, single_statement_cursor
 from gateway.errors import AuthError, ServiceUnavailableError
 from gateway.exchange.models import ReplayedJti
 
-__all__ = ["QuotaReservation", "ReplayCache", "Usage", "release_quota"]
+__all__ = [
+    "PG_GIVE_BACK",
+    "QuotaReservation",
+    "ReplayCache",
+    "Usage",
+    "counters_unavailable",
+    "release_quota",
+    "replayed",
+    "reservation_from",
+]
 
 _JTI = ReplayedJti.__table__  # type: ignore[attr-defined]
 
@@ -54,31 +63,55 @@ class ReplayCache:
         """
         usage = Usage(now)
         dbapi = self.engine.dialect.loaded_dbapi
-        statements = self._sql.statements(iss, jti, until, agreement_id, usage)
         try:
             with write_lock(self.engine), _transaction(self.engine) as cur:
-                for sql, params in statements:
+                for sql, params in self.statements(iss, jti, until, agreement_id, usage):
                     cur.execute(sql, params)
-                counts = dict(cur.fetchall()) if agreement_id is not None else {}
+                rows = cur.fetchall() if agreement_id is not None else []
         except dbapi.IntegrityError as exc:
-            raise AuthError("this request token was already used", code="token_replayed") from exc
+            raise replayed() from exc
         except (dbapi.Error, SQLAlchemyError, OSError) as exc:  # OSError: the write-turn file
-            raise ServiceUnavailableError(
-                "the replay cache and quota counters are unavailable", code="store_unavailable"
-            ) from exc
-        reservation = None
-        if agreement_id is not None:
-            minute, day = int(counts[usage.minute]), int(counts[usage.day])
-            reservation = QuotaReservation(agreement_id, usage, minute, day)
+            raise counters_unavailable() from exc
+        before = self.purge_due(until)
+        if before is not None:
+            self.purge(before)
+        return reservation_from(agreement_id, usage, rows)
+
+    def statements(
+        self, iss: str, jti: str, until: datetime, agreement_id: str | None, usage: Usage
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        """The claim in this database's SQL; reserving returns ``(window, count)`` rows."""
+        return self._sql.statements(iss, jti, until, agreement_id, usage)
+
+    def purge_due(self, until: datetime) -> datetime | None:
+        """Count a claim; every ``purge_every`` claims, the time to forget jtis before."""
         self._seen += 1
-        if self._seen % self._purge_every == 0:
-            self.purge(until - timedelta(minutes=10))
-        return reservation
+        return until - timedelta(minutes=10) if self._seen % self._purge_every == 0 else None
 
     def purge(self, before: datetime) -> int:
         """Forget jtis whose tokens expired before ``before`` (they fail on time anyway)."""
         with write_lock(self.engine), self.engine.begin() as conn:
             return int(conn.execute(_JTI.delete().where(_JTI.c.expires_at < before)).rowcount)
+
+
+def replayed() -> AuthError:
+    return AuthError("this request token was already used", code="token_replayed")
+
+
+def counters_unavailable() -> ServiceUnavailableError:
+    return ServiceUnavailableError(
+        "the replay cache and quota counters are unavailable", code="store_unavailable"
+    )
+
+
+def reservation_from(
+    agreement_id: str | None, usage: Usage, rows: Sequence[Sequence[Any]]
+) -> QuotaReservation | None:
+    """The reservation a claim's ``(window, new count)`` rows make, if it reserved."""
+    if agreement_id is None:
+        return None
+    counts: dict[str, int] = {str(w): int(c) for w, c in rows}
+    return QuotaReservation(agreement_id, usage, counts[usage.minute], counts[usage.day])
 
 
 class Usage:
@@ -153,7 +186,7 @@ class _ClaimSql:
 _GIVE_BACK = (
     'UPDATE usage_counter SET count = count - 1 WHERE agreement_id = ? AND "window" IN (?, ?)'
 )
-_PG_GIVE_BACK = (  # without waiting for the WAL flush, like the claim it undoes
+PG_GIVE_BACK = (  # without waiting for the WAL flush, like the claim it undoes
     "WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true)) "
     "UPDATE usage_counter SET count = count - 1 FROM lazy "
     'WHERE agreement_id = %s AND "window" IN (%s, %s)'
@@ -170,7 +203,7 @@ def _transaction(engine: Engine) -> AbstractContextManager[Any]:
 def release_quota(engine: Engine, reservation: QuotaReservation) -> None:
     """Give a reservation back: the exchange was refused or failed, nothing was released."""
     usage = reservation.usage
-    sql = _PG_GIVE_BACK if engine.dialect.name == "postgresql" else _GIVE_BACK
+    sql = PG_GIVE_BACK if engine.dialect.name == "postgresql" else _GIVE_BACK
     try:
         with write_lock(engine), _transaction(engine) as cur:
             cur.execute(sql, (reservation.agreement_id, usage.minute, usage.day))

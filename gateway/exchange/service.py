@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,27 +25,25 @@ import structlog
 from audit import AuditError, AuditLog
 from audit.canonical import canonical_bytes
 from connectors import ConnectorError, FetchContext
-from gateway.agreements.models import Agreement
 from gateway.agreements.service import AgreementService
 from gateway.agreements.terms import AgreementTerms
 from gateway.auth.requests import Caller, RequestTokenVerifier
 from gateway.errors import (
     AccordError,
-    AuthError,
-    NotFoundError,
     ServiceUnavailableError,
     ValidationFailed,
 )
+from gateway.exchange.admission import Admission
 from gateway.exchange.bindings import BindingService, ResolvedBinding
-from gateway.exchange.counters import QuotaReservation, ReplayCache, release_quota
+from gateway.exchange.counters import QuotaReservation, ReplayCache
 from gateway.exchange.decision_log import DecisionLogWriter
 from gateway.exchange.fetch_step import connector_fault, fetch_records
 from gateway.exchange.metrics import ExchangeMetrics
+from gateway.exchange.pg_steps import PgSteps
 from gateway.exchange.receipts import rebuild_receipt, receipt_claims, sign_receipt
 from gateway.exchange.release_step import released_result
-from gateway.exchange.request_step import labels_for, parse_request, requested_fields
-from gateway.exchange.schemas import ExchangeRequest
-from gateway.exchange.store_steps import StoreSteps, store_errors
+from gateway.exchange.request_step import labels_for, requested_fields
+from gateway.exchange.store_steps import store_errors
 from gateway.exchange.subjects import SubjectPseudonyms, subject_accesses
 from gateway.exchange.trace import Trace, exchange_entry, refusal_entry
 from gateway.jose import PrivateKey
@@ -87,6 +85,7 @@ class ExchangeService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         fetch_timeout_s: float = 10.0,
         max_aggregate_records: int = 100_000,
+        pg: PgSteps | None = None,
     ) -> None:
         self.gateway_id = gateway_id
         self.registry = registry
@@ -105,7 +104,14 @@ class ExchangeService:
         self.clock = clock
         self.fetch_timeout_s = fetch_timeout_s
         self.max_aggregate_records = max_aggregate_records
-        self.store = StoreSteps(replay.engine)
+        self.admission = Admission(
+            verifier=verifier,
+            agreements=agreements,
+            registry=registry,
+            replay=replay,
+            state=state,
+            pg=pg,
+        )
 
     # -- the flow ---------------------------------------------------------------
 
@@ -117,7 +123,9 @@ class ExchangeService:
         now = self.clock()
         reservation: QuotaReservation | None = None
         try:
-            department, reservation, t = await self._admit(trace, token, method, path, body, now)
+            department, reservation, t = await self.admission.admit(
+                trace, token, method, path, body, now
+            )
             assert trace.request is not None  # set by _admit
             decision = await self._decide(trace, department, reservation, now)
             trace.decision = decision
@@ -138,100 +146,11 @@ class ExchangeService:
             raise
         finally:
             if reservation is not None:
-                await self._give_back(reservation)
+                await self.admission.give_back(reservation)
             total = time.perf_counter() - trace.started
             self.metrics.stage_seconds.labels("total").observe(total)
             for name, seconds in trace.stages.items():
                 self.metrics.stage_seconds.labels(name).observe(seconds)
-
-    async def _give_back(self, reservation: QuotaReservation) -> None:
-        """Return a refused exchange's quota; best effort, and never in the caller's way
-        (a counter left one too high only errs on the side of refusing)."""
-        try:
-            await self.store.run(release_quota, self.agreements.engine, reservation, patience_s=1.0)
-        except ServiceUnavailableError:
-            log.warning("quota_not_given_back", agreement=reservation.agreement_id)
-
-    async def _admit(
-        self, trace: Trace, token: str | None, method: str, path: str, body: bytes, now: datetime
-    ) -> tuple[Department, QuotaReservation | None, float]:
-        """Authenticate, parse, resolve and claim in one trip to a worker thread.
-
-        The token is verified before the body is parsed; a token whose body does
-        not parse is still spent. Sets the trace's caller, request and agreement;
-        returns the caller's department, the quota reservation and when the "auth"
-        stage ended (where "decide" starts).
-        """
-        if not token:
-            raise AuthError("a request token is required", code="missing_token")
-        started = time.perf_counter()
-
-        def admit() -> tuple[Department, QuotaReservation | None, float]:
-            with store_errors():
-                trace.state = self.state.refresh()
-                trace.caller = self.verifier.verify(
-                    token,
-                    method=method,
-                    path=path,
-                    body=body,
-                    now=now,
-                    defer_replay=True,
-                    state=trace.state,
-                )
-                try:
-                    trace.request = parse_request(body)
-                except AccordError:
-                    self._claim(trace.caller, None, now)  # still single use
-                    raise
-                t = trace.stage("auth", started)
-                trace.agreement, department, reservation = self._prepare(
-                    trace.caller, trace.request, now, trace.state
-                )
-                return department, reservation, t
-
-        try:
-            return await self.store.run(admit)
-        finally:
-            if trace.caller is not None:
-                structlog.contextvars.bind_contextvars(consumer=trace.caller.department)
-
-    def _claim(
-        self, caller: Caller, agreement: Agreement | None, now: datetime
-    ) -> QuotaReservation | None:
-        """Spend the token's jti and, for the agreement's consumer, reserve its quota."""
-        counts = agreement is not None and agreement.consumer == caller.department
-        return self.replay.claim(
-            caller.department,
-            caller.jti,
-            caller.replay_until,
-            agreement.agreement_id if agreement is not None and counts else None,
-            now,
-        )
-
-    def _prepare(
-        self,
-        caller: Caller,
-        request: ExchangeRequest,
-        now: datetime,
-        trace_state: dict[Hashable, Any] | None,
-    ) -> tuple[Agreement | None, Department, QuotaReservation | None]:
-        state = trace_state if trace_state is not None else self.state.refresh()
-
-        def load_agreement() -> Agreement | None:
-            try:
-                return self.agreements.get(request.agreement, request.agreement_version)
-            except NotFoundError:
-                return None
-
-        agreement = StateCache.get(
-            state, ("agreement", request.agreement, request.agreement_version), load_agreement
-        )
-        department = StateCache.get(
-            state,
-            ("department", caller.department),
-            lambda: self.registry.get_department(caller.department),
-        )
-        return agreement, department, self._claim(caller, agreement, now)
 
     async def _decide(
         self,

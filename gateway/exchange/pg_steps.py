@@ -1,0 +1,192 @@
+"""The exchange's store steps on PostgreSQL, awaited on the event loop.
+
+Every exchange reads the state generation and claims its jti and quota: two
+single statements, each its own transaction. On a worker thread each round trip
+cost a thread hop and then a wait for the interpreter lock behind the busy loop;
+here the loop sends them on a small pool of async connections (autocommit) and
+does other work meanwhile.
+
+A pooled connection is checked before use only when the server may have gone
+away unnoticed: it sat idle for more than a second, or another connection was
+just found lost (a restart drops them all). So a restarted server costs no
+exchange an error, and a server that refuses connections fails exchanges at
+once rather than after a wait for the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from sqlalchemy.engine import Engine
+
+from gateway.exchange.counters import (
+    PG_GIVE_BACK,
+    QuotaReservation,
+    ReplayCache,
+    Usage,
+    counters_unavailable,
+    replayed,
+    reservation_from,
+)
+from gateway.exchange.store_steps import store_unavailable
+from gateway.statecache import READ_GENERATION
+
+__all__ = ["AsyncPool", "PgSteps"]
+
+log = logging.getLogger(__name__)
+
+#: A pooled connection idle for longer than this is checked before use.
+IDLE_CHECK_S = 1.0
+_PURGE = "DELETE FROM request_jti WHERE expires_at < %s"
+
+Conn = psycopg.AsyncConnection[Any]
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+
+
+class AsyncPool:
+    """At most ``max_size`` autocommitting connections to one server, most recently
+    used first; raises ``psycopg.Error`` (or ``TimeoutError`` when all are busy)."""
+
+    def __init__(self, conninfo: str, *, max_size: int, timeout_s: float) -> None:
+        self._conninfo = conninfo
+        self._timeout_s = timeout_s
+        self._slots = asyncio.Semaphore(max_size)
+        self._idle: deque[tuple[Conn, float]] = deque()
+        self._suspect_before = 0.0  # idle since before this: check before use
+        self._closed = False
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        async with asyncio.timeout(self._timeout_s):
+            await self._slots.acquire()
+        try:
+            conn = await self._take()
+            try:
+                yield conn
+            except psycopg.OperationalError:
+                if conn.broken or conn.closed:  # the server may have dropped them all
+                    self._suspect_before = time.monotonic()
+                raise
+            finally:
+                idle = conn.info.transaction_status == _IDLE
+                if self._closed or conn.broken or conn.closed or not idle:
+                    await _close(conn)  # never hand out one left mid-transaction
+                else:
+                    self._idle.append((conn, time.monotonic()))
+        finally:
+            self._slots.release()
+
+    async def close(self) -> None:
+        self._closed = True
+        while self._idle:
+            await _close(self._idle.pop()[0])
+
+    async def _take(self) -> Conn:
+        while self._idle:
+            conn, since = self._idle.pop()
+            if since > self._suspect_before and time.monotonic() - since <= IDLE_CHECK_S:
+                return conn
+            try:
+                await conn.execute("")
+                return conn
+            except psycopg.Error:
+                await _close(conn)
+        return await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, connect_timeout=max(2, int(self._timeout_s))
+        )
+
+
+async def _close(conn: Conn) -> None:
+    with contextlib.suppress(psycopg.Error):
+        await conn.close()
+
+
+class PgSteps:
+    """Generation reads and claims over a pool of async connections, used from the loop
+    that serves the exchanges and closed there (``close``)."""
+
+    def __init__(
+        self, engine: Engine, replay: ReplayCache, *, max_size: int = 16, timeout_s: float = 10.0
+    ) -> None:
+        self.replay = replay
+        self.pool = AsyncPool(
+            engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+            max_size=max_size,
+            timeout_s=timeout_s,
+        )
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def generation(self) -> int:
+        """The shared state generation (``StateCache``); -1 when the row is missing.
+        A read, so a connection found lost is replaced and the read sent again."""
+        for again in (False, True):
+            try:
+                async with self.pool.connection() as conn:
+                    cur = await conn.execute(READ_GENERATION)
+                    row = await cur.fetchone()
+                break
+            except psycopg.OperationalError as exc:
+                if again:
+                    raise store_unavailable() from exc
+            except (psycopg.Error, TimeoutError) as exc:
+                raise store_unavailable() from exc
+        return int(row[0]) if row is not None and row[0] is not None else -1
+
+    async def claim(
+        self, iss: str, jti: str, until: datetime, agreement_id: str | None, now: datetime
+    ) -> QuotaReservation | None:
+        """``ReplayCache.claim``, awaited: spend the jti and reserve the agreement's quota
+        in one autocommitted statement; ``AuthError(token_replayed)`` if it was spent.
+        Never sent twice: a lost connection may have committed it."""
+        usage = Usage(now)
+        statements = self.replay.statements(iss, jti, until, agreement_id, usage)
+        try:
+            async with self.pool.connection() as conn:
+                cur = conn.cursor()
+                for sql, params in statements:
+                    await cur.execute(sql, params)
+                rows = await cur.fetchall() if agreement_id is not None else []
+        except psycopg.IntegrityError as exc:
+            raise replayed() from exc
+        except (psycopg.Error, TimeoutError) as exc:
+            raise counters_unavailable() from exc
+        before = self.replay.purge_due(until)
+        if before is not None:
+            self._purge_soon(before)
+        return reservation_from(agreement_id, usage, rows)
+
+    async def release(self, reservation: QuotaReservation) -> None:
+        """Give a reservation back (``release_quota``); best effort."""
+        usage = reservation.usage
+        try:
+            async with self.pool.connection() as conn:
+                await conn.execute(
+                    PG_GIVE_BACK, (reservation.agreement_id, usage.minute, usage.day)
+                )
+        except (psycopg.Error, TimeoutError):
+            log.warning("quota not given back for %s", reservation.agreement_id)
+
+    def _purge_soon(self, before: datetime) -> None:
+        async def purge() -> None:
+            try:
+                async with self.pool.connection() as conn:
+                    await conn.execute(_PURGE, (before,))
+            except (psycopg.Error, TimeoutError):
+                log.warning("expired jtis not purged; the next purge takes them")
+
+        task = asyncio.get_running_loop().create_task(purge())
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()

@@ -1,0 +1,226 @@
+"""The exchange's PostgreSQL steps awaited on the loop: the same claims as the thread
+path, and a pool that survives a restarted server and fails at once on a refusing one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from gateway.db import make_engine, upgrade
+from gateway.errors import AuthError, ServiceUnavailableError
+from gateway.exchange.admission import _from_cache
+from gateway.exchange.counters import ReplayCache, Usage
+from gateway.exchange.pg_steps import PgSteps
+from gateway.statecache import StateCache, bump_generation
+from tests._support.servers import fresh_database
+
+NOW = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)
+UNTIL = NOW + timedelta(minutes=5)
+
+
+@pytest.fixture
+def engine(pg_url: str) -> Iterator[sa.Engine]:
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def _counts(engine: sa.Engine, agreement: str) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text('SELECT "window", count FROM usage_counter WHERE agreement_id = :a'),
+            {"a": agreement},
+        )
+        return {str(w): int(c) for w, c in rows}
+
+
+def _terminate_others(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        killed = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
+        conn.commit()
+    return int(killed or 0)
+
+
+def test_awaited_claims_spend_once_count_and_give_back(engine: sa.Engine) -> None:
+    replay = ReplayCache(engine)
+    steps = PgSteps(engine, replay)
+    usage = Usage(NOW)
+
+    async def main() -> None:
+        first = await steps.claim("welfare-office", "jti-1", UNTIL, "agr-1", NOW)
+        second = await steps.claim("welfare-office", "jti-2", UNTIL, "agr-1", NOW)
+        assert first is not None and second is not None
+        assert (first.before_minute, second.before_minute, second.before_day) == (0, 1, 1)
+        with pytest.raises(AuthError) as caught:
+            await steps.claim("welfare-office", "jti-1", UNTIL, "agr-1", NOW)
+        assert caught.value.code == "token_replayed"
+        assert _counts(engine, "agr-1") == {usage.minute: 2, usage.day: 2}
+        await steps.release(second)
+        assert _counts(engine, "agr-1") == {usage.minute: 1, usage.day: 1}
+        assert await steps.claim("tax-office", "jti-1", UNTIL, None, NOW) is None
+        await steps.close()
+
+    asyncio.run(main())
+    # One table for both paths: a jti spent on a thread is spent for the loop too.
+    replay.claim("welfare-office", "jti-3", UNTIL, None, NOW)
+
+    async def replay_it() -> None:
+        with pytest.raises(AuthError):
+            await steps.claim("welfare-office", "jti-3", UNTIL, None, NOW)
+        await steps.close()
+
+    asyncio.run(replay_it())
+
+
+def test_expired_jtis_are_purged_every_so_many_claims(engine: sa.Engine) -> None:
+    replay = ReplayCache(engine, purge_every=3)
+    replay.claim("welfare-office", "old", NOW - timedelta(days=1), None, NOW)  # 1st
+    steps = PgSteps(engine, replay)
+
+    def jtis() -> set[str]:
+        with engine.connect() as conn:
+            return {r[0] for r in conn.execute(sa.text("SELECT jti FROM request_jti"))}
+
+    async def main() -> None:
+        await steps.claim("welfare-office", "a", UNTIL, None, NOW)  # 2nd
+        assert "old" in jtis()
+        await steps.claim("welfare-office", "b", UNTIL, None, NOW)  # 3rd: purges
+        for _ in range(200):
+            if "old" not in jtis():
+                break
+            await asyncio.sleep(0.01)
+        await steps.close()
+
+    asyncio.run(main())
+    assert jtis() == {"a", "b"}
+
+
+def test_connections_the_server_dropped_are_replaced_without_an_error(engine: sa.Engine) -> None:
+    """A restart drops every pooled connection: the next read replaces the one it
+    found lost, and the claim after it checks the others before using them."""
+    steps = PgSteps(engine, ReplayCache(engine))
+
+    async def main() -> None:
+        # Several connections in the pool, all used just now (no idle check due).
+        await asyncio.gather(*(steps.generation() for _ in range(4)))
+        assert _terminate_others(engine) >= 2
+        await asyncio.sleep(0.1)
+        assert await steps.generation() >= 0
+        assert await steps.claim("welfare-office", "after", UNTIL, "agr-1", NOW) is not None
+        await steps.close()
+
+    asyncio.run(main())
+
+
+def test_a_server_refusing_connections_fails_exchanges_at_once(
+    pg_server_url: str,
+) -> None:
+    """Not after waiting for a pool slot: the error is the refused connection."""
+    url = fresh_database(pg_server_url)
+    engine = make_engine(url)
+    upgrade(engine)
+    name = sa.make_url(url).database
+    admin = sa.create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    steps = PgSteps(engine, ReplayCache(engine), timeout_s=600)
+
+    async def main() -> None:
+        await steps.generation()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
+                ),
+                {"n": name},
+            )
+        try:
+            with pytest.raises(ServiceUnavailableError) as caught:
+                await steps.generation()
+            assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+            with pytest.raises(ServiceUnavailableError) as caught:
+                await steps.claim("welfare-office", "x", UNTIL, None, NOW)
+            assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        assert await steps.generation() >= 0
+        await steps.close()
+
+    asyncio.run(main())
+    admin.dispose()
+    engine.dispose()
+
+
+def test_the_pool_holds_at_most_max_size_and_drops_a_connection_left_in_a_transaction(
+    engine: sa.Engine,
+) -> None:
+    steps = PgSteps(engine, ReplayCache(engine), max_size=2)
+    pool = steps.pool
+    held = asyncio.Event()
+    inside = 0
+    most = 0
+
+    async def use() -> int:
+        nonlocal inside, most
+        async with pool.connection() as conn:
+            inside += 1
+            most = max(most, inside)
+            await held.wait()
+            inside -= 1
+            return int(conn.info.backend_pid)
+
+    async def main() -> None:
+        users = [asyncio.ensure_future(use()) for _ in range(5)]
+        await asyncio.sleep(0.2)
+        assert inside == 2  # the other three wait for a slot
+        held.set()
+        assert len(set(await asyncio.gather(*users))) <= 2
+        async with pool.connection() as conn:
+            left = conn.info.backend_pid
+            await conn.execute("BEGIN")
+        async with pool.connection() as conn:
+            assert conn.info.backend_pid != left
+        await steps.close()
+
+    asyncio.run(main())
+    assert most == 2
+
+
+def test_admission_reads_the_cache_on_the_loop_and_loads_a_miss_on_a_thread(
+    engine: sa.Engine,
+) -> None:
+    cache = StateCache(engine)
+    loads: list[int] = []
+
+    def lookup(state: dict[object, object]) -> str:
+        def load() -> str:
+            loads.append(threading.get_ident())
+            return "row"
+
+        return StateCache.get(state, "key", load)
+
+    async def main() -> None:
+        loop_thread = threading.get_ident()
+        state = cache.refresh()
+        assert await _from_cache(lookup, state) == "row"
+        assert loads and loads[0] != loop_thread  # the miss waited on a thread
+        assert await _from_cache(lookup, state) == "row"
+        assert len(loads) == 1  # the hit did not load
+        with engine.begin() as conn:
+            bump_generation(conn)
+        assert await _from_cache(lookup, cache.refresh()) == "row"
+        assert len(loads) == 2  # a moved generation loads again
+
+    asyncio.run(main())
