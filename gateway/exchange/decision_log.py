@@ -84,7 +84,8 @@ class DecisionLogWriter:
         self._since_prune = prune_every  # prune once soon after start
         self._max_batch = max_batch
         self._linger = linger_s
-        self._queue: queue.Queue[_Item | threading.Event] = queue.Queue(maxsize=max_queue)
+        self._max_queue = max_queue
+        self._queue: queue.SimpleQueue[_Item | threading.Event] = queue.SimpleQueue()
         self._insert = _batch_insert(engine.dialect.name)
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._thread.start()
@@ -104,13 +105,13 @@ class DecisionLogWriter:
         if loop is not None:
             self._record_on(loop, item)
             return
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        if 0 < self._max_queue <= self._queue.qsize():
             self.dropped += 1
+            return
+        self._queue.put(item)
 
     def _record_on(self, loop: asyncio.AbstractEventLoop, item: _Item) -> None:
-        if 0 < self._queue.maxsize <= len(self._rows):  # far behind: drop, as the queue does
+        if 0 < self._max_queue <= len(self._rows):  # far behind: drop, as the queue does
             self.dropped += 1
             return
         self._rows.extend(_encode_rows([item]))
@@ -177,27 +178,23 @@ class DecisionLogWriter:
 
     def _run(self) -> None:
         while True:
-            batch: list[_Item] = []
-            markers: list[threading.Event] = []
-            item = self._queue.get()
-            # Linger for more: one write turn per ``linger_s`` instead of one per
-            # exchange leaves the SQLite writer to the jti claims and the audit log.
-            deadline = time.monotonic() + self._linger
-            while True:
-                if isinstance(item, threading.Event):
-                    markers.append(item)
-                else:
-                    batch.append(item)
-                if len(batch) >= self._max_batch or markers:
-                    break
+            first = self._queue.get()
+            if not isinstance(first, threading.Event):
+                # Linger for more, asleep: one write turn (and one wake-up of this
+                # thread) per ``linger_s``, not one per exchange queueing meanwhile.
+                time.sleep(self._linger)
+            items = [first]
+            while len(items) < self._max_batch:
                 try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            batch = [i for i in items if not isinstance(i, threading.Event)]
             if batch:
                 self._store(batch)
-            for marker in markers:
-                marker.set()
+            for marker in items:
+                if isinstance(marker, threading.Event):
+                    marker.set()
 
     def _store(self, batch: list[_Item]) -> None:
         rows = _encode_rows(batch)
