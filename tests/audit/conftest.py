@@ -67,6 +67,15 @@ def entry(i: int) -> dict[str, Any]:
 LogFactory = Callable[..., AuditLog]
 
 
+def stored_rows(log: AuditLog) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of the tables a batch writes, in key order: to compare two logs."""
+    with log.engine.connect() as conn:
+        return {
+            t: [tuple(r) for r in conn.exec_driver_sql(f"SELECT * FROM {t} ORDER BY 1, 2")]
+            for t in ("audit_entries", "audit_nodes", "audit_head")
+        }
+
+
 @pytest.fixture
 def make_log() -> Iterator[LogFactory]:
     """Build ``AuditLog`` objects on a URL with the fixed log key; closes them afterwards."""

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from audit import AuditLog, AuditUnavailable, EntryInvalid, engine_for
 from audit.entry import parse_entry
-from tests.audit.conftest import LogFactory, entry, log_signer
+from tests.audit.conftest import LogFactory, entry, log_signer, stored_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -289,14 +289,7 @@ def test_sqlite_batches_store_exactly_what_the_portable_path_stores(
                 with portable.engine.begin() as conn:
                     appender.append_in(conn, "node-1", part)
 
-    def dump(log: AuditLog) -> dict[str, list[tuple[object, ...]]]:
-        with log.engine.connect() as conn:
-            return {
-                t: [tuple(r) for r in conn.exec_driver_sql(f"SELECT * FROM {t} ORDER BY 1, 2")]
-                for t in ("audit_entries", "audit_nodes", "audit_head")
-            }
-
-    got, want = dump(plain), dump(portable)
+    got, want = stored_rows(plain), stored_rows(portable)
     assert len(got["audit_entries"]) == 10
     assert got == want
     assert plain.verify().ok

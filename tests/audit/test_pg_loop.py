@@ -15,7 +15,7 @@ from audit.errors import AuditUnavailable
 from audit.pg_loop import PgLoopWriter
 from audit.records import Appended
 from tests._support.servers import fresh_database
-from tests.audit.conftest import LogFactory, entry
+from tests.audit.conftest import LogFactory, entry, stored_rows
 
 
 async def _append_all(log: AuditLog, first: int, n: int) -> list[Appended]:
@@ -97,14 +97,7 @@ def test_batches_store_exactly_what_the_portable_path_stores(
         with portable.engine.begin() as conn:
             appender.append_in(conn, portable.node, [entry(i)])
 
-    def dump(log: AuditLog) -> dict[str, list[tuple[object, ...]]]:
-        with log.engine.connect() as conn:
-            return {
-                t: [tuple(r) for r in conn.exec_driver_sql(f"SELECT * FROM {t} ORDER BY 1, 2")]
-                for t in ("audit_entries", "audit_nodes", "audit_head")
-            }
-
-    got, want = dump(looped), dump(portable)
+    got, want = stored_rows(looped), stored_rows(portable)
     assert len(got["audit_entries"]) == 10
     assert got == want
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 
 from examples.launch import Departments, launch
 from tests._support.gateway import Gateway, running_gateway
@@ -70,3 +71,13 @@ def subject_with(source: str) -> str:
     from examples.synth import people
 
     return people()[0].person_id
+
+
+def quota_counts(engine: sa.Engine, agreement: str) -> dict[str, int]:
+    """The agreement's quota windows and their counts, as stored."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text('SELECT "window", count FROM usage_counter WHERE agreement_id = :a'),
+            {"a": agreement},
+        )
+        return {str(w): int(c) for w, c in rows}

@@ -15,6 +15,7 @@ from gateway.db import is_sqlite, make_engine, single_statement_cursor, upgrade
 from gateway.errors import AuthError, ServiceUnavailableError
 from gateway.exchange.counters import ReplayCache, Usage, release_quota
 from gateway.statecache import StateCache, bump_generation
+from tests.exchange.conftest import quota_counts
 
 NOW = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)
 UNTIL = NOW + timedelta(minutes=5)
@@ -28,15 +29,6 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-def _counts(engine: sa.Engine, agreement: str) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text('SELECT "window", count FROM usage_counter WHERE agreement_id = :a'),
-            {"a": agreement},
-        )
-        return {str(w): int(c) for w, c in rows}
-
-
 def test_a_jti_is_claimed_once_and_a_replay_reserves_nothing(engine: sa.Engine) -> None:
     cache = ReplayCache(engine)
     first = cache.claim("welfare-office", "jti-1", UNTIL, "agr-1", NOW)
@@ -45,7 +37,7 @@ def test_a_jti_is_claimed_once_and_a_replay_reserves_nothing(engine: sa.Engine) 
         cache.claim("welfare-office", "jti-1", UNTIL, "agr-1", NOW)
     assert caught.value.code == "token_replayed"
     usage = Usage(NOW)
-    assert _counts(engine, "agr-1") == {usage.minute: 1, usage.day: 1}
+    assert quota_counts(engine, "agr-1") == {usage.minute: 1, usage.day: 1}
     # Another issuer may use the same jti; a claim without an agreement counts nothing.
     assert cache.claim("tax-office", "jti-1", UNTIL, None, NOW) is None
     with engine.connect() as conn:
@@ -68,8 +60,8 @@ def test_quota_windows_count_up_and_give_back(engine: sa.Engine) -> None:
     assert seen[2] is not None
     release_quota(engine, seen[2])
     usage = Usage(NOW)
-    assert _counts(engine, "agr-1")[usage.minute] == 2
-    assert _counts(engine, "agr-1")[usage.day] == 3
+    assert quota_counts(engine, "agr-1")[usage.minute] == 2
+    assert quota_counts(engine, "agr-1")[usage.day] == 3
 
 
 def test_concurrent_claims_of_one_jti_let_exactly_one_through(engine: sa.Engine) -> None:
@@ -94,7 +86,7 @@ def test_concurrent_claims_of_one_jti_let_exactly_one_through(engine: sa.Engine)
     for t in threads:
         t.join(timeout=60)
     assert sorted(outcomes) == ["claimed"] + ["token_replayed"] * 7
-    assert set(_counts(engine, "agr-1").values()) == {1}
+    assert set(quota_counts(engine, "agr-1").values()) == {1}
 
 
 def test_claims_leave_every_pooled_sqlite_connection_committing_durably(
@@ -165,7 +157,7 @@ def test_reading_the_generation_leaves_pooled_connections_transactional(
                 {"a": "agr-x", "w": "m:x"},
             )
             conn.rollback()
-        assert _counts(engine, "agr-x") == {}
+        assert quota_counts(engine, "agr-x") == {}
     finally:
         engine.dispose()
 

@@ -19,6 +19,7 @@ from gateway.exchange.counters import ReplayCache, Usage
 from gateway.exchange.pg_steps import PgSteps
 from gateway.statecache import StateCache, bump_generation
 from tests._support.servers import fresh_database
+from tests.exchange.conftest import quota_counts
 
 NOW = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)
 UNTIL = NOW + timedelta(minutes=5)
@@ -30,15 +31,6 @@ def engine(pg_url: str) -> Iterator[sa.Engine]:
     upgrade(engine)
     yield engine
     engine.dispose()
-
-
-def _counts(engine: sa.Engine, agreement: str) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text('SELECT "window", count FROM usage_counter WHERE agreement_id = :a'),
-            {"a": agreement},
-        )
-        return {str(w): int(c) for w, c in rows}
 
 
 def _terminate_others(engine: sa.Engine) -> int:
@@ -66,9 +58,9 @@ def test_awaited_claims_spend_once_count_and_give_back(engine: sa.Engine) -> Non
         with pytest.raises(AuthError) as caught:
             await steps.claim("welfare-office", "jti-1", UNTIL, "agr-1", NOW)
         assert caught.value.code == "token_replayed"
-        assert _counts(engine, "agr-1") == {usage.minute: 2, usage.day: 2}
+        assert quota_counts(engine, "agr-1") == {usage.minute: 2, usage.day: 2}
         await steps.release(second)
-        assert _counts(engine, "agr-1") == {usage.minute: 1, usage.day: 1}
+        assert quota_counts(engine, "agr-1") == {usage.minute: 1, usage.day: 1}
         assert await steps.claim("tax-office", "jti-1", UNTIL, None, NOW) is None
         await steps.close()
 
