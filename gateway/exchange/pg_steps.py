@@ -122,13 +122,29 @@ class PgSteps:
             max_size=max_size,
             timeout_s=timeout_s,
         )
+        self._generation_read: asyncio.Task[int] | None = None
 
     async def close(self) -> None:
         await self.pool.close()
 
     async def generation(self) -> int:
         """The shared state generation (``StateCache``); -1 when the row is missing.
-        A read, so a connection found lost is replaced and the read sent again."""
+
+        Exchanges that ask in the same pass of the loop share one read, sent after
+        all of them asked: each still sees every change committed before it
+        arrived, and a busy gateway sends one read a pass instead of one an
+        exchange."""
+        shared = self._generation_read
+        if shared is None:
+            shared = self._generation_read = asyncio.get_running_loop().create_task(
+                self._read_generation()
+            )
+            shared.add_done_callback(_retrieved)  # even if every caller gave up
+        return await asyncio.shield(shared)  # one caller giving up cancels nobody's read
+
+    async def _read_generation(self) -> int:
+        """A read, so a connection found lost is replaced and the read sent again."""
+        self._generation_read = None  # from here on, a caller needs a read of its own
         for again in (False, True):
             try:
                 async with self.pool.connection() as conn:
@@ -190,3 +206,8 @@ class PgSteps:
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def _retrieved(task: asyncio.Task[int]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -7,6 +7,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -99,6 +100,34 @@ def test_expired_jtis_are_purged_every_so_many_claims(engine: sa.Engine) -> None
     assert jtis() == {"a", "b"}
 
 
+def test_exchanges_asking_in_one_pass_share_one_generation_read(engine: sa.Engine) -> None:
+    steps = PgSteps(engine, ReplayCache(engine))
+    uses = 0
+    real = steps.pool.connection
+
+    def counting() -> Any:
+        nonlocal uses
+        uses += 1
+        return real()
+
+    steps.pool.connection = counting  # type: ignore[method-assign]
+
+    async def main() -> None:
+        first = await asyncio.gather(*(steps.generation() for _ in range(5)))
+        assert len(set(first)) == 1 and uses == 1
+        with engine.begin() as conn:  # committed before the next ones ask: they see it
+            bump_generation(conn)
+        asker = asyncio.ensure_future(steps.generation())
+        quitter = asyncio.ensure_future(steps.generation())
+        await asyncio.sleep(0)
+        quitter.cancel()  # one caller giving up does not cancel the shared read
+        assert await asker == first[0] + 1
+        assert uses == 2
+        await steps.close()
+
+    asyncio.run(main())
+
+
 def test_connections_the_server_dropped_are_replaced_without_an_error(engine: sa.Engine) -> None:
     """A restart drops every pooled connection: the next read replaces the one it
     found lost, and the claim after it checks the others before using them."""
@@ -106,7 +135,9 @@ def test_connections_the_server_dropped_are_replaced_without_an_error(engine: sa
 
     async def main() -> None:
         # Several connections in the pool, all used just now (no idle check due).
-        await asyncio.gather(*(steps.generation() for _ in range(4)))
+        await asyncio.gather(
+            *(steps.claim("welfare-office", f"before-{i}", UNTIL, None, NOW) for i in range(4))
+        )
         assert _terminate_others(engine) >= 2
         await asyncio.sleep(0.1)
         assert await steps.generation() >= 0
