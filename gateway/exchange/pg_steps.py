@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import Engine
 
+from audit.pg_loop import conninfo
 from gateway.exchange.counters import (
     PG_GIVE_BACK,
     QuotaReservation,
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: A pooled connection idle for longer than this is checked before use.
 IDLE_CHECK_S = 1.0
+#: A pooled connection idle for longer than this is closed (the pool shrinks back).
+MAX_IDLE_S = 60.0
 _PURGE = "DELETE FROM request_jti WHERE expires_at < %s"
 
 Conn = psycopg.AsyncConnection[Any]
@@ -68,7 +71,8 @@ class AsyncPool:
         async with asyncio.timeout(self._timeout_s):
             await self._slots.acquire()
         try:
-            conn = await self._take()
+            async with asyncio.timeout(self._timeout_s):  # a server that stopped answering
+                conn = await self._take()
             try:
                 yield conn
             except psycopg.OperationalError:
@@ -81,6 +85,7 @@ class AsyncPool:
                     await _close(conn)  # never hand out one left mid-transaction
                 else:
                     self._idle.append((conn, time.monotonic()))
+                await self._trim()
         finally:
             self._slots.release()
 
@@ -88,6 +93,12 @@ class AsyncPool:
         self._closed = True
         while self._idle:
             await _close(self._idle.pop()[0])
+
+    async def _trim(self) -> None:
+        """Close what a past burst left idle for longer than ``MAX_IDLE_S``."""
+        edge = time.monotonic() - MAX_IDLE_S
+        while self._idle and self._idle[0][1] < edge:
+            await _close(self._idle.popleft()[0])
 
     async def _take(self) -> Conn:
         while self._idle:
@@ -118,7 +129,7 @@ class PgSteps:
     ) -> None:
         self.replay = replay
         self.pool = AsyncPool(
-            engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+            conninfo(engine),
             max_size=max_size,
             timeout_s=timeout_s,
         )

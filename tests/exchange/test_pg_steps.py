@@ -221,6 +221,27 @@ def test_the_pool_holds_at_most_max_size_and_drops_a_connection_left_in_a_transa
     assert most == 2
 
 
+def test_connections_a_burst_left_idle_are_closed_in_time(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.exchange import pg_steps
+
+    monkeypatch.setattr(pg_steps, "MAX_IDLE_S", 0.2)
+    steps = PgSteps(engine, ReplayCache(engine))
+
+    async def main() -> None:
+        await asyncio.gather(
+            *(steps.claim("welfare-office", f"burst-{i}", UNTIL, None, NOW) for i in range(4))
+        )
+        assert len(steps.pool._idle) >= 2
+        await asyncio.sleep(0.3)
+        await steps.claim("welfare-office", "later", UNTIL, None, NOW)
+        assert len(steps.pool._idle) == 1  # the one just used
+        await steps.close()
+
+    asyncio.run(main())
+
+
 def test_admission_reads_the_cache_on_the_loop_and_loads_a_miss_on_a_thread(
     engine: sa.Engine,
 ) -> None:
