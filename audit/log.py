@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -25,9 +25,10 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from audit import reads, store
 from audit._cadence import CheckpointCadence
+from audit._loop_writers import LoopWriters, loop_capable
 from audit.appender import append_in
 from audit.checkpoint import Checkpoint, parse_checkpoint, sign_checkpoint, verify_cosignatures
-from audit.committer import GroupCommitter, LoopWriter
+from audit.committer import GroupCommitter
 from audit.entry import format_ts, verify_entry_fields
 from audit.errors import AuditError, AuditUnavailable, NotFound
 from audit.merkle import (
@@ -42,18 +43,9 @@ from audit.note import NoteSigner, NoteVerifier, parse_note
 from audit.records import Appended, ConsistencyProof, Head, InclusionProof, LogEntry
 from audit.verify import VerifyReport
 
-if TYPE_CHECKING:  # psycopg is needed only to write PostgreSQL from a loop
-    from audit.pg_loop import PgLoopWriter
-
 __all__ = ["AuditLog"]
 
 log = logging.getLogger("audit.log")
-
-
-def _loop_capable(engine: Engine) -> bool:
-    """Whether ``append_async`` can commit on the caller's loop on this engine."""
-    name = engine.dialect.name
-    return name == "sqlite" or (name == "postgresql" and engine.dialect.driver == "psycopg")
 
 
 def _checked(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -91,8 +83,7 @@ class AuditLog:
         self.engine = engine
         # ``append_async`` commits on the caller's event loop: SQLite on the loop's
         # thread (``LoopWriter``), PostgreSQL over an async connection (``PgLoopWriter``).
-        self.loop_writes = _loop_capable(engine) if loop_writes is None else loop_writes
-        self._on_loop: LoopWriter | PgLoopWriter | None = None
+        self.loop_writes = loop_capable(engine) if loop_writes is None else loop_writes
         self.node = node
         self.signer = signer
         self.witnesses = list(witnesses)
@@ -106,6 +97,14 @@ class AuditLog:
         self._committer_lock = threading.Lock()
         self._max_batch = max_batch
         self._max_wait_ms = max_wait_ms
+        self._loop_writers = LoopWriters(
+            engine,
+            self._writer,
+            lambda: self._committer,
+            max_batch=max_batch,
+            after_commit=self._cadence.after_loop_commit,
+            timeout_s=timeout_s,
+        )
 
     # -- schema and lifecycle -------------------------------------------------
 
@@ -177,7 +176,7 @@ class AuditLog:
         With ``loop_writes`` the entry is written on this loop, batched with the
         other appends of the same pass (``LoopWriter``)."""
         entries = _checked([entry])
-        writer = self._loop_writer() if self.loop_writes else self._writer()
+        writer = self._loop_writers.current() if self.loop_writes else self._writer()
         fut = writer.submit(entries)
         try:
             async with asyncio.timeout(self.timeout_s):  # no extra task, unlike wait_for
@@ -186,36 +185,10 @@ class AuditLog:
             raise AuditUnavailable("the audit store did not answer in time") from exc
         return res[0]
 
-    def _loop_writer(self) -> LoopWriter | PgLoopWriter:
-        loop = asyncio.get_running_loop()
-        writer = self._on_loop
-        if writer is None or writer.loop is not loop or writer.committer is not self._committer:
-            if self.engine.dialect.name == "sqlite":
-                writer = LoopWriter(
-                    self._writer(),
-                    loop,
-                    max_batch=self._max_batch,
-                    after_commit=self._cadence.after_loop_commit,
-                )
-            else:
-                from audit.pg_loop import PgLoopWriter
-
-                writer = PgLoopWriter(
-                    self._writer(),
-                    loop,
-                    max_batch=self._max_batch,
-                    after_commit=self._cadence.after_loop_commit,
-                    timeout_s=self.timeout_s,
-                )
-            self._on_loop = writer
-        return writer
-
     async def aclose_loop(self) -> None:
         """Write what this loop queued and close its connection (PostgreSQL); call it
         on that loop before ``close``."""
-        writer = self._on_loop
-        if not isinstance(writer, LoopWriter | None) and writer.loop is asyncio.get_running_loop():
-            await writer.aclose()
+        await self._loop_writers.aclose_current()
 
     # -- checkpoints ----------------------------------------------------------
 

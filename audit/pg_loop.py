@@ -48,8 +48,9 @@ AsyncBatch = list[tuple[Sequence[Mapping[str, Any]], "asyncio.Future[list[Append
 
 
 def _pg(sql: str) -> str:
-    """A statement with ``:name`` parameters in psycopg's ``%(name)s`` style."""
-    return re.sub(r":(\w+)", r"%(\1)s", sql)
+    """The SQLite batch statements in psycopg's ``%(name)s`` style: one text for both
+    databases, so the two paths cannot drift apart (``::`` casts are left alone)."""
+    return re.sub(r"(?<!:):(\w+)", r"%(\1)s", sql)
 
 
 _LOCK_HEAD = HEAD_SQL + " FOR UPDATE"
@@ -57,7 +58,8 @@ _ENTRY, _NODE, _ADVANCE = _pg(ENTRY_SQL), _pg(NODE_SQL), _pg(ADVANCE_SQL)
 
 
 def conninfo(engine: Engine) -> str:
-    """The libpq connection string of a SQLAlchemy PostgreSQL engine."""
+    """The libpq connection string of a SQLAlchemy PostgreSQL engine: the async
+    connections go to the same server and database as the engine's pool."""
     return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
@@ -126,12 +128,13 @@ class PgLoopWriter:
         self._pending: AsyncBatch = []
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._closing = False
 
     def submit(self, entries: Sequence[Mapping[str, Any]]) -> asyncio.Future[list[Appended]]:
         """Queue one request's entries; the future resolves once they are committed."""
         if self.committer.broken is not None:
             raise self.committer.broken
-        if self.committer.closed:
+        if self.committer.closed or self._closing:
             raise AuditUnavailable("the audit log is closed")
         fut: asyncio.Future[list[Appended]] = self.loop.create_future()
         self._pending.append((entries, fut))
@@ -140,12 +143,17 @@ class PgLoopWriter:
         return fut
 
     async def aclose(self) -> None:
-        """Write what is queued, then close the connection."""
-        if self._task is not None:
+        """Write what is queued, then close the connection; later appends fail."""
+        self._closing = True
+        while self._task is not None:
             await asyncio.shield(self._task)
+        await self._drop()
+
+    def abandon(self) -> None:
+        """Close the connection of a writer whose loop has closed (it cannot be awaited)."""
         conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.close()
+        if conn is not None and not conn.closed:
+            conn.pgconn.finish()
 
     async def _drain(self) -> None:
         try:

@@ -118,10 +118,6 @@ class Services:
 
     async def stop(self) -> None:
         await self.bindings.close()
-        await self.audit_log.aclose_loop()
-        if self._pg_steps is not None:
-            await self._pg_steps.close()
-            self._pg_steps = None
         if self.decision_log is not None:
             await asyncio.to_thread(self.decision_log.close)
             self.decision_log = None
@@ -132,6 +128,10 @@ class Services:
             await asyncio.to_thread(self._checkpointer.stop)
             self._checkpointer = None
         self._exchange = None
+        if self._pg_steps is not None:
+            await self._pg_steps.close()
+            self._pg_steps = None
+        await self.audit_log.aclose_loop()  # last: whatever stopped above may have appended
 
     def close(self) -> None:
         self.audit_log.close()

@@ -20,7 +20,6 @@ import json
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -85,6 +84,7 @@ class DecisionLogWriter:
         self._max_batch = max_batch
         self._linger = linger_s
         self._max_queue = max_queue
+        self._batch_ready = threading.Event()
         self._queue: queue.SimpleQueue[_Item | threading.Event] = queue.SimpleQueue()
         self._insert = _batch_insert(engine.dialect.name)
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
@@ -109,6 +109,8 @@ class DecisionLogWriter:
             self.dropped += 1
             return
         self._queue.put(item)
+        if self._queue.qsize() >= self._max_batch:
+            self._batch_ready.set()
 
     def _record_on(self, loop: asyncio.AbstractEventLoop, item: _Item) -> None:
         if 0 < self._max_queue <= len(self._rows):  # far behind: drop, as the queue does
@@ -145,6 +147,7 @@ class DecisionLogWriter:
         self._flush_loop(timeout)
         done = threading.Event()
         self._queue.put(done)
+        self._batch_ready.set()  # no lingering: the caller waits
         done.wait(timeout)
 
     def _flush_loop(self, timeout: float) -> None:
@@ -179,10 +182,12 @@ class DecisionLogWriter:
     def _run(self) -> None:
         while True:
             first = self._queue.get()
-            if not isinstance(first, threading.Event):
+            if not isinstance(first, threading.Event) and self._queue.qsize() + 1 < self._max_batch:
                 # Linger for more, asleep: one write turn (and one wake-up of this
-                # thread) per ``linger_s``, not one per exchange queueing meanwhile.
-                time.sleep(self._linger)
+                # thread) per ``linger_s``, not one per exchange queueing meanwhile;
+                # woken early only when a whole batch is waiting.
+                self._batch_ready.wait(self._linger)
+                self._batch_ready.clear()
             items = [first]
             while len(items) < self._max_batch:
                 try:

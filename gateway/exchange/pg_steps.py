@@ -8,9 +8,11 @@ does other work meanwhile.
 
 A pooled connection is checked before use only when the server may have gone
 away unnoticed: it sat idle for more than a second, or another connection was
-just found lost (a restart drops them all). So a restarted server costs no
-exchange an error, and a server that refuses connections fails exchanges at
-once rather than after a wait for the pool.
+just found lost (a restart drops them all). The generation read, the first
+statement of every exchange, is sent once more on a fresh connection; so after a
+restart only exchanges already past it can meet a lost connection (503). A
+server that refuses connections fails exchanges at once rather than after a wait
+for the pool, and one that stops answering fails them after ``timeout_s``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import psycopg
 from sqlalchemy.engine import Engine
 
 from audit.pg_loop import conninfo
+from gateway.errors import AccordError
 from gateway.exchange.counters import (
     PG_GIVE_BACK,
     QuotaReservation,
@@ -108,8 +111,10 @@ class AsyncPool:
             try:
                 await conn.execute("")
                 return conn
-            except psycopg.Error:
+            except BaseException as exc:  # lost, or the wait was given up: never pool it
                 await _close(conn)
+                if not isinstance(exc, psycopg.Error):
+                    raise
         return await psycopg.AsyncConnection.connect(
             self._conninfo, autocommit=True, connect_timeout=max(2, int(self._timeout_s))
         )
@@ -128,6 +133,7 @@ class PgSteps:
         self, engine: Engine, replay: ReplayCache, *, max_size: int = 16, timeout_s: float = 10.0
     ) -> None:
         self.replay = replay
+        self._timeout_s = timeout_s
         self.pool = AsyncPool(
             conninfo(engine),
             max_size=max_size,
@@ -151,14 +157,17 @@ class PgSteps:
                 self._read_generation()
             )
             shared.add_done_callback(_retrieved)  # even if every caller gave up
-        return await asyncio.shield(shared)  # one caller giving up cancels nobody's read
+        try:
+            return await asyncio.shield(shared)  # one caller giving up cancels nobody's read
+        except AccordError as exc:  # each caller's own error: it carries that exchange's id
+            raise store_unavailable() from exc.__cause__
 
     async def _read_generation(self) -> int:
         """A read, so a connection found lost is replaced and the read sent again."""
         self._generation_read = None  # from here on, a caller needs a read of its own
         for again in (False, True):
             try:
-                async with self.pool.connection() as conn:
+                async with self.pool.connection() as conn, asyncio.timeout(self._timeout_s):
                     cur = await conn.execute(READ_GENERATION)
                     row = await cur.fetchone()
                 break
@@ -178,7 +187,7 @@ class PgSteps:
         usage = Usage(now)
         statements = self.replay.statements(iss, jti, until, agreement_id, usage)
         try:
-            async with self.pool.connection() as conn:
+            async with self.pool.connection() as conn, asyncio.timeout(self._timeout_s):
                 cur = conn.cursor()
                 for sql, params in statements:
                     await cur.execute(sql, params)
@@ -196,7 +205,7 @@ class PgSteps:
         """Give a reservation back (``release_quota``); best effort."""
         usage = reservation.usage
         try:
-            async with self.pool.connection() as conn:
+            async with self.pool.connection() as conn, asyncio.timeout(self._timeout_s):
                 await conn.execute(
                     PG_GIVE_BACK, (reservation.agreement_id, usage.minute, usage.day)
                 )
@@ -206,7 +215,7 @@ class PgSteps:
     def _purge_soon(self, before: datetime) -> None:
         async def purge() -> None:
             try:
-                async with self.pool.connection() as conn:
+                async with self.pool.connection() as conn, asyncio.timeout(self._timeout_s):
                     await conn.execute(_PURGE, (before,))
             except (psycopg.Error, TimeoutError):
                 log.warning("expired jtis not purged; the next purge takes them")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -23,7 +25,7 @@ async def _append_all(log: AuditLog, first: int, n: int) -> list[Appended]:
 
 
 def _writer(log: AuditLog) -> PgLoopWriter:
-    writer = log._on_loop
+    writer = log._loop_writers.get(asyncio.get_running_loop())
     assert isinstance(writer, PgLoopWriter)
     return writer
 
@@ -231,7 +233,7 @@ def test_a_batch_stuck_behind_the_head_lock_times_out_and_the_next_goes_on(
     assert log.verify().ok
 
 
-def test_close_writes_what_is_queued_and_closes_the_connection(
+def test_close_writes_what_is_queued_closes_the_connection_and_refuses_later_appends(
     pg_url: str, make_log: LogFactory
 ) -> None:
     log = make_log(pg_url)
@@ -243,8 +245,8 @@ def test_close_writes_what_is_queued_and_closes_the_connection(
         assert all(f.done() for f in futures)
         assert [f.result().seq for f in futures] == list(range(5))
         assert _writer(log)._conn is None
-        assert (await log.append_async(entry(5))).seq == 5  # opens a new one
-        await log.aclose_loop()
+        with pytest.raises(AuditUnavailable):  # the gateway is stopping
+            await log.append_async(entry(5))
 
     asyncio.run(main())
 
@@ -267,3 +269,73 @@ def test_loop_batches_and_thread_batches_share_one_gapless_chain(
         seqs = [r[0] for r in conn.exec_driver_sql("SELECT seq FROM audit_entries ORDER BY seq")]
     assert seqs == list(range(90))
     assert looped.verify().ok
+
+
+def test_a_batch_whose_commit_may_have_happened_is_never_sent_again(
+    pg_url: str, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection is lost after the entries went out: the batch may be committed,
+    so its callers fail closed and it is not written a second time."""
+    from audit import pg_loop
+
+    log = make_log(pg_url)
+    real = pg_loop._write
+    calls = 0
+
+    async def lost_after_writing(conn: Any, node: str, requests: Any, attempt: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        results = await real(conn, node, requests, attempt)  # committed
+        if calls == 2:  # the second batch, on a connection the first one used
+            await conn.close()
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return results
+
+    monkeypatch.setattr(pg_loop, "_write", lost_after_writing)
+
+    async def main() -> None:
+        await _append_all(log, 0, 2)  # the connection is now a reused one
+        with pytest.raises(AuditUnavailable):
+            await log.append_async(entry(2))
+        assert (await log.append_async(entry(3))).seq == 3
+        await log.aclose_loop()
+
+    asyncio.run(main())
+    assert calls == 3  # the lost batch was not sent again
+    with log.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM audit_entries").scalar() == 4
+    assert log.verify().ok
+
+
+def test_a_log_used_from_several_loops_keeps_one_connection_each_and_closes_them(
+    pg_url: str, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from audit import pg_loop
+
+    log = make_log(pg_url)
+    opened: list[psycopg.AsyncConnection[Any]] = []
+    real_connect = psycopg.AsyncConnection.connect
+
+    async def counting(*args: Any, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
+        conn = await real_connect(*args, **kwargs)
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(pg_loop.psycopg.AsyncConnection, "connect", counting)
+    first, second = asyncio.new_event_loop(), asyncio.new_event_loop()
+    for i in range(10):  # the two loops take turns
+        (first if i % 2 else second).run_until_complete(log.append_async(entry(i)))
+    assert len(opened) == 2  # one each, not one an append
+    first.run_until_complete(log.aclose_loop())
+    first.close()
+    second.close()  # closed without aclose_loop: the next loop's first append ends it
+
+    async def later() -> None:
+        await _append_all(log, 10, 1)
+        assert [c.closed for c in opened] == [True, True, False]
+        await log.aclose_loop()
+
+    asyncio.run(later())
+    assert all(conn.closed for conn in opened)
+    assert log.head().size == 11
+    assert log.verify().ok

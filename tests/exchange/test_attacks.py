@@ -8,6 +8,7 @@ audit log verifiable.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -24,6 +25,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from examples.launch import EXAMPLES, Departments
@@ -34,6 +36,7 @@ from gateway.exchange.models import DatasetBindingCreate
 from gateway.jose import PrivateKey, generate_private_key, public_jwk
 from gateway.services import Services
 from tests._support.gateway import Gateway, add_agreement, running_gateway, start_gateway, stop
+from tests._support.servers import fresh_database
 from tests.exchange.conftest import subject_with
 
 PATH = "/v1/exchanges"
@@ -144,13 +147,22 @@ def _prepare(slow_url: str) -> Any:
     return prepare
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def gw(
-    departments: Departments, tmp_path_factory: pytest.TempPathFactory, slow_server: str
+    request: pytest.FixtureRequest,
+    departments: Departments,
+    tmp_path_factory: pytest.TempPathFactory,
+    slow_server: str,
 ) -> Iterator[Gateway]:
+    """Every attack against the embedded store and against PostgreSQL: the two run
+    admission differently (on the loop holding SQLite's turn; awaited statements)."""
     data = tmp_path_factory.mktemp("gw-attacks")
+    if request.param == "sqlite":
+        db_url = f"sqlite:///{data / 'accord.db'}"
+    else:
+        db_url = fresh_database(request.getfixturevalue("pg_server_url"))
     with running_gateway(
-        db_url=f"sqlite:///{data / 'accord.db'}",
+        db_url=db_url,
         data_dir=data,
         departments_env=departments.env,
         prepare=_prepare(slow_server),
@@ -462,22 +474,49 @@ def test_provider_slow_times_out(gw: Gateway) -> None:
     _problem(_post(gw, _good(gw, body), body), 504, "connector_timeout")
 
 
-def test_audit_database_unavailable_releases_nothing(gw: Gateway) -> None:
-    db = sqlite3.connect(gw.data_dir / "accord.db", timeout=30)
-    db.execute(
-        "CREATE TRIGGER test_refuse_audit BEFORE INSERT ON audit_entries "
-        "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-    )
-    db.commit()
+@contextlib.contextmanager
+def _audit_store_refusing(gw: Gateway) -> Iterator[None]:
+    """The gateway's audit table refuses every insert (a full disk, a revoked grant)."""
+    url = gw.env["ACCORD_DATABASE_URL"]
+    if url.startswith("sqlite"):
+        db = sqlite3.connect(gw.data_dir / "accord.db", timeout=30)
+        db.execute(
+            "CREATE TRIGGER test_refuse_audit BEFORE INSERT ON audit_entries "
+            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+        db.commit()
+        try:
+            yield
+        finally:
+            db.execute("DROP TRIGGER test_refuse_audit")
+            db.commit()
+            db.close()
+        return
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(
+            "CREATE FUNCTION test_refuse_audit() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'disk full'; END $$"
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER test_refuse_audit BEFORE INSERT ON audit_entries "
+            "FOR EACH ROW EXECUTE FUNCTION test_refuse_audit()"
+        )
     try:
+        yield
+    finally:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("DROP TRIGGER test_refuse_audit ON audit_entries")
+            conn.exec_driver_sql("DROP FUNCTION test_refuse_audit()")
+        engine.dispose()
+
+
+def test_audit_database_unavailable_releases_nothing(gw: Gateway) -> None:
+    with _audit_store_refusing(gw):
         body = _body()
         r = _post(gw, _good(gw, body), body)
         _problem(r, 503, "audit_unavailable")
         assert "Rossi" not in r.text and SUBJECT not in r.text
-    finally:
-        db.execute("DROP TRIGGER test_refuse_audit")
-        db.commit()
-        db.close()
     body = _body()
     assert _post(gw, _good(gw, body), body).status_code == 200
 

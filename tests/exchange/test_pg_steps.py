@@ -128,6 +128,31 @@ def test_exchanges_asking_in_one_pass_share_one_generation_read(engine: sa.Engin
     asyncio.run(main())
 
 
+def test_an_exchange_arriving_while_a_read_is_out_gets_a_read_of_its_own(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change committed after a shared read was sent is seen by whoever asks after
+    it: only exchanges that asked before the read was sent share it."""
+    from gateway.exchange import pg_steps
+
+    slow = "SELECT value FROM state_generation, pg_sleep(0.3) WHERE id = 1"
+    monkeypatch.setattr(pg_steps, "READ_GENERATION", slow)  # its snapshot is taken first
+    steps = PgSteps(engine, ReplayCache(engine))
+
+    async def main() -> None:
+        before = await steps.generation()
+        early = asyncio.ensure_future(steps.generation())
+        await asyncio.sleep(0.1)  # the read is out, its snapshot taken
+        with engine.begin() as conn:
+            bump_generation(conn)
+        late = await steps.generation()
+        assert await early == before
+        assert late == before + 1
+        await steps.close()
+
+    asyncio.run(main())
+
+
 def test_connections_the_server_dropped_are_replaced_without_an_error(engine: sa.Engine) -> None:
     """A restart drops every pooled connection: the next read replaces the one it
     found lost, and the claim after it checks the others before using them."""

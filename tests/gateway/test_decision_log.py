@@ -240,3 +240,24 @@ def test_a_loop_writes_at_most_max_batch_rows_a_pass(
     finally:
         writer.close()
         engine.dispose()
+
+
+def test_a_long_linger_neither_delays_a_flush_nor_holds_back_a_full_batch(db_url: str) -> None:
+    """The writer thread lingers asleep, but a flush or a whole batch wakes it."""
+    engine = make_engine(db_url)
+    upgrade(engine)
+    writer = DecisionLogWriter(engine, clock=lambda: T0, linger_s=600, max_batch=5)
+    try:
+        writer.record(exchange_id="alone", policy_input=INPUT, decision=ALLOW)
+        writer.flush(timeout=60)
+        assert [r[0] for r in _rows(engine)] == ["alone"]
+        for i in range(5):
+            writer.record(exchange_id=f"full-{i}", policy_input=INPUT, decision=ALLOW)
+        for _ in range(6000):  # up to a minute; the linger is ten
+            if len(_rows(engine)) == 6:
+                break
+            threading.Event().wait(0.01)
+        assert len(_rows(engine)) == 6  # stored without a flush, before the linger ended
+    finally:
+        writer.close()
+        engine.dispose()
