@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -158,6 +160,11 @@ def demo(
     from gateway.demo import seed, usage_examples
 
     cfg = settings()
+    # A stop request (SIGTERM: a service manager, `kill`) must stop the sample
+    # department systems too. uvicorn shuts down on it, then raises it again for
+    # the previous handler; as SystemExit it unwinds through `launch`, which stops
+    # them, where the default action would end this process and orphan them.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     with launch(data_dir=(cfg.data_dir / "departments").resolve()) as departments:
         os.environ.update(departments.env)
         services = open_services()
@@ -170,6 +177,10 @@ def demo(
         console.print(f"[green]Accord demo[/green] on {base_url}  (API docs: /docs)")
         console.print(usage_examples(cfg, base_url), markup=False, highlight=False, soft_wrap=True)
         serve(host=host, port=port, workers=1)
+
+
+def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 @app.callback()
