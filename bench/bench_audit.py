@@ -27,7 +27,6 @@ budget; nothing here leaves the machine.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import random
 import shutil
@@ -46,13 +45,19 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from audit import AuditLog, NoteSigner, _runs, engine_for, store, verify_export  # noqa: E402
-from audit._parallel import default_jobs, map_in_order, plan, worker_context  # noqa: E402
-from audit.checkpoint import Checkpoint, sign_checkpoint  # noqa: E402
-from audit.entry import ZERO_CHAIN, chain_hash, seal  # noqa: E402
-from audit.merkle import CompactRange, leaf_hash, verify_consistency, verify_inclusion  # noqa: E402
-
-TS = "2026-06-01T12:00:00.000Z"
+from audit import AuditLog, NoteSigner, _runs, engine_for, verify_export  # noqa: E402
+from audit._parallel import default_jobs, plan, worker_context  # noqa: E402
+from audit.entry import seal  # noqa: E402
+from audit.merkle import verify_consistency, verify_inclusion  # noqa: E402
+from bench._audit_support import (  # noqa: E402
+    TS,
+    best,
+    best_alternating,
+    bulk_build,
+    hashing_core,
+    hashlib_alone,
+    hashlib_over_processes,
+)
 
 
 def entry(i: int) -> dict[str, Any]:
@@ -205,130 +210,6 @@ def section_append(kinds: list[str], pg: str | None, tmp: Path, budget: float) -
 # -- 2. verify ---------------------------------------------------------------
 
 
-def bulk_build(engine: sa.Engine, datas: Iterator[bytes], signer: NoteSigner | None) -> int:
-    """Write a complete log row by row (leaves, chain, tree nodes, head, one checkpoint)."""
-    store.create_schema(engine)
-    cr, chain, seq = CompactRange(), ZERO_CHAIN, 0
-    rows: list[dict[str, Any]] = []
-    nodes: list[dict[str, Any]] = []
-    with engine.begin() as conn:
-
-        def flush() -> None:
-            if rows:
-                conn.execute(store.entries.insert(), rows)
-            if nodes:
-                conn.execute(store.nodes.insert(), nodes)
-            rows.clear()
-            nodes.clear()
-
-        for data in datas:
-            lh = leaf_hash(data)
-            chain = chain_hash(chain, lh)
-            for level, idx, h in cr.append(lh):
-                nodes.append({"level": level, "idx": idx, "hash": h})
-            rows.append(
-                {
-                    "seq": seq,
-                    "ts": TS,
-                    "event": "exchange",
-                    "exchange_id": f"ex-{seq}",
-                    "subject": None,
-                    "data": data,
-                    "leaf_hash": lh,
-                    "chain_hash": chain,
-                }
-            )
-            seq += 1
-            if len(rows) >= 20_000:
-                flush()
-        flush()
-        conn.execute(
-            store.head.update()
-            .where(store.head.c.id == 1)
-            .values(size=seq, chain_hash=chain, frontier=cr.to_bytes(), ts=TS)
-        )
-        if signer is not None:
-            note = sign_checkpoint(Checkpoint(signer.name, seq, cr.root()), signer)
-            conn.execute(
-                store.checkpoints.insert().values(size=seq, root=cr.root(), note=note, ts=TS)
-            )
-    return seq
-
-
-def _best(fn: Callable[[], Any], reps: int = 3) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-def _best_alternating(fns: list[Callable[[], Any]], reps: int) -> list[float]:
-    """The best time of each, taking turns, so load that comes and goes meanwhile
-    weighs on all of them alike."""
-    best = [float("inf")] * len(fns)
-    for _ in range(reps):
-        for i, fn in enumerate(fns):
-            t = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - t)
-    return best
-
-
-@contextmanager
-def hashing_core(core: _runs.Core) -> Iterator[None]:
-    """The verifier's bulk checks run on ``core`` meanwhile; forked workers too."""
-    saved, _runs.core = _runs.core, core
-    try:
-        yield
-    finally:
-        _runs.core = saved
-
-
-def _hash_span(span: tuple[str, int, int]) -> int:
-    """hashlib alone over one worker's share of entries.jsonl: read, split, hash each."""
-    path, lo, hi = span
-    with open(path, "rb") as f:
-        f.seek(lo)
-        lines = f.read(hi - lo).split(b"\n")
-    sha = hashlib.sha256
-    for line in lines[:-1]:
-        sha(line).digest()
-    return len(lines) - 1
-
-
-def hashlib_over_processes(path: Path, jobs: int) -> int:
-    """The per-entry hashlib baseline spread like ``verify_export --jobs``: the same
-    byte ranges, taken by the same processes the same way."""
-    spans = [(str(path), lo, hi) for lo, hi in plan(path, jobs)]
-    return sum(map_in_order(_hash_span, spans, jobs, 0))
-
-
-def hashlib_alone(path: Path) -> tuple[float, float, float]:
-    """Single-thread hashlib: per entry in memory, per entry reading the file, and one
-    streaming hash of the whole file. (Its buffers are gone before verify runs, so
-    forked workers do not copy them.)"""
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")[:-1]
-    sha = hashlib.sha256
-
-    def per_entry() -> None:
-        for line in lines:
-            sha(line).digest()
-
-    def per_entry_from_file() -> None:
-        with open(path, "rb") as f:
-            for line in f:
-                sha(line[:-1]).digest()
-
-    return (
-        _best(per_entry, reps=5),
-        _best(per_entry_from_file, reps=5),
-        _best(lambda: sha(raw).digest()),
-    )
-
-
 def section_verify(tmp: Path, n: int, jobs: int) -> None:
     print(f"\n== verify an export of {n:,} entries vs raw hashlib on the same bytes ==")
     print("   (target: >= 0.50x the single-thread per-entry hashlib rate, in memory;")
@@ -380,7 +261,7 @@ def section_verify(tmp: Path, n: int, jobs: int) -> None:
 
     def hashes_only(j: int) -> list[tuple[str, float]]:
         pick = cores if j == 1 or forced else [_runs.core]
-        times = _best_alternating([on(c, False, j) for c in pick], reps=5)
+        times = best_alternating([on(c, False, j) for c in pick], reps=5)
         return [
             (f"verify_export --hashes-only --jobs {j} [{c.name}]", t)
             for c, t in zip(pick, times, strict=True)
@@ -390,12 +271,12 @@ def section_verify(tmp: Path, n: int, jobs: int) -> None:
         ("hashlib sha256 per entry (in memory)", t_raw, None),
         ("hashlib sha256 per entry (reading the file)", t_file, None),
         (f"hashlib sha256 streaming, whole file ({mb:.0f} MB)", t_stream, None),
-        (f"hashlib sha256 per entry, {jobs} processes", _best(spread, reps=5), None),
+        (f"hashlib sha256 per entry, {jobs} processes", best(spread, reps=5), None),
     ]
     for j in sorted({1, jobs}):
         rows += [(what, t, 3 if j == jobs else None) for what, t in hashes_only(j)]
     for j in sorted({1, jobs}):
-        t = _best(partial(run, True, j), reps=1)
+        t = best(partial(run, True, j), reps=1)
         rows.append(
             (f"verify_export full --jobs {j} [{_runs.core.name}]", t, 3 if j == jobs else None)
         )
