@@ -24,14 +24,22 @@ from examples.launch import Departments
 from gateway.auth.humans import dev_issuer_key, issue_dev_token
 from gateway.auth.requests import sign_request_token
 from tests._support.gateway import Gateway, running_gateway
+from tests._support.servers import fresh_database
 
 
-@pytest.fixture(scope="module")
-def api(departments: Departments, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def api(
+    request: pytest.FixtureRequest,
+    departments: Departments,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Gateway]:
+    """On both stores: an exchange is admitted differently on each."""
     data = tmp_path_factory.mktemp("gw-openapi")
-    with running_gateway(
-        db_url=f"sqlite:///{data / 'accord.db'}", data_dir=data, departments_env=departments.env
-    ) as gw:
+    if request.param == "sqlite":
+        db_url = f"sqlite:///{data / 'accord.db'}"
+    else:
+        db_url = fresh_database(request.getfixturevalue("pg_server_url"))
+    with running_gateway(db_url=db_url, data_dir=data, departments_env=departments.env) as gw:
         yield gw
 
 
