@@ -13,18 +13,24 @@ import httpx
 from tests._support.servers import ROOT, free_port, wait_http
 
 
-def test_run_command_serves_health_and_demo_departments(tmp_path: Path) -> None:
-    port = free_port()
+def _run_command(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+    """The README's run command on ``port``, its data under ``tmp_path/data``, in a
+    session of its own."""
     env = {**os.environ, "ACCORD_DATA_DIR": str(tmp_path / "data")}
     env.pop("ACCORD_DATABASE_URL", None)
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [str(ROOT / "scripts" / "run"), "--port", str(port)],
         env=env,
         cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+def test_run_command_serves_health_and_demo_departments(tmp_path: Path) -> None:
+    port = free_port()
+    proc = _run_command(tmp_path, port)
     try:
         wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
         health = httpx.get(f"http://127.0.0.1:{port}/health").json()
@@ -62,16 +68,7 @@ def test_stopping_the_demo_stops_its_department_systems(tmp_path: Path) -> None:
     """SIGTERM to the demo alone (as a service manager sends it), not to its group."""
     port = free_port()
     data = tmp_path / "data"
-    env = {**os.environ, "ACCORD_DATA_DIR": str(data)}
-    env.pop("ACCORD_DATABASE_URL", None)
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "accord"), "demo", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = _run_command(tmp_path, port)  # the script execs `accord demo`: same pid
     try:
         wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
         systems = [p for p in _processes_using(data / "departments") if p != proc.pid]
