@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__
 from gateway.api import routes_agreements, routes_exchange, routes_health, routes_registry
+from gateway.api.nul_guard import RefuseNul
 from gateway.api.problems import Problem, install_problem_handlers, problem_response
 from gateway.api.routes_audit import router as audit_router
 from gateway.api.routes_policy import router as policy_router
@@ -198,6 +199,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(audit_router)
     app.add_route("/metrics", _metrics_endpoint, include_in_schema=False)
     _extend_openapi(app)
+    app.add_middleware(RefuseNul)
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     app.add_middleware(RequestContext)
     return app

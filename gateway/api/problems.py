@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.errors import AccordError
@@ -122,6 +123,19 @@ def install_problem_handlers(app: FastAPI) -> None:
             title=title,
             detail=str(exc.detail),
             headers=dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(DataError)
+    async def _refused_value(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value (SQLSTATE class 22: too long, out of range,
+        # not representable): input no check before it caught, not a fault.
+        log.warning("value_refused_by_store", error_type=type(exc.orig).__name__)
+        return problem_response(
+            request,
+            status=422,
+            code="validation_failed",
+            title="Invalid input",
+            detail="a value in the request cannot be stored",
         )
 
     @app.exception_handler(Exception)

@@ -18,6 +18,7 @@ from connectors.mapping.canonical import classification_of
 from gateway.agreements.terms import AgreementTerms
 from gateway.errors import ValidationFailed
 from gateway.exchange.schemas import ExchangeRequest
+from gateway.nul_text import has_nul_escape
 from gateway.release import parse_predicate
 
 __all__ = ["MalformedJSON", "labels_for", "parse_request", "requested_fields"]
@@ -30,6 +31,8 @@ class MalformedJSON(ValidationFailed):
 
 
 def parse_request(body: bytes) -> ExchangeRequest:
+    if has_nul_escape(body):  # refused on every route (gateway.nul_text)
+        raise ValidationFailed("the body contains a NUL character (\\u0000)")
     try:
         return ExchangeRequest.model_validate_json(body)
     except ValidationError as exc:

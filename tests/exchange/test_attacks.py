@@ -254,6 +254,25 @@ def test_wrong_content_type_rejected(gw: Gateway) -> None:
     expect_problem(r, 415, "unsupported_media_type")
 
 
+def test_nul_characters_refused_on_every_route(gw: Gateway) -> None:
+    """PostgreSQL cannot hold U+0000 in text and SQLite can: refused alike, at the edge."""
+    body = request_body(query={"kind": "verify", "predicate": "given_name == 'a\x00'"})
+    doc = expect_problem(post_exchange(gw, good_token(gw, body), body), 422, "validation_failed")
+    assert doc["exchange_id"] and "NUL" in doc["detail"]  # refused by the flow: audited
+    admin = _admin(gw)
+    for url, params in (
+        ("/v1/agreements", {"department": "\x00"}),
+        ("/v1/departments/welfare%00office", None),
+    ):
+        r = httpx.get(gw.url + url, params=params, headers=admin)
+        assert r.status_code == 422, r.text
+        assert r.json()["code"] == "validation_failed"
+    # The literal text "\\u0000" is not a NUL: that exchange goes on to its own answer.
+    body = request_body(query={"kind": "verify", "predicate": "given_name == '\\u0000'"})
+    r = post_exchange(gw, good_token(gw, body), body)
+    assert "NUL" not in r.text
+
+
 # -- the agreement --------------------------------------------------------------------
 
 
