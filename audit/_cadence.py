@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from audit import reads, store
 from audit.errors import AuditError
+from audit.store import short_busy_wait
 
 if TYPE_CHECKING:
     from audit.log import AuditLog
@@ -93,7 +94,12 @@ class CheckpointCadence:
             self.owner.verify_appending()
         except AuditError:
             return
-        self.owner.checkpoint()
+        # In the background, holding the write turn: a writer outside the turn (a
+        # `sqlite3` shell in a transaction) must not keep it for SQLite's 30 s busy
+        # wait, or every exchange would wait behind it. Fail fast; the next one is
+        # due again soon.
+        with short_busy_wait():
+            self.owner.checkpoint()
         if not self.owner.witness_urls:
             return
         with self._send_lock:
@@ -113,7 +119,9 @@ class CheckpointCadence:
                     return
                 self._send_wanted = False
             try:
-                for url, result in self.owner.send_to_witnesses(self.owner.witness_urls).items():
+                with short_busy_wait():  # as for checkpoints: never hold the turn long
+                    sent = self.owner.send_to_witnesses(self.owner.witness_urls)
+                for url, result in sent.items():
                     log.info("witness %s: %s", url, result)
             except Exception:
                 log.exception("sending the checkpoint to witnesses failed")

@@ -299,3 +299,41 @@ def test_a_turn_that_cannot_be_taken_fails_the_batch_and_the_next_one_goes_on(
     assert isinstance(failed, AuditUnavailable)
     assert isinstance(appended, Appended) and appended.seq == 0
     assert log.verify().ok
+
+
+def test_a_background_checkpoint_gives_the_turn_back_when_a_foreign_writer_holds_sqlite(
+    tmp_path: Path, make_log: LogFactory
+) -> None:
+    """A `sqlite3` shell in a transaction: the cadence checkpoint (on its own thread,
+    holding the write turn) fails at once instead of waiting SQLite's 30 s with the
+    turn, which every exchange on the loop would wait behind."""
+    import sqlite3
+
+    path = tmp_path / "a.db"
+    log = make_log(f"sqlite:///{path}", checkpoint_every=1)
+    log.append(entry(0))
+    outcome: list[BaseException | None] = []
+
+    def cadence() -> None:
+        try:
+            log._cadence.run()
+            outcome.append(None)
+        except BaseException as exc:  # the refused checkpoint, kept for the assertion
+            outcome.append(exc)
+
+    foreign = sqlite3.connect(path, isolation_level=None, timeout=30)
+    foreign.execute("BEGIN IMMEDIATE")
+    try:
+        thread = threading.Thread(target=cadence)
+        thread.start()
+        thread.join(10)  # well short of SQLite's 30 s
+        assert not thread.is_alive()
+        assert isinstance(outcome[0], AuditUnavailable)
+        with store.write_lock(log.engine, wait=False):
+            pass  # the turn is free again
+    finally:
+        foreign.execute("ROLLBACK")
+        foreign.close()
+        thread.join()
+    log._cadence.run()  # and the next one goes through
+    assert log.latest_checkpoint() is not None
