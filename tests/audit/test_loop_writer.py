@@ -310,7 +310,7 @@ def test_a_background_checkpoint_gives_the_turn_back_when_a_foreign_writer_holds
     import sqlite3
 
     path = tmp_path / "a.db"
-    log = make_log(f"sqlite:///{path}", checkpoint_every=1)
+    log = make_log(f"sqlite:///{path}")  # no checkpoint of its own: this test makes it
     log.append(entry(0))
     outcome: list[BaseException | None] = []
 
