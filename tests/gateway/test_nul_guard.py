@@ -83,3 +83,23 @@ def test_text_that_only_looks_like_an_escape_passes() -> None:
     doc = json.dumps({"note": "a literal \\u0000 and %00"}).encode()
     status, body, echoed = _call("/v1/departments", b"q=%2500", [doc])
     assert (status, body, echoed) == (200, b"ok", doc)
+
+
+def test_a_value_the_store_refuses_is_invalid_input_not_a_fault() -> None:
+    """The backstop behind the checks: SQLSTATE class 22 from the database is 422."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from sqlalchemy.exc import DataError
+
+    from gateway.api.problems import install_problem_handlers
+
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/refused")
+    def refused() -> None:
+        raise DataError("INSERT ...", {}, ValueError("value too long for type"))
+
+    r = TestClient(app).get("/refused")
+    assert r.status_code == 422
+    assert r.json()["code"] == "validation_failed"
