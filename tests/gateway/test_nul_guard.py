@@ -87,8 +87,8 @@ def test_text_that_only_looks_like_an_escape_passes() -> None:
 
 def test_a_value_the_store_refuses_is_invalid_input_not_a_fault() -> None:
     """The backstop behind the checks: SQLSTATE class 22 from the database is 422."""
+    import httpx
     from fastapi import FastAPI
-    from fastapi.testclient import TestClient
     from sqlalchemy.exc import DataError
 
     from gateway.api.problems import install_problem_handlers
@@ -100,6 +100,11 @@ def test_a_value_the_store_refuses_is_invalid_input_not_a_fault() -> None:
     def refused() -> None:
         raise DataError("INSERT ...", {}, ValueError("value too long for type"))
 
-    r = TestClient(app).get("/refused")
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.get("/refused")
+
+    r = asyncio.run(get())
     assert r.status_code == 422
     assert r.json()["code"] == "validation_failed"
