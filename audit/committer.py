@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import Engine
 
@@ -35,7 +35,15 @@ from audit.errors import AuditError, AuditUnavailable
 from audit.records import Appended
 from audit.store import TurnBusy, short_busy_wait, write_lock
 
-__all__ = ["GroupCommitter", "LoopWriter", "split_batches"]
+__all__ = [
+    "GroupCommitter",
+    "LoopWriter",
+    "Waiter",
+    "committed_size",
+    "fail_batch",
+    "settle_batch",
+    "split_batches",
+]
 
 log = logging.getLogger("audit.committer")
 
@@ -53,17 +61,39 @@ class _Committed:
     results: list[list[Appended] | AuditError]
 
 
-def _settle(live: Batch, results: Sequence[list[Appended] | AuditError]) -> None:
+class Waiter(Protocol):
+    """What a caller waits on: a thread's ``concurrent.futures.Future`` or a loop's
+    ``asyncio.Future``."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: list[Appended], /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+Waiting = Sequence[tuple[Any, Waiter]]
+
+
+def settle_batch(live: Waiting, results: Sequence[list[Appended] | AuditError]) -> None:
+    """Tell each caller its entries, or its own refusal; one already gone is skipped."""
     for (_, f), res in zip(live, results, strict=True):
+        if f.done():
+            continue
         if isinstance(res, AuditError):
             f.set_exception(res)
         else:
             f.set_result(res)
 
 
-def _fail(live: Batch, exc: BaseException) -> None:
+def fail_batch(live: Waiting, exc: BaseException) -> None:
     for _, f in live:
-        f.set_exception(exc)
+        if not f.done():
+            f.set_exception(exc)
+
+
+def committed_size(results: Sequence[list[Appended] | AuditError]) -> int | None:
+    """The log's size after a batch that wrote ``results``; None if it wrote nothing."""
+    last = max((r[-1].seq for r in results if not isinstance(r, AuditError) and r), default=-1)
+    return last + 1 if last >= 0 else None
 
 
 class GroupCommitter:
@@ -144,7 +174,7 @@ class GroupCommitter:
         once it is durable, or fail (the log is closed or stopped, the store refused)."""
         with self._here:
             if self._closed.is_set():
-                _fail(
+                fail_batch(
                     [(e, f) for e, f in batch if f.set_running_or_notify_cancel()],
                     AuditUnavailable("the audit log is closed"),
                 )
@@ -216,24 +246,24 @@ class GroupCommitter:
         if not live:
             return
         if self.broken is not None:
-            _fail(live, self.broken)
+            fail_batch(live, self.broken)
             return
         try:
             results, wal = commit_batch(self.engine, self.node, [e for e, _ in live])
         except AuditError as exc:
-            _fail(live, exc)
+            fail_batch(live, exc)
             return
         except BaseException as exc:  # never let the writer thread die silently
             log.exception("audit writer failed")
-            _fail(live, AuditUnavailable(f"audit writer failed: {exc.__class__.__name__}"))
+            fail_batch(live, AuditUnavailable(f"audit writer failed: {exc.__class__.__name__}"))
             return
         if wal is None:
-            _settle(live, results)
+            settle_batch(live, results)
         else:
             self._syncs.put(_Committed(wal, live, results))
-        last = max((r[-1].seq for r in results if not isinstance(r, AuditError) and r), default=-1)
-        if last >= 0:
-            self._safe(lambda: after_commit(last + 1))
+        size = committed_size(results)
+        if size is not None:
+            self._safe(lambda: after_commit(size))
 
     def _sync(self) -> None:
         """The syncer: one WAL sync for every batch committed so far, then their futures."""
@@ -264,9 +294,9 @@ class GroupCommitter:
                     )
             for c in done:
                 if self.broken is not None:
-                    _fail(c.live, self.broken)
+                    fail_batch(c.live, self.broken)
                 else:
-                    _settle(c.live, c.results)
+                    settle_batch(c.live, c.results)
 
     @staticmethod
     def _safe(fn: Callable[[], None]) -> None:
@@ -337,7 +367,7 @@ class LoopWriter:
             except Exception as exc:  # the turn's lock file: these callers fail closed
                 log.exception("audit loop batch could not take the write turn")
                 pending, self._pending = self._pending, []
-                _fail(
+                fail_batch(
                     [(e, f) for e, f in pending if f.set_running_or_notify_cancel()],
                     AuditUnavailable(
                         f"the audit store refused the write: {exc.__class__.__name__}"

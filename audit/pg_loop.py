@@ -36,7 +36,13 @@ from audit.appender import (
     refused,
     seal_after,
 )
-from audit.committer import GroupCommitter, split_batches
+from audit.committer import (
+    GroupCommitter,
+    committed_size,
+    fail_batch,
+    settle_batch,
+    split_batches,
+)
 from audit.errors import AuditError, AuditUnavailable
 from audit.records import Appended
 
@@ -172,27 +178,21 @@ class PgLoopWriter:
             async with asyncio.timeout(self._timeout_s):
                 results = await self._send([e for e, _ in live])
         except AuditError as exc:
-            _fail(live, exc)
+            fail_batch(live, exc)
             return
         except TimeoutError:
             await self._drop()  # where the batch stopped is unknown: never reuse it
-            _fail(live, AuditUnavailable("the audit store did not answer in time"))
+            fail_batch(live, AuditUnavailable("the audit store did not answer in time"))
             return
         except Exception as exc:
             log.exception("audit loop batch failed")
-            _fail(live, refused(exc))
+            fail_batch(live, refused(exc))
             return
-        for (_, f), res in zip(live, results, strict=True):
-            if f.done():
-                continue
-            if isinstance(res, AuditError):
-                f.set_exception(res)
-            else:
-                f.set_result(res)
-        last = max((r[-1].seq for r in results if not isinstance(r, AuditError) and r), default=-1)
-        if last >= 0:
+        settle_batch(live, results)
+        size = committed_size(results)
+        if size is not None:
             try:
-                self._after_commit(last + 1)
+                self._after_commit(size)
             except Exception:
                 log.exception("audit background task failed")
 
@@ -229,9 +229,3 @@ class PgLoopWriter:
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 await conn.close()
-
-
-def _fail(live: AsyncBatch, exc: BaseException) -> None:
-    for _, f in live:
-        if not f.done():
-            f.set_exception(exc)
