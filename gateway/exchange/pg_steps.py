@@ -59,7 +59,12 @@ _IDLE = psycopg.pq.TransactionStatus.IDLE
 
 class AsyncPool:
     """At most ``max_size`` autocommitting connections to one server, most recently
-    used first; raises ``psycopg.Error`` (or ``TimeoutError`` when all are busy)."""
+    used first; raises ``psycopg.Error`` (or ``TimeoutError`` when all are busy).
+
+    Not ``psycopg_pool``: when the server refuses connections its ``getconn``
+    waits out the pool timeout while it reconnects in the background, and a check
+    runs on every checkout. Exchanges must fail at once (503) and pay for a check
+    only when a connection may have been lost."""
 
     def __init__(self, conninfo: str, *, max_size: int, timeout_s: float) -> None:
         self._conninfo = conninfo
