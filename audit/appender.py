@@ -10,6 +10,8 @@ batches; ``append_in`` appends inside a caller's own transaction.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit import store
-from audit.durability import set_synchronous, sync_wal, wal_file
+from audit.durability import drop_lazy_connection, engine_wal, lazy_connection, sync_wal
 from audit.entry import chain_hash, format_ts, seal
 from audit.errors import AuditError, AuditUnavailable, EntryInvalid
 from audit.merkle import CompactRange, leaf_hash
@@ -179,29 +181,33 @@ def commit_batch(
     engine: Engine, node: str, requests: Sequence[Sequence[Mapping[str, Any]]]
 ) -> tuple[list[list[Appended] | AuditError], str | None]:
     """``write_batch`` up to its commit: the results and, on SQLite in WAL mode, the WAL
-    file that must be synced (``sync_wal``) before anyone may be told of them."""
-    with store.write_lock(engine), engine.connect() as conn:
-        wal = wal_file(engine, conn)
+    file that must be synced (``sync_wal``) before anyone may be told of them.
+
+    On SQLite in WAL mode the batch is written on this thread's ``lazy_connection``
+    (its commit does not wait for the disk; the caller's ``sync_wal`` does); any
+    other store commits durably on a pooled connection."""
+    with store.write_lock(engine):
+        wal = engine_wal(engine)
         if wal is not None:
-            set_synchronous(conn, "NORMAL")
-        try:
+            raw = lazy_connection(engine)
+            try:
+                return _write_sqlite(raw, node, requests), wal
+            except AuditUnavailable:
+                drop_lazy_connection(engine)  # the next batch opens a fresh one
+                raise
+        with engine.connect() as conn:
             if engine.dialect.name == "sqlite":
-                results = _write_sqlite(conn, node, requests)
-            else:
-                try:
-                    results = _write_locked(conn, node, _lock_head(conn), requests)
-                    conn.commit()
-                except SQLAlchemyError as exc:
-                    conn.rollback()
-                    raise refused(exc) from exc
-                except BaseException:
-                    conn.rollback()
-                    raise
-        finally:
-            # After the rollback: SQLite refuses to change it inside a transaction.
-            if wal is not None:
-                _restore_full(conn)
-    return results, wal
+                return _write_sqlite(conn.connection.dbapi_connection, node, requests), None
+            try:
+                results = _write_locked(conn, node, _lock_head(conn), requests)
+                conn.commit()
+            except SQLAlchemyError as exc:
+                conn.rollback()
+                raise refused(exc) from exc
+            except BaseException:
+                conn.rollback()
+                raise
+            return results, None
 
 
 def refused(exc: BaseException) -> AuditUnavailable:
@@ -224,12 +230,11 @@ ADVANCE_SQL = (
 
 
 def _write_sqlite(
-    conn: sa.Connection, node: str, requests: Sequence[Sequence[Mapping[str, Any]]]
+    raw: Any, node: str, requests: Sequence[Sequence[Mapping[str, Any]]]
 ) -> list[list[Appended] | AuditError]:
-    """The batch transaction on SQLite, in plain SQL on the DBAPI connection: the same
+    """The batch transaction on SQLite, in plain SQL on a DBAPI connection: the same
     statements ``_write_locked`` runs, without SQLAlchemy's per-statement machinery
     (which cost more CPU than SQLite's own work for a small batch)."""
-    raw: Any = conn.connection.dbapi_connection
     cur = raw.cursor()
     try:
         cur.execute("BEGIN IMMEDIATE")  # the write lock: nobody moves the head meanwhile
@@ -256,23 +261,20 @@ def _write_sqlite(
                 raise AuditUnavailable("the chain head moved while locked")
         raw.commit()
         return b.results
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raw.rollback()
+    except sqlite3.Error as exc:
+        _rollback(raw)
         raise refused(exc) from exc
     except BaseException:
-        raw.rollback()
+        _rollback(raw)
         raise
     finally:
         cur.close()
 
 
-def _restore_full(conn: sa.Connection) -> None:
-    """Put the pooled connection back to durable commits, or drop it from the pool."""
-    try:
-        set_synchronous(conn, "FULL")
-    except AuditError:
-        conn.invalidate()
-        raise
+def _rollback(raw: Any) -> None:
+    # If even this fails, the caller drops the connection and its transaction with it.
+    with contextlib.suppress(sqlite3.Error):
+        raw.rollback()
 
 
 def append_in(

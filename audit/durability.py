@@ -17,10 +17,18 @@ the database after it), so syncing whatever file holds the name now is enough.
 Anything that is not a SQLite file in WAL mode (PostgreSQL, ``:memory:``, another
 journal mode) keeps committing durably inside its transaction: ``wal_file``
 answers None for it.
+
+Writes of this kind run on a connection kept for them (``lazy_connection``): one
+per thread and database, out of the pool and always at ``synchronous=NORMAL``.
+Switching a pooled connection to ``NORMAL`` and back cost two statements and a
+pool checkout per transaction, more CPU than a one-entry batch's own SQL, and a
+thread that always writes through the same connection keeps that connection's
+page cache (SQLite empties a connection's cache whenever another one has written).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
@@ -31,18 +39,27 @@ from sqlalchemy.engine import Connection, Engine
 
 from audit.errors import AuditUnavailable
 
-__all__ = ["set_synchronous", "sync_wal", "wal_file"]
+__all__ = [
+    "drop_lazy_connection",
+    "engine_wal",
+    "lazy_connection",
+    "sync_wal",
+    "wal_file",
+]
 
 _WAL: weakref.WeakKeyDictionary[Engine, str | None] = weakref.WeakKeyDictionary()
 _SYNCED: dict[str, tuple[int, int]] = {}  # WAL path -> (device, inode) last synced
 _GUARD = threading.Lock()
+_LAZY = threading.local()  # .conns: WeakKeyDictionary[Engine, pooled connection, detached]
 
 
-def _raw(conn: Connection, sql: str) -> list[Any]:
-    """Run ``sql`` on the DBAPI connection, outside SQLAlchemy's transaction tracking;
-    raises ``AuditUnavailable`` (not the driver's error) when SQLite refuses."""
+def _raw(conn: Connection | Any, sql: str) -> list[Any]:
+    """Run ``sql`` on the DBAPI connection (of ``conn``), outside SQLAlchemy's
+    transaction tracking; raises ``AuditUnavailable`` (not the driver's error)
+    when SQLite refuses."""
+    dbapi: Any = conn.connection.dbapi_connection if isinstance(conn, Connection) else conn
     try:
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor = dbapi.cursor()
         try:
             cursor.execute(sql)
             return list(cursor.fetchall())
@@ -52,8 +69,9 @@ def _raw(conn: Connection, sql: str) -> list[Any]:
         raise AuditUnavailable(f"the audit store refused {sql!r}: {exc}") from exc
 
 
-def wal_file(engine: Engine, conn: Connection) -> str | None:
-    """The ``-wal`` file of ``engine``'s SQLite database when it runs in WAL mode, else None.
+def wal_file(engine: Engine, conn: Connection | Any) -> str | None:
+    """The ``-wal`` file of ``engine``'s SQLite database when it runs in WAL mode, else None
+    (``conn``: a connection of ``engine``, SQLAlchemy's or the DBAPI's).
 
     The path is the one SQLite itself opened (``PRAGMA database_list``), so URI
     filenames and relative paths resolve to the file that is really written.
@@ -72,9 +90,50 @@ def wal_file(engine: Engine, conn: Connection) -> str | None:
     return path
 
 
-def set_synchronous(conn: Connection, level: str) -> None:
-    """Set SQLite's ``synchronous`` on this connection (outside any transaction)."""
-    _raw(conn, f"PRAGMA synchronous={level}")
+def lazy_connection(engine: Engine) -> Any:
+    """This thread's own DBAPI connection to ``engine``'s SQLite file, committing
+    without waiting for the disk (``synchronous=NORMAL``).
+
+    Only for a write transaction held in the write turn (``store.write_lock``)
+    whose commit a ``sync_wal`` of the same file follows before anyone is told of
+    it, or whose loss in a power cut costs nothing. It is never pooled, so no
+    other code can commit lazily on it by mistake; ``drop_lazy_connection`` after
+    a driver error so the next write opens a fresh one.
+    """
+    conns = getattr(_LAZY, "conns", None)
+    if conns is None:
+        conns = _LAZY.conns = weakref.WeakKeyDictionary()
+    held = conns.get(engine)
+    if held is None:
+        held = engine.raw_connection()
+        held.detach()  # closing it closes the DBAPI connection; it never goes back
+        try:
+            _raw(held.dbapi_connection, "PRAGMA synchronous=NORMAL")
+        except BaseException:
+            held.close()
+            raise
+        conns[engine] = held
+    return held.dbapi_connection
+
+
+def drop_lazy_connection(engine: Engine) -> None:
+    """Close this thread's ``lazy_connection`` to ``engine``, if it has one."""
+    conns = getattr(_LAZY, "conns", None)
+    held = conns.pop(engine, None) if conns is not None else None
+    if held is not None:
+        with contextlib.suppress(Exception):  # already broken: closing is all that is left
+            held.close()
+
+
+def engine_wal(engine: Engine) -> str | None:
+    """``wal_file`` for ``engine``, connecting only the first time it is asked."""
+    with _GUARD:
+        if engine in _WAL:
+            return _WAL[engine]
+    if engine.dialect.name != "sqlite":
+        return None
+    with engine.connect() as conn:
+        return wal_file(engine, conn)
 
 
 def sync_wal(path: str) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlmodel import Session, create_engine
 
+from audit.durability import drop_lazy_connection, lazy_connection
 from audit.store import BUSY_TIMEOUT_MS, sqlite_file, watch_busy_timeout, write_lock
 
 log = structlog.get_logger(__name__)
@@ -146,37 +147,31 @@ def lazy_commit(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def raw_lazy_transaction(engine: Engine) -> Iterator[Any]:
-    """``lazy_commit`` on a pooled SQLite DBAPI connection, for the hottest writes.
+    """``lazy_commit`` on SQLite's DBAPI connection, for the hottest writes.
 
     Yields a DBAPI cursor (qmark parameters) in one transaction that commits
     without waiting for the disk (``synchronous=NORMAL``), for the same reasons
-    and under the same rule as ``lazy_commit``; the connection goes back to the
-    pool at ``FULL`` or is dropped from it. Raises the driver's own exceptions.
+    and under the same rule as ``lazy_commit``, on this thread's connection kept
+    for such writes (``audit.durability.lazy_connection``; hold the write turn).
+    Raises the driver's own exceptions; after one the connection is dropped.
     (PostgreSQL writes of this kind are single statements: ``single_statement_cursor``.)
     """
     if not is_sqlite(engine):
         raise ValueError("raw_lazy_transaction is for SQLite")
-    raw = engine.raw_connection()
+    raw = lazy_connection(engine)
     try:
         cur = raw.cursor()
         try:
-            cur.execute("PRAGMA synchronous=NORMAL")
-            try:
-                yield cur
-                raw.commit()
-            except BaseException:
-                raw.rollback()
-                raise
-            finally:
-                try:
-                    cur.execute("PRAGMA synchronous=FULL")
-                except Exception:
-                    raw.invalidate()  # never hand out a connection that commits lazily
-                    raise
+            yield cur
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
         finally:
             cur.close()
-    finally:
-        raw.close()
+    except engine.dialect.loaded_dbapi.Error:
+        drop_lazy_connection(engine)  # whatever state it is in, the next write starts afresh
+        raise
 
 
 @contextmanager

@@ -3,8 +3,10 @@ it, without other writers waiting for the disk (``audit.durability``)."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -260,3 +262,55 @@ def test_a_batch_refused_after_its_entries_were_inserted_leaves_nothing(
         conn.exec_driver_sql("DROP TRIGGER refuse")
     log.append(entry(2))
     assert log.head().size == 3 and log.verify().ok
+
+
+def test_loop_batches_write_on_the_threads_own_lazy_connection(
+    tmp_path: Path, make_log: LogFactory
+) -> None:
+    """The batch commits at NORMAL on a connection kept for it (no PRAGMA switching per
+    batch), while every pooled connection stays at FULL for everyone else."""
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
+
+    async def three() -> None:
+        await asyncio.gather(*(log.append_async(entry(i)) for i in range(3)))
+        await log.append_async(entry(3))
+
+    asyncio.run(three())
+    own = durability.lazy_connection(log.engine)  # this thread ran the loop
+    assert own.total_changes >= 4  # the entries went in through it
+    assert own.execute("PRAGMA synchronous").fetchone()[0] == 1
+    assert _synchronous_levels(log.engine, 3) == {2}
+    assert log.head().size == 4 and log.verify().ok
+
+
+def test_a_refused_batch_drops_the_lazy_connection_and_the_next_one_succeeds(
+    tmp_path: Path, make_log: LogFactory
+) -> None:
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
+    write_batch(log.engine, "node-1", [[entry(0)]])
+    before = durability.lazy_connection(log.engine)
+    with log.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON audit_entries "
+            "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+    with pytest.raises(AuditUnavailable, match="refused the write"):
+        write_batch(log.engine, "node-1", [[entry(1)]])
+    with pytest.raises(sqlite3.ProgrammingError):
+        before.execute("SELECT 1")  # closed, not left in whatever state the error left it
+    with log.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse")
+    write_batch(log.engine, "node-1", [[entry(1)]])
+    assert durability.lazy_connection(log.engine) is not before
+    assert log.head().size == 2 and log.verify().ok
+
+
+def test_each_thread_has_its_own_lazy_connection(tmp_path: Path, make_log: LogFactory) -> None:
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
+    here = durability.lazy_connection(log.engine)
+    seen: list[Any] = []
+    t = threading.Thread(target=lambda: seen.append(durability.lazy_connection(log.engine)))
+    t.start()
+    t.join()
+    assert seen and seen[0] is not here
+    assert durability.lazy_connection(log.engine) is here

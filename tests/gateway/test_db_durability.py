@@ -1,9 +1,11 @@
 """``lazy_commit``: the write commits, skips only its own wait for the disk, and
-leaves the pooled connection as durable as it found it. ``WalCheckpointer``:
+leaves the pooled connection as durable as it found it (``raw_lazy_transaction``:
+on a connection of its own that no one else gets). ``WalCheckpointer``:
 writers no longer checkpoint inside their commits; a background thread does."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from gateway.db import WalCheckpointer, lazy_commit, make_engine
+from audit.durability import lazy_connection
+from audit.store import write_lock
+from gateway.db import WalCheckpointer, lazy_commit, make_engine, raw_lazy_transaction
 
 _T = sa.table("lazy_t", sa.column("x", sa.Integer))
 
@@ -143,5 +147,40 @@ def test_every_unit_of_work_and_migration_holds_the_sqlite_write_turn(
         monkeypatch.setattr(engine, "begin", begin)
         upgrade(engine)
         assert taken[:2] == [True, True]
+    finally:
+        engine.dispose()
+
+
+def _raw_insert_then_fail(engine: sa.Engine) -> None:
+    with write_lock(engine), raw_lazy_transaction(engine) as cur:
+        cur.execute("INSERT INTO lazy_t (x) VALUES (2)")
+        raise RuntimeError("the caller failed")
+
+
+def test_raw_lazy_transactions_commit_on_the_threads_own_connection(tmp_path: Path) -> None:
+    """The exchange's hottest writes: committed lazily on the connection kept for
+    them; every pooled connection stays at FULL; a caller's error rolls back and
+    keeps the connection, a driver error drops it."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE lazy_t (x INTEGER)")
+        with write_lock(engine), raw_lazy_transaction(engine) as cur:
+            cur.execute("INSERT INTO lazy_t (x) VALUES (1)")
+        own = lazy_connection(engine)
+        assert own.execute("PRAGMA synchronous").fetchone()[0] == 1
+        with pytest.raises(RuntimeError):
+            _raw_insert_then_fail(engine)
+        assert lazy_connection(engine) is own and not own.in_transaction
+        with (
+            pytest.raises(sqlite3.OperationalError),
+            write_lock(engine),
+            raw_lazy_transaction(engine) as cur,
+        ):
+            cur.execute("INSERT INTO no_such_table (x) VALUES (3)")
+        assert lazy_connection(engine) is not own
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT x FROM lazy_t").scalars().all() == [1]
+            assert _durability(conn, True) == "full"
     finally:
         engine.dispose()
