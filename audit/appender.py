@@ -28,7 +28,7 @@ from audit.errors import AuditError, AuditUnavailable, EntryInvalid
 from audit.merkle import CompactRange, leaf_hash
 from audit.records import Appended
 
-__all__ = ["append_in", "commit_batch", "write_batch"]
+__all__ = ["Sealed", "append_in", "commit_batch", "write_batch"]
 
 # Built once: constructing a statement and its cache key per batch cost more than
 # running it.
@@ -59,7 +59,7 @@ def now_ts() -> str:
 
 
 @dataclass(frozen=True)
-class _Sealed:
+class Sealed:
     """A batch sealed after the locked head: what to insert and the new head."""
 
     results: list[list[Appended] | AuditError]
@@ -76,7 +76,7 @@ def seal_after(
     ts: str,
     head: tuple[int, bytes, bytes],
     requests: Sequence[Sequence[Mapping[str, Any]]],
-) -> _Sealed:
+) -> Sealed:
     """Seal every request at ``ts`` after the head ``(size, chain, frontier)``; pure."""
     results: list[list[Appended] | AuditError] = []
     size, chain, frontier = head
@@ -110,7 +110,7 @@ def seal_after(
             out.append(Appended(size, lh, chain, data, ts))
             size += 1
         results.append(out)
-    return _Sealed(results, entry_rows, node_rows, size, chain, cr.to_bytes(), ts)
+    return Sealed(results, entry_rows, node_rows, size, chain, cr.to_bytes(), ts)
 
 
 def _write_locked(

@@ -274,23 +274,29 @@ def test_loop_batches_and_thread_batches_share_one_gapless_chain(
 def test_a_batch_whose_commit_may_have_happened_is_never_sent_again(
     pg_url: str, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The connection is lost after the entries went out: the batch may be committed,
-    so its callers fail closed and it is not written a second time."""
+    """The locked way: the connection is lost after the entries went out, so the batch
+    may be committed; its callers fail closed and it is not written a second time."""
     from audit import pg_loop
 
     log = make_log(pg_url)
     real = pg_loop._write
     calls = 0
 
-    async def lost_after_writing(conn: Any, node: str, requests: Any, attempt: Any) -> Any:
+    async def head_moved(*_args: Any) -> None:
+        return None  # every batch goes the locked way
+
+    async def lost_after_writing(
+        conn: Any, node: str, requests: Any, attempt: Any, lost: Any = None
+    ) -> Any:
         nonlocal calls
         calls += 1
-        results = await real(conn, node, requests, attempt)  # committed
+        results = await real(conn, node, requests, attempt, lost)  # committed
         if calls == 2:  # the second batch, on a connection the first one used
             await conn.close()
             raise psycopg.OperationalError("server closed the connection unexpectedly")
         return results
 
+    monkeypatch.setattr(pg_loop, "_write_after", head_moved)
     monkeypatch.setattr(pg_loop, "_write", lost_after_writing)
 
     async def main() -> None:
@@ -304,6 +310,136 @@ def test_a_batch_whose_commit_may_have_happened_is_never_sent_again(
     assert calls == 3  # the lost batch was not sent again
     with log.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM audit_entries").scalar() == 4
+    assert log.verify().ok
+
+
+def _one_statement_batches(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Record, for each batch that knew the head, whether its one statement wrote it."""
+    from audit import pg_loop
+
+    real = pg_loop._write_after
+    wrote: list[bool] = []
+
+    async def recording(*args: Any) -> Any:
+        done = await real(*args)
+        wrote.append(done is not None)
+        return done
+
+    monkeypatch.setattr(pg_loop, "_write_after", recording)
+    return wrote
+
+
+def test_a_writer_that_knows_the_head_sends_a_batch_as_one_statement(
+    pg_url: str, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from audit import pg_loop
+
+    log = make_log(pg_url)
+    wrote = _one_statement_batches(monkeypatch)
+    locked = 0
+    real = pg_loop._write
+
+    async def counting(*args: Any) -> Any:
+        nonlocal locked
+        locked += 1
+        return await real(*args)
+
+    monkeypatch.setattr(pg_loop, "_write", counting)
+
+    async def main() -> None:
+        for i in range(5):
+            await _append_all(log, 3 * i, 3)
+        await log.aclose_loop()
+
+    asyncio.run(main())
+    assert locked == 1 and wrote == [True] * 4  # only the first batch read the head
+    assert log.head().size == 15
+    assert log.verify().ok
+
+
+def test_a_head_moved_by_another_writer_sends_the_batch_the_locked_way(
+    pg_url: str, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looped = make_log(pg_url)
+    threaded = make_log(pg_url, loop_writes=False)
+    wrote = _one_statement_batches(monkeypatch)
+
+    async def main() -> list[int]:
+        await _append_all(looped, 0, 2)
+        await asyncio.to_thread(threaded.append, entry(100))  # moves the head
+        got = await _append_all(looped, 2, 2)
+        await looped.aclose_loop()
+        return [a.seq for a in got]
+
+    assert asyncio.run(main()) == [3, 4]
+    assert wrote == [False]  # it wrote nothing, then the locked way wrote it
+    assert looped.head().size == 5
+    assert looped.verify().ok
+
+
+def test_a_one_statement_batch_never_waits_for_the_head_lock(
+    pg_url: str, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A statement left waiting for the lock would commit after its callers gave up;
+    it skips the locked head instead, and the locked way waits as a transaction."""
+    log = make_log(pg_url, timeout_s=1.0)
+    other = sa.create_engine(pg_url)
+    wrote = _one_statement_batches(monkeypatch)
+
+    async def main() -> None:
+        await _append_all(log, 0, 2)
+        with other.connect() as conn:
+            conn.exec_driver_sql("SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
+            with pytest.raises(AuditUnavailable):
+                await log.append_async(entry(2))
+            conn.rollback()
+        await asyncio.sleep(0.2)  # time for a left-behind statement to commit, were there one
+        assert (await log.append_async(entry(2))).seq == 2
+        await log.aclose_loop()
+
+    asyncio.run(main())
+    other.dispose()
+    assert wrote == [False]
+    assert log.head().size == 3
+    assert log.verify().ok
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_one_statement_batch_lost_with_its_connection_is_settled_by_the_chain(
+    committed: bool, pg_url: str, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection is lost with the statement's outcome unknown: on a fresh one, the
+    entry at the batch's last seq says whether it was committed. Committed: the callers
+    get it, nothing is written twice. Not: it is written, once."""
+    from audit import pg_loop
+
+    log = make_log(pg_url)
+    real = pg_loop._write_after
+    lost = False
+
+    async def losing(conn: Any, *args: Any) -> Any:
+        nonlocal lost
+        if lost:
+            return await real(conn, *args)
+        lost = True
+        if committed:
+            await real(conn, *args)
+            await conn.close()
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        await conn.close()  # the statement never reaches the server
+        return await real(conn, *args)
+
+    monkeypatch.setattr(pg_loop, "_write_after", losing)
+
+    async def main() -> list[int]:
+        await _append_all(log, 0, 2)
+        got = await _append_all(log, 2, 3)
+        await log.aclose_loop()
+        return [a.seq for a in got]
+
+    assert asyncio.run(main()) == [2, 3, 4]
+    with log.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM audit_entries").scalar() == 5
     assert log.verify().ok
 
 
