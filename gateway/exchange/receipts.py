@@ -52,8 +52,12 @@ def receipt_claims(*, issuer: str, entry: Mapping[str, Any], leaf_hash: bytes) -
     }
 
 
-def sign_receipt(key: PrivateKey, claims: Mapping[str, Any]) -> str:
-    jwk = public_jwk(key)
+def sign_receipt(
+    key: PrivateKey, claims: Mapping[str, Any], jwk: Mapping[str, str] | None = None
+) -> str:
+    """The receipt as JWS compact; ``jwk``: ``public_jwk(key)`` if the caller keeps it
+    (its thumbprint costs about a sixth of the signing)."""
+    jwk = jwk if jwk is not None else public_jwk(key)
     return jwt.encode(
         dict(claims), key, algorithm=jwk["alg"], headers={"typ": RECEIPT_TYPE, "kid": jwk["kid"]}
     )

@@ -46,7 +46,7 @@ from gateway.exchange.request_step import labels_for, requested_fields
 from gateway.exchange.store_steps import store_errors
 from gateway.exchange.subjects import SubjectPseudonyms, subject_accesses
 from gateway.exchange.trace import Trace, exchange_entry, refusal_entry
-from gateway.jose import PrivateKey
+from gateway.jose import PrivateKey, public_jwk
 from gateway.policy.engine import Decision
 from gateway.policy.input import build_policy_input
 from gateway.policy.runtime import PolicyRuntime
@@ -98,6 +98,7 @@ class ExchangeService:
         self.replay = replay
         self.state = state
         self.gateway_key = gateway_key
+        self._receipt_jwk = public_jwk(gateway_key)  # its thumbprint: once, not per receipt
         self.pseudonym_secret = pseudonym_secret
         self.subjects = SubjectPseudonyms(pseudonym_secret)
         self.metrics = metrics
@@ -278,6 +279,7 @@ class ExchangeService:
         receipt = sign_receipt(
             self.gateway_key,
             receipt_claims(issuer=self.gateway_id, entry=sealed, leaf_hash=appended.leaf_hash),
+            self._receipt_jwk,
         )
         self.metrics.exchanges.labels("released", caller.department, row.provider).inc()
         return ExchangeAnswer(
