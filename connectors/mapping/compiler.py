@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import jsonschema
 import yaml
 
 from connectors.interface import MappingError
+from connectors.mapping._fastcheck import FastCheck, fast_check
 from connectors.mapping._fields import Field, apply_fields, compile_fields
 
 __all__ = [
@@ -82,6 +83,12 @@ class CompiledMapping:
     validator: jsonschema.Draft202012Validator | None
     direction: str = "provider_to_canonical"
     canonical_model: str = ""
+    _fast: FastCheck | None = field(init=False, default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # compiled once here; validate() trusts only its "valid" (see _fastcheck)
+        if self.validator is not None:
+            object.__setattr__(self, "_fast", fast_check(self.validator))
 
     @property
     def target_fields(self) -> tuple[str, ...]:
@@ -109,6 +116,8 @@ class CompiledMapping:
     def validate(self, output: Mapping[str, Any], *, partial: bool = False) -> None:
         if self.validator is None:
             return
+        if self._fast is not None and self._fast.accepts(output, partial=partial):
+            return  # jsonschema would accept it too; rejections are rare and get its message
         for error in self.validator.iter_errors(output):
             if partial and error.validator == "required":
                 continue  # the caller asked for a subset of the model's fields
