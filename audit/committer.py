@@ -49,6 +49,10 @@ log = logging.getLogger("audit.committer")
 
 T = TypeVar("T")
 
+#: A loop's lone batch is synced on the loop only while WAL syncs take less than this;
+#: a slower disk is left to the syncer thread, so the loop never waits for it long.
+_QUICK_SYNC_S = 0.001
+
 Batch = list[tuple[Sequence[Mapping[str, Any]], "Future[list[Appended]]"]]
 
 
@@ -138,6 +142,9 @@ class GroupCommitter:
         self._last_callers = 1
         self.broken: AuditError | None = None
         self._syncs: queue.SimpleQueue[_Committed | None] = queue.SimpleQueue()
+        self._unsynced = 0  # batches handed to the syncer and not yet answered
+        self._unsynced_lock = threading.Lock()
+        self._last_sync_s = 0.0  # how long the last WAL sync took
         self._syncer = threading.Thread(target=self._sync, name=f"audit-sync-{node}", daemon=True)
         self._syncer.start()
         self._thread = threading.Thread(target=self._run, name=f"audit-writer-{node}", daemon=True)
@@ -168,18 +175,30 @@ class GroupCommitter:
     def closed(self) -> bool:
         return self._closed.is_set()
 
-    def commit_here(self, batch: Batch, after_commit: Callable[[int], None]) -> None:
+    def commit_here(
+        self, batch: Batch, after_commit: Callable[[int], None], *, sync_here: bool = False
+    ) -> _Committed | None:
         """Write ``batch`` on the calling thread, then hand it to the syncer like the
         writer's own batches; ``after_commit`` gets the new size. Its futures resolve
-        once it is durable, or fail (the log is closed or stopped, the store refused)."""
+        once it is durable, or fail (the log is closed or stopped, the store refused).
+
+        With ``sync_here``, a batch the syncer would sync at once (it has nothing
+        pending, and its last sync was quick) is returned instead: the caller syncs
+        it with ``sync_now`` (after giving the write turn back), and a lone batch
+        costs no hand-off to the syncer and back."""
         with self._here:
             if self._closed.is_set():
                 fail_batch(
                     [(e, f) for e, f in batch if f.set_running_or_notify_cancel()],
                     AuditUnavailable("the audit log is closed"),
                 )
-                return
-            self._commit(batch, after_commit)
+                return None
+            return self._commit(batch, after_commit, sync_here=sync_here)
+
+    def sync_now(self, committed: list[_Committed]) -> None:
+        """Sync batches ``commit_here`` returned and answer their callers, on this thread."""
+        if committed:
+            self._finish(committed)
 
     def _collect(
         self, first: tuple[Sequence[Mapping[str, Any]], Future[list[Appended]]]
@@ -240,30 +259,45 @@ class GroupCommitter:
             if item is not None:
                 item[1].set_exception(AuditUnavailable("the audit log is closed"))
 
-    def _commit(self, batch: Batch, after_commit: Callable[[int], None]) -> None:
+    def _commit(
+        self, batch: Batch, after_commit: Callable[[int], None], *, sync_here: bool = False
+    ) -> _Committed | None:
         live = [(e, f) for e, f in batch if f.set_running_or_notify_cancel()]
         self._last_callers = max(1, len(live))
         if not live:
-            return
+            return None
         if self.broken is not None:
             fail_batch(live, self.broken)
-            return
+            return None
         try:
             results, wal = commit_batch(self.engine, self.node, [e for e, _ in live])
         except AuditError as exc:
             fail_batch(live, exc)
-            return
+            return None
         except BaseException as exc:  # never let the writer thread die silently
             log.exception("audit writer failed")
             fail_batch(live, AuditUnavailable(f"audit writer failed: {exc.__class__.__name__}"))
-            return
+            return None
+        kept: _Committed | None = None
         if wal is None:
             settle_batch(live, results)
         else:
-            self._syncs.put(_Committed(wal, live, results))
+            committed = _Committed(wal, live, results)
+            with self._unsynced_lock:
+                # Synced here only if nothing committed before it still waits for the
+                # syncer: callers are answered in commit order, and never after a
+                # failed sync of an earlier batch.
+                here = sync_here and self._unsynced == 0 and self._last_sync_s < _QUICK_SYNC_S
+                if not here:
+                    self._unsynced += 1
+            if here:
+                kept = committed
+            else:
+                self._syncs.put(committed)
         size = committed_size(results)
         if size is not None:
             self._safe(lambda: after_commit(size))
+        return kept
 
     def _sync(self) -> None:
         """The syncer: one WAL sync for every batch committed so far, then their futures."""
@@ -282,21 +316,29 @@ class GroupCommitter:
                     stop = True
                     break
                 done.append(item)
-            if self.broken is None:
-                try:
-                    for wal in dict.fromkeys(c.wal for c in done):
-                        sync_wal(wal)
-                except BaseException as exc:
-                    log.critical("audit WAL sync failed: appends stop until restart", exc_info=True)
-                    self.broken = AuditUnavailable(
-                        "the audit log could not be synced to disk; it takes no more entries "
-                        f"until the gateway restarts ({exc.__class__.__name__})"
-                    )
-            for c in done:
-                if self.broken is not None:
-                    fail_batch(c.live, self.broken)
-                else:
-                    settle_batch(c.live, c.results)
+            self._finish(done)
+            with self._unsynced_lock:
+                self._unsynced -= len(done)
+
+    def _finish(self, done: list[_Committed]) -> None:
+        """One WAL sync for ``done`` (each file once), then their callers' answers."""
+        if self.broken is None:
+            started = time.monotonic()
+            try:
+                for wal in dict.fromkeys(c.wal for c in done):
+                    sync_wal(wal)
+            except BaseException as exc:
+                log.critical("audit WAL sync failed: appends stop until restart", exc_info=True)
+                self.broken = AuditUnavailable(
+                    "the audit log could not be synced to disk; it takes no more entries "
+                    f"until the gateway restarts ({exc.__class__.__name__})"
+                )
+            self._last_sync_s = time.monotonic() - started
+        for c in done:
+            if self.broken is not None:
+                fail_batch(c.live, self.broken)
+            else:
+                settle_batch(c.live, c.results)
 
     @staticmethod
     def _safe(fn: Callable[[], None]) -> None:
@@ -316,7 +358,10 @@ class LoopWriter:
     The first append of a pass schedules the commit; every append made before it
     runs (by the other tasks of the same pass) joins the batch. Writing costs the
     loop about as much CPU as handing the batch to a thread would, without a
-    thread switch; only the disk sync happens elsewhere (the committer's syncer).
+    thread switch. The disk sync happens on the committer's syncer, except for a
+    batch the syncer would sync at once anyway (nothing else waits for it, and
+    syncs are quick): that one is synced on the loop after the turn is given back,
+    which spares the loop a wake-up and the syncer a thread switch each way.
     For SQLite, where nothing blocks on the network. The loop never waits for the
     write turn: if another process (or a rare background writer of this one) has
     it, the batch tries again a little later.
@@ -350,6 +395,7 @@ class LoopWriter:
         return fut
 
     def _flush(self) -> None:
+        kept: list[_Committed] = []
         with contextlib.ExitStack() as turn:
             try:
                 # Never wait on the loop: if another process (or a rare background
@@ -378,7 +424,14 @@ class LoopWriter:
             self._retry = _FIRST_RETRY_S
             with short_busy_wait():  # only a writer ignoring the turn can block it
                 for batch in split_batches(pending, self._max_batch):
-                    self.committer.commit_here(batch, self._after_commit)
+                    committed = self.committer.commit_here(
+                        batch, self._after_commit, sync_here=True
+                    )
+                    if committed is not None:
+                        kept.append(committed)
+        # After the turn is given back: a lone batch is synced here, not handed to
+        # the syncer thread and answered back (two thread switches and a wake-up).
+        self.committer.sync_now(kept)
 
 
 def split_batches(

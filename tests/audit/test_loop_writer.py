@@ -92,6 +92,8 @@ def test_without_loop_writes_the_writer_thread_commits(
 def test_callers_hear_of_their_entries_only_after_the_sync(
     tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """On the syncer thread (no sync counts as quick here, so none runs on the loop)."""
+    monkeypatch.setattr(committer, "_QUICK_SYNC_S", 0.0)
     log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
     log.append(entry(0))  # the WAL exists and its directory was synced
     release = threading.Event()
@@ -117,6 +119,72 @@ def test_callers_hear_of_their_entries_only_after_the_sync(
     assert committed == 4
     assert not answered_early
     assert [a.seq for a in got] == [1, 2, 3]
+
+
+def _record_syncs(
+    monkeypatch: pytest.MonkeyPatch, log: AuditLog, tasks: list[asyncio.Future[Appended]]
+) -> list[tuple[int, bool, int]]:
+    """Patch ``sync_wal`` to record (thread, a caller answered yet, write turns held)."""
+    seen: list[tuple[int, bool, int]] = []
+    real = committer.sync_wal
+    turn = store._turn_of(log.engine)
+
+    def recording(path: str) -> None:
+        seen.append((threading.get_ident(), any(t.done() for t in tasks), turn.depth))
+        real(path)
+
+    monkeypatch.setattr(committer, "sync_wal", recording)
+    return seen
+
+
+def test_a_lone_batch_is_synced_on_the_loop_after_the_turn_before_any_answer(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing else waits for the syncer and syncs are quick: the loop syncs its batch
+    itself, once the write turn is given back, and answers its callers after."""
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
+    log.append(entry(0))
+    tasks: list[asyncio.Future[Appended]] = []
+    seen = _record_syncs(monkeypatch, log, tasks)
+
+    async def main() -> tuple[int, list[Appended]]:
+        tasks.extend(asyncio.ensure_future(log.append_async(entry(i))) for i in (1, 2, 3))
+        return threading.get_ident(), await asyncio.gather(*tasks)
+
+    loop_thread, got = asyncio.run(main())
+    assert seen == [(loop_thread, False, 0)]  # one sync, on the loop, turn free, nobody told
+    assert [a.seq for a in got] == [1, 2, 3]
+    assert log.head().size == 4 and log.verify().ok
+
+
+def test_a_loop_batch_goes_to_the_syncer_when_a_sync_is_pending_or_syncs_are_slow(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Callers are never answered ahead of an earlier batch still waiting for its sync,
+    and a slow disk never holds the loop: both cases go to the syncer thread."""
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
+    log.append(entry(0))
+    tasks: list[asyncio.Future[Appended]] = []
+    seen = _record_syncs(monkeypatch, log, tasks)
+    writer = log._writer()
+
+    async def main() -> int:
+        writer._last_sync_s = 1.0  # the last sync was slow
+        tasks.append(asyncio.ensure_future(log.append_async(entry(1))))
+        await asyncio.gather(*tasks)
+        with writer._unsynced_lock:
+            writer._unsynced += 1  # as if a thread's batch were still waiting for its sync
+        try:
+            tasks.append(asyncio.ensure_future(log.append_async(entry(2))))
+            await asyncio.gather(*tasks)
+        finally:
+            with writer._unsynced_lock:
+                writer._unsynced -= 1
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert len(seen) == 2 and all(thread != loop_thread for thread, _, _ in seen)
+    assert log.head().size == 3 and log.verify().ok
 
 
 def test_a_failed_sync_fails_the_batch_and_every_later_append(
