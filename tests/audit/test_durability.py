@@ -134,16 +134,20 @@ def test_a_failed_sync_stops_the_appender_until_restart(
     assert again.head().size == 3 and again.verify().ok
 
 
+def _refuse_inserts(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON audit_entries "
+            "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+
+
 def test_a_batch_refused_inside_its_transaction_is_an_audit_error(
     tmp_path: Path, make_log: LogFactory
 ) -> None:
     log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
     log.append(entry(0))
-    with log.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TRIGGER refuse BEFORE INSERT ON audit_entries "
-            "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
-        )
+    _refuse_inserts(log.engine)
     with pytest.raises(AuditUnavailable, match="refused the write"):
         write_batch(log.engine, "node-1", [[entry(1)]])
     # Rolled back first, then back to FULL: the connection stays usable in the pool.
@@ -289,11 +293,7 @@ def test_a_refused_batch_drops_the_lazy_connection_and_the_next_one_succeeds(
     log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
     write_batch(log.engine, "node-1", [[entry(0)]])
     before = durability.lazy_connection(log.engine)
-    with log.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TRIGGER refuse BEFORE INSERT ON audit_entries "
-            "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
-        )
+    _refuse_inserts(log.engine)
     with pytest.raises(AuditUnavailable, match="refused the write"):
         write_batch(log.engine, "node-1", [[entry(1)]])
     with pytest.raises(sqlite3.ProgrammingError):
