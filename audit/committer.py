@@ -285,8 +285,8 @@ class GroupCommitter:
             committed = _Committed(wal, live, results)
             with self._unsynced_lock:
                 # Synced here only if nothing committed before it still waits for the
-                # syncer: callers are answered in commit order, and never after a
-                # failed sync of an earlier batch.
+                # syncer: no caller is answered ahead of an earlier batch's sync, nor
+                # after that sync failed.
                 here = sync_here and self._unsynced == 0 and self._last_sync_s < _QUICK_SYNC_S
                 if not here:
                     self._unsynced += 1

@@ -69,9 +69,8 @@ def _raw(conn: Connection | Any, sql: str) -> list[Any]:
         raise AuditUnavailable(f"the audit store refused {sql!r}: {exc}") from exc
 
 
-def wal_file(engine: Engine, conn: Connection | Any) -> str | None:
-    """The ``-wal`` file of ``engine``'s SQLite database when it runs in WAL mode, else None
-    (``conn``: a connection of ``engine``, SQLAlchemy's or the DBAPI's).
+def wal_file(engine: Engine, conn: Connection) -> str | None:
+    """The ``-wal`` file of ``engine``'s SQLite database when it runs in WAL mode, else None.
 
     The path is the one SQLite itself opened (``PRAGMA database_list``), so URI
     filenames and relative paths resolve to the file that is really written.
