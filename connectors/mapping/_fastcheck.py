@@ -21,9 +21,9 @@ Three rules make it so, and a mapping outside them gets no pre-check at all:
   schemas stay on jsonschema. References are in-document only (the mapping's
   validator has no registry either), so both libraries resolve them alike.
 * **Regex dialect and formats.** ``pattern`` and ``format`` are not left to
-  ``jsonschema_rs``: it calls jsonschema's own keyword functions with the
-  mapping's validator, so Python's ``re.search`` and the very format checker
-  that validator uses (it asserts formats) decide, never the Rust ones.
+  ``jsonschema_rs``: it calls the mapping validator's own keyword functions
+  (``pattern`` as JSON Schema reads it, ``standard_pattern``) with the very
+  format checker that validator uses (it asserts formats), never the Rust ones.
 * **Values.** Only exact JSON types go to ``jsonschema_rs``: ``dict`` with
   ``str`` keys, ``list``, ``str``, ``bool``, ``None``, ``int`` within 2**53 and
   finite ``float``. It takes a tuple for an array and a ``Decimal`` for an
@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
+
+from connectors.mapping.standard_pattern import Validator as StandardValidator
 
 if TYPE_CHECKING:
     from jsonschema_rs import Validator
@@ -190,7 +192,7 @@ def fast_check(validator: jsonschema.Draft202012Validator) -> FastCheck | None:
     except ImportError:
         return None
     schema = validator.schema
-    if type(validator) is not jsonschema.Draft202012Validator or not isinstance(schema, Mapping):
+    if type(validator) is not StandardValidator or not isinstance(schema, Mapping):
         return None
     keywords = {k: _delegate(k, validator) for k in _DELEGATED}
 

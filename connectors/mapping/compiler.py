@@ -21,6 +21,7 @@ import yaml
 from connectors.interface import MappingError
 from connectors.mapping._fastcheck import FastCheck, fast_check
 from connectors.mapping._fields import Field, apply_fields, compile_fields
+from connectors.mapping.standard_pattern import Validator
 
 __all__ = [
     "MAPPING_SCHEMA",
@@ -39,9 +40,7 @@ def validate_spec(spec: Any) -> None:
     """Raise ``MappingError`` unless ``spec`` is a valid mapping document."""
     global _spec_validator
     if _spec_validator is None:
-        _spec_validator = jsonschema.Draft202012Validator(
-            json.loads(MAPPING_SCHEMA.read_text(encoding="utf-8"))
-        )
+        _spec_validator = Validator(json.loads(MAPPING_SCHEMA.read_text(encoding="utf-8")))
     errors = sorted(_spec_validator.iter_errors(spec), key=lambda e: list(e.absolute_path))
     if errors:
         where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
@@ -237,7 +236,7 @@ def compile_mapping(
         if target_schema is None:
             target_schema = _consumer_schema(target, base_dir)
     _verify_names(spec, sources, source_props, _schema_props(target_schema), source_entity, model)
-    validator = jsonschema.Draft202012Validator(
+    validator = Validator(
         target_schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
     )
     return CompiledMapping(

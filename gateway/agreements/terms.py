@@ -12,6 +12,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 
+from connectors.mapping.standard_pattern import Validator
 from gateway.errors import AgreementError, ValidationFailed
 from gateway.jose.jws import canonical_bytes
 
@@ -24,7 +25,7 @@ SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 def schema_validator(name: str) -> Draft202012Validator:
     schema = json.loads((SCHEMA_DIR / name).read_text(encoding="utf-8"))
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=FormatChecker())
+    return Validator(schema, format_checker=FormatChecker())
 
 
 def parse_time(text: str) -> datetime:

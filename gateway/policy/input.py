@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
 
+from connectors.mapping.standard_pattern import Validator
 from gateway.errors import ValidationFailed
 
 __all__ = [
@@ -152,7 +153,7 @@ def verify_policy_input(document: Mapping[str, Any]) -> None:
 def _validator() -> Draft202012Validator:
     schema = json.loads(INPUT_SCHEMA_PATH.read_text(encoding="utf-8"))
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    return Validator(schema)
 
 
 def _label(label: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from connectors.interface import MappingError
 from connectors.mapping import CompiledMapping, compile_mapping, load_mapping
+from connectors.mapping.standard_pattern import Validator
 from examples.launch import EXAMPLES
 
 SHIPPED = sorted(EXAMPLES.glob("*/*.mapping.yaml"))
@@ -96,7 +97,7 @@ OFFSETS = st.integers(-14 * 60, 14 * 60).map(lambda m: dt.timezone(dt.timedelta(
 
 
 def _near(text: str) -> st.SearchStrategy[str]:
-    """``text`` itself and strings one edit away (Python's ``$`` takes a final newline)."""
+    """``text`` itself and strings one edit away (a final newline, which ``$`` refuses)."""
     return st.sampled_from(
         [text, text + "\n", text[:-1], text + "0", text.lower(), text.replace("1", "١")]
     )
@@ -289,11 +290,15 @@ def test_leap_second_date_time_answered_as_jsonschema_does() -> None:
         m.validate(out)
 
 
-def test_trailing_newline_matches_a_pattern_as_in_python() -> None:
-    """``re.search`` lets ``$`` match before a final newline; the fast check must agree."""
+def test_a_trailing_newline_does_not_match_a_pattern_anchored_by_dollar() -> None:
+    """JSON Schema's ``$`` is the end of the string (Python's ``$`` would take a final
+    newline): both checks refuse it, and the mapping says which field."""
     m = load_mapping(EXAMPLES / "civil_registry" / "citizen.mapping.yaml")
     assert_agrees(m, {"person_id": "12345678901\n"}, plain=True)
-    assert m._fast is not None and m._fast.accepts({"person_id": "12345678901\n"}, partial=False)
+    assert m._fast is not None
+    assert not m._fast.accepts({"person_id": "12345678901\n"}, partial=False)
+    with pytest.raises(MappingError, match="person_id: pattern check failed"):
+        m.map({"ssn": "12345678901\n"})
 
 
 MEMBER = {"person_id": "12345678901", "role": "head"}
@@ -435,13 +440,13 @@ def test_a_valid_record_never_reaches_jsonschema(monkeypatch: pytest.MonkeyPatch
     """The point of the pre-check: jsonschema runs only for a record it turns down."""
     m = load_mapping(EXAMPLES / "civil_registry" / "citizen.mapping.yaml")
     calls: list[Any] = []
-    real = jsonschema.Draft202012Validator.iter_errors
+    real = Validator.iter_errors
 
     def counted(self: jsonschema.Draft202012Validator, instance: Any) -> Any:
         calls.append(instance)
         return real(self, instance)
 
-    monkeypatch.setattr(jsonschema.Draft202012Validator, "iter_errors", counted)
+    monkeypatch.setattr(Validator, "iter_errors", counted)
     m.map({"ssn": "12345678901", "dob": "01/02/1990"})
     m.validate({"given_name": "Ada"}, partial=True)
     assert calls == []

@@ -227,3 +227,15 @@ def test_payload_must_be_canonical(parties: Parties) -> None:
     with pytest.raises(SignatureError) as err:
         parties.services.agreements.submit(signed, actor="t")
     assert err.value.code == "payload_not_canonical"
+
+
+def test_a_value_ending_in_a_newline_does_not_pass_an_anchored_pattern(
+    parties: Parties,
+) -> None:
+    """``^…$`` in the agreement schema is the whole string, as JSON Schema defines it."""
+    doc = parties.terms()
+    doc["datasets"][0]["model"] = "person@1\n"
+    with pytest.raises(AccordError) as err:
+        parties.services.agreements.create_draft(doc, actor="t")
+    assert err.value.code == "agreement_schema_violation"
+    assert err.value.extra["errors"][0]["field"] == "/datasets/0/model"
