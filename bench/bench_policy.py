@@ -35,6 +35,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._exchange_support import OPA_SIDECAR_ENV  # noqa: E402
 from gateway.policy.bundle import DECISION_QUERY, PolicyBundle  # noqa: E402
 from gateway.policy.embedded import EmbeddedEngine  # noqa: E402
 from gateway.policy.engine import decision_from_value  # noqa: E402
@@ -52,6 +53,7 @@ def start_opa(opa_bin: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
         [str(opa_bin), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error"],
+        env={**os.environ, **OPA_SIDECAR_ENV},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
