@@ -454,3 +454,61 @@ def test_a_log_used_from_several_loops_keeps_one_connection_each_and_closes_them
     assert all(conn.closed for conn in opened)
     assert log.head().size == 11
     assert log.verify().ok
+
+
+@contextlib.contextmanager
+def _slow_commits(url: str, seconds: float) -> Iterator[None]:
+    """Every transaction that inserts an entry spends ``seconds`` in its COMMIT (a
+    deferred constraint trigger runs there), as a commit stuck on a slow disk or a
+    synchronous standby would."""
+    admin = _admin(url)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$"
+        )
+        conn.exec_driver_sql(
+            "CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON audit_entries "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()"
+        )
+    try:
+        yield
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql("DROP TRIGGER slow_commit ON audit_entries")
+        admin.dispose()
+
+
+@pytest.mark.parametrize("one_statement", [True, False])
+def test_a_batch_whose_callers_timed_out_cannot_commit_afterwards(
+    one_statement: bool, pg_url: str, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's commit outlasts the log's timeout, so its callers are told 503. The
+    writer then stops the batch's server process: had it been left to finish, the log
+    would hold entries for exchanges whose callers were told nothing was released."""
+    from audit import pg_loop
+
+    log = make_log(pg_url, timeout_s=1.0)
+    if not one_statement:
+
+        async def head_moved(*_args: Any) -> None:
+            return None  # every batch goes the locked way
+
+        monkeypatch.setattr(pg_loop, "_write_after", head_moved)
+
+    async def main() -> None:
+        await _append_all(log, 0, 2)  # the writer now knows the head
+        with _slow_commits(pg_url, 4.0):
+            results = await asyncio.gather(
+                *(log.append_async(entry(2 + i)) for i in range(3)), return_exceptions=True
+            )
+            assert all(isinstance(r, AuditUnavailable) for r in results), results
+            await asyncio.sleep(4.5)  # past the point where a left-behind commit would end
+        with log.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM audit_entries").scalar() == 2
+        assert (await log.append_async(entry(5))).seq == 2
+        await log.aclose_loop()
+
+    asyncio.run(main())
+    assert log.head().size == 3
+    assert log.verify().ok
