@@ -9,6 +9,7 @@ release, ``verify_only`` values never leave (only a predicate's yes/no does),
 and aggregates suppress every cell smaller than k. Pseudonyms are
 HMAC-SHA-256 under a key derived with HKDF from the gateway's root secret for
 one (agreement, consumer) pair, so two consumers cannot join their records.
+The obligations are read and validated by ``gateway.release_obligations``.
 """
 
 from __future__ import annotations
@@ -27,42 +28,24 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from gateway.errors import AccordError
+from gateway.release_obligations import (
+    Operation,
+    ReleaseError,
+    normalise_obligations,
+    parse_predicate,
+)
 
 __all__ = [
-    "OPERATIONS",
-    "Operation",
     "ReleaseContext",
-    "ReleaseError",
     "apply_release",
     "evaluate_predicate",
     "generalise_value",
-    "normalise_obligations",
-    "parse_predicate",
     "pseudonym",
     "release_record",
     "to_number",
 ]
 
-OPERATIONS = ("pass", "drop", "mask", "generalise", "pseudonymise", "verify_only", "aggregate")
 _EMITTING = frozenset({"pass", "mask", "generalise", "pseudonymise"})
-_PARAMS = {
-    "pass": set(),
-    "drop": set(),
-    "pseudonymise": set(),
-    "aggregate": {"min_k"},
-    "mask": {"keep_prefix", "keep_suffix"},
-    "generalise": {"to", "width"},
-    "verify_only": {"predicates"},
-}
-
-
-class ReleaseError(AccordError):
-    """The obligations cannot be applied as written; nothing is released."""
-
-    status = 422
-    default_code = "release_refused"
-    title = "Release refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,68 +63,6 @@ class ReleaseContext:
             raise ReleaseError(
                 "pseudonym root secret must be at least 32 bytes", code="release_misconfigured"
             )
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """One validated obligation: the operation name and its parameters."""
-
-    name: str
-    params: Mapping[str, Any]
-
-
-def _parse_op(fieldname: str, raw: Any, birth_date_field: str = "birth_date") -> Operation:
-    spec: Mapping[str, Any] = {"operation": raw} if isinstance(raw, str) else raw
-    if not isinstance(spec, Mapping) or spec.get("operation") not in OPERATIONS:
-        raise ReleaseError(
-            f"field {fieldname!r}: unknown release operation", code="release_invalid_obligation"
-        )
-    name = str(spec["operation"])
-    params = {k: v for k, v in spec.items() if k != "operation"}
-    extra = set(params) - _PARAMS[name]
-    if extra:
-        raise ReleaseError(
-            f"field {fieldname!r}: {name} does not take {sorted(extra)}",
-            code="release_invalid_obligation",
-        )
-    for key in ("keep_prefix", "keep_suffix", "width", "min_k"):
-        if key in params and (
-            not isinstance(params[key], int)
-            or isinstance(params[key], bool)
-            or params[key] < (1 if key in ("width", "min_k") else 0)
-        ):
-            raise ReleaseError(
-                f"field {fieldname!r}: {key} must be a non-negative integer",
-                code="release_invalid_obligation",
-            )
-    if name == "generalise":
-        to = params.get("to")
-        if to not in ("year", "month", "band", "district") or (to == "band") != ("width" in params):
-            raise ReleaseError(
-                f"field {fieldname!r}: generalise needs to=year|month|district "
-                "or to=band with width",
-                code="release_invalid_obligation",
-            )
-    if name == "verify_only" and "predicates" in params:
-        listed = params["predicates"]
-        if not isinstance(listed, (list, tuple)):
-            raise ReleaseError(
-                f"field {fieldname!r}: predicates must be a list",
-                code="release_invalid_obligation",
-            )
-        params["predicates"] = tuple(
-            parse_predicate(p, birth_date_field=birth_date_field) for p in listed
-        )
-    return Operation(name, params)
-
-
-def normalise_obligations(
-    obligations: Mapping[str, Any], *, birth_date_field: str = "birth_date"
-) -> dict[str, Operation]:
-    """Validate every obligation up front, so a bad one refuses the whole release."""
-    if not isinstance(obligations, Mapping):
-        raise ReleaseError("obligations must be a map", code="release_invalid_obligation")
-    return {str(f): _parse_op(str(f), op, birth_date_field) for f, op in obligations.items()}
 
 
 # --------------------------------------------------------------------------- operations
@@ -276,81 +197,6 @@ def apply_release(
 
 
 # --------------------------------------------------------------------------- predicates
-
-_TOKEN = re.compile(
-    r'\s*(?:(?P<num>-?\d+(?:\.\d+)?)|(?P<str>"(?:[^"\\]|\\.)*")'
-    r"|(?P<name>[a-z_][a-z0-9_]*))\s*"
-)
-_CALL = re.compile(r"^\s*(?P<fn>[a-z_]+)\s*\((?P<args>.*)\)\s*$", re.S)
-_SIGNATURES = {
-    "age_over": "n",
-    "age_under": "n",
-    "equals": "fv",
-    "not_equals": "fv",
-    "one_of": "fv+",
-    "exists": "f",
-    "greater_than": "fn",
-    "less_than": "fn",
-    "before": "fs",
-    "after": "fs",
-}
-
-
-def parse_predicate(text: Any, *, birth_date_field: str = "birth_date") -> tuple[Any, ...]:
-    """``age_over(18)`` → ``("age_over", "birth_date", 18)``; a closed set of forms.
-
-    ``age_over(dob, 18)`` names the date field explicitly; without it the
-    date field is ``birth_date_field``.
-    """
-    m = _CALL.match(text) if isinstance(text, str) and len(text) <= 500 else None
-    if m is None or m["fn"] not in _SIGNATURES:
-        raise ReleaseError("predicate is not one of the supported forms", code="predicate_invalid")
-    args: list[Any] = []
-    rest = m["args"]
-    while rest.strip():
-        tok = _TOKEN.match(rest)
-        if tok is None:
-            raise ReleaseError("predicate arguments do not parse", code="predicate_invalid")
-        if tok["num"] is not None:
-            args.append(Decimal(tok["num"]) if "." in tok["num"] else int(tok["num"]))
-        elif tok["str"] is not None:
-            args.append(re.sub(r"\\(.)", r"\1", tok["str"][1:-1], flags=re.S))
-        else:
-            args.append(("field", tok["name"]))
-        rest = rest[tok.end() :]
-        if rest.strip() and not rest.lstrip().startswith(","):
-            raise ReleaseError("predicate arguments need commas", code="predicate_invalid")
-        rest = rest.lstrip()[1:] if rest.strip() else ""
-    fn = m["fn"]
-    if fn in ("age_over", "age_under") and len(args) in (1, 2):
-        if len(args) == 1:
-            args.insert(0, ("field", birth_date_field))
-        sig = "fn"
-    else:
-        sig = _SIGNATURES[fn]
-    if not _fits(sig, args):
-        raise ReleaseError(f"{fn}: wrong arguments", code="predicate_invalid")
-    return (fn, args[0][1], *args[1:])
-
-
-def _fits(sig: str, args: list[Any]) -> bool:
-    if sig.endswith("+"):
-        return (
-            len(args) >= 2
-            and _fits(sig[:-1], args[:2])
-            and all(not isinstance(a, tuple) for a in args[2:])
-        )
-    if len(args) != len(sig):
-        return False
-    for kind, arg in zip(sig, args, strict=True):
-        is_field = isinstance(arg, tuple)
-        if (kind == "f") != is_field:
-            return False
-        if kind == "n" and not isinstance(arg, (int, Decimal)):
-            return False
-        if kind == "s" and not isinstance(arg, str):
-            return False
-    return True
 
 
 def evaluate_predicate(

@@ -14,13 +14,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from gateway.release import (
-    ReleaseContext,
-    ReleaseError,
-    generalise_value,
-    normalise_obligations,
-    to_number,
-)
+from gateway.release import ReleaseContext, generalise_value, to_number
+from gateway.release_obligations import ReleaseError, normalise_obligations
 
 __all__ = ["AggregateResult", "aggregate"]
 

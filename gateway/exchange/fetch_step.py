@@ -15,7 +15,7 @@ from gateway.errors import AccordError, NotFoundError, ValidationFailed
 from gateway.exchange.bindings import ResolvedBinding
 from gateway.exchange.schemas import ExchangeRequest
 from gateway.policy.engine import Decision
-from gateway.release import parse_predicate
+from gateway.release_obligations import parse_predicate
 
 __all__ = ["ConnectorFault", "ConnectorTimeoutFault", "connector_fault", "fetch_records"]
 

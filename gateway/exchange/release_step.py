@@ -17,15 +17,9 @@ from connectors import ConnectorError
 from connectors.mapping.compiler import CompiledMapping
 from gateway.exchange.schemas import ExchangeRequest
 from gateway.policy.engine import Decision
-from gateway.release import (
-    ReleaseContext,
-    ReleaseError,
-    apply_release,
-    evaluate_predicate,
-    normalise_obligations,
-    parse_predicate,
-)
+from gateway.release import ReleaseContext, apply_release, evaluate_predicate
 from gateway.release_aggregates import aggregate
+from gateway.release_obligations import ReleaseError, normalise_obligations, parse_predicate
 
 __all__ = ["released_result"]
 

@@ -19,7 +19,7 @@ from gateway.agreements.terms import AgreementTerms
 from gateway.errors import ValidationFailed
 from gateway.exchange.schemas import ExchangeRequest
 from gateway.nul_text import has_nul_escape
-from gateway.release import parse_predicate
+from gateway.release_obligations import parse_predicate
 
 __all__ = ["MalformedJSON", "labels_for", "parse_request", "requested_fields"]
 

@@ -63,7 +63,8 @@ from gateway.policy._regorus import (
 )
 from gateway.policy.bundle import PolicyBundle
 from gateway.policy.engine import Decision, EngineHealth, decision_from_value
-from gateway.policy.probes import Probe, Verdict, compare_vm, synthetic_probes
+from gateway.policy.probes import Probe, synthetic_probes
+from gateway.policy.vm_check import Verdict, compare_vm
 
 __all__ = ["EmbeddedEngine", "Mode", "compile_check", "vm_verdict"]
 

@@ -8,12 +8,11 @@ version moves ``draft -> checked -> approved -> active -> retired`` (or
 appends its ``policy_change`` audit entry in the same transaction, so a step
 whose audit append fails does not happen. The active pointer lives in the
 database, which is how an activation on one node reaches every node
-(``gateway.policy.runtime`` polls ``active_version``).
+(``gateway.policy.runtime`` polls ``active_version``). Reads: ``PolicyQueries``.
 """
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -22,12 +21,12 @@ from typing import Any
 
 import structlog
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from gateway.auditing import AuditSink, audit_event
 from gateway.db import session_scope
 from gateway.dbtypes import utcnow
-from gateway.errors import ServiceUnavailableError, ValidationFailed
+from gateway.errors import ValidationFailed
 from gateway.policy.bundle import PolicyBundle, audit_version
 from gateway.policy.checks import BundleReport, PolicyRejected, check_bundle
 from gateway.policy.engine import Decision
@@ -39,27 +38,23 @@ from gateway.policy.errors import (
 )
 from gateway.policy.impact import impact_summary, run_impact
 from gateway.policy.models import (
-    ActivationPublic,
     ImpactReport,
     PolicyActivation,
-    PolicyHead,
     PolicyVersion,
-    PolicyVersionDetail,
     PolicyVersionPublic,
 )
+from gateway.policy.queries import PolicyQueries
 from gateway.policy.store import (
     bundle_of,
     decision_record,
     delete_decisions_before,
     lock_head,
-    read_head,
     record_activation,
     require_status,
     resolve_version,
     store_bootstrap_version,
     switch_active,
 )
-from gateway.policy.views import detail_view, history_view, public_view
 
 __all__ = ["PolicyService"]
 
@@ -67,7 +62,7 @@ log = structlog.get_logger(__name__)
 Listener = Callable[[str | None], None]
 
 
-class PolicyService:
+class PolicyService(PolicyQueries):
     """Policy versions, the active pointer, the decision log and their audit trail."""
 
     def __init__(
@@ -78,52 +73,11 @@ class PolicyService:
         opa_bin: Path | None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self.audit = audit
         self.opa_bin = opa_bin
         self.clock = clock
         self._listeners: list[Listener] = []
-
-    # -- reading -------------------------------------------------------------
-
-    def active_version(self) -> str | None:
-        """The active version (one primary-key read; runtimes poll it)."""
-        with Session(self.engine) as s:
-            head = s.get(PolicyHead, 1)
-            return head.version if head is not None else None
-
-    def active_bundle(self) -> PolicyBundle | None:
-        with Session(self.engine) as s:
-            head = s.get(PolicyHead, 1)
-            if head is None or head.version is None:
-                return None
-            row = s.get(PolicyVersion, head.version)
-            if row is None:  # pragma: no cover - foreign key guarantees it
-                raise ServiceUnavailableError("the active policy version is missing")
-            return bundle_of(row)
-
-    def bundle(self, version: str) -> PolicyBundle:
-        with Session(self.engine) as s:
-            return bundle_of(resolve_version(s, version))
-
-    def list(self, *, status: str | None = None) -> builtins.list[PolicyVersionPublic]:
-        with Session(self.engine) as s:
-            active = read_head(s).version
-            stmt = select(PolicyVersion).order_by(col(PolicyVersion.proposed_at).desc())
-            if status is not None:
-                stmt = stmt.where(PolicyVersion.status == status)
-            return [public_view(r, active) for r in s.exec(stmt)]
-
-    def get(self, version: str) -> PolicyVersionDetail:
-        with Session(self.engine) as s:
-            return detail_view(resolve_version(s, version), read_head(s).version)
-
-    def history(self) -> builtins.list[ActivationPublic]:
-        """Activations, newest first (what rollback walks back through)."""
-        with Session(self.engine) as s:
-            return history_view(
-                list(s.exec(select(PolicyActivation).order_by(col(PolicyActivation.id).desc())))
-            )
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(new_version)`` after each committed activation or rollback."""
@@ -437,10 +391,6 @@ class PolicyService:
             return check_bundle(bundle, self.opa_bin)
         except OSError as exc:  # the configured binary is missing or not executable
             raise ChecksUnavailable(f"cannot run {self.opa_bin}: {exc.strerror}") from exc
-
-    def _public(self, version: str) -> PolicyVersionPublic:
-        with Session(self.engine) as s:
-            return public_view(resolve_version(s, version), read_head(s).version)
 
     def _notify(self, version: str | None) -> None:
         for listener in list(self._listeners):

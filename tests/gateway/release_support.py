@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from gateway.release import ReleaseContext, ReleaseError, apply_release, release_record
+from gateway.release import ReleaseContext, apply_release, release_record
+from gateway.release_obligations import ReleaseError
 
 __all__ = ["PERSON", "SECRET", "TODAY", "ctx", "one", "refused"]
 

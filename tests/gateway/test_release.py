@@ -17,13 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.release import (
-    ReleaseError,
-    apply_release,
-    normalise_obligations,
-    pseudonym,
-    release_record,
-)
+from gateway.release import apply_release, pseudonym, release_record
+from gateway.release_obligations import ReleaseError, normalise_obligations
 from tests.gateway.release_support import PERSON, SECRET, ctx, one, refused
 
 # --------------------------------------------------------------------------- pass / drop

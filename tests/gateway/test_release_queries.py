@@ -11,12 +11,9 @@ from typing import Any
 
 import pytest
 
-from gateway.release import (
-    ReleaseError,
-    evaluate_predicate,
-    parse_predicate,
-)
+from gateway.release import evaluate_predicate
 from gateway.release_aggregates import aggregate
+from gateway.release_obligations import ReleaseError, parse_predicate
 from tests.gateway.release_support import PERSON, ctx, one
 
 # --------------------------------------------------------------------------- verify_only
