@@ -89,13 +89,14 @@ class Services:
         self.policy_runtime = await PolicyRuntime.open(self.settings, self.policy)
         self._checkpointer = WalCheckpointer(self.engine)
         self._checkpointer.start()
+        if self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg":
+            self._pg_steps = PgSteps(self.engine, self.replay)
         self.decision_log = DecisionLogWriter(
             self.engine,
             clock=self.policy.clock,
             retention=timedelta(days=self.settings.decision_log_days),
+            pool=self._pg_steps.pool if self._pg_steps is not None else None,
         )
-        if self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg":
-            self._pg_steps = PgSteps(self.engine, self.replay)
         self._exchange = ExchangeService(
             gateway_id=self.settings.gateway_id,
             registry=self.registry,
@@ -119,6 +120,7 @@ class Services:
     async def stop(self) -> None:
         await self.bindings.close()
         if self.decision_log is not None:
+            await self.decision_log.aflush()  # what this loop holds, while the pool is open
             await asyncio.to_thread(self.decision_log.close)
             self.decision_log = None
         if self.policy_runtime is not None:

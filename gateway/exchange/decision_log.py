@@ -5,11 +5,16 @@ record of what happened (that is the audit log). So decisions are stored in
 batches that no exchange waits for, and a crash loses at most the last fraction
 of a second of dry-run material, never an audit entry.
 
-On PostgreSQL one writer thread stores them. On SQLite, decisions recorded on an
-event loop are stored by that loop every ``linger_s``: a thread would hold
-SQLite's one write turn while it waits for the interpreter lock behind the busy
-loop, and the loop's jti claims and audit batches would queue behind it. The
-loop never waits for the turn; a batch that finds it taken tries again later.
+Decisions recorded on an event loop are stored by that loop every ``linger_s``.
+On SQLite a thread would hold SQLite's one write turn while it waits for the
+interpreter lock behind the busy loop, and the loop's jti claims and audit
+batches would queue behind it; the loop never waits for the turn, and a batch
+that finds it taken tries again later. On PostgreSQL (with the exchange's async
+pool) the loop sends each batch as one pipelined transaction and does other work
+meanwhile: a writer thread held the interpreter lock for the whole batch's
+encoding and binding, a stall of the loop every ``linger_s`` (py-spy, (d) at
+peak: 5.7% of the gateway's interpreter time, ~0.15 ms an exchange). Decisions
+recorded off any loop (threads, the CLI) go to one writer thread.
 """
 
 from __future__ import annotations
@@ -24,12 +29,15 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 
 from audit.store import TurnBusy, short_busy_wait, write_lock
 from gateway.db import is_sqlite, lazy_commit
+from gateway.exchange.pg_steps import AsyncPool
 from gateway.policy.engine import Decision
 from gateway.policy.models import PolicyDecisionRecord
 from gateway.policy.store import decision_row
@@ -59,6 +67,19 @@ def _batch_insert(dialect: str) -> sa.Insert:
     return _TABLE.insert().values({c.name: param(c) for c in _TABLE.columns if c.name != "id"})
 
 
+def _pg_statements() -> tuple[str, str]:
+    """The batch insert and the prune as SQL text for the loop's async psycopg
+    connection: ``_batch_insert`` compiled for PostgreSQL (psycopg's ``%(name)s``
+    style), so both writers store the same columns the same way."""
+    dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+    prune = _TABLE.delete().where(_TABLE.c.decided_at < sa.bindparam("cutoff"))
+    insert = _batch_insert("postgresql").compile(dialect=dialect, for_executemany=True)
+    return str(insert), str(prune.compile(dialect=dialect))
+
+
+_PG_INSERT, _PG_PRUNE = _pg_statements()
+
+
 def _encoded(row: Mapping[str, Any]) -> dict[str, Any]:
     """Bind values for one row; raises ValueError for what is not strict JSON (NaN)."""
     return {f"p_{k}": json.dumps(v, allow_nan=False) if k in _JSON else v for k, v in row.items()}
@@ -75,7 +96,10 @@ class DecisionLogWriter:
         retention: timedelta = timedelta(days=90),
         prune_every: int = 10_000,
         linger_s: float = 0.05,
+        pool: AsyncPool | None = None,
     ) -> None:
+        """``pool``: PostgreSQL connections of the loop that records decisions (the
+        exchange's); without one, PostgreSQL batches go through the writer thread."""
         self.engine = engine
         self.clock = clock
         self.retention = retention
@@ -90,11 +114,13 @@ class DecisionLogWriter:
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._thread.start()
         self.dropped = 0
-        # SQLite: what an event loop recorded, encoded, waiting for that loop's write.
-        self.loop_writes = is_sqlite(engine)
+        # What an event loop recorded, encoded, waiting for that loop's write.
+        self._pool = pool if not is_sqlite(engine) else None
+        self.loop_writes = is_sqlite(engine) or self._pool is not None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rows: list[dict[str, Any]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._sending: set[asyncio.Task[None]] = set()
 
     def record(
         self, *, exchange_id: str, policy_input: Mapping[str, Any], decision: Decision
@@ -124,8 +150,14 @@ class DecisionLogWriter:
     def _write_on_loop(self, *, wait: bool = False) -> None:
         """Write what the loop holds: ``max_batch`` rows a pass of the loop, or (only
         at shutdown, ``flush`` from a thread while the loop awaits it) everything,
-        waiting for the turn."""
+        waiting for the turn. On PostgreSQL the loop sends it and goes on."""
         self._timer = None
+        if self._pool is not None and not wait and self._loop is not None:
+            rows, self._rows = self._rows, []
+            task = self._loop.create_task(self._send(rows))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+            return
         try:
             with write_lock(self.engine, wait=wait), _busy_wait(wait):
                 while self._rows:
@@ -142,6 +174,34 @@ class DecisionLogWriter:
             log.warning("decision log batch of %d lost", len(self._rows), exc_info=True)
             self._rows = []
 
+    async def _send(self, rows: list[dict[str, Any]]) -> None:
+        """One transaction whose rows go out pipelined and whose commit does not wait
+        for the disk: dry-run material, like ``lazy_commit``'s writes."""
+        assert self._pool is not None
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute("SET LOCAL synchronous_commit = off")
+                async with conn.cursor() as cur:
+                    for start in range(0, len(rows), self._max_batch):
+                        await cur.executemany(_PG_INSERT, rows[start : start + self._max_batch])
+                    self._since_prune += len(rows)
+                    if self._since_prune >= self._prune_every:
+                        await cur.execute(_PG_PRUNE, {"cutoff": self.clock() - self.retention})
+                        self._since_prune = 0
+        except (psycopg.Error, OSError, TimeoutError):  # dry-run material only
+            log.warning("decision log batch of %d lost", len(rows), exc_info=True)
+
+    async def aflush(self) -> None:
+        """Store what this loop holds and wait for what it is sending (on the loop,
+        before the pool closes)."""
+        if self._pool is not None and _running_loop() is self._loop:
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._rows:
+                self._write_on_loop()
+            while self._sending:
+                await asyncio.gather(*self._sending, return_exceptions=True)
+
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is stored (tests, shutdown)."""
         self._flush_loop(timeout)
@@ -153,10 +213,13 @@ class DecisionLogWriter:
     def _flush_loop(self, timeout: float) -> None:
         """Write what a loop recorded: on that loop while it runs, else right here."""
         loop = self._loop
-        if not self._rows or loop is None:
+        if loop is None or not (self._rows or self._sending):
             return
         if loop.is_closed() or not loop.is_running():
             self._write_on_loop(wait=True)
+            return
+        if self._pool is not None:
+            asyncio.run_coroutine_threadsafe(self.aflush(), loop).result(timeout)
             return
         if _running_loop() is loop:  # on the loop itself: it may wait for the turn now
             if self._timer is not None:

@@ -14,8 +14,10 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from audit.pg_loop import conninfo
 from gateway.db import make_engine, upgrade
 from gateway.exchange.decision_log import DecisionLogWriter
+from gateway.exchange.pg_steps import AsyncPool
 from gateway.policy.engine import Decision
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -260,4 +262,131 @@ def test_a_long_linger_neither_delays_a_flush_nor_holds_back_a_full_batch(db_url
         assert len(_rows(engine)) == 6  # stored without a flush, before the linger ended
     finally:
         writer.close()
+        engine.dispose()
+
+
+def _pool(engine: sa.Engine) -> AsyncPool:
+    """Connections like the exchange's (``PgSteps.pool``), made on the running loop."""
+    return AsyncPool(conninfo(engine), max_size=2, timeout_s=10.0)
+
+
+def test_on_postgresql_a_loop_sends_its_decisions_as_the_thread_would_store_them(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the exchange's async pool the loop stores what it recorded, in one
+    transaction; the writer thread stores nothing. The rows equal the thread's."""
+    from gateway.policy.models import PolicyDecisionRecord
+
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    deny = Decision.error("policy timeout", policy_version=None, engine="opa")
+    threaded = DecisionLogWriter(engine, clock=lambda: T0)
+    threaded.record(exchange_id="by-thread", policy_input=INPUT, decision=deny)
+    threaded.flush()
+    threaded.close()
+
+    async def main() -> None:
+        pool = _pool(engine)
+        writer = DecisionLogWriter(engine, clock=lambda: T0, linger_s=0.02, pool=pool)
+        thread_writes = _record_writes(monkeypatch, writer)
+        assert writer.loop_writes
+        for i in range(10):
+            writer.record(exchange_id=f"x-{i}", policy_input=INPUT, decision=ALLOW)
+        writer.record(exchange_id="by-loop", policy_input=INPUT, decision=deny)
+        await asyncio.sleep(0.3)  # past the linger: sent
+        assert thread_writes == []
+        await writer.aflush()
+        writer.close()
+        await pool.close()
+
+    try:
+        asyncio.run(main())
+        ids = [r[0] for r in _rows(engine)]
+        assert ids == ["by-thread", *(f"x-{i}" for i in range(10)), "by-loop"]
+        with Session(engine) as s:
+            rows = {r.exchange_id: r for r in s.exec(select(PolicyDecisionRecord))}
+        columns = ("agreement", "consumer", "dataset", "policy_version", "allow", "codes")
+        columns += ("decision", "input", "decided_at")
+        thread_row, loop_row = rows["by-thread"], rows["by-loop"]
+        assert {c: getattr(loop_row, c) for c in columns} == {
+            c: getattr(thread_row, c) for c in columns
+        }
+    finally:
+        engine.dispose()
+
+
+def test_on_postgresql_the_loop_prunes_and_a_thread_flush_waits_for_what_is_sent(
+    pg_url: str,
+) -> None:
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    now = [T0 - timedelta(days=100)]
+
+    async def main() -> None:
+        pool = _pool(engine)
+        writer = DecisionLogWriter(
+            engine,
+            clock=lambda: now[0],
+            retention=timedelta(days=90),
+            prune_every=15,
+            linger_s=30,
+            pool=pool,
+        )
+        for i in range(10):
+            writer.record(exchange_id=f"old-{i}", policy_input=INPUT, decision=ALLOW)
+        await asyncio.to_thread(writer.flush)  # long before the linger is over
+        assert len(_rows(engine)) == 10
+        now[0] = T0
+        for i in range(20):  # past prune_every: the batch prunes what retention let go
+            writer.record(exchange_id=f"new-{i}", policy_input=INPUT, decision=ALLOW)
+        await asyncio.to_thread(writer.flush)
+        writer.close()
+        await pool.close()
+
+    try:
+        asyncio.run(main())
+        assert [r[0] for r in _rows(engine)] == [f"new-{i}" for i in range(20)]
+    finally:
+        engine.dispose()
+
+
+def test_on_postgresql_a_batch_the_server_refuses_is_lost_alone(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Dry-run material: a refused batch is logged and dropped, the loop goes on,
+    and the next batch is stored."""
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+
+    def refuse(yes: bool) -> None:
+        with admin.connect() as conn:
+            if yes:
+                conn.exec_driver_sql("ALTER TABLE policy_decision ADD CHECK (allow AND false)")
+            else:
+                name = conn.exec_driver_sql(
+                    "SELECT conname FROM pg_constraint WHERE contype = 'c' "
+                    "AND conrelid = 'policy_decision'::regclass"
+                ).scalar_one()
+                conn.exec_driver_sql(f'ALTER TABLE policy_decision DROP CONSTRAINT "{name}"')
+
+    async def main() -> None:
+        pool = _pool(engine)
+        writer = DecisionLogWriter(engine, clock=lambda: T0, linger_s=0.01, pool=pool)
+        refuse(True)
+        writer.record(exchange_id="refused", policy_input=INPUT, decision=ALLOW)
+        await asyncio.sleep(0.2)
+        await writer.aflush()
+        refuse(False)
+        writer.record(exchange_id="stored", policy_input=INPUT, decision=ALLOW)
+        await writer.aflush()
+        writer.close()
+        await pool.close()
+
+    try:
+        asyncio.run(main())
+        assert [r[0] for r in _rows(engine)] == ["stored"]
+        assert "decision log batch of 1 lost" in caplog.text
+    finally:
+        admin.dispose()
         engine.dispose()
