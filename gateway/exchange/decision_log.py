@@ -98,8 +98,9 @@ class DecisionLogWriter:
         linger_s: float = 0.05,
         pool: AsyncPool | None = None,
     ) -> None:
-        """``pool``: PostgreSQL connections of the loop that records decisions (the
-        exchange's); without one, PostgreSQL batches go through the writer thread."""
+        """``pool``: PostgreSQL connections of the running loop, which records the
+        decisions (the exchange's); without one, or from another loop or thread,
+        PostgreSQL batches go through the writer thread. Make it on that loop."""
         self.engine = engine
         self.clock = clock
         self.retention = retention
@@ -116,6 +117,8 @@ class DecisionLogWriter:
         self.dropped = 0
         # What an event loop recorded, encoded, waiting for that loop's write.
         self._pool = pool if not is_sqlite(engine) else None
+        # The pool's connections belong to the loop it was made on (the serving loop).
+        self._pool_loop = _running_loop() if self._pool is not None else None
         self.loop_writes = is_sqlite(engine) or self._pool is not None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rows: list[dict[str, Any]] = []
@@ -128,7 +131,7 @@ class DecisionLogWriter:
         """Queue one decision; if the writer is far behind, drop it rather than slow exchanges."""
         item = (exchange_id, policy_input, decision, self.clock())
         loop = _running_loop() if self.loop_writes else None
-        if loop is not None:
+        if loop is not None and (self._pool is None or loop is self._pool_loop):
             self._record_on(loop, item)
             return
         if 0 < self._max_queue <= self._queue.qsize():
@@ -199,8 +202,8 @@ class DecisionLogWriter:
                 self._timer.cancel()
             if self._rows:
                 self._write_on_loop()
-            while self._sending:
-                await asyncio.gather(*self._sending, return_exceptions=True)
+            while sending := [t for t in self._sending if t.get_loop() is self._loop]:
+                await asyncio.gather(*sending, return_exceptions=True)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is stored (tests, shutdown)."""

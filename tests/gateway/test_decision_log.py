@@ -390,3 +390,31 @@ def test_on_postgresql_a_batch_the_server_refuses_is_lost_alone(
     finally:
         admin.dispose()
         engine.dispose()
+
+
+def test_on_postgresql_decisions_from_another_loop_go_to_the_writer_thread(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool's connections belong to the loop it was made on; a decision recorded
+    on any other loop is stored by the writer thread, not sent over them."""
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    made: list[DecisionLogWriter] = []
+
+    async def serving() -> None:
+        made.append(DecisionLogWriter(engine, clock=lambda: T0, linger_s=0.01, pool=_pool(engine)))
+
+    async def elsewhere() -> None:
+        made[0].record(exchange_id="other-loop", policy_input=INPUT, decision=ALLOW)
+
+    try:
+        asyncio.run(serving())
+        writer = made[0]
+        thread_writes = _record_writes(monkeypatch, writer)
+        asyncio.run(elsewhere())
+        writer.flush()
+        assert thread_writes == [writer._thread.ident]
+        assert [r[0] for r in _rows(engine)] == ["other-loop"]
+        writer.close()
+    finally:
+        engine.dispose()
