@@ -131,23 +131,32 @@ def test_a_connection_lost_between_batches_is_replaced_without_an_error(
 
 
 @contextlib.contextmanager
-def _refusing_head_updates(url: str) -> Iterator[None]:
+def _trigger(url: str, name: str, body: str, create: str, table: str) -> Iterator[None]:
+    """The plpgsql trigger function ``name`` (``body``) and the trigger ``create``
+    makes on ``table``, while inside the block."""
     admin = _admin(url)
     with admin.connect() as conn:
         conn.exec_driver_sql(
-            "CREATE FUNCTION refuse_move() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN RAISE EXCEPTION 'no'; END $$"
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ {body} $$"
         )
-        conn.exec_driver_sql(
-            "CREATE TRIGGER refuse_move BEFORE UPDATE ON audit_head "
-            "FOR EACH ROW EXECUTE FUNCTION refuse_move()"
-        )
+        conn.exec_driver_sql(create)
     try:
         yield
     finally:
         with admin.connect() as conn:
-            conn.exec_driver_sql("DROP TRIGGER refuse_move ON audit_head")
+            conn.exec_driver_sql(f"DROP TRIGGER {name} ON {table}")
         admin.dispose()
+
+
+def _refusing_head_updates(url: str) -> contextlib.AbstractContextManager[None]:
+    return _trigger(
+        url,
+        "refuse_move",
+        "BEGIN RAISE EXCEPTION 'no'; END",
+        "CREATE TRIGGER refuse_move BEFORE UPDATE ON audit_head "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_move()",
+        "audit_head",
+    )
 
 
 def test_a_batch_refused_after_its_inserts_leaves_nothing_and_the_next_goes_on(
@@ -456,27 +465,18 @@ def test_a_log_used_from_several_loops_keeps_one_connection_each_and_closes_them
     assert log.verify().ok
 
 
-@contextlib.contextmanager
-def _slow_commits(url: str, seconds: float) -> Iterator[None]:
+def _slow_commits(url: str, seconds: float) -> contextlib.AbstractContextManager[None]:
     """Every transaction that inserts an entry spends ``seconds`` in its COMMIT (a
     deferred constraint trigger runs there), as a commit stuck on a slow disk or a
     synchronous standby would."""
-    admin = _admin(url)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(
-            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS "
-            f"$$ BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$"
-        )
-        conn.exec_driver_sql(
-            "CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON audit_entries "
-            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()"
-        )
-    try:
-        yield
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql("DROP TRIGGER slow_commit ON audit_entries")
-        admin.dispose()
+    return _trigger(
+        url,
+        "slow_commit",
+        f"BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END",
+        "CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON audit_entries "
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()",
+        "audit_entries",
+    )
 
 
 @pytest.mark.parametrize("one_statement", [True, False])
