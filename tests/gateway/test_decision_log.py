@@ -418,3 +418,25 @@ def test_on_postgresql_decisions_from_another_loop_go_to_the_writer_thread(
         writer.close()
     finally:
         engine.dispose()
+
+
+def test_on_postgresql_a_flush_on_the_loop_itself_stores_what_it_holds(pg_url: str) -> None:
+    """A flush called on the serving loop cannot wait for that loop: it writes the
+    rows the loop holds right there."""
+    engine = make_engine(pg_url)
+    upgrade(engine)
+
+    async def main() -> list[str]:
+        pool = _pool(engine)
+        writer = DecisionLogWriter(engine, clock=lambda: T0, linger_s=30, pool=pool)
+        writer.record(exchange_id="held", policy_input=INPUT, decision=ALLOW)
+        writer.flush(timeout=5)
+        stored = [r[0] for r in _rows(engine)]
+        writer.close()
+        await pool.close()
+        return stored
+
+    try:
+        assert asyncio.run(main()) == ["held"]
+    finally:
+        engine.dispose()
