@@ -1,6 +1,6 @@
 """The writer that commits an event loop's appends: one per loop, per committer.
 
-SQLite's writes happen on the loop's own thread (``committer.LoopWriter``),
+SQLite's writes happen on the loop's own thread (``sqlite_loop.LoopWriter``),
 PostgreSQL's over an async connection bound to the loop (``pg_loop.PgLoopWriter``).
 A log used from several loops (tests, a CLI that runs ``asyncio.run`` twice)
 keeps a writer for each, so none opens a connection per append; a writer whose
@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
-from audit.committer import GroupCommitter, LoopWriter
+from audit.committer import GroupCommitter
+from audit.sqlite_loop import LoopWriter
 
 if TYPE_CHECKING:  # psycopg is needed only to write PostgreSQL from a loop
     from audit.pg_loop import PgLoopWriter
