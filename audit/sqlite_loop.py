@@ -25,7 +25,7 @@ from audit.store import TurnBusy, short_busy_wait, write_lock
 __all__ = ["LoopWriter"]
 
 # The committer's logger, as before this writer had a module of its own.
-log = logging.getLogger("audit.committer")
+log = logging.getLogger("audit.sqlite_loop")
 
 #: A loop batch that finds the write turn taken tries again after this, doubling.
 _FIRST_RETRY_S, _LAST_RETRY_S = 0.0005, 0.01
