@@ -2,10 +2,11 @@
 
 Entries appended during one pass are committed together at the start of the
 next, on the loop's own thread, and synced by the committer's syncer
-(``audit.committer``). The write turn is then never held by a thread waiting for
-the interpreter lock while the loop runs, which is what made every other writer
-queue behind it. The loop never waits for the turn either: if another process (or
-a rare background writer of this one) has it, the batch tries again a little later.
+(``audit.committer``), or on the loop when the batch is the only one waiting.
+The write turn is then never held by a thread waiting for the interpreter lock
+while the loop runs, which is what made every other writer queue behind it. The
+loop never waits for the turn either: if another process (or a rare background
+writer of this one) has it, the batch tries again a little later.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from audit.store import TurnBusy, short_busy_wait, write_lock
 
 __all__ = ["LoopWriter"]
 
-# The committer's logger, as before this writer had a module of its own.
 log = logging.getLogger("audit.sqlite_loop")
 
 #: A loop batch that finds the write turn taken tries again after this, doubling.
