@@ -115,6 +115,7 @@ class Services:
             metrics=self.metrics,
             fetch_timeout_s=self.settings.fetch_timeout_s,
             pg=self._pg_steps,
+            auth_failure_entries_per_s=self.settings.auth_failure_entries_per_s,
         )
 
     async def stop(self) -> None:
@@ -129,6 +130,8 @@ class Services:
         if self._checkpointer is not None:
             await asyncio.to_thread(self._checkpointer.stop)
             self._checkpointer = None
+        if self._exchange is not None:
+            await self._exchange.record_folded()  # a flood's last, unwritten window
         self._exchange = None
         if self._pg_steps is not None:
             await self._pg_steps.close()

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     #: How long decision inputs are kept for the officers' impact dry-run.
     decision_log_days: int = Field(default=90, ge=1)
+    #: Failed authentications a second recorded as audit entries of their own; beyond
+    #: that a flood's failures are counted into one entry a second (0: every one alone).
+    auth_failure_entries_per_s: int = Field(default=50, ge=0)
     #: Budget for one call to a provider's system (the connector's own limits also apply).
     fetch_timeout_s: float = Field(default=10.0, gt=0)
     #: This node's name in audit entries (several nodes share one chain).

@@ -26,6 +26,12 @@ class ExchangeMetrics:
         self.denials = Counter(
             "accord_denials", "Denials by reason code", ["reason"], registry=self.registry
         )
+        self.auth_failures_folded = Counter(
+            "accord_auth_failures_folded",
+            "Failed authentications recorded in a folded audit entry, by problem code",
+            ["code"],
+            registry=self.registry,
+        )
         self.stage_seconds = Histogram(
             "accord_exchange_stage_seconds",
             "Latency of each exchange stage",

@@ -37,6 +37,7 @@ from gateway.exchange.admission import Admission
 from gateway.exchange.bindings import BindingService, ResolvedBinding
 from gateway.exchange.counters import QuotaReservation, ReplayCache
 from gateway.exchange.decision_log import DecisionLogWriter
+from gateway.exchange.failure_budget import FOLD_WINDOW_S, FailureBudget
 from gateway.exchange.fetch_step import connector_fault, fetch_records
 from gateway.exchange.metrics import ExchangeMetrics
 from gateway.exchange.pg_steps import PgSteps
@@ -86,6 +87,7 @@ class ExchangeService:
         fetch_timeout_s: float = 10.0,
         max_aggregate_records: int = 100_000,
         pg: PgSteps | None = None,
+        auth_failure_entries_per_s: int = 0,
     ) -> None:
         self.gateway_id = gateway_id
         self.registry = registry
@@ -105,6 +107,9 @@ class ExchangeService:
         self.clock = clock
         self.fetch_timeout_s = fetch_timeout_s
         self.max_aggregate_records = max_aggregate_records
+        # Failed authentications beyond this many a second are recorded folded.
+        self.failures = FailureBudget(auth_failure_entries_per_s)
+        self._folding: set[asyncio.Task[None]] = set()
         self.admission = Admission(
             verifier=verifier,
             agreements=agreements,
@@ -337,6 +342,9 @@ class ExchangeService:
         """Record the refusal; if even that fails the caller still only gets an error."""
         if exc.code == "audit_unavailable":
             return
+        if trace.caller is None and exc.status == 401 and not self.failures.take():
+            self._fold(exc.code)
+            return
         entry = refusal_entry(trace, exc)
         outcome = str(entry["outcome"])
         for code in entry.get("reasons", []):
@@ -354,3 +362,35 @@ class ExchangeService:
                 refused=exc.code,
             )
             exc.extra.setdefault("audit", "unavailable")
+
+    # -- authentication floods ------------------------------------------------
+
+    def _fold(self, code: str) -> None:
+        """A failed authentication beyond the budget: counted now, recorded with the
+        others of its window (``failure_budget``)."""
+        self.metrics.exchanges.labels("refused", "unknown", "unknown").inc()
+        self.metrics.auth_failures_folded.labels(code).inc()
+        if self.failures.fold(code, self.clock()):
+            asyncio.get_running_loop().call_later(FOLD_WINDOW_S, self._record_folded_later)
+
+    def _record_folded_later(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.record_folded())
+        self._folding.add(task)
+        task.add_done_callback(self._folding.discard)
+
+    async def record_folded(self) -> None:
+        """Append the entry for the failures folded since the last one (the gateway
+        calls this once more when it stops)."""
+        entry = self.failures.drain()
+        if entry is None:
+            return
+        try:
+            await self.audit_log.append_async(entry)
+        except AuditError as exc:
+            log.error(
+                "audit_append_failed",
+                code=exc.code,
+                detail=exc.detail,
+                refused="auth_failures_folded",
+                failures=entry["detail"]["failures"],
+            )
