@@ -352,16 +352,18 @@ class ExchangeService:
         consumer = trace.caller.department if trace.caller else "unknown"
         provider = trace.agreement.provider if trace.agreement else "unknown"
         self.metrics.exchanges.labels(outcome, consumer, provider).inc()
+        if not await self._record_refusal(entry, refused=exc.code):
+            exc.extra.setdefault("audit", "unavailable")
+
+    async def _record_refusal(self, entry: dict[str, Any], **context: Any) -> bool:
+        """Append a refusal's entry; if even that fails, log it (the caller's answer is
+        an error either way) and say so."""
         try:
             await self.audit_log.append_async(entry)
-        except AuditError as audit_exc:
-            log.error(
-                "audit_append_failed",
-                code=audit_exc.code,
-                detail=audit_exc.detail,
-                refused=exc.code,
-            )
-            exc.extra.setdefault("audit", "unavailable")
+        except AuditError as exc:
+            log.error("audit_append_failed", code=exc.code, detail=exc.detail, **context)
+            return False
+        return True
 
     # -- authentication floods ------------------------------------------------
 
@@ -382,15 +384,6 @@ class ExchangeService:
         """Append the entry for the failures folded since the last one (the gateway
         calls this once more when it stops)."""
         entry = self.failures.drain()
-        if entry is None:
-            return
-        try:
-            await self.audit_log.append_async(entry)
-        except AuditError as exc:
-            log.error(
-                "audit_append_failed",
-                code=exc.code,
-                detail=exc.detail,
-                refused="auth_failures_folded",
-                failures=entry["detail"]["failures"],
-            )
+        if entry is not None:
+            failures = entry["detail"]["failures"]
+            await self._record_refusal(entry, refused="auth_failures_folded", failures=failures)
