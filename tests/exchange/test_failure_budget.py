@@ -3,6 +3,7 @@ flood, with the count by problem code; every failure is still accounted for."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -146,3 +147,29 @@ def test_a_flood_of_bad_tokens_is_answered_alike_and_accounted_for_in_few_entrie
     assert post_exchange(gw, good_token(gw, body), body).status_code == 200
     out = gw.audit_cli("verify")
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_gateway_that_stops_mid_flood_writes_the_last_folded_window(tmp_path: Path) -> None:
+    """The window's entry is due a second after its first failure; a gateway stopping
+    before then writes it on the way out, before the audit log closes."""
+    from tests._support.gateway import seeded_services
+
+    db = tmp_path / "accord.db"
+    services = seeded_services(f"sqlite:///{db}", tmp_path)
+
+    async def serve_then_stop() -> None:
+        await services.start()
+        for code in ("signature_invalid", "signature_invalid", "missing_token"):
+            services.exchange._fold(code)
+        await services.stop()
+
+    try:
+        asyncio.run(serve_then_stop())
+    finally:
+        services.close()
+    folded = [e for e in _auth_failures(db) if e["outcome"] == "folded"]
+    assert len(folded) == 1
+    detail = folded[0]["detail"]
+    assert isinstance(detail, dict)
+    assert detail["failures"] == 3
+    assert detail["codes"] == ["missing_token:1", "signature_invalid:2"]
