@@ -30,6 +30,7 @@ from audit.errors import AuditError, AuditUnavailable
 from audit.records import Appended
 
 __all__ = [
+    "Committed",
     "GroupCommitter",
     "Waiter",
     "committed_size",
@@ -50,7 +51,7 @@ Batch = list[tuple[Sequence[Mapping[str, Any]], "Future[list[Appended]]"]]
 
 
 @dataclass(frozen=True)
-class _Committed:
+class Committed:
     """A batch committed but not yet synced: nobody is told until the WAL is."""
 
     wal: str
@@ -134,7 +135,7 @@ class GroupCommitter:
         self._here = threading.Lock()
         self._last_callers = 1
         self.broken: AuditError | None = None
-        self._syncs: queue.SimpleQueue[_Committed | None] = queue.SimpleQueue()
+        self._syncs: queue.SimpleQueue[Committed | None] = queue.SimpleQueue()
         self._unsynced = 0  # batches handed to the syncer and not yet answered
         self._unsynced_lock = threading.Lock()
         self._last_sync_s = 0.0  # how long the last WAL sync took
@@ -170,7 +171,7 @@ class GroupCommitter:
 
     def commit_here(
         self, batch: Batch, after_commit: Callable[[int], None], *, sync_here: bool = False
-    ) -> _Committed | None:
+    ) -> Committed | None:
         """Write ``batch`` on the calling thread, then hand it to the syncer like the
         writer's own batches; ``after_commit`` gets the new size. Its futures resolve
         once it is durable, or fail (the log is closed or stopped, the store refused).
@@ -188,7 +189,7 @@ class GroupCommitter:
                 return None
             return self._commit(batch, after_commit, sync_here=sync_here)
 
-    def sync_now(self, committed: list[_Committed]) -> None:
+    def sync_now(self, committed: list[Committed]) -> None:
         """Sync batches ``commit_here`` returned and answer their callers, on this thread."""
         if committed:
             self._finish(committed)
@@ -254,7 +255,7 @@ class GroupCommitter:
 
     def _commit(
         self, batch: Batch, after_commit: Callable[[int], None], *, sync_here: bool = False
-    ) -> _Committed | None:
+    ) -> Committed | None:
         live = [(e, f) for e, f in batch if f.set_running_or_notify_cancel()]
         self._last_callers = max(1, len(live))
         if not live:
@@ -271,11 +272,11 @@ class GroupCommitter:
             log.exception("audit writer failed")
             fail_batch(live, AuditUnavailable(f"audit writer failed: {exc.__class__.__name__}"))
             return None
-        kept: _Committed | None = None
+        kept: Committed | None = None
         if wal is None:
             settle_batch(live, results)
         else:
-            committed = _Committed(wal, live, results)
+            committed = Committed(wal, live, results)
             with self._unsynced_lock:
                 # Synced here only if nothing committed before it still waits for the
                 # syncer: no caller is answered ahead of an earlier batch's sync, nor
@@ -313,7 +314,7 @@ class GroupCommitter:
             with self._unsynced_lock:
                 self._unsynced -= len(done)
 
-    def _finish(self, done: list[_Committed]) -> None:
+    def _finish(self, done: list[Committed]) -> None:
         """One WAL sync for ``done`` (each file once), then their callers' answers."""
         if self.broken is None:
             started = time.monotonic()

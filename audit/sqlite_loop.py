@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from audit.committer import Batch, GroupCommitter, _Committed, fail_batch, split_batches
+from audit.committer import Batch, Committed, GroupCommitter, fail_batch, split_batches
 from audit.errors import AuditUnavailable
 from audit.records import Appended
 from audit.store import TurnBusy, short_busy_wait, write_lock
@@ -74,7 +74,7 @@ class LoopWriter:
         return fut
 
     def _flush(self) -> None:
-        kept: list[_Committed] = []
+        kept: list[Committed] = []
         with contextlib.ExitStack() as turn:
             try:
                 # Never wait on the loop: if another process (or a rare background
