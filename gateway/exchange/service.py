@@ -342,9 +342,6 @@ class ExchangeService:
         """Record the refusal; if even that fails the caller still only gets an error."""
         if exc.code == "audit_unavailable":
             return
-        if trace.caller is None and exc.status == 401 and not self.failures.take():
-            self._fold(exc.code)
-            return
         entry = refusal_entry(trace, exc)
         outcome = str(entry["outcome"])
         for code in entry.get("reasons", []):
@@ -352,6 +349,9 @@ class ExchangeService:
         consumer = trace.caller.department if trace.caller else "unknown"
         provider = trace.agreement.provider if trace.agreement else "unknown"
         self.metrics.exchanges.labels(outcome, consumer, provider).inc()
+        if trace.caller is None and exc.status == 401 and not self.failures.take():
+            self._fold(exc.code)
+            return
         if not await self._record_refusal(entry, refused=exc.code):
             exc.extra.setdefault("audit", "unavailable")
 
@@ -370,7 +370,6 @@ class ExchangeService:
     def _fold(self, code: str) -> None:
         """A failed authentication beyond the budget: counted now, recorded with the
         others of its window (``failure_budget``)."""
-        self.metrics.exchanges.labels("refused", "unknown", "unknown").inc()
         self.metrics.auth_failures_folded.labels(code).inc()
         if self.failures.fold(code, self.clock()):
             asyncio.get_running_loop().call_later(FOLD_WINDOW_S, self._record_folded_later)
