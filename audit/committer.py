@@ -30,6 +30,7 @@ from audit.errors import AuditError, AuditUnavailable
 from audit.records import Appended
 
 __all__ = [
+    "BatchWaiter",
     "Committed",
     "GroupCommitter",
     "Waiter",
@@ -46,8 +47,6 @@ T = TypeVar("T")
 #: A loop's lone batch is synced on the loop only while WAL syncs take less than this;
 #: a slower disk is left to the syncer thread, so the loop never waits for it long.
 _QUICK_SYNC_S = 0.001
-
-Batch = list[tuple[Sequence[Mapping[str, Any]], "Future[list[Appended]]"]]
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,15 @@ class Waiter(Protocol):
     def set_exception(self, exception: BaseException, /) -> None: ...
 
 
+class BatchWaiter(Waiter, Protocol):
+    """A waiter a batch can take: ``concurrent.futures.Future``, or a loop's
+    ``sqlite_loop.LoopWaiter``."""
+
+    def set_running_or_notify_cancel(self) -> bool: ...
+
+
 Waiting = Sequence[tuple[Any, Waiter]]
+Batch = list[tuple[Sequence[Mapping[str, Any]], BatchWaiter]]
 
 
 def settle_batch(live: Waiting, results: Sequence[list[Appended] | AuditError]) -> None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
 from typing import Any
 
 from audit.committer import Batch, Committed, GroupCommitter, fail_batch, split_batches
@@ -23,12 +23,66 @@ from audit.errors import AuditUnavailable
 from audit.records import Appended
 from audit.store import TurnBusy, short_busy_wait, write_lock
 
-__all__ = ["LoopWriter"]
+__all__ = ["LoopWaiter", "LoopWriter"]
 
 log = logging.getLogger("audit.sqlite_loop")
 
 #: A loop batch that finds the write turn taken tries again after this, doubling.
 _FIRST_RETRY_S, _LAST_RETRY_S = 0.0005, 0.01
+
+
+class LoopWaiter:
+    """A loop caller's place in a batch: its ``asyncio.Future``, answered directly
+    when the batch is settled on the loop's thread (a lone batch synced on the
+    loop), and through ``call_soon_threadsafe`` when the syncer thread settles it.
+
+    ``asyncio.wrap_future`` over a thread's future would post every answer
+    through the loop's wake-up channel, even one given on the loop itself: a
+    write, a wake-up and a read per exchange for nothing. ``done`` is this
+    waiter's own record of having been answered, so the syncer never reads the
+    loop's future from its thread.
+    """
+
+    __slots__ = ("_answered", "_thread", "future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[list[Appended]] = loop.create_future()
+        self._thread = threading.get_ident()
+        self._answered = False
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """False if the caller has given up (its timeout cancelled the future); only
+        called on the loop's thread, where batches are written."""
+        return not self.future.cancelled()
+
+    def done(self) -> bool:
+        return self._answered
+
+    def set_result(self, result: list[Appended], /) -> None:
+        self._answer(result, None)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self._answer(None, exception)
+
+    def _answer(self, result: list[Appended] | None, exc: BaseException | None) -> None:
+        self._answered = True
+        if threading.get_ident() == self._thread:
+            _settle(self.future, result, exc)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self.loop.call_soon_threadsafe(_settle, self.future, result, exc)
+
+
+def _settle(
+    fut: asyncio.Future[list[Appended]], result: list[Appended] | None, exc: BaseException | None
+) -> None:
+    if fut.done():  # the caller timed out meanwhile
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    elif result is not None:
+        fut.set_result(result)
 
 
 class LoopWriter:
@@ -61,17 +115,17 @@ class LoopWriter:
         self._pending: Batch = []
         self._retry = _FIRST_RETRY_S
 
-    def submit(self, entries: Sequence[Mapping[str, Any]]) -> Future[list[Appended]]:
+    def submit(self, entries: Sequence[Mapping[str, Any]]) -> asyncio.Future[list[Appended]]:
         """Queue one request's entries (on the loop's thread); the future resolves
         once they are durable."""
         broken = self.committer.broken
         if broken is not None:
             raise broken
-        fut: Future[list[Appended]] = Future()
-        self._pending.append((entries, fut))
+        waiter = LoopWaiter(self.loop)
+        self._pending.append((entries, waiter))
         if len(self._pending) == 1:
             self.loop.call_soon(self._flush)
-        return fut
+        return waiter.future
 
     def _flush(self) -> None:
         kept: list[Committed] = []

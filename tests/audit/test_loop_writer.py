@@ -157,6 +157,132 @@ def test_a_lone_batch_is_synced_on_the_loop_after_the_turn_before_any_answer(
     assert log.head().size == 4 and log.verify().ok
 
 
+def _count_threadsafe_posts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count posts through the running loop's wake-up channel (``call_soon_threadsafe``),
+    recording the posting thread."""
+    posts: list[int] = []
+    real = asyncio.BaseEventLoop.call_soon_threadsafe
+
+    def counting(self: asyncio.BaseEventLoop, *args: Any, **kwargs: Any) -> Any:
+        posts.append(threading.get_ident())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "call_soon_threadsafe", counting)
+    return posts
+
+
+def test_a_lone_batch_answers_its_callers_without_waking_the_loop(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Synced and settled on the loop's own thread, a lone batch answers its callers
+    directly: nothing goes through the loop's wake-up channel (a write, a wake-up and
+    a read per exchange before)."""
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
+    log.append(entry(0))
+    posts = _count_threadsafe_posts(monkeypatch)
+
+    got = asyncio.run(_append_all(log, 1, 3))
+    assert [a.seq for a in got] == [1, 2, 3]
+    assert posts == []
+    assert log.head().size == 4 and log.verify().ok
+
+
+def test_a_batch_the_syncer_settles_is_answered_on_the_loop(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the syncer thread settles a loop batch, each answer is posted to the loop
+    and set there, after the sync."""
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
+    log.append(entry(0))
+    writer = log._writer()
+    posts = _count_threadsafe_posts(monkeypatch)
+
+    async def main() -> tuple[int, list[int], list[Appended]]:
+        writer._last_sync_s = 1.0  # the last sync was slow: this batch goes to the syncer
+        answered_on: list[int] = []
+        tasks = [asyncio.ensure_future(log.append_async(entry(i))) for i in (1, 2)]
+        for t in tasks:
+            t.add_done_callback(lambda _t: answered_on.append(threading.get_ident()))
+        got = await asyncio.gather(*tasks)
+        return threading.get_ident(), answered_on, got
+
+    loop_thread, answered_on, got = asyncio.run(main())
+    assert [a.seq for a in got] == [1, 2]
+    assert answered_on == [loop_thread, loop_thread]
+    assert len(posts) == 2 and loop_thread not in posts  # one post per caller, by the syncer
+    assert log.head().size == 3 and log.verify().ok
+
+
+def test_a_caller_gone_before_its_batch_is_written_is_left_out(
+    tmp_path: Path, make_log: LogFactory
+) -> None:
+    """A caller that gave up (its timeout cancelled it) before the pass's batch was
+    written gets no entry; the others of the pass get theirs, gapless."""
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
+    log.append(entry(0))
+
+    async def main() -> tuple[list[Appended], bool]:
+        kept = asyncio.ensure_future(log.append_async(entry(1)))
+        gone = asyncio.ensure_future(log.append_async(entry(2)))
+        await asyncio.sleep(0)  # both have submitted; the batch is not written yet
+        gone.cancel()
+        got = list(await asyncio.gather(kept, asyncio.ensure_future(log.append_async(entry(3)))))
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return got, gone.cancelled()
+
+    got, cancelled = asyncio.run(main())
+    assert cancelled
+    assert [a.seq for a in got] == [1, 2]
+    assert log.head().size == 3 and log.verify().ok
+    sealed = {"v", "seq", "ts", "node"}
+    stored = [{k: v for k, v in e.doc().items() if k not in sealed} for e in log.entries(1, 3)]
+    assert stored == [entry(1), entry(3)]
+
+
+def test_a_caller_gone_while_its_batch_syncs_does_not_disturb_the_others(
+    tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller whose timeout fires after its batch was committed keeps its entry (the
+    log may overstate what was released, never understate it) and its late answer is
+    dropped quietly; the batch's other callers are answered."""
+    log = make_log(f"sqlite:///{tmp_path / 'a.db'}")
+    log.append(entry(0))
+    writer = log._writer()
+    syncing, release = threading.Event(), threading.Event()
+    real = committer.sync_wal
+
+    def held(path: str) -> None:
+        syncing.set()  # the batch is committed
+        release.wait(10)
+        real(path)
+
+    monkeypatch.setattr(committer, "sync_wal", held)
+
+    async def main() -> tuple[Appended, bool]:
+        writer._last_sync_s = 1.0  # to the syncer thread, which waits for ``release``
+        kept = asyncio.ensure_future(log.append_async(entry(1)))
+        gone = asyncio.ensure_future(log.append_async(entry(2)))
+        assert await asyncio.to_thread(syncing.wait, 10)  # committed, not yet synced
+        gone.cancel()
+        await asyncio.sleep(0)
+        release.set()
+        got = await kept
+        await asyncio.sleep(0.05)  # the late answer for ``gone`` arrives and is dropped
+        return got, gone.cancelled()
+
+    loop_errors: list[dict[str, Any]] = []
+
+    async def guarded() -> tuple[Appended, bool]:
+        asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: loop_errors.append(ctx))
+        return await main()
+
+    got, cancelled = asyncio.run(guarded())
+    assert got.seq == 1 and cancelled
+    assert loop_errors == []
+    assert log.head().size == 3 and log.verify().ok
+
+
 def test_a_loop_batch_goes_to_the_syncer_when_a_sync_is_pending_or_syncs_are_slow(
     tmp_path: Path, make_log: LogFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
