@@ -235,10 +235,7 @@ class AccordClient:
 
     def verify_answer(self, answer: Mapping[str, Any], request_body: bytes) -> dict[str, Any]:
         """Check the receipt's signature and that it names this request and this result."""
-        try:
-            claims = verify_receipt(str(answer["receipt"]), self.jwks())
-        except Exception:
-            claims = verify_receipt(str(answer["receipt"]), self.jwks(refresh=True))
+        claims = self._verified(str(answer["receipt"]))
         response_sha = hashlib.sha256(rfc8785.dumps(answer["result"])).hexdigest()
         problems = []
         if claims.get("exchange_id") != answer.get("exchange_id"):
@@ -253,17 +250,25 @@ class AccordClient:
             )
         return claims
 
-    @staticmethod
-    def verify_inclusion(found: Mapping[str, Any], log_key: NoteVerifier | None = None) -> None:
-        """Check a receipt's inclusion proof (and its signed checkpoint, given the log key)."""
+    def verify_inclusion(
+        self, found: Mapping[str, Any], log_key: NoteVerifier | None = None
+    ) -> dict[str, Any]:
+        """Check what ``receipt`` returned: the receipt's signature (against the
+        gateway's JWKS), then an inclusion proof of *that receipt's* entry, and its
+        signed checkpoint given the log key. Returns the receipt's claims.
+
+        The proof is bound to the signed claims (``seq`` and ``leaf_hash``), never
+        to the unsigned fields around them, so a proof of another entry fails."""
+        claims = self._receipt_claims(found)
         proof_doc = found.get("inclusion_proof")
         if not proof_doc:
             raise ReceiptInvalid(200, "no_proof", "no checkpoint covers this entry yet", found)
         try:
             proof = InclusionProof.from_json(proof_doc)
             proof.verify()
-            if proof.seq != found.get("seq"):
-                raise ReceiptInvalid(200, "proof_mismatch", "proof is for another entry", found)
+            if proof.seq != claims.get("seq") or proof.leaf_hash.hex() != claims.get("leaf_hash"):
+                why = "the proof is for another entry than the receipt's"
+                raise ReceiptInvalid(200, "proof_mismatch", why, found)
             if proof.checkpoint is not None:
                 if log_key is not None:
                     text = open_note(proof.checkpoint, [log_key])[0]
@@ -276,3 +281,24 @@ class AccordClient:
                     )
         except AuditError as exc:
             raise ReceiptInvalid(200, exc.code, exc.detail, found) from exc
+        return claims
+
+    def _receipt_claims(self, found: Mapping[str, Any]) -> dict[str, Any]:
+        """The verified claims of ``found["receipt"]``, which must name ``found``'s exchange."""
+        try:
+            claims = self._verified(str(found.get("receipt", "")))
+        except Exception as exc:
+            raise ReceiptInvalid(
+                200, "receipt_invalid", f"the receipt does not verify: {exc}", found
+            ) from exc
+        if claims.get("exchange_id") != found.get("exchange_id"):
+            why = "the receipt names another exchange"
+            raise ReceiptInvalid(200, "receipt_mismatch", why, found)
+        return claims
+
+    def _verified(self, receipt: str) -> dict[str, Any]:
+        """``verify_receipt`` against the JWKS, fetched again once if it fails (a new key)."""
+        try:
+            return verify_receipt(receipt, self.jwks())
+        except Exception:
+            return verify_receipt(receipt, self.jwks(refresh=True))

@@ -22,7 +22,7 @@ import rfc8785
 import sqlalchemy as sa
 from jwcrypto import jwk, jws
 
-from gateway.client import AccordClient, Denied, InvalidRequest, NotFound
+from gateway.client import Denied, InvalidRequest, NotFound, ReceiptInvalid
 from tests._support.gateway import Gateway
 from tests.exchange.conftest import subject_with
 
@@ -190,6 +190,32 @@ def test_denial_lists_every_reason(gateway: Gateway) -> None:
     assert {"purpose_not_permitted", "field_not_permitted"} <= set(err.value.reasons)
 
 
+def test_an_inclusion_proof_counts_only_for_the_receipt_it_came_with(gateway: Gateway) -> None:
+    """The proof is checked against the receipt's signed seq and leaf hash: a proof of
+    another entry, a receipt of another exchange or an altered receipt all fail."""
+    client = gateway.client("welfare-office")
+    first, second = (
+        client.exchange(**PERSON, query={"kind": "record", "subject": subject_with("civil")})
+        for _ in range(2)
+    )
+    gateway.audit_cli("checkpoint").check_returncode()
+    a, b = client.receipt(first.exchange_id), client.receipt(second.exchange_id)
+    client.verify_inclusion(a)
+    client.verify_inclusion(b)
+    spliced = {**a, "seq": b["seq"], "inclusion_proof": b["inclusion_proof"]}
+    with pytest.raises(ReceiptInvalid) as err:
+        client.verify_inclusion(spliced)
+    assert err.value.code == "proof_mismatch"
+    with pytest.raises(ReceiptInvalid) as err:
+        client.verify_inclusion({**b, "receipt": a["receipt"]})
+    assert err.value.code == "receipt_mismatch"
+    head, payload, sig = a["receipt"].split(".")
+    altered = ".".join([head, payload, ("A" if sig[0] != "A" else "B") + sig[1:]])
+    with pytest.raises(ReceiptInvalid) as err:
+        client.verify_inclusion({**a, "receipt": altered})
+    assert err.value.code == "receipt_invalid"
+
+
 def test_receipt_with_inclusion_proof_and_citizen_access_log(gateway: Gateway) -> None:
     subject = subject_with("civil")
     client = gateway.client("welfare-office")
@@ -197,7 +223,7 @@ def test_receipt_with_inclusion_proof_and_citizen_access_log(gateway: Gateway) -
     gateway.audit_cli("checkpoint").check_returncode()
     found = client.receipt(answer.exchange_id)
     assert found["receipt"] == answer.receipt  # rebuilt from the log, byte for byte
-    AccordClient.verify_inclusion(found)
+    assert client.verify_inclusion(found)["seq"] == found["seq"]
     portal = gateway.client("citizen-portal")
     log = portal.accesses(subject)
     ids = [a["exchange_id"] for a in log["accesses"]]
