@@ -1,5 +1,5 @@
-# Agreement terms: existence, lifecycle, parties, coverage, purposes, quotas
-# and aggregate thresholds.
+# Agreement terms: existence, lifecycle, parties, coverage, purposes, quotas,
+# aggregate-only fields and aggregate thresholds.
 #
 # The validity window is inclusive at both ends (X.509 style): an agreement is
 # in force when not_before <= now <= not_after, all in unix seconds.
@@ -81,6 +81,18 @@ deny_reasons contains reason(
 	dataset_terms
 	query_kind == "aggregate"
 	not aggregate_min_k
+}
+
+# A field the agreement releases only in aggregates is refused to any other query:
+# a record would carry nothing of it, yet its answer (or a predicate's) would
+# still tell the caller that the subject exists.
+deny_reasons contains reason(
+	"aggregate_only",
+	concat("", ["field ", name, " is released only in aggregates"]),
+) if {
+	query_kind != "aggregate"
+	some name in requested_names
+	field_operations[name].operation == "aggregate"
 }
 
 deny_reasons contains reason("aggregate_below_k", "the cohort is smaller than the agreement's minimum k") if {

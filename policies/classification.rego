@@ -80,6 +80,18 @@ decision_level := levels[min([highest_rank, top_rank])] if {
 	count(levels) > 0
 } else := null
 
+# The rules below judge only the fields the agreement permits: any other field
+# is refused as `field_not_permitted` already, and a level, caveat or legal-basis
+# reason about a field the agreement does not release would not be true.
+permitted_ranks := object.filter(field_ranks, permitted_names)
+
+# (`count(levels) > 0` first, as for `highest_rank`.)
+permitted_highest := max(ranks) if {
+	count(levels) > 0
+	ranks := [rank | some rank in permitted_ranks]
+	count(ranks) > 0
+}
+
 # The ceiling and clearance rules compare each field only when the highest
 # rank exceeds the grant, so an allowed request costs one comparison each.
 deny_reasons contains reason(
@@ -87,8 +99,8 @@ deny_reasons contains reason(
 	concat("", ["field ", name, " is classified above the agreement's ceiling"]),
 ) if {
 	agreement
-	highest_rank > ceiling_rank
-	some name, rank in field_ranks
+	permitted_highest > ceiling_rank
+	some name, rank in permitted_ranks
 	rank > ceiling_rank
 }
 
@@ -96,8 +108,8 @@ deny_reasons contains reason(
 	"clearance_insufficient",
 	concat("", ["field ", name, " is classified above the caller's clearance"]),
 ) if {
-	highest_rank > clearance_rank
-	some name, rank in field_ranks
+	permitted_highest > clearance_rank
+	some name, rank in permitted_ranks
 	rank > clearance_rank
 }
 
@@ -107,6 +119,7 @@ deny_reasons contains reason(
 ) if {
 	count(requested_caveats - caller_caveats) > 0
 	some name, label in field_labels
+	name in permitted_names
 	is_array(label.caveats)
 	missing := {c | some c in label.caveats; is_string(c)} - caller_caveats
 	count(missing) > 0
@@ -118,6 +131,7 @@ deny_reasons contains reason(
 ) if {
 	not has_legal_basis
 	some name, label in field_labels
+	name in permitted_names
 	kind := label.personal
 	kind in sensitive_kinds
 }

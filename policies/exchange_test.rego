@@ -173,6 +173,42 @@ test_aggregate_not_permitted if only(
 	"aggregate_not_permitted",
 )
 
+test_aggregate_only_field_refused_to_a_record_query if {
+	d := decide([
+		{"op": "replace", "path": "/agreement/datasets/person@1/fields/name", "value": {"operation": "aggregate"}},
+	])
+	only(d, "aggregate_only")
+	d.deny[0].message == "field name is released only in aggregates"
+}
+
+test_aggregate_only_field_refused_to_a_verify_query if only(
+	decide([
+		{"op": "replace", "path": "/agreement/datasets/person@1/fields/name", "value": "aggregate"},
+		{"op": "replace", "path": "/request/query", "value": {"kind": "verify"}},
+	]),
+	"aggregate_only",
+)
+
+test_aggregate_only_field_in_an_aggregate if decide([
+	{"op": "replace", "path": "/agreement/datasets/person@1/fields/name", "value": {"operation": "aggregate"}},
+	{"op": "replace", "path": "/request/query", "value": {"kind": "aggregate", "cohort_size": 10}},
+]).allow
+
+test_unpermitted_field_gets_only_its_own_reason if {
+	# Unlabelled, caveated and special: judged by nothing but the agreement's list.
+	d := decide([{"op": "add", "path": "/request/fields/nino", "value": {"caveats": ["x"], "personal": "special"}}])
+	only(d, "field_not_permitted")
+	d.level == "restricted" # the audit still records it at the highest level
+}
+
+test_uncovered_dataset_gets_only_its_own_reason if only(
+	decide([
+		{"op": "replace", "path": "/request/dataset", "value": "car@1"},
+		{"op": "add", "path": "/request/fields/secret", "value": {"level": "restricted", "caveats": ["x"]}},
+	]),
+	"dataset_not_covered",
+)
+
 test_every_reason_reported if {
 	d := decide([
 		{"op": "replace", "path": "/agreement/status", "value": "revoked"},

@@ -62,19 +62,36 @@ def _dataset_terms(terms: AgreementTerms | None, dataset: str) -> Mapping[str, A
 
 
 def requested_fields(request: ExchangeRequest, terms: AgreementTerms | None) -> list[str]:
-    """The fields the policy judges: named ones, the predicate's, or the agreement's."""
+    """The fields the policy judges: named ones, the predicate's, or the agreement's.
+
+    A record query naming none asks for every field the agreement releases in
+    records; on a dataset whose fields are all aggregate-only that is all of them,
+    so the policy refuses each by name (``aggregate_only``) instead of allowing an
+    empty record that would still tell whether the subject exists. Without an
+    agreement or dataset to take them from, ``*`` ("what the agreement allows"):
+    the policy input names at least one field, and the policy judges only fields
+    the agreement permits, so it refuses the missing agreement or dataset alone."""
     query = request.query
     if query.kind == "verify":
         return [str(parse_predicate(query.predicate)[1])]
     if query.kind == "aggregate":
         sums = [m[4:-1] for m in query.measures if m.startswith("sum(")]
         return sorted(set(query.group_by) | set(sums))
-    return list(request.fields or _agreement_fields(terms, request.dataset) or ["*"])
+    return list(request.fields or _record_fields(terms, request.dataset) or ["*"])
 
 
-def _agreement_fields(terms: AgreementTerms | None, dataset: str) -> list[str]:
+def _record_fields(terms: AgreementTerms | None, dataset: str) -> list[str]:
     ds = _dataset_terms(terms, dataset)
-    return sorted(ds.get("fields", {})) if ds else []
+    fields: Mapping[str, Any] = ds.get("fields", {}) if ds else {}
+    in_records = [name for name, op in fields.items() if _op_name(op) != "aggregate"]
+    return sorted(in_records or fields)
+
+
+def _op_name(spec: Any) -> str | None:
+    """An agreement field's operation, spelt as a bare name or as an object."""
+    if isinstance(spec, str):
+        return spec
+    return str(spec.get("operation")) if isinstance(spec, Mapping) else None
 
 
 def labels_for(terms: AgreementTerms | None, dataset: str) -> dict[str, Any]:

@@ -48,6 +48,7 @@ DENY_CODES: frozenset[str] = frozenset(
         "legal_basis_required",
         "quota_exceeded",
         "aggregate_not_permitted",
+        "aggregate_only",
         "aggregate_below_k",
         "invalid_input",
         POLICY_ERROR,

@@ -196,6 +196,10 @@ def _single_mutations(base: dict[str, Any]) -> list[_Mutation]:
     no_aggregate = (("agreement", "datasets", "person@1", "aggregate"), _REMOVE)
     big_cohort = (query, {"kind": "aggregate", "cohort_size": 50})
     out.append(("aggregate query, agreement allows none", (no_aggregate, big_cohort)))
+    only_in_aggregates = (("agreement", "datasets", "person@1", "fields", "name"), "aggregate")
+    for kind in ("record", "verify", "aggregate"):
+        edit = (query, {"kind": kind, "cohort_size": 50})
+        out.append((f"aggregate-only field, {kind} query", (only_in_aggregates, edit)))
     for minute, day in itertools.product(
         (_PER_MINUTE - 1, _PER_MINUTE, _PER_MINUTE + 1),
         (_PER_DAY - 1, _PER_DAY, _PER_DAY + 1),

@@ -190,6 +190,55 @@ def test_denial_lists_every_reason(gateway: Gateway) -> None:
     assert {"purpose_not_permitted", "field_not_permitted"} <= set(err.value.reasons)
 
 
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"agreement": "no-such-agreement"}, "no_agreement"),
+        ({"dataset": "health-coverage"}, "dataset_not_covered"),
+        ({"fields": ["no_such_field"]}, "field_not_permitted"),
+    ],
+)
+def test_a_refusal_names_only_what_is_wrong(
+    gateway: Gateway, change: dict[str, Any], reason: str
+) -> None:
+    """No level, caveat or legal-basis reason about a field the agreement does not
+    release: the one true reason, alone."""
+    with pytest.raises(Denied) as err:
+        gateway.client("welfare-office").exchange(
+            **{**PERSON, **change}, query={"kind": "record", "subject": subject_with("civil")}
+        )
+    assert err.value.reasons == [reason]
+
+
+def test_aggregate_only_fields_are_refused_to_a_record_query_whoever_the_subject(
+    gateway: Gateway,
+) -> None:
+    """A record query on a dataset the agreement releases only in aggregates is refused
+    before anything is fetched, with the same answer for a registered subject and an
+    unknown one: an empty record would have told them apart."""
+    client = gateway.client("welfare-office")
+    answers = []
+    for subject in (subject_with("civil"), "00000000000"):
+        with pytest.raises(Denied) as err:
+            client.exchange(
+                agreement="welfare-person-lookup",
+                dataset="person-statistics",
+                purpose="benefit-eligibility",
+                query={"kind": "record", "subject": subject},
+            )
+        answers.append((err.value.status, sorted(set(err.value.reasons))))
+    assert answers[0] == answers[1] == (403, ["aggregate_only"])
+    with pytest.raises(Denied) as err:
+        client.exchange(
+            agreement="welfare-person-lookup",
+            dataset="person-statistics",
+            purpose="benefit-eligibility",
+            fields=["sex"],
+            query={"kind": "record", "subject": subject_with("civil")},
+        )
+    assert err.value.reasons == ["aggregate_only"]
+
+
 def test_an_inclusion_proof_counts_only_for_the_receipt_it_came_with(gateway: Gateway) -> None:
     """The proof is checked against the receipt's signed seq and leaf hash: a proof of
     another entry, a receipt of another exchange or an altered receipt all fail."""
