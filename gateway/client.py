@@ -39,6 +39,7 @@ __all__ = [
     "AccordClientError",
     "Denied",
     "ExchangeAnswer",
+    "GatewayFault",
     "InvalidRequest",
     "NotFound",
     "ProviderFailed",
@@ -92,6 +93,10 @@ class Unavailable(AccordClientError):
     """503: policy engine or audit log unavailable; nothing was released."""
 
 
+class GatewayFault(AccordClientError):
+    """500 (or another server fault): the gateway failed; nothing was released."""
+
+
 class ReceiptInvalid(AccordClientError):
     """The answer's receipt does not verify or does not describe this exchange."""
 
@@ -107,6 +112,8 @@ def _error_for(status: int) -> type[AccordClientError]:
         return ProviderFailed
     if status == 503:
         return Unavailable
+    if status >= 500:
+        return GatewayFault
     return InvalidRequest
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+import structlog
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -27,7 +28,7 @@ from connectors.mapping.compiler import CompiledMapping, compile_mapping
 from gateway.auditing import AuditSink, audit_event
 from gateway.db import session_scope
 from gateway.dbtypes import utcnow
-from gateway.errors import NotFoundError, ValidationFailed
+from gateway.errors import AccordError, NotFoundError, ValidationFailed
 from gateway.exchange.models import (
     ConsumerMapping,
     ConsumerMappingCreate,
@@ -36,9 +37,20 @@ from gateway.exchange.models import (
 )
 from gateway.statecache import StateCache, bump_generation
 
-__all__ = ["BindingService", "ResolvedBinding"]
+__all__ = ["BindingService", "ConnectorMisconfigured", "ResolvedBinding"]
+
+log = structlog.get_logger(__name__)
 
 R = TypeVar("R", DatasetBinding, ConsumerMapping)
+
+
+class ConnectorMisconfigured(AccordError):
+    """The provider's connector cannot be built from its stored configuration (a
+    placeholder without a value, say): a fault of this gateway, nothing released."""
+
+    status = 500
+    default_code = "connector_misconfigured"
+    title = "Provider connector misconfigured"
 
 
 @dataclass(frozen=True)
@@ -178,7 +190,14 @@ class BindingService:
             try:
                 connector = build_connector(expand_placeholders(row.connector, os.environ))
             except ConnectorError as exc:
-                raise ValidationFailed(exc.detail, code="connector_config_invalid") from exc
+                # The operator's to fix, not the caller's: the specifics (an
+                # environment variable's name, an endpoint) go to the log only.
+                log.error(
+                    "connector_misconfigured", provider=provider, dataset=dataset, error=exc.detail
+                )
+                raise ConnectorMisconfigured(
+                    f"the connector to {provider}'s {dataset} cannot be used as configured"
+                ) from exc
             resolved = ResolvedBinding(
                 provider=provider,
                 dataset=dataset,
