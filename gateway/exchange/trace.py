@@ -68,8 +68,12 @@ def exchange_entry(trace: Trace, *, outcome: str, status: int) -> dict[str, Any]
 
 
 def refusal_entry(trace: Trace, exc: AccordError) -> dict[str, Any]:
-    """The entry for an exchange that ended in ``exc``: auth failure, denial or fault."""
-    if trace.caller is None:
+    """The entry for an exchange that ended in ``exc``: auth failure, denial or fault.
+
+    Every 401 is an ``auth_failure``, a replayed token too: its signature verified,
+    so the entry names the system the token belongs to (which need not be who sent
+    it again); any other is anonymous."""
+    if trace.caller is None or exc.status == 401:
         event, outcome = "auth_failure", "refused"
     elif isinstance(exc, PolicyDenied) or (trace.decision is not None and not trace.decision.allow):
         event, outcome = "denial", "denied"

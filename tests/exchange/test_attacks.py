@@ -18,6 +18,7 @@ from http.server import ThreadingHTTPServer
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from examples.launch import Departments
 from gateway.auth.humans import dev_issuer_key, issue_dev_token
@@ -191,7 +192,22 @@ def test_replayed_jti_rejected(gw: Gateway) -> None:
     body = request_body()
     token = good_token(gw, body)
     assert post_exchange(gw, token, body).status_code == 200
-    expect_problem(post_exchange(gw, token, body), 401, "token_replayed")
+    problem = expect_problem(post_exchange(gw, token, body), 401, "token_replayed")
+    # Audited as the authentication failure it is, naming whose token came again.
+    engine = sa.create_engine(gw.env["ACCORD_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT data FROM audit_entries WHERE exchange_id = :id"),
+                {"id": problem["exchange_id"]},
+            ).all()
+    finally:
+        engine.dispose()
+    entries = [json.loads(bytes(r[0])) for r in rows]
+    assert [(e["event"], e["outcome"], e["problem"]) for e in entries] == [
+        ("auth_failure", "refused", "token_replayed")
+    ]
+    assert entries[0]["actor"] == "welfare-office/benefits-app"
 
 
 def test_replayed_jti_rejected_across_gateway_processes(gw: Gateway) -> None:
