@@ -7,7 +7,6 @@ import gc
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request, Response
@@ -16,8 +15,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__
 from gateway.api import routes_agreements, routes_exchange, routes_health, routes_registry
-from gateway.api.nul_guard import RefuseNul
-from gateway.api.problems import Problem, install_problem_handlers, problem_response
+from gateway.api.nul_guard import EXCHANGE_PATH, RefuseNul
+from gateway.api.openapi import install_openapi
+from gateway.api.problems import install_problem_handlers, new_exchange_id, problem_response
 from gateway.api.routes_audit import router as audit_router
 from gateway.api.routes_policy import router as policy_router
 from gateway.log import configure_logging
@@ -37,7 +37,14 @@ receipt signed by the gateway. Errors are RFC 9457 problem+json documents whose
 
 
 class BodyLimit:
-    """Refuses bodies above the limit before the app reads them (413 body_too_large)."""
+    """Refuses bodies above the limit before the app sees any of them (413 body_too_large).
+
+    The body is read whole first and then handed on as it came. Raising from the
+    app's ``receive`` instead would reach the app's own error handler, which
+    answers 500 before this could answer 413. A 413 on the exchange route
+    carries a fresh ``exchange_id``, as every answer of that route does; the
+    request never reached the exchange flow, so no audit entry bears it.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -51,25 +58,31 @@ class BodyLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await self._too_large(scope, receive, send)
             return
+        messages: list[Message] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            if not message.get("more_body"):
+                break
 
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await self._too_large(scope, receive, send)
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope)
+        if scope["path"] == EXCHANGE_PATH and scope["method"] == "POST":
+            request.state.exchange_id = new_exchange_id()
         response = problem_response(
-            Request(scope),
+            request,
             status=413,
             code="body_too_large",
             title="Request body too large",
@@ -112,10 +125,6 @@ class RequestContext:
         await self.app(scope, receive, send_with_id)
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 def _readiness(svc: Services) -> dict[str, Callable[[], Awaitable[None]]]:
     async def policy() -> None:
         runtime = svc.policy_runtime
@@ -140,23 +149,6 @@ async def _metrics_endpoint(request: Request) -> Response:
         evaluator = (engine.mode or "none") if isinstance(engine, EmbeddedEngine) else "server"
         svc.metrics.show_policy_engine(engine.name, evaluator, runtime.version)
     return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def _extend_openapi(app: FastAPI) -> None:
-    """Add the schemas that hand-read bodies and problem answers refer to."""
-    base = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = base()
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(routes_exchange.exchange_schemas())
-        components.setdefault("Problem", Problem.model_json_schema())
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
@@ -191,14 +183,18 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     install_problem_handlers(app)
 
     # Routes match in order: the exchange route, which carries the traffic, first.
-    app.include_router(routes_exchange.router)
-    app.include_router(routes_health.router)
-    app.include_router(routes_registry.router)
-    app.include_router(routes_agreements.router)
-    app.include_router(policy_router)
-    app.include_router(audit_router)
+    routers = (
+        routes_exchange.router,
+        routes_health.router,
+        routes_registry.router,
+        routes_agreements.router,
+        policy_router,
+        audit_router,
+    )
+    for router in routers:
+        app.include_router(router)
     app.add_route("/metrics", _metrics_endpoint, include_in_schema=False)
-    _extend_openapi(app)
+    install_openapi(app, routers, routes_exchange.exchange_schemas())
     app.add_middleware(RefuseNul)
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     app.add_middleware(RequestContext)

@@ -15,15 +15,43 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.errors import AccordError
 from gateway.log import get_logger
 
-__all__ = ["PROBLEM_TYPE_PREFIX", "Problem", "install_problem_handlers", "problem_response"]
+__all__ = [
+    "MEDIA_TYPE",
+    "PROBLEM_TYPE_PREFIX",
+    "FieldError",
+    "Problem",
+    "ProblemReason",
+    "install_problem_handlers",
+    "new_exchange_id",
+    "problem_response",
+]
 
 PROBLEM_TYPE_PREFIX = "urn:accord:problem:"
 MEDIA_TYPE = "application/problem+json"
 log = get_logger(__name__)
 
 
+class FieldError(BaseModel):
+    """One input field that failed validation (``validation_failed``, ``malformed_json``)."""
+
+    field: str
+    reason: str
+
+
+class ProblemReason(BaseModel):
+    """One reason of a policy refusal: a deny ``code`` and why."""
+
+    code: str
+    message: str
+
+
 class Problem(BaseModel):
-    """RFC 9457 problem details, with Accord's stable ``code`` and ``exchange_id``."""
+    """RFC 9457 problem details, with Accord's stable ``code``.
+
+    ``exchange_id`` is on every answer of ``POST /v1/exchanges`` and on no other
+    route's; ``reasons`` and ``policy_version`` on a policy refusal (403
+    ``policy_denied``, 503 ``policy_error``); ``errors`` on invalid input.
+    """
 
     type: str
     title: str
@@ -32,7 +60,18 @@ class Problem(BaseModel):
     code: str
     exchange_id: str | None = None
     instance: str | None = None
-    errors: list[dict[str, Any]] | None = None
+    errors: list[FieldError] | None = None
+    reasons: list[ProblemReason] | None = None
+    policy_version: str | None = None
+
+
+def new_exchange_id() -> str:
+    """An id for an exchange answer given before the exchange flow ran (413, 415).
+
+    The same shape as the flow's own ids, so a caller cannot tell them apart by
+    form; no audit entry bears one.
+    """
+    return uuid.uuid4().hex
 
 
 def problem_response(
@@ -59,6 +98,8 @@ def problem_response(
     if extra:
         body.update({k: v for k, v in extra.items() if k not in body})
     hdrs = dict(headers or {})
+    if isinstance(body.get("exchange_id"), str):
+        hdrs["X-Exchange-ID"] = body["exchange_id"]
     rid = getattr(request.state, "request_id", None)
     if rid:
         hdrs["X-Request-ID"] = rid

@@ -11,17 +11,21 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from gateway.api.deps import get_services, require_role
+from gateway.api.openapi import REQUEST_TOKEN, problem
+from gateway.api.problems import new_exchange_id
 from gateway.auth.humans import Principal
 from gateway.auth.requests import Caller
 from gateway.errors import AccordError, AuthError, ForbiddenError, ValidationFailed
 from gateway.exchange.models import ConsumerMappingCreate, DatasetBindingCreate
 from gateway.exchange.schemas import ExchangeRequest, ExchangeResponse
 from gateway.jose import public_jwk
+from gateway.policy.engine import DENY_CODES, POLICY_ERROR
 
 __all__ = ["router"]
 
@@ -29,50 +33,110 @@ router = APIRouter(tags=["exchange"])
 Admin = Annotated[Principal, Depends(require_role("admin"))]
 
 
-def _problem(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {
-            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-        },
-    }
-
+#: 401 on every route a request token opens (``gateway.auth.requests``, the registry's key checks).
+TOKEN_CODES = (
+    "missing_token",
+    "malformed_token",
+    "invalid_token",
+    "missing_claim",
+    "bad_algorithm",
+    "wrong_token_type",
+    "unknown_key",
+    "wrong_department_key",
+    "key_revoked",
+    "key_expired",
+    "unknown_department",
+    "department_inactive",
+    "unknown_system",
+    "token_expired",
+    "token_not_yet_valid",
+    "token_lifetime_too_long",
+    "wrong_audience",
+    "signature_invalid",
+    "token_request_mismatch",
+    "body_mismatch",
+)
+#: The reasons a 403 ``policy_denied`` lists: the policy's deny codes, read from the
+#: engine so they cannot drift (``policy_error`` is a 503 of its own; ``aggregate_only``
+#: is named here too while the policy that reports it lands).
+DENY_REASONS = tuple(sorted((DENY_CODES - {POLICY_ERROR}) | {"aggregate_only"}))
 
 EXCHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    400: _problem("malformed_json"),
-    401: _problem(
-        "missing_token, malformed_token, bad_algorithm, wrong_token_type, unknown_key, "
-        "key_revoked, key_expired, token_expired, token_not_yet_valid, "
-        "token_lifetime_too_long, wrong_audience, token_replayed, token_request_mismatch, "
-        "body_mismatch, signature_invalid, unknown_system"
+    400: problem("The body is not JSON", ["malformed_json"]),
+    401: problem("The request token was refused", [*TOKEN_CODES, "token_replayed"]),
+    403: problem(
+        "Denied by policy; `reasons` lists every reason ("
+        + ", ".join(DENY_REASONS)
+        + ") and `policy_version` the policy that decided",
+        ["policy_denied"],
     ),
-    403: _problem(
-        "policy_denied, with every reason in `reasons`: no_agreement, agreement_inactive, "
-        "wrong_consumer, dataset_not_covered, field_not_permitted, purpose_not_permitted, "
-        "classification_exceeds_ceiling, clearance_insufficient, caveat_missing, "
-        "legal_basis_required, quota_exceeded, aggregate_not_permitted, aggregate_below_k"
+    404: problem(
+        "Nothing to answer from",
+        ["subject_not_found", "dataset_not_bound", "unknown_target_schema"],
     ),
-    404: _problem("subject_not_found, dataset_not_bound, unknown_target_schema"),
-    413: _problem("body_too_large"),
-    415: _problem("unsupported_media_type"),
-    422: _problem(
-        "validation_failed, predicate_invalid, predicate_not_allowed, aggregate_not_allowed, "
-        "release_refused, invalid_key"
+    413: problem("The body is too large", ["body_too_large"]),
+    415: problem("The body is not application/json", ["unsupported_media_type"]),
+    422: problem(
+        "The request or its release cannot be processed",
+        [
+            "validation_failed",
+            "predicate_invalid",
+            "predicate_not_allowed",
+            "predicate_undecidable",
+            "aggregate_not_allowed",
+            "aggregate_too_large",
+            "release_type_mismatch",
+            "release_invalid_obligation",
+            "release_misconfigured",
+            "target_schema_mismatch",
+            "target_mapping_failed",
+            "mapping_invalid",
+        ],
     ),
-    502: _problem(
-        "connector_unavailable, connector_bad_response, response_too_large, unsafe_content, "
-        "mapping_error, connector_circuit_open, connector_auth_failed"
+    500: problem(
+        "The gateway cannot serve this exchange; nothing was released",
+        ["connector_misconfigured", "internal_error"],
     ),
-    503: _problem("policy_error, audit_unavailable, store_unavailable"),
-    504: _problem("connector_timeout"),
+    502: problem(
+        "The provider's system failed; nothing was released",
+        [
+            "connector_error",
+            "connector_unavailable",
+            "connector_auth_failed",
+            "connector_tls_failed",
+            "connector_circuit_open",
+            "connector_bad_response",
+            "response_too_large",
+            "unsafe_content",
+            "mapping_error",
+            "invalid_key",
+            "unknown_field",
+        ],
+    ),
+    503: problem(
+        "A dependency of the gateway is down; nothing was released",
+        ["policy_error", "audit_unavailable", "store_unavailable"],
+    ),
+    504: problem("The provider's system did not answer in time", ["connector_timeout"]),
+}
+
+#: Answers of the other routes a request token opens (receipts, access logs).
+TOKEN_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: problem("The request token was refused", TOKEN_CODES),
+    500: problem("An internal error; nothing was released", ["internal_error"]),
+    503: problem("The store cannot be read", ["store_unavailable"]),
 }
 
 ADMIN_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: _problem("missing_token, invalid token"),
-    403: _problem("role_required"),
-    404: _problem("unknown_department"),
-    422: _problem("validation_failed, mapping_invalid, connector_config_invalid"),
+    401: problem("Missing or invalid bearer token"),
+    403: problem("Role required", ["role_required"]),
+    404: problem("Unknown department", ["unknown_department"]),
+    422: problem(
+        "Invalid input",
+        ["validation_failed", "mapping_invalid", "connector_config_invalid", "dataset_mismatch"],
+    ),
 }
+REQUEST_TOKEN_SECURITY: dict[str, Any] = {"security": [{REQUEST_TOKEN: []}]}
 
 _REQUEST_BODY = {
     "required": True,
@@ -96,19 +160,33 @@ def _bearer(request: Request) -> str | None:
     response_model=ExchangeResponse,
     responses=EXCHANGE_PROBLEMS,
     summary="Exchange data under a signed agreement",
-    openapi_extra={"requestBody": _REQUEST_BODY},
+    openapi_extra={"requestBody": _REQUEST_BODY, **REQUEST_TOKEN_SECURITY},
 )
 async def post_exchange(request: Request) -> JSONResponse:
-    """Authenticate, decide, fetch, translate, release, audit; answer with a signed receipt."""
+    """Authenticate, decide, fetch, translate, release, audit; answer with a signed receipt.
+
+    Every answer carries an ``exchange_id`` (body and ``X-Exchange-ID``): the
+    flow's own, or a fresh one for what is refused before the flow runs (415)
+    or fails outside its error tree (500).
+    """
     services = get_services(request)
     content_type = request.headers.get("content-type", "")
     body = await request.body()
     exchange = services.exchange
     if content_type.split(";")[0].strip().lower() != "application/json":
+        request.state.exchange_id = new_exchange_id()
         raise UnsupportedMediaType("exchange requests are application/json")
-    answer = await exchange.run(
-        token=_bearer(request), method="POST", path=request.url.path, body=body
-    )
+    try:
+        answer = await exchange.run(
+            token=_bearer(request), method="POST", path=request.url.path, body=body
+        )
+    except AccordError:
+        raise  # carries the flow's exchange id
+    except Exception:
+        # The flow binds its id to the log context: the same id in the answer and the logs.
+        logged = structlog.contextvars.get_contextvars().get("exchange_id")
+        request.state.exchange_id = logged if isinstance(logged, str) else new_exchange_id()
+        raise
     request.state.exchange_id = answer.exchange_id
     return JSONResponse(answer.body, headers={"X-Exchange-ID": answer.exchange_id})
 
@@ -138,7 +216,8 @@ class ReceiptWithProof(BaseModel):
 @router.get(
     "/v1/exchanges/{exchange_id}/receipt",
     response_model=ReceiptWithProof,
-    responses={401: _problem("request token"), 404: _problem("unknown_exchange")},
+    responses={**TOKEN_PROBLEMS, 404: problem("No such exchange of yours", ["unknown_exchange"])},
+    openapi_extra=REQUEST_TOKEN_SECURITY,
     summary="The exchange's receipt, with an inclusion proof once a checkpoint covers it",
 )
 async def get_receipt(request: Request, exchange_id: str) -> ReceiptWithProof:
@@ -171,7 +250,11 @@ class Accesses(BaseModel):
 @router.get(
     "/v1/subjects/{subject_key}/accesses",
     response_model=Accesses,
-    responses={401: _problem("request token"), 403: _problem("citizen_portal_only")},
+    responses={
+        **TOKEN_PROBLEMS,
+        403: problem("Only a citizen-portal system may ask", ["citizen_portal_only"]),
+    },
+    openapi_extra=REQUEST_TOKEN_SECURITY,
     summary="Who accessed this person's data, when, and why (newest first)",
 )
 async def subject_accesses(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from gateway import __version__
@@ -27,7 +28,24 @@ async def health(request: Request) -> dict[str, Any]:
     return {"status": "ok", "version": __version__, "gateway_id": services.settings.gateway_id}
 
 
-@router.get("/readyz", summary="Readiness: database, policy engine and audit appender")
+class Readiness(BaseModel):
+    """Each dependency's state: ``ok`` or ``error: <kind>``."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: database, policy engine and audit appender",
+    response_model=Readiness,
+    responses={
+        503: {
+            "model": Readiness,
+            "description": "A dependency is down; `checks` names which",
+        }
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
     services = get_services(request)
     checks: dict[str, str] = {}
