@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from audit.cli import audit_app
+from gateway.auth.requests import MAX_LIFETIME_S
 from gateway.cli.agreement import agreement_app
 from gateway.cli.common import console, err_console, handle_errors, open_services, settings
 from gateway.cli.dept import dept_app
@@ -55,7 +56,7 @@ def token_issue(
     role: Annotated[list[str], typer.Option(help="admin | officer | auditor | department")],
     sub: Annotated[str, typer.Option(help="Who the token is for")] = "dev-user",
     department: Annotated[str | None, typer.Option()] = None,
-    ttl: Annotated[int, typer.Option(help="Lifetime in seconds")] = 3600,
+    ttl: Annotated[int, typer.Option(min=1, help="Lifetime in seconds")] = 3600,
 ) -> None:
     """Issue a token for a person from the local dev issuer (dev mode only)."""
     from gateway.auth.humans import dev_issuer_key, issue_dev_token
@@ -86,7 +87,14 @@ def token_request(
     body: Annotated[Path | None, typer.Option(help="The exact request body file")] = None,
     method: Annotated[str, typer.Option()] = "POST",
     path: Annotated[str, typer.Option()] = "/v1/exchanges",
-    ttl: Annotated[int, typer.Option(help="Lifetime in seconds (at most 300)")] = 60,
+    ttl: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=MAX_LIFETIME_S,
+            help=f"Lifetime in seconds, 1 to {MAX_LIFETIME_S} (the gateway refuses longer)",
+        ),
+    ] = 60,
     audience: Annotated[
         str | None,
         typer.Option(help="The gateway's id (token aud); default $ACCORD_GATEWAY_ID"),

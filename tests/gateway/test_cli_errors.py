@@ -1,0 +1,83 @@
+"""The `accord` CLI refuses bad input with a readable message, never a traceback.
+
+Each case runs the installed console script, as an operator would: the
+traceback the acceptance review saw came from the real entry point.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import jwt
+import pytest
+
+from gateway.auth.requests import MAX_LIFETIME_S
+
+ACCORD = str(Path(sys.executable).parent / "accord")
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def accord(tmp_path: Path) -> Run:
+    env = {
+        **os.environ,
+        "ACCORD_DEV_MODE": "true",
+        "ACCORD_DATA_DIR": str(tmp_path / "data"),
+        "ACCORD_DATABASE_URL": f"sqlite:///{tmp_path / 'accord.db'}",
+        "COLUMNS": "80",  # the width at which a long error used to wrap
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [ACCORD, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+
+    return run
+
+
+@pytest.fixture
+def key(tmp_path: Path, accord: Run) -> str:
+    path = tmp_path / "k.pem"
+    assert accord("keys", "generate", "--out", str(path)).returncode == 0
+    return str(path)
+
+
+def _request(accord: Run, key: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return accord(
+        "token", "request", "--department", "welfare-office", "--system", "benefits-app",
+        "--key", key, *extra,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("ttl", ["400", "0", "-5", "100000", str(MAX_LIFETIME_S + 1)])
+def test_token_request_refuses_a_lifetime_the_gateway_refuses(
+    accord: Run, key: str, ttl: str
+) -> None:
+    result = _request(accord, key, f"--ttl={ttl}")
+    assert result.returncode != 0
+    assert result.stdout == ""  # no token to paste
+    assert "--ttl" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("ttl", [1, MAX_LIFETIME_S])
+def test_token_request_signs_a_lifetime_within_the_limit(accord: Run, key: str, ttl: int) -> None:
+    result = _request(accord, key, "--ttl", str(ttl))
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == ttl
+
+
+def test_token_request_help_states_the_gateway_limit(accord: Run) -> None:
+    result = accord("token", "request", "--help")
+    assert result.returncode == 0
+    assert f"1<=x<={MAX_LIFETIME_S}" in result.stdout
+
+
+def test_token_issue_refuses_a_lifetime_below_one_second(accord: Run) -> None:
+    result = accord("token", "issue", "--role", "officer", "--ttl", "-5")
+    assert result.returncode != 0 and result.stdout == ""
