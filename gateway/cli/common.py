@@ -11,15 +11,25 @@ from typing import Any, ParamSpec, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from gateway.errors import AccordError
 from gateway.services import Services, build_services
 from gateway.settings import Settings
 
-__all__ = ["console", "err_console", "handle_errors", "load_json_file", "open_services", "settings"]
+__all__ = [
+    "console",
+    "err_console",
+    "handle_errors",
+    "load_json_file",
+    "open_services",
+    "read_file_bytes",
+    "settings",
+]
 
 console = Console()
-err_console = Console(stderr=True)
+# An error is one line however long its path: a wrapped line reads as two errors.
+err_console = Console(stderr=True, soft_wrap=True)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -44,7 +54,7 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except AccordError as exc:
-            err_console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {exc.detail}")
+            err_console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {escape(exc.detail)}")
             for item in exc.extra.get("errors", [])[:10]:
                 err_console.print(f"  {item.get('field')}: {item.get('reason')}")
             raise typer.Exit(1) from exc
@@ -55,16 +65,35 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
                 f"[red]error[/red] [bold]validation_failed[/bold]: {loc}: {first['msg']}"
             )
             raise typer.Exit(1) from exc
+        except OSError as exc:  # a file option naming a missing, unreadable or unwritable path
+            err_console.print(f"[red]error[/red] {escape(_os_error(exc))}")
+            raise typer.Exit(1) from exc
 
     return wrapper
+
+
+def _os_error(exc: OSError) -> str:
+    if exc.filename is None:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror or exc}"
+
+
+def read_file_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        err_console.print(f"[red]error[/red] cannot read {escape(str(path))}: {exc.strerror}")
+        raise typer.Exit(1) from exc
 
 
 def load_json_file(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        err_console.print(f"[red]error[/red] cannot read {path}: {exc.strerror}")
+        err_console.print(f"[red]error[/red] cannot read {escape(str(path))}: {exc.strerror}")
         raise typer.Exit(1) from exc
     except ValueError as exc:
-        err_console.print(f"[red]error[/red] [bold]malformed_json[/bold]: {path}: {exc}")
+        err_console.print(
+            f"[red]error[/red] [bold]malformed_json[/bold]: {escape(f'{path}: {exc}')}"
+        )
         raise typer.Exit(1) from exc

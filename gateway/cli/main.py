@@ -14,7 +14,14 @@ import typer
 from audit.cli import audit_app
 from gateway.auth.requests import MAX_LIFETIME_S
 from gateway.cli.agreement import agreement_app
-from gateway.cli.common import console, err_console, handle_errors, open_services, settings
+from gateway.cli.common import (
+    console,
+    err_console,
+    handle_errors,
+    open_services,
+    read_file_bytes,
+    settings,
+)
 from gateway.cli.dept import dept_app
 from gateway.cli.keys import keys_app
 from gateway.cli.policy import policy_app
@@ -113,7 +120,7 @@ def token_request(
             audience=audience or os.environ.get("ACCORD_GATEWAY_ID") or "accord-gateway",
             method=method,
             path=path,
-            body=body.read_bytes() if body is not None else b"",
+            body=read_file_bytes(body) if body is not None else b"",
             lifetime_s=ttl,
         )
     )

@@ -1,4 +1,4 @@
-"""The `accord` CLI refuses bad input with a readable message, never a traceback.
+"""The `accord` CLI refuses bad input with one readable line, never a traceback.
 
 Each case runs the installed console script, as an operator would: the
 traceback the acceptance review saw came from the real entry point.
@@ -81,3 +81,62 @@ def test_token_request_help_states_the_gateway_limit(accord: Run) -> None:
 def test_token_issue_refuses_a_lifetime_below_one_second(accord: Run) -> None:
     result = accord("token", "issue", "--role", "officer", "--ttl", "-5")
     assert result.returncode != 0 and result.stdout == ""
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str], path: str) -> None:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error") and path in lines[0]
+
+
+@pytest.fixture
+def missing(tmp_path: Path) -> str:
+    """A path in no directory, long enough that an 80-column console would wrap it."""
+    return str(tmp_path / "absent" / ("a-file-that-is-not-there-" * 3 + ".json"))
+
+
+def test_token_request_missing_body_file(accord: Run, key: str, missing: str) -> None:
+    _one_line_error(_request(accord, key, "--body", missing), missing)
+
+
+def test_token_request_body_that_is_a_directory(accord: Run, key: str, tmp_path: Path) -> None:
+    _one_line_error(_request(accord, key, "--body", str(tmp_path)), str(tmp_path))
+
+
+def test_token_request_missing_key_file(accord: Run, missing: str) -> None:
+    _one_line_error(_request(accord, missing), missing)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "agreement init a --provider p --consumer c --out {missing}",
+        "agreement sign {missing} --key {key} --party provider",
+        "agreement sign {terms} --key {missing} --party provider",
+        "agreement sign {terms} --key {key} --party provider --out {missing}",
+        "agreement verify {missing}",
+        "agreement verify {terms} --jwk {missing}",
+        "agreement submit {missing}",
+        "dept add-key welfare-office {missing}",
+        "keys public {missing}",
+        "policy propose {missing}",
+    ],
+)
+def test_file_options_report_a_missing_path_in_one_line(
+    accord: Run, key: str, missing: str, tmp_path: Path, command: str
+) -> None:
+    terms = tmp_path / "a.json"
+    if "{terms}" in command:
+        init = accord(
+            "agreement", "init", "a", "--provider", "p", "--consumer", "c", "-o", str(terms)
+        )
+        assert init.returncode == 0, init.stderr
+    args = command.format(key=key, terms=terms, missing=missing).split()
+    _one_line_error(accord(*args), missing)
+
+
+def test_keys_generate_under_a_file(accord: Run, key: str) -> None:
+    """``--out`` makes missing directories; a file in the way is an error, not a traceback."""
+    _one_line_error(accord("keys", "generate", "--out", f"{key}/k.pem"), key)
