@@ -8,7 +8,6 @@ the demo's department systems can sign requests and agreements.
 from __future__ import annotations
 
 import json
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from gateway.exchange.models import ConsumerMappingCreate, DatasetBindingCreate
 from gateway.jose import public_jwk
 from gateway.registry.models import DepartmentCreate, KeyCreate, SystemCreate
 from gateway.services import Services, load_or_create_key
-from gateway.settings import Settings
 
 __all__ = [
     "DEMO_BINDINGS",
@@ -353,38 +351,3 @@ def seed(services: Services, *, per_minute: int | None = None) -> dict[str, Any]
         "datasets_bound": seed_bindings(services),
         "departments": [d.id for d in registry.list_departments()],
     }
-
-
-def usage_examples(settings: Settings, base_url: str) -> str:
-    """Ready-to-paste examples for the demo: the Python client and curl."""
-    from examples.synth import people
-
-    subject = people()[0].person_id  # the sample data is deterministic
-    script = Path(sys.executable).parent / "accord"
-    accord = str(script) if script.exists() else "accord"
-    key = (settings.data_dir / "demo-keys" / "welfare-office.pem").resolve()
-    body = json.dumps(
-        {
-            "agreement": "welfare-person-lookup",
-            "dataset": "person",
-            "purpose": "benefit-eligibility",
-            "query": {"kind": "record", "subject": subject},
-        }
-    )
-    return f"""
-Python
-  from gateway.client import AccordClient
-  from gateway.jose import load_private_key_pem
-  client = AccordClient("{base_url}", department="welfare-office", system="benefits-app",
-                        key=load_private_key_pem("{key}"))
-  print(client.exchange(agreement="welfare-person-lookup", dataset="person",
-                        purpose="benefit-eligibility",
-                        query={{"kind": "record", "subject": "{subject}"}}).records)
-
-curl
-  echo '{body}' > /tmp/req.json
-  TOKEN=$({accord} token request --department welfare-office --system benefits-app \\
-          --key {key} --body /tmp/req.json)
-  curl -s {base_url}/v1/exchanges -H "Authorization: Bearer $TOKEN" \\
-       -H 'Content-Type: application/json' --data-binary @/tmp/req.json
-"""

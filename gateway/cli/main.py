@@ -172,7 +172,8 @@ def demo(
     """Start the sample department systems, seed the demo, and serve the gateway."""
     os.environ.setdefault("ACCORD_DEV_MODE", "true")
     from examples.launch import launch
-    from gateway.demo import seed, usage_examples
+    from gateway.cli.demo_usage import usage_examples, write_python_example
+    from gateway.demo import seed
 
     cfg = settings()
     # A stop request (SIGTERM: a service manager, `kill`) must stop the sample
@@ -190,7 +191,10 @@ def demo(
         console.print_json(json.dumps(summary))
         base_url = f"http://{host}:{port}"
         console.print(f"[green]Accord demo[/green] on {base_url}  (API docs: /docs)")
-        console.print(usage_examples(cfg, base_url), markup=False, highlight=False, soft_wrap=True)
+        example = write_python_example(cfg, base_url)
+        console.print(
+            usage_examples(cfg, base_url, example), markup=False, highlight=False, soft_wrap=True
+        )
         serve(host=host, port=port, workers=1)
 
 
