@@ -271,7 +271,15 @@ def checkpoint_cmd(
     witness: Annotated[
         list[str], typer.Option("--witness", help="witness URL to ask for a cosignature")
     ] = [],  # noqa: B006
-    witness_vkey: Annotated[list[str], typer.Option("--witness-vkey")] = [],  # noqa: B006
+    witness_vkey: Annotated[
+        list[str],
+        typer.Option(
+            "--witness-vkey",
+            help="verifier key of a witness whose cosignatures to keep (without it a --witness "
+            "cosignature is dropped): name+keyid+base64, the C2SP signed-note vkey `accord audit "
+            "witness` prints, or a file holding it (repeatable)",
+        ),
+    ] = [],  # noqa: B006
 ) -> None:
     """Sign a checkpoint of the current tree (and send it to witnesses)."""
     key = _key_path(log_key)
@@ -336,7 +344,15 @@ def export(
     database_url: DbUrl = None,
     log_key: LogKey = None,
     origin: Origin = None,
-    witness_vkey: Annotated[list[str], typer.Option("--witness-vkey")] = [],  # noqa: B006
+    witness_vkey: Annotated[
+        list[str],
+        typer.Option(
+            "--witness-vkey",
+            help="verifier key of a witness, written to the bundle's keys/witnesses.vkeys: "
+            "name+keyid+base64, the C2SP signed-note vkey `accord audit witness` prints, or a "
+            "file holding it (repeatable)",
+        ),
+    ] = [],  # noqa: B006
 ) -> None:
     """Write entries, hashes, checkpoints, proofs, keys and a README for an auditor."""
     with _open_log(database_url, _key_path(log_key), origin, witness_vkey) as log:
