@@ -90,6 +90,27 @@ def prepare_attack_gateway(slow_url: str) -> Any:
             services,
             {**quota, "id": "welfare-suspend", "quotas": {"per_minute": 600, "per_day": 1000}},
         )
+        # An agreement that permits a field classified above its own ceiling (signed
+        # before the field's classification was raised, say): the policy still refuses.
+        income = {
+            "id": "tax-status",
+            "model": "tax_status@1",
+            "fields": {"assessed_income": {"operation": "pass"}},
+        }
+        add_agreement(
+            services,
+            agreement_doc(
+                "welfare-tax-income",
+                "t",
+                "tax-authority",
+                "welfare-office",
+                basis,
+                "confidential",
+                ["tax"],
+                [income],
+                window,
+            ),
+        )
         config = yaml.safe_load((EXAMPLES / "civil_registry" / "connector.yaml").read_text())
         spec = yaml.safe_load((EXAMPLES / "civil_registry" / "citizen.mapping.yaml").read_text())
         for dataset, base_url in (

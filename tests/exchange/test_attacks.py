@@ -313,14 +313,29 @@ def test_purpose_outside_agreement_refused(gw: Gateway) -> None:
 
 
 def test_classification_above_ceiling_refused(gw: Gateway) -> None:
+    """A field the agreement permits but classified above its ceiling (and the
+    caller's clearance) is refused for that."""
+    body = request_body(
+        agreement="welfare-tax-income",
+        dataset="tax-status",
+        fields=["assessed_income"],
+    )
+    doc = expect_problem(post_exchange(gw, good_token(gw, body), body), 403, "policy_denied")
+    codes = {r["code"] for r in doc["reasons"]}
+    assert {"classification_exceeds_ceiling", "clearance_insufficient"} <= codes
+    assert "field_not_permitted" not in codes
+
+
+def test_field_outside_the_agreement_refused_for_that_alone(gw: Gateway) -> None:
+    """A restricted field the agreement does not list: refused as not permitted,
+    with no second reason about a level the agreement never granted."""
     body = request_body(
         agreement="welfare-tax-status",
         dataset="tax-status",
         fields=["assessed_income"],
     )
     doc = expect_problem(post_exchange(gw, good_token(gw, body), body), 403, "policy_denied")
-    codes = {r["code"] for r in doc["reasons"]}
-    assert {"field_not_permitted", "classification_exceeds_ceiling"} <= codes
+    assert [r["code"] for r in doc["reasons"]] == ["field_not_permitted"]
 
 
 def test_suspension_on_another_node_stops_this_node_at_once(gw: Gateway) -> None:
