@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from gateway.release_obligations import (
     Operation,
     ReleaseError,
+    ReleaseMisconfigured,
     normalise_obligations,
     parse_predicate,
 )
@@ -60,7 +61,7 @@ class ReleaseContext:
 
     def __post_init__(self) -> None:
         if len(self.root_secret) < 32:
-            raise ReleaseError(
+            raise ReleaseMisconfigured(
                 "pseudonym root secret must be at least 32 bytes", code="release_misconfigured"
             )
 
@@ -84,9 +85,7 @@ def _derive_pseudonym_key(root_secret: bytes, agreement_id: str, consumer: str) 
 def pseudonym(value: Any, ctx: ReleaseContext, *, key: bytes | None = None) -> str:
     """Stable for one (agreement, consumer), unlinkable across consumers."""
     if isinstance(value, (dict, list)) or value is None:
-        raise ReleaseError(
-            "only scalar values can be pseudonymised", code="release_invalid_obligation"
-        )
+        raise ReleaseMisconfigured("only scalar values can be pseudonymised")
     digest = hmac.new(
         key or _pseudonym_key(ctx), str(value).encode("utf-8"), hashlib.sha256
     ).digest()

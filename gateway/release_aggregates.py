@@ -15,7 +15,11 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.release import ReleaseContext, generalise_value, to_number
-from gateway.release_obligations import ReleaseError, normalise_obligations
+from gateway.release_obligations import (
+    ReleaseError,
+    ReleaseMisconfigured,
+    normalise_obligations,
+)
 
 __all__ = ["AggregateResult", "aggregate"]
 
@@ -47,7 +51,7 @@ def aggregate(
     ops = normalise_obligations(obligations)
     k = max([min_k, *(int(o.params.get("min_k", 0)) for o in ops.values())])
     if k < 2:
-        raise ReleaseError("aggregates need min_k of at least 2", code="release_invalid_obligation")
+        raise ReleaseMisconfigured("aggregates need min_k of at least 2")
     usable = ("aggregate", "generalise", "pass")
     for g in group_by:
         if g not in ops or ops[g].name not in usable:

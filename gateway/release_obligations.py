@@ -23,6 +23,7 @@ __all__ = [
     "OPERATIONS",
     "Operation",
     "ReleaseError",
+    "ReleaseMisconfigured",
     "normalise_obligations",
     "parse_predicate",
 ]
@@ -47,6 +48,16 @@ class ReleaseError(AccordError):
     title = "Release refused"
 
 
+class ReleaseMisconfigured(ReleaseError):
+    """What this gateway was told to apply cannot be applied (an obligation the policy
+    wrote wrongly, a pseudonym secret too short): its operator's fault, not the
+    caller's, so a server fault; nothing is released."""
+
+    status = 500
+    default_code = "release_invalid_obligation"
+    title = "Release misconfigured"
+
+
 @dataclass(frozen=True, slots=True)
 class Operation:
     """One validated obligation: the operation name and its parameters."""
@@ -58,14 +69,14 @@ class Operation:
 def _parse_op(fieldname: str, raw: Any, birth_date_field: str = "birth_date") -> Operation:
     spec: Mapping[str, Any] = {"operation": raw} if isinstance(raw, str) else raw
     if not isinstance(spec, Mapping) or spec.get("operation") not in OPERATIONS:
-        raise ReleaseError(
+        raise ReleaseMisconfigured(
             f"field {fieldname!r}: unknown release operation", code="release_invalid_obligation"
         )
     name = str(spec["operation"])
     params = {k: v for k, v in spec.items() if k != "operation"}
     extra = set(params) - _PARAMS[name]
     if extra:
-        raise ReleaseError(
+        raise ReleaseMisconfigured(
             f"field {fieldname!r}: {name} does not take {sorted(extra)}",
             code="release_invalid_obligation",
         )
@@ -75,14 +86,14 @@ def _parse_op(fieldname: str, raw: Any, birth_date_field: str = "birth_date") ->
             or isinstance(params[key], bool)
             or params[key] < (1 if key in ("width", "min_k") else 0)
         ):
-            raise ReleaseError(
+            raise ReleaseMisconfigured(
                 f"field {fieldname!r}: {key} must be a non-negative integer",
                 code="release_invalid_obligation",
             )
     if name == "generalise":
         to = params.get("to")
         if to not in ("year", "month", "band", "district") or (to == "band") != ("width" in params):
-            raise ReleaseError(
+            raise ReleaseMisconfigured(
                 f"field {fieldname!r}: generalise needs to=year|month|district "
                 "or to=band with width",
                 code="release_invalid_obligation",
@@ -90,7 +101,7 @@ def _parse_op(fieldname: str, raw: Any, birth_date_field: str = "birth_date") ->
     if name == "verify_only" and "predicates" in params:
         listed = params["predicates"]
         if not isinstance(listed, (list, tuple)):
-            raise ReleaseError(
+            raise ReleaseMisconfigured(
                 f"field {fieldname!r}: predicates must be a list",
                 code="release_invalid_obligation",
             )
@@ -105,7 +116,7 @@ def normalise_obligations(
 ) -> dict[str, Operation]:
     """Validate every obligation up front, so a bad one refuses the whole release."""
     if not isinstance(obligations, Mapping):
-        raise ReleaseError("obligations must be a map", code="release_invalid_obligation")
+        raise ReleaseMisconfigured("obligations must be a map", code="release_invalid_obligation")
     return {str(f): _parse_op(str(f), op, birth_date_field) for f, op in obligations.items()}
 
 

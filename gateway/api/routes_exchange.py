@@ -57,9 +57,8 @@ TOKEN_CODES = (
     "body_mismatch",
 )
 #: The reasons a 403 ``policy_denied`` lists: the policy's deny codes, read from the
-#: engine so they cannot drift (``policy_error`` is a 503 of its own; ``aggregate_only``
-#: is named here too while the policy that reports it lands).
-DENY_REASONS = tuple(sorted((DENY_CODES - {POLICY_ERROR}) | {"aggregate_only"}))
+#: engine so they cannot drift (``policy_error`` is a 503 of its own).
+DENY_REASONS = tuple(sorted(DENY_CODES - {POLICY_ERROR}))
 
 EXCHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = {
     400: problem("The body is not JSON", ["malformed_json"]),
@@ -80,14 +79,13 @@ EXCHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = {
         "The request or its release cannot be processed",
         [
             "validation_failed",
+            "invalid_key",
             "predicate_invalid",
             "predicate_not_allowed",
             "predicate_undecidable",
             "aggregate_not_allowed",
             "aggregate_too_large",
             "release_type_mismatch",
-            "release_invalid_obligation",
-            "release_misconfigured",
             "target_schema_mismatch",
             "target_mapping_failed",
             "mapping_invalid",
@@ -95,7 +93,12 @@ EXCHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = {
     ),
     500: problem(
         "The gateway cannot serve this exchange; nothing was released",
-        ["connector_misconfigured", "internal_error"],
+        [
+            "connector_misconfigured",
+            "release_invalid_obligation",
+            "release_misconfigured",
+            "internal_error",
+        ],
     ),
     502: problem(
         "The provider's system failed; nothing was released",
@@ -109,8 +112,6 @@ EXCHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = {
             "response_too_large",
             "unsafe_content",
             "mapping_error",
-            "invalid_key",
-            "unknown_field",
         ],
     ),
     503: problem(

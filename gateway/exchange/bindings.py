@@ -198,13 +198,23 @@ class BindingService:
                 raise ConnectorMisconfigured(
                     f"the connector to {provider}'s {dataset} cannot be used as configured"
                 ) from exc
+            try:
+                mapping = _compile(row.mapping)
+            except ValidationFailed as exc:  # stored before a change to the mapping language
+                log.error(
+                    "mapping_misconfigured", provider=provider, dataset=dataset, error=exc.detail
+                )
+                await connector.aclose()
+                raise ConnectorMisconfigured(
+                    f"the mapping of {provider}'s {dataset} cannot be used as stored"
+                ) from exc
             resolved = ResolvedBinding(
                 provider=provider,
                 dataset=dataset,
                 model=row.model,
                 entity=row.entity,
                 subject_field=row.subject_field,
-                mapping=_compile(row.mapping),
+                mapping=mapping,
                 connector=connector,
                 labels=classification_of(row.model),
                 version=row.updated_at,

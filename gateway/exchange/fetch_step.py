@@ -10,14 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import structlog
+
 from connectors import ConnectorError, FetchContext
+from connectors.interface import ConnectorConfigError, InvalidKey, NotFound, UnknownField
 from gateway.errors import AccordError, NotFoundError, ValidationFailed
-from gateway.exchange.bindings import ResolvedBinding
+from gateway.exchange.bindings import ConnectorMisconfigured, ResolvedBinding
 from gateway.exchange.schemas import ExchangeRequest
 from gateway.policy.engine import Decision
 from gateway.release_obligations import parse_predicate
 
 __all__ = ["ConnectorFault", "ConnectorTimeoutFault", "connector_fault", "fetch_records"]
+
+log = structlog.get_logger(__name__)
 
 
 class ConnectorFault(AccordError):
@@ -78,7 +83,19 @@ async def fetch_records(
 
 
 def connector_fault(exc: ConnectorError) -> AccordError:
-    if exc.code == "not_found":
+    """The problem a connector's error is answered with, by whose fault it is: the
+    caller's (no such record, a key of the wrong shape), this gateway's (a connector
+    or binding that cannot serve what the agreement permits: 500, specifics logged
+    for the operator only) or the provider's system's (502, or 504 for a timeout)."""
+    if isinstance(exc, NotFound):
         return NotFoundError("the provider holds no such record", code="subject_not_found")
+    if isinstance(exc, InvalidKey):
+        return ValidationFailed(
+            f"the subject key does not fit the provider's records: {exc.detail}",
+            code="invalid_key",
+        )
+    if isinstance(exc, ConnectorConfigError | UnknownField):
+        log.error("connector_misconfigured", connector=exc.connector, error=exc.detail)
+        return ConnectorMisconfigured("the provider's connector cannot serve this request")
     kind = ConnectorTimeoutFault if exc.http_status == 504 else ConnectorFault
     return kind(f"the provider's system failed: {exc.detail}", code=exc.code)

@@ -75,13 +75,6 @@ ADMIN_ONLY = {
         "_check_connector_config",
     }
 }
-#: Codes the exchange answers today that a change under way replaces, with the replacement:
-#: allowed undocumented until the replacement is raised where they are.
-REPLACED_BY = {
-    # A connector that finds its configuration unusable while fetching (a missing
-    # table, say) still answers 502 through the fetch step's fault mapping.
-    "connector_config_invalid": "connector_misconfigured",
-}
 
 
 @dataclass(frozen=True)
@@ -214,10 +207,6 @@ def _openapi_codes(spec: dict[str, Any], route: tuple[str, str], status: int) ->
     return list(response.get(PROBLEM_CODES_KEY, []))
 
 
-def _pending(code: str, raised: set[str]) -> bool:
-    return code in REPLACED_BY and REPLACED_BY[code] in raised
-
-
 def test_the_collector_sees_the_codes_it_must() -> None:
     """The collector itself: codes known to be raised each way are found."""
     codes = {(r.code, r.status) for r in collected()[EXCHANGE]}
@@ -234,13 +223,10 @@ def test_every_raised_code_is_in_the_openapi_of_its_route(
     spec: dict[str, Any], route: tuple[str, str]
 ) -> None:
     found = collected()[route]
-    names = {r.code for r in found}
     missing = sorted(
         f"{r.status} {r.code} ({r.where})"
         for r in found
-        if r.code not in NOT_ANSWERED
-        and not _pending(r.code, names)
-        and r.code not in _openapi_codes(spec, route, r.status)
+        if r.code not in NOT_ANSWERED and r.code not in _openapi_codes(spec, route, r.status)
     )
     assert not missing, f"undocumented in the OpenAPI of {route}: {missing}"
 
@@ -249,13 +235,10 @@ def test_every_raised_code_is_in_the_openapi_of_its_route(
 def test_every_raised_code_is_in_the_docs_table(route: tuple[str, str]) -> None:
     table = documented_table()
     found = collected()[route]
-    names = {r.code for r in found}
     missing = sorted(
         f"{r.status} {r.code} ({r.where})"
         for r in found
-        if r.code not in NOT_ANSWERED
-        and not _pending(r.code, names)
-        and f"`{r.code}`" not in table.get(r.status, "")
+        if r.code not in NOT_ANSWERED and f"`{r.code}`" not in table.get(r.status, "")
     )
     assert not missing, f"undocumented in docs/exchange.md's problem table: {missing}"
 
@@ -269,11 +252,11 @@ def test_every_deny_reason_is_documented(spec: dict[str, Any]) -> None:
     assert "policy_error" in _openapi_codes(spec, EXCHANGE, 503)
 
 
-def test_codes_being_added_are_documented(spec: dict[str, Any]) -> None:
-    """Documented ahead of the change that raises them, as the table promises."""
-    described = spec["paths"]["/v1/exchanges"]["post"]["responses"]["403"]["description"]
-    assert "aggregate_only" in described
-    assert "`aggregate_only`" in documented_table()[403]
+def test_a_misconfigured_connector_is_a_server_fault(spec: dict[str, Any]) -> None:
+    """An unusable connector is the operator's fault: a 500, never a 4xx or 502."""
+    for cls in (connector_errors.ConnectorConfigError, connector_errors.UnknownField):
+        fault = connector_fault(cls("probe"))
+        assert (fault.status, fault.code) == (500, "connector_misconfigured")
     assert "connector_misconfigured" in _openapi_codes(spec, EXCHANGE, 500)
     assert "`connector_misconfigured`" in documented_table()[500]
     assert "`connector_config_invalid`" not in documented_table()[422]
@@ -282,7 +265,7 @@ def test_codes_being_added_are_documented(spec: dict[str, Any]) -> None:
 def test_the_openapi_names_no_code_the_gateway_cannot_answer(spec: dict[str, Any]) -> None:
     """The other way round: a documented code nothing raises is stale."""
     for route in TOKEN_ROUTES:
-        raised = {r.code for r in collected()[route]} | set(REPLACED_BY.values())
+        raised = {r.code for r in collected()[route]}
         responses = spec["paths"][route[0]][route[1]]["responses"]
         listed = {c for r in responses.values() for c in r.get(PROBLEM_CODES_KEY, [])}
         assert sorted(listed - raised) == [], route
