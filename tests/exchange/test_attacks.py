@@ -210,6 +210,19 @@ def test_replayed_jti_rejected(gw: Gateway) -> None:
     assert entries[0]["actor"] == "welfare-office/benefits-app"
 
 
+def test_a_token_for_a_receipt_is_single_use_too(gw: Gateway) -> None:
+    """The receipt route spends its token's jti as the exchange route does."""
+    body = request_body()
+    r = post_exchange(gw, good_token(gw, body), body)
+    assert r.status_code == 200
+    path = f"/v1/exchanges/{r.json()['exchange_id']}/receipt"
+    token = sign_token(gw.key("welfare-office"), token_claims(b"", htm="GET", htu=path))
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(gw.url + path, headers=headers, timeout=30).status_code == 200
+    again = httpx.get(gw.url + path, headers=headers, timeout=30)
+    expect_problem(again, 401, "token_replayed")
+
+
 def test_replayed_jti_rejected_across_gateway_processes(gw: Gateway) -> None:
     url, proc = start_gateway(gw.env, gw.data_dir)
     try:
