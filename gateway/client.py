@@ -251,6 +251,21 @@ class AccordClient:
             problems.append("request hash")
         if claims.get("response_sha256") != response_sha:
             problems.append("response hash")
+        # The answer's unsigned summary must say what the signed receipt says.
+        decision = claims.get("decision") or {}
+        if "released" in answer and answer["released"] != decision.get("released"):
+            problems.append("released fields")
+        if "agreement" in answer and answer["agreement"] != claims.get("agreement"):
+            problems.append("agreement")
+        version = str(answer.get("policy_version") or "").removeprefix("sha256:")
+        if "policy_version" in answer and version != claims.get("policy_version"):
+            problems.append("policy version")
+        audit = answer.get("audit") or {}
+        if "audit" in answer and (
+            audit.get("seq") != claims.get("seq")
+            or audit.get("leaf_hash") != claims.get("leaf_hash")
+        ):
+            problems.append("audit position")
         if problems:
             raise ReceiptInvalid(
                 200, "receipt_mismatch", "receipt does not match: " + ", ".join(problems), answer

@@ -239,6 +239,29 @@ def test_aggregate_only_fields_are_refused_to_a_record_query_whoever_the_subject
     assert err.value.reasons == ["aggregate_only"]
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("released", {"given_name": "pass", "birth_date": "pass"}),
+        ("agreement", "welfare-person-lookup@99"),
+        ("policy_version", "sha256:" + "0" * 64),
+        ("audit", {"seq": 0, "leaf_hash": "00" * 32}),
+    ],
+)
+def test_an_answer_whose_summary_differs_from_its_receipt_is_refused(
+    gateway: Gateway, key: str, value: Any
+) -> None:
+    """The client holds the answer's unsigned summary to the signed receipt."""
+    client = gateway.client("welfare-office")
+    query = {"kind": "record", "subject": subject_with("civil")}
+    answer = client.exchange(**PERSON, query=query)
+    body = json.dumps({**PERSON, "query": query}).encode()  # as the client sent it
+    client.verify_answer(answer.body, body)
+    with pytest.raises(ReceiptInvalid) as err:
+        client.verify_answer({**answer.body, key: value}, body)
+    assert err.value.code == "receipt_mismatch"
+
+
 def test_an_inclusion_proof_counts_only_for_the_receipt_it_came_with(gateway: Gateway) -> None:
     """The proof is checked against the receipt's signed seq and leaf hash: a proof of
     another entry, a receipt of another exchange or an altered receipt all fail."""
