@@ -191,7 +191,12 @@ def private_key_pem(key: PrivateKey) -> bytes:
 def load_private_key_pem(path: Path | str) -> PrivateKey:
     try:
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
+    except OSError as exc:  # its own text would name the path a second time
+        why = exc.strerror or exc.__class__.__name__
+        raise ValidationFailed(
+            f"cannot load private key {path}: {why}", code="bad_key_file"
+        ) from exc
+    except (ValueError, TypeError) as exc:
         raise ValidationFailed(
             f"cannot load private key {path}: {exc}", code="bad_key_file"
         ) from exc

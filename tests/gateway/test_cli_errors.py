@@ -106,7 +106,9 @@ def test_token_request_body_that_is_a_directory(accord: Run, key: str, tmp_path:
 
 
 def test_token_request_missing_key_file(accord: Run, missing: str) -> None:
-    _one_line_error(_request(accord, missing), missing)
+    result = _request(accord, missing)
+    _one_line_error(result, missing)
+    assert result.stderr.count(missing) == 1  # named once, not again by the OS's message
 
 
 @pytest.mark.parametrize(
