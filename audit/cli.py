@@ -173,9 +173,10 @@ def _progress(total: int | None, label: str) -> Iterator[Callable[[int], None] |
 
 
 def _print_report(report: VerifyReport, as_json: bool) -> None:
-    if as_json:
+    if as_json:  # one document for machines: its "warnings" carry the warnings
         _print_json(report.to_json())
-    elif report.ok:
+        return
+    if report.ok:
         out.print(
             f"[green]verified[/green] entries [{report.start}, {report.size}), root "
             f"{report.root.hex()}, {report.checkpoints_verified} checkpoint(s) match"
@@ -246,10 +247,17 @@ def verify(
     else:
         url = target or database_url
         key = _key_path(log_key)
+        notes: list[str] = []
         if trusted is None and key.exists():
+            # The operator's own key file: a log rewritten and re-signed with a new
+            # key in its place would verify. Only a pinned key (--log-vkey) says
+            # the checkpoints are the ones published.
             trusted = _signer(key, origin).verifier()
+            notes.append(f"log key taken from {key}, not pinned: compare it with the published key")
         if witnesses is None:
             witnesses = [_vkey(w) for w in _env_witness_vkeys()] or None
+            if witnesses:
+                notes.append("witness keys taken from ACCORD_WITNESS_VKEYS, not pinned")
         with _open_log(url) as log, _progress(log.head().size, "verifying") as progress:
             report = log.verify(
                 log_key=trusted,
@@ -257,6 +265,7 @@ def verify(
                 extra_checkpoints=extra,
                 progress=progress,
             )
+        report.warnings[:0] = notes
     _print_report(report, as_json)
     if not report.ok:
         raise typer.Exit(1)

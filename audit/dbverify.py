@@ -64,10 +64,13 @@ def verify_database(
                 _check_nodes(conn, v)
             if head_row is None:
                 v.warnings.append("no chain head row")
-                return v.finish()
-            return v.finish(
-                head_size=int(head_row.size), head_chain=reads.as_bytes(head_row.chain_hash)
-            )
+                report = v.finish()
+            else:
+                report = v.finish(
+                    head_size=int(head_row.size), head_chain=reads.as_bytes(head_row.chain_hash)
+                )
+            report.warn_unsigned()
+            return report
     except SQLAlchemyError as exc:
         raise AuditUnavailable(f"cannot read the audit store: {exc.__class__.__name__}") from exc
 

@@ -225,8 +225,8 @@ def _verify(
     report = v.finish(head_size=end)
     if report.ok:
         _check_proofs(d, report, later, end)
-    if report.ok and report.checkpoints_verified == 0 and not later:
-        report.warnings.append("no checkpoint covers this range: nothing here is signed")
+    if not later:  # a later checkpoint, proved consistent, vouches for the whole range
+        report.warn_unsigned()
     return report
 
 

@@ -62,6 +62,8 @@ class VerifyReport:
     cosigned: dict[str, int] = field(default_factory=dict)
     damage: Damage | None = None
     warnings: list[str] = field(default_factory=list)
+    #: The largest size a checkpoint in the range vouched for (None: none did).
+    signed_to: int | None = None
 
     @property
     def first_bad_seq(self) -> int | None:
@@ -82,7 +84,23 @@ class VerifyReport:
             "cosigned": self.cosigned,
             "damage": self.damage.to_json() if self.damage else None,
             "warnings": self.warnings,
+            "signed_to": self.signed_to,
         }
+
+    def warn_unsigned(self) -> None:
+        """Say which verified entries no checkpoint vouches for: whoever holds the log
+        could still change them, consistently, without any verifier noticing."""
+        if not self.ok or self.size <= self.start:
+            return
+        if self.signed_to is None:
+            self.warnings.append(
+                f"no checkpoint covers entries [{self.start}, {self.size}): none of them is signed"
+            )
+        elif self.signed_to < self.size:
+            self.warnings.append(
+                f"entries [{self.signed_to}, {self.size}) are covered by no checkpoint yet: "
+                "they are not signed"
+            )
 
 
 class ChainVerifier:
@@ -322,4 +340,5 @@ class ChainVerifier:
             cosigned=dict(self.cosigned),
             damage=self.damage,
             warnings=list(self.warnings),
+            signed_to=self._good_cp if self.verified else None,
         )

@@ -73,6 +73,40 @@ def test_verify_database_ok_and_damaged(run: Run, filled: str) -> None:
     assert code == 1 and "DAMAGED at seq 14" in out and "entry_changed" in out
 
 
+def test_verify_says_what_no_checkpoint_signs_and_whose_key_it_trusted(
+    run: Run, filled: str, tmp_path: Path
+) -> None:
+    """Entries past the last checkpoint verify, but nothing vouches for them yet; and a
+    key read from the operator's own key file is not a pinned one. Both are said."""
+    code, out = run("verify", "--database-url", filled, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["ok"] is True and report["signed_to"] == 20
+    assert any("[20, 30) are covered by no checkpoint" in w for w in report["warnings"])
+    assert any("not pinned" in w and "log.pem" in w for w in report["warnings"])
+
+    d = tmp_path / "vk"
+    assert run("export", str(d), "--to", "10", "--database-url", filled)[0] == 0
+    vkey = (d / "keys" / "log.vkey").read_text().strip()
+    assert run("checkpoint", "--database-url", filled)[0] == 0  # now 30 is signed too
+    code, out = run("verify", "--database-url", filled, "--log-vkey", vkey, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["signed_to"] == 30 and report["warnings"] == []
+
+
+def test_an_export_says_which_entries_no_checkpoint_signs(
+    run: Run, filled: str, tmp_path: Path
+) -> None:
+    """A bundle whose last entries lie past its newest checkpoint verifies, with the
+    unsigned range named: an operator could have changed those entries unnoticed."""
+    d = tmp_path / "bundle"
+    assert run("export", str(d), "--database-url", filled)[0] == 0
+    vkey = (d / "keys" / "log.vkey").read_text().strip()
+    code, out = run("verify", str(d), "--log-vkey", vkey, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["ok"] is True
+    assert any("[20, 30) are covered by no checkpoint" in w for w in report["warnings"])
+
+
 def test_verify_bad_input_exits_2(run: Run, tmp_path: Path) -> None:
     assert run("verify", "no-such-scheme://x")[0] == 2
     assert run("verify", f"sqlite:///{tmp_path / 'missing' / 'x.db'}")[0] == 2
