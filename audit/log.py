@@ -304,8 +304,10 @@ class AuditLog:
             if tree_size is None:
                 latest = conn.execute(sa.select(sa.func.max(store.checkpoints.c.size))).scalar()
                 tree_size = int(latest) if latest is not None and int(latest) > seq else h.size
-            if not 0 <= seq < tree_size <= h.size:
-                raise NotFound(f"no entry {seq} in a tree of {tree_size} (log size {h.size})")
+            if not 0 < tree_size <= h.size:
+                raise NotFound(f"no tree of {tree_size} entries: the log has {h.size}")
+            if not 0 <= seq < tree_size:
+                raise NotFound(f"entry {seq} is not in the tree of {tree_size} entries")
             nodes = reads.NodeReader(conn)
             nodes(_needed([(0, seq + 1), *inclusion_ranges(seq, tree_size), (0, tree_size)]))
             path = inclusion_proof(seq, tree_size, nodes)

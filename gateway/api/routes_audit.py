@@ -131,7 +131,10 @@ def exchange_entries(request: Request, exchange_id: str, who: Auditor) -> dict[s
 @router.get(
     "/proofs/inclusion/{seq}",
     responses=PROBLEMS,
-    summary="RFC 9162 inclusion proof of an entry (against the latest covering checkpoint)",
+    summary=(
+        "RFC 9162 inclusion proof of an entry (against the latest checkpoint covering it, "
+        "else the current tree, with checkpoint null)"
+    ),
 )
 def inclusion(
     request: Request,
@@ -150,6 +153,8 @@ def inclusion(
     summary="RFC 9162 consistency proof between two tree sizes",
 )
 def consistency(request: Request, who: Auditor, old: SeqParam, new: SeqParam) -> dict[str, Any]:
+    if new < old:  # as for a range of entries: the request itself is wrong
+        raise ValidationFailed("new must not be below old", code="audit_bad_range")
     with _mapped():
         proof = get_services(request).audit_log.consistency_proof(old, new)
     return proof.to_json()

@@ -134,13 +134,19 @@ def test_inclusion_and_consistency_proofs_verify(env: tuple[TestClient, Services
     problem(
         client.get(f"/v1/audit/proofs/inclusion/{b + 20}", headers=auditor), 404, "audit_not_found"
     )
-    problem(
+    beyond = problem(
         client.get("/v1/audit/proofs/inclusion/3?tree_size=99", headers=auditor),
         404,
         "audit_not_found",
     )
+    assert "no tree of 99 entries" in beyond["detail"]  # the size is what is wrong
     problem(
         client.get("/v1/audit/proofs/consistency?old=9&new=4", headers=auditor),
+        422,
+        "audit_bad_range",  # as a reversed range of entries is
+    )
+    problem(
+        client.get("/v1/audit/proofs/consistency?old=4&new=99", headers=auditor),
         404,
         "audit_not_found",
     )
