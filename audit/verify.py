@@ -103,6 +103,14 @@ class VerifyReport:
             )
 
 
+def _which(note: str) -> str:
+    """A checkpoint named by its size, as far as its text can be read."""
+    try:
+        return f"the checkpoint of size {parse_checkpoint(parse_note(note).text).size}"
+    except AuditError:
+        return "a checkpoint that does not parse"
+
+
 class ChainVerifier:
     """Feed entries in order; ``finish`` returns the report."""
 
@@ -151,7 +159,7 @@ class ChainVerifier:
                 for cos in verify_cosignatures(note, list(witnesses)):
                     self.cosigned[cos.witness] = max(self.cosigned.get(cos.witness, 0), cp.size)
             except AuditError as exc:
-                self.fail("checkpoint_invalid", None, f"a checkpoint does not verify: {exc}")
+                self.fail("checkpoint_invalid", None, f"{_which(note)} does not verify: {exc}")
                 return
             if cp.size < self.start:
                 self.warnings.append(f"checkpoint at size {cp.size} precedes the range; skipped")

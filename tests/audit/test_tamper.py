@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import rfc8785
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,7 +21,8 @@ from audit import VerifyReport, engine_for
 from audit.dbverify import verify_database
 from audit.entry import chain_hash, parse_entry
 from audit.merkle import leaf_hash
-from tests.audit.conftest import entry, log_signer
+from audit.note import NoteSigner
+from tests.audit.conftest import ORIGIN, entry, log_signer
 from tests.audit.forge import forge_log
 from tests.audit.tamper_support import (
     EVERY,
@@ -156,6 +158,23 @@ def test_db_consistent_rewrite_is_found_by_a_witnessed_checkpoint(base: Base, k:
             extra_checkpoints=base.witnessed,
         )
         names(report, k, "checkpoint_mismatch")
+    finally:
+        engine.dispose()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_log_re_signed_with_another_key_names_the_checkpoint(base: Base) -> None:
+    """A rewritten log re-signed with a key of its own fails against the pinned key,
+    and the report says which checkpoint did not verify."""
+    d = Path(tempfile.mkdtemp())
+    engine = engine_for(f"sqlite:///{d / 'forged.db'}")
+    try:
+        other = NoteSigner(ORIGIN, Ed25519PrivateKey.generate())
+        forge_log(engine, _rewrite(base.datas, 3), other, [EVERY])
+        report = verify_database(engine, log_key=base.log_key)
+        assert report.kind == "checkpoint_invalid"
+        assert report.damage is not None
+        assert f"the checkpoint of size {EVERY} does not verify" in report.damage.detail
     finally:
         engine.dispose()
         shutil.rmtree(d, ignore_errors=True)
