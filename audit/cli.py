@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.errors import AuditError
@@ -44,8 +46,10 @@ audit_app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True, emoji=False, highlight=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False, highlight=False)
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_ERROR = ("error", "red")
 
 DbUrl = Annotated[
     str | None,
@@ -67,6 +71,33 @@ def _print_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
 
 
+def _line(*parts: object) -> Text:
+    """A line of words and values, each part literal text: ``(part, style)`` styles one.
+
+    Details, witness names and paths come from the log, an export or the
+    system, not from this CLI: they are never read as markup or emoji codes,
+    and a newline (shown as ``⏎``) or a control character (as ``\\x1b``)
+    cannot start a line of its own or drive the terminal. The gateway's CLI
+    follows the same rule (``gateway.cli.render``); the audit package stands
+    alone, so it keeps its own copy.
+    """
+    line = Text()
+    for part in parts:
+        obj, style = part if isinstance(part, tuple) else (part, "")
+        text = str(obj)
+        if not text.isprintable():
+            text = "".join(
+                "⏎"
+                if ch == "\n"
+                else ascii(ch)[1:-1]
+                if unicodedata.category(ch) in _ESCAPED_CATEGORIES
+                else ch
+                for ch in text
+            )
+        line.append(text, style)
+    return line
+
+
 def _fail_cleanly(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn expected failures into one line on stderr and exit status 2."""
 
@@ -75,15 +106,15 @@ def _fail_cleanly(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except AuditError as exc:
-            err.print(f"[red]error[/red] ({exc.code}): {exc.detail}")
+            err.print(_line(_ERROR, f" ({exc.code}): ", exc.detail))
         except SQLAlchemyError as exc:
-            err.print(f"[red]error[/red]: the database is unreachable ({exc.__class__.__name__})")
+            err.print(_line(_ERROR, f": the database is unreachable ({exc.__class__.__name__})"))
         except (OSError, ValueError, UnicodeError) as exc:
-            err.print(f"[red]error[/red]: {exc}")
+            err.print(_line(_ERROR, ": ", exc))
         except (typer.Exit, typer.Abort, click.ClickException):
             raise
         except Exception as exc:  # an auditor's tool answers, it does not dump a traceback
-            err.print(f"[red]error[/red]: unexpected {exc.__class__.__name__}: {exc}")
+            err.print(_line(_ERROR, f": unexpected {exc.__class__.__name__}: ", exc))
         raise typer.Exit(2)
 
     return wrapper
@@ -178,20 +209,23 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
         return
     if report.ok:
         out.print(
-            f"[green]verified[/green] entries [{report.start}, {report.size}), root "
-            f"{report.root.hex()}, {report.checkpoints_verified} checkpoint(s) match"
+            _line(
+                ("verified", "green"),
+                f" entries [{report.start}, {report.size}), root {report.root.hex()}, "
+                f"{report.checkpoints_verified} checkpoint(s) match",
+            )
         )
         for witness, size in sorted(report.cosigned.items()):
-            out.print(f"  witnessed by {witness} up to {size}")
+            out.print(_line("  witnessed by ", witness, f" up to {size}"))
     else:
         d = report.damage
         assert d is not None
         where = f"seq {d.seq}" if d.seq is not None else "the checkpoints"
         if d.end is not None:
             where += f" (somewhere in [{d.seq}, {d.end}))"
-        out.print(f"[red]DAMAGED[/red] at {where}: {d.kind}: {d.detail}")
+        out.print(_line(("DAMAGED", "red"), f" at {where}: ", d.kind, ": ", d.detail))
     for w in report.warnings:
-        err.print(f"[yellow]warning[/yellow]: {w}")
+        err.print(_line(("warning", "yellow"), ": ", w))
 
 
 @audit_app.command()
@@ -298,7 +332,7 @@ def checkpoint_cmd(
         note = log.checkpoint()
         if witness:
             for url, result in log.send_to_witnesses(witness).items():
-                err.print(f"{url}: {result}")
+                err.print(_line(url, ": ", result))
             note = log.latest_checkpoint() or note
     sys.stdout.write(note)
 
@@ -367,7 +401,7 @@ def export(
     with _open_log(database_url, _key_path(log_key), origin, witness_vkey) as log:
         end = log.head().size if to_seq is None else to_seq
         log.export(from_seq, end, directory)
-    out.print(f"exported [{from_seq}, {end}) to {directory}")
+    out.print(_line(f"exported [{from_seq}, {end}) to ", directory))
 
 
 @audit_app.command()
@@ -393,7 +427,9 @@ def witness(
     cosigner = Cosigner(name, load_private_key_pem(key.read_bytes()))
     w = Witness(cosigner, [_vkey(v) for v in log_vkey], state)
     server = make_server(w, host, port)
-    err.print(f"witness {cosigner.verifier().vkey()} on http://{host}:{server.server_port}")
+    err.print(
+        _line("witness ", cosigner.verifier().vkey(), f" on http://{host}:{server.server_port}")
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
