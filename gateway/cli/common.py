@@ -1,4 +1,8 @@
-"""Shared CLI plumbing: settings, services, rich output and error reporting."""
+"""Shared CLI plumbing: settings, services, rich output and error reporting.
+
+Every value printed here (an error's detail, a path, a field name) goes
+through :mod:`gateway.cli.render`: none of it is the CLI's own text.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,8 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.markup import escape
 
+from gateway.cli.render import line, new_console
 from gateway.errors import AccordError
 from gateway.services import Services, build_services
 from gateway.settings import Settings
@@ -27,9 +30,10 @@ __all__ = [
     "settings",
 ]
 
-console = Console()
+console = new_console()
 # An error is one line however long its path: a wrapped line reads as two errors.
-err_console = Console(stderr=True, soft_wrap=True)
+err_console = new_console(stderr=True)
+_ERROR = ("error", "red")
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -38,7 +42,7 @@ def settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        err_console.print(f"[red]configuration error:[/red] {exc.errors()[0]['msg']}")
+        err_console.print(line(("configuration error:", "red"), " ", exc.errors()[0]["msg"]))
         raise typer.Exit(2) from exc
 
 
@@ -54,19 +58,19 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except AccordError as exc:
-            err_console.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {escape(exc.detail)}")
+            err_console.print(line(_ERROR, " ", (exc.code, "bold"), ": ", exc.detail))
             for item in exc.extra.get("errors", [])[:10]:
-                err_console.print(f"  {item.get('field')}: {item.get('reason')}")
+                err_console.print(line("  ", item.get("field"), ": ", item.get("reason")))
             raise typer.Exit(1) from exc
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = "/".join(str(p) for p in first["loc"])
             err_console.print(
-                f"[red]error[/red] [bold]validation_failed[/bold]: {loc}: {first['msg']}"
+                line(_ERROR, " ", ("validation_failed", "bold"), ": ", loc, ": ", first["msg"])
             )
             raise typer.Exit(1) from exc
         except OSError as exc:  # a file option naming a missing, unreadable or unwritable path
-            err_console.print(f"[red]error[/red] {escape(_os_error(exc))}")
+            err_console.print(line(_ERROR, " ", _os_error(exc)))
             raise typer.Exit(1) from exc
 
     return wrapper
@@ -82,7 +86,7 @@ def read_file_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        err_console.print(f"[red]error[/red] cannot read {escape(str(path))}: {exc.strerror}")
+        err_console.print(line(_ERROR, " cannot read ", str(path), ": ", exc.strerror))
         raise typer.Exit(1) from exc
 
 
@@ -90,10 +94,8 @@ def load_json_file(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        err_console.print(f"[red]error[/red] cannot read {escape(str(path))}: {exc.strerror}")
+        err_console.print(line(_ERROR, " cannot read ", str(path), ": ", exc.strerror))
         raise typer.Exit(1) from exc
     except ValueError as exc:
-        err_console.print(
-            f"[red]error[/red] [bold]malformed_json[/bold]: {escape(f'{path}: {exc}')}"
-        )
+        err_console.print(line(_ERROR, " ", ("malformed_json", "bold"), ": ", f"{path}: {exc}"))
         raise typer.Exit(1) from exc

@@ -17,10 +17,11 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from gateway.cli.common import console, err_console, handle_errors
+from gateway.cli.render import fields_panel, line, row, rule, value
 from gateway.policy.bundle import PolicyBundle
 
 __all__ = ["policy_app"]
@@ -39,7 +40,7 @@ class _Api:
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         if not self.token:
-            err_console.print("[red]error[/red] no token: pass --token or set ACCORD_TOKEN")
+            err_console.print(line(_ERROR, " no token: pass --token or set ACCORD_TOKEN"))
             raise typer.Exit(2)
         try:
             resp = httpx.request(
@@ -50,7 +51,7 @@ class _Api:
                 timeout=self.timeout,
             )
         except httpx.HTTPError as exc:
-            err_console.print(f"[red]error[/red] cannot reach {self.url}: {exc}")
+            err_console.print(line(_ERROR, " cannot reach ", self.url, ": ", str(exc)))
             raise typer.Exit(1) from exc
         if resp.status_code >= 400:
             _print_problem(resp)
@@ -58,20 +59,27 @@ class _Api:
         return resp.json()
 
 
+_ERROR = ("error", "red")
+_PASS = ("✓", "green")
+_FAIL = ("✗", "red")
+
+
 def _print_problem(resp: httpx.Response) -> None:
     try:
         doc = resp.json()
     except ValueError:
-        err_console.print(f"[red]error[/red] HTTP {resp.status_code}: {resp.text[:500]}")
+        err_console.print(line(_ERROR, f" HTTP {resp.status_code}: ", resp.text[:500]))
         return
-    err_console.print(
-        f"[red]error[/red] [bold]{doc.get('code', resp.status_code)}[/bold]: {doc.get('detail')}"
-    )
+    if not isinstance(doc, dict):
+        err_console.print(line(_ERROR, f" HTTP {resp.status_code}: ", json.dumps(doc)[:500]))
+        return
+    code = doc.get("code", resp.status_code)
+    err_console.print(line(_ERROR, " ", (code, "bold"), ": ", doc.get("detail")))
     for check in doc.get("checks", []):
         if not check.get("ok"):
-            err_console.print(f"  [red]✗[/red] {check['name']}: {check.get('detail', '')}")
+            err_console.print(line("  ", _FAIL, " ", check.get("name"), ": ", check.get("detail")))
     if doc.get("version"):
-        err_console.print(f"  version {doc['version']}")
+        err_console.print(line("  version ", doc["version"]))
 
 
 @policy_app.callback()
@@ -97,35 +105,51 @@ def _short(version: str | None) -> str:
     return version.removeprefix("sha256:")[:16] if version else "-"
 
 
-def _status(view: dict[str, Any]) -> str:
+def _status(view: dict[str, Any]) -> Text:
     colour = {"active": "green", "rejected": "red", "approved": "cyan", "checked": "blue"}
     text = view["status"]
-    return f"[{colour.get(text, 'white')}]{text}[/]"
+    return value(text, colour.get(text, "white"))
 
 
 def _print_version(view: dict[str, Any]) -> None:
-    lines = [
-        f"status      {_status(view)}{'  (active)' if view.get('active') else ''}",
-        f"proposed    {view['proposer']} at {view['proposed_at']}",
-        f"base        {view.get('base_version') or '-'}",
-        f"files       {', '.join(view.get('files', []))}",
+    """The version's fields, each value beside its label and on its own line.
+
+    The note and the check output are other people's text: shown as values,
+    with their newlines as ``⏎``, they cannot pass for a check or impact line.
+    """
+    fields = [
+        ("version", value(view["version"])),
+        ("status", line(_status(view), "  (active)" if view.get("active") else "")),
+        ("proposed", line(view["proposer"], " at ", view["proposed_at"])),
+        ("base", value(view.get("base_version") or "-")),
+        ("files", value(", ".join(view.get("files", [])))),
     ]
     if view.get("note"):
-        lines.append(f"note        {view['note']}")
+        fields.append(
+            ("proposer's note", line(('"', "dim"), (view["note"], "italic"), ('"', "dim")))
+        )
     if view.get("approver"):
-        lines.append(f"approved    {view['approver']} at {view['approved_at']}")
+        fields.append(("approved", line(view["approver"], " at ", view["approved_at"])))
     if view.get("rejected_by"):
-        lines.append(f"rejected    {view['rejected_by']} at {view['rejected_at']}")
+        fields.append(("rejected", line(view["rejected_by"], " at ", view["rejected_at"])))
     for check in view.get("checks", []):
-        mark = "[green]✓[/green]" if check["ok"] else "[red]✗[/red]"
-        lines.append(f"check       {mark} {check['name']} {check.get('detail', '')}".rstrip())
+        detail = check.get("detail") or ""
+        mark = _PASS if check.get("ok") else _FAIL
+        fields.append(("check", line(mark, " ", check.get("name"), " " if detail else "", detail)))
     if view.get("impact"):
         impact = view["impact"]
-        lines.append(
-            f"impact      {impact.get('changed')} of {impact.get('replayed')} decisions change "
-            f"(last {impact.get('days')} days, by {impact.get('assessed_by')})"
+        fields.append(
+            (
+                "impact",
+                line(
+                    f"{impact.get('changed')} of {impact.get('replayed')} decisions change "
+                    f"(last {impact.get('days')} days, by ",
+                    impact.get("assessed_by"),
+                    ")",
+                ),
+            )
         )
-    console.print(Panel("\n".join(lines), title=view["version"], expand=False))
+    console.print(fields_panel("policy version", fields))
 
 
 @policy_app.command("propose")
@@ -137,7 +161,7 @@ def propose(
 ) -> None:
     """Upload a bundle as a new version; the automatic checks run at once."""
     bundle = PolicyBundle.from_directory(directory)
-    console.print(f"proposing {bundle.version} ({len(bundle.files)} files)")
+    console.print(line("proposing ", bundle.version, f" ({len(bundle.files)} files)"))
     view = _api(ctx).call("POST", "/v1/policies", {"files": bundle.sources(), "note": note})
     _print_version(view)
 
@@ -151,14 +175,15 @@ def list_versions(
     views = _api(ctx).call("GET", "/v1/policies" + (f"?status={status}" if status else ""))
     table = Table("version", "status", "proposer", "approver", "proposed", "checks")
     for v in views:
-        checks = {None: "-", True: "[green]pass[/green]", False: "[red]fail[/red]"}[v["checks_ok"]]
-        table.add_row(
+        checks = {None: value("-"), True: value("pass", "green"), False: value("fail", "red")}
+        row(
+            table,
             _short(v["version"]) + (" *" if v["active"] else ""),
             _status(v),
             v["proposer"],
             v.get("approver") or "-",
             v["proposed_at"][:19],
-            checks,
+            checks[v["checks_ok"]],
         )
     console.print(table)
 
@@ -174,8 +199,8 @@ def show(
     _print_version(view)
     if sources:
         for path, text in view["sources"].items():
-            console.rule(path)
-            console.print(text, markup=False, highlight=False)
+            rule(console, path)
+            console.print(value(text, multiline=True))
 
 
 @policy_app.command("impact")
@@ -191,15 +216,22 @@ def impact(
         print(json.dumps(report, indent=2))
         return
     console.print(
-        f"{report['version']} vs active {report['baseline'] or '(none)'}: "
-        f"[bold]{report['changed']}[/bold] of {report['replayed']} decisions in the last "
-        f"{report['days']} days change ({report['allow_to_deny']} allow→deny, "
-        f"{report['deny_to_allow']} deny→allow, {report['errors']} policy errors)"
-        + (" [yellow](truncated)[/yellow]" if report["truncated"] else "")
+        line(
+            report["version"],
+            " vs active ",
+            report["baseline"] or "(none)",
+            ": ",
+            (report["changed"], "bold"),
+            f" of {report['replayed']} decisions in the last {report['days']} days change "
+            f"({report['allow_to_deny']} allow→deny, {report['deny_to_allow']} deny→allow, "
+            f"{report['errors']} policy errors)",
+            (" (truncated)", "yellow") if report["truncated"] else "",
+        )
     )
     table = Table("agreement", "change", "reasons +", "reasons −", "fields", "count", "e.g.")
     for g in report["groups"]:
-        table.add_row(
+        row(
+            table,
             g["agreement"],
             g["change"],
             ", ".join(g["reasons_added"]),
@@ -236,7 +268,7 @@ def activate(ctx: typer.Context, version: str) -> None:
 def rollback(ctx: typer.Context) -> None:
     """Return to the version that was active before the current one."""
     view = _api(ctx).call("POST", "/v1/policies/rollback")
-    console.print(f"[green]rolled back[/green]: {view['version']} is active again")
+    console.print(line(("rolled back", "green"), ": ", view["version"], " is active again"))
 
 
 @policy_app.command("history")
@@ -244,7 +276,8 @@ def history(ctx: typer.Context) -> None:
     """Activations and rollbacks, newest first."""
     table = Table("#", "action", "version", "rollback to", "actor", "at")
     for h in _api(ctx).call("GET", "/v1/policies/history"):
-        table.add_row(
+        row(
+            table,
             str(h["id"]),
             h["action"],
             _short(h["version"]),
