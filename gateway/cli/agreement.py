@@ -9,10 +9,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from gateway.agreements.signing import sign_agreement, verify_agreement_report
 from gateway.agreements.terms import AgreementTerms
 from gateway.cli.common import console, err_console, handle_errors, load_json_file, open_services
+from gateway.cli.render import line, row, value
 from gateway.errors import SignatureError
 from gateway.jose import PublicKey, load_private_key_pem, public_key_from_jwk
 
@@ -72,7 +74,7 @@ def init(
     doc = template(agreement_id, provider, consumer, datetime.now(UTC))
     AgreementTerms.from_json(doc)
     out.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    console.print(f"wrote {out}; edit it, then `accord agreement sign`")
+    console.print(line("wrote ", str(out), "; edit it, then `accord agreement sign`"))
 
 
 @agreement_app.command("sign")
@@ -97,7 +99,9 @@ def sign(
         )
     target = out or (file if "signatures" in doc else file.with_suffix(".signed.json"))
     target.write_text(json.dumps(signed.to_json(), indent=2) + "\n", encoding="utf-8")
-    console.print(f"{party} signed; wrote {target} ({len(signed.signatures)} signature(s))")
+    console.print(
+        line(party, " signed; wrote ", str(target), f" ({len(signed.signatures)} signature(s))")
+    )
 
 
 def _offline_resolver(jwk_files: list[Path]) -> Any:
@@ -134,38 +138,43 @@ def verify(
     now = datetime.now(UTC)
     if jwk:
         resolver = _offline_resolver(jwk)
-        console.print("[dim]offline: keys from files, validity and revocation not checked[/dim]")
+        console.print(
+            line(("offline: keys from files, validity and revocation not checked", "dim"))
+        )
     else:
         resolver = open_services().agreements.resolve_key
     terms, _jws, statuses = verify_agreement_report(doc, resolver, now)
     table = Table("#", "party", "kid", "alg", "signed at", "status")
     for s in statuses:
-        mark = "[green]ok[/green]" if s.ok else f"[red]{s.code}[/red]: {s.detail}"
-        table.add_row(
-            str(s.index),
+        mark = value("ok", "green") if s.ok else line((s.code, "red"), ": ", s.detail)
+        row(
+            table,
+            s.index,
             s.party,
             s.kid[:16] + "…",
             s.alg,
             s.signed_at.isoformat() if s.signed_at else "-",
             mark,
         )
-    console.print(f"agreement [bold]{terms.ref}[/bold] {terms.provider} → {terms.consumer}")
+    console.print(
+        line("agreement ", (terms.ref, "bold"), " ", terms.provider, " → ", terms.consumer)
+    )
     console.print(table)
     signed = {s.party for s in statuses if s.ok}
     missing = [p for p in terms.required_parties if p not in signed]
     if missing or not all(s.ok for s in statuses):
         if missing:
-            err_console.print(f"[red]missing valid signature of: {', '.join(missing)}[/red]")
+            err_console.print(line(("missing valid signature of: " + ", ".join(missing), "red")))
         raise typer.Exit(1)
-    console.print("[green]all required signatures verify[/green]")
+    console.print(line(("all required signatures verify", "green")))
 
 
 @agreement_app.command("submit")
 @handle_errors
 def submit(file: Path) -> None:
     """Submit a fully signed agreement to the registry; it becomes active."""
-    row = open_services().agreements.submit(load_json_file(file), actor=ACTOR)
-    console.print(f"agreement [bold]{row.agreement_id}@{row.version}[/bold] is {row.status}")
+    stored = open_services().agreements.submit(load_json_file(file), actor=ACTOR)
+    console.print(_agreement_status(stored.agreement_id, stored.version, stored.status))
 
 
 @agreement_app.command("status")
@@ -177,10 +186,14 @@ def set_status(
     reason: Annotated[str, typer.Option()],
 ) -> None:
     """Suspend, reactivate or revoke an agreement version."""
-    row = open_services().agreements.transition(
+    changed = open_services().agreements.transition(
         agreement_id, version, to, actor=ACTOR, reason=reason
     )
-    console.print(f"agreement [bold]{row.agreement_id}@{row.version}[/bold] is {row.status}")
+    console.print(_agreement_status(changed.agreement_id, changed.version, changed.status))
+
+
+def _agreement_status(agreement_id: str, version: int, status: str) -> Text:
+    return line("agreement ", (f"{agreement_id}@{version}", "bold"), " is ", status)
 
 
 @agreement_app.command("list")
@@ -189,12 +202,13 @@ def list_agreements() -> None:
     services = open_services()
     table = Table("id", "version", "provider", "consumer", "status")
     now = services.agreements.clock()
-    for row in services.agreements.list_all():
-        table.add_row(
-            row.agreement_id,
-            str(row.version),
-            row.provider,
-            row.consumer,
-            services.agreements.status_at(row, now),
+    for stored in services.agreements.list_all():
+        row(
+            table,
+            stored.agreement_id,
+            stored.version,
+            stored.provider,
+            stored.consumer,
+            services.agreements.status_at(stored, now),
         )
     console.print(table)

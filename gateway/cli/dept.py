@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from gateway.cli.common import console, handle_errors, load_json_file, open_services
+from gateway.cli.render import line, row
 from gateway.registry.models import DepartmentCreate, KeyCreate, SystemCreate
 
 dept_app = typer.Typer(help="Manage departments, systems and keys.", no_args_is_help=True)
@@ -34,7 +35,9 @@ def register(
         ),
         actor=ACTOR,
     )
-    console.print(f"registered [bold]{dept.id}[/bold] ({dept.name}), clearance {dept.clearance}")
+    console.print(
+        line("registered ", (dept.id, "bold"), " (", dept.name, "), clearance ", dept.clearance)
+    )
 
 
 @dept_app.command("add-system")
@@ -52,7 +55,7 @@ def add_system(
         SystemCreate(system_id=system_id, name=name, capabilities=capability or []),
         actor=ACTOR,
     )
-    console.print(f"registered system [bold]{system_id}[/bold] of {dept_id}")
+    console.print(line("registered system ", (system_id, "bold"), " of ", dept_id))
 
 
 @dept_app.command("add-key")
@@ -65,12 +68,12 @@ def add_key(
 ) -> None:
     """Add a public key to a department (several keys may be live at once)."""
     services = open_services()
-    row = services.registry.add_key(
+    key = services.registry.add_key(
         dept_id,
         KeyCreate(jwk=load_json_file(jwk_file), not_before=not_before, not_after=not_after),
         actor=ACTOR,
     )
-    console.print(f"added key [bold]{row.kid}[/bold] ({row.alg}) to {dept_id}")
+    console.print(line("added key ", (key.kid, "bold"), " (", key.alg, ") to ", dept_id))
 
 
 @dept_app.command("revoke-key")
@@ -84,8 +87,8 @@ def revoke_key(
     (accord dept revoke-key --reason compromised -- KID).
     """
     services = open_services()
-    row = services.registry.revoke_key(kid, reason, actor=ACTOR)
-    console.print(f"revoked key [bold]{row.kid}[/bold] of {row.department_id}")
+    key = services.registry.revoke_key(kid, reason, actor=ACTOR)
+    console.print(line("revoked key ", (key.kid, "bold"), " of ", key.department_id))
 
 
 @dept_app.command("list")
@@ -100,5 +103,5 @@ def list_departments(as_json: Annotated[bool, typer.Option("--json")] = False) -
     table = Table("id", "name", "clearance", "caveats", "status", "keys")
     for d in depts:
         keys = services.registry.list_keys(d.id)
-        table.add_row(d.id, d.name, d.clearance, ",".join(d.caveats), d.status, str(len(keys)))
+        row(table, d.id, d.name, d.clearance, ",".join(d.caveats), d.status, len(keys))
     console.print(table)

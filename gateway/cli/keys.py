@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from gateway.cli.common import console, err_console, handle_errors, settings
+from gateway.cli.render import line
 from gateway.jose import generate_private_key, private_key_pem, public_jwk
 from gateway.services import load_or_create_key
 
@@ -25,7 +26,9 @@ def generate(
 ) -> None:
     """Write a new private key file and print its public JWK (kid = RFC 7638 thumbprint)."""
     if out.exists() and not force:
-        err_console.print(f"[red]error[/red] {out} exists; use --force to overwrite")
+        err_console.print(
+            line(("error", "red"), " ", str(out), " exists; use --force to overwrite")
+        )
         raise typer.Exit(1)
     key = generate_private_key(alg)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -53,4 +56,4 @@ def init_gateway() -> None:
     key_dir = cfg.resolved_key_dir
     for name in ("gateway.pem", "log.pem"):
         key = load_or_create_key(key_dir / name, create=True)
-        console.print(f"{name}: kid [bold]{public_jwk(key)['kid']}[/bold]")
+        console.print(line(name, ": kid ", (public_jwk(key)["kid"], "bold")))

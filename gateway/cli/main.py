@@ -25,6 +25,7 @@ from gateway.cli.common import (
 from gateway.cli.dept import dept_app
 from gateway.cli.keys import keys_app
 from gateway.cli.policy import policy_app
+from gateway.cli.render import line, value
 from gateway.db import is_sqlite
 
 app = typer.Typer(
@@ -54,7 +55,8 @@ def db_upgrade(revision: str = "head") -> None:
     cfg = settings()
     engine = make_engine(cfg.resolved_database_url)
     upgrade(engine, revision)
-    console.print(f"database at {engine.url.render_as_string(hide_password=True)} is at {revision}")
+    url = engine.url.render_as_string(hide_password=True)
+    console.print(line("database at ", url, " is at ", revision))
 
 
 @token_app.command("issue")
@@ -70,7 +72,7 @@ def token_issue(
 
     cfg = settings()
     if not cfg.dev_mode:
-        console.print("[red]the dev issuer only works with ACCORD_DEV_MODE=true[/red]")
+        console.print(line(("the dev issuer only works with ACCORD_DEV_MODE=true", "red")))
         raise typer.Exit(2)
     key = dev_issuer_key(cfg.resolved_key_dir)
     print(
@@ -141,9 +143,12 @@ def serve(
     cfg = settings()  # fail early on bad configuration
     if workers > 1 and is_sqlite(cfg.resolved_database_url):
         err_console.print(
-            "[yellow]warning[/yellow]: SQLite has one writer; several workers on one SQLite "
-            "file take turns at it and answer slower, not faster. Use PostgreSQL "
-            "(ACCORD_DATABASE_URL) for --workers > 1."
+            line(
+                ("warning", "yellow"),
+                ": SQLite has one writer; several workers on one SQLite file take turns at it "
+                "and answer slower, not faster. Use PostgreSQL (ACCORD_DATABASE_URL) for "
+                "--workers > 1.",
+            )
         )
 
     def prepare() -> None:
@@ -190,11 +195,9 @@ def demo(
             services.close()
         console.print_json(json.dumps(summary))
         base_url = f"http://{host}:{port}"
-        console.print(f"[green]Accord demo[/green] on {base_url}  (API docs: /docs)")
+        console.print(line(("Accord demo", "green"), " on ", base_url, "  (API docs: /docs)"))
         example = write_python_example(cfg, base_url)
-        console.print(
-            usage_examples(cfg, base_url, example), markup=False, highlight=False, soft_wrap=True
-        )
+        console.print(value(usage_examples(cfg, base_url, example), multiline=True), soft_wrap=True)
         serve(host=host, port=port, workers=1)
 
 
