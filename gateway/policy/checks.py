@@ -7,12 +7,21 @@
    function.
 2. ``opa_check``: ``opa check --strict`` (the OPA compiler the server uses).
 3. ``regorus``: the bundle loads and evaluates in the embedded engine.
-4. ``rego_tests``: the bundle's own ``*_test.rego`` pass under ``opa test``.
-5. ``regorus_vm`` (reported, never fails the proposal): whether regorus' VM
-   decides the probe inputs (``gateway.policy.probes``) exactly as its
-   interpreter does. If not, the embedded engine will interpret this version
-   (slower, same decisions); the officer sees the first differing probe before
-   activating.
+4. ``well_formed_decisions``: every probe input (``gateway.policy.probes``,
+   plus the recorded inputs the service passes) gets a defined decision of the
+   shape the gateway acts on (``gateway.policy.decision_check``); whether
+   allowed or denied does not matter. Without it a version whose decision is
+   undefined or malformed passes and, once active, fails every exchange closed.
+5. ``rego_tests``: the bundle's own ``*_test.rego`` pass under ``opa test``.
+6. ``regorus_vm`` (reported, never fails the proposal): whether regorus' VM
+   decides the probe inputs exactly as its interpreter does. If not, the
+   embedded engine will interpret this version (slower, same decisions); the
+   officer sees the first differing probe before activating.
+
+A check that needs the bundle loaded in regorus is **skipped** when the
+``regorus`` check failed. Skipped is reported and audited as skipped, never as
+passed, and a report with a skipped check is not ok: nothing unproven counts
+towards approval (in practice the failed ``regorus`` check rejects it anyway).
 """
 
 from __future__ import annotations
@@ -20,20 +29,25 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import regorus
 
 from gateway.errors import PolicyError, ValidationFailed
+from gateway.policy._regorus import first_lines
 from gateway.policy.bundle import PolicyBundle
+from gateway.policy.decision_check import survey_decisions
 from gateway.policy.embedded import compile_check, vm_verdict
+from gateway.policy.probes import Probe, synthetic_probes
 
 __all__ = [
     "IMPURE_BUILTINS",
     "BundleReport",
+    "CheckOutcome",
     "CheckResult",
     "PolicyRejected",
     "allowed_builtins",
@@ -63,14 +77,32 @@ class PolicyRejected(ValidationFailed):
     title = "Policy bundle rejected"
 
 
+CheckOutcome = Literal["passed", "failed", "skipped"]
+
+
 @dataclass(frozen=True)
 class CheckResult:
+    """One check's result; ``skipped`` (it did not run) is never ``ok``."""
+
     name: str
     ok: bool
     detail: str = ""
+    skipped: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ok and self.skipped:
+            raise ValueError("a check that did not run cannot have passed")
+
+    @classmethod
+    def skip(cls, name: str, why: str) -> CheckResult:
+        return cls(name, False, f"not run: {why}", skipped=True)
+
+    @property
+    def outcome(self) -> CheckOutcome:
+        return "passed" if self.ok else "skipped" if self.skipped else "failed"
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+        return {"name": self.name, "ok": self.ok, "status": self.outcome, "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -89,16 +121,27 @@ class BundleReport:
             "checks": [c.to_json() for c in self.checks],
         }
 
+    def named(self, outcome: CheckOutcome) -> list[str]:
+        """Names of the checks with this outcome (what the audit entry lists)."""
+        return [c.name for c in self.checks if c.outcome == outcome]
+
     def verify(self) -> None:
-        """Raise ``PolicyRejected`` naming every failed check."""
-        failed = [c for c in self.checks if not c.ok]
+        """Raise ``PolicyRejected`` naming every failed check (then every skipped one)."""
+        failed = [c for c in self.checks if c.outcome == "failed"]
+        failed += [c for c in self.checks if c.outcome == "skipped"]
         if failed:
             detail = "; ".join(f"{c.name}: {c.detail}" for c in failed)
             raise PolicyRejected(detail, extra={"checks": [c.to_json() for c in self.checks]})
 
 
-def check_bundle(bundle: PolicyBundle, opa_bin: Path) -> BundleReport:
-    """Run every check (they do not stop at the first failure)."""
+def check_bundle(
+    bundle: PolicyBundle, opa_bin: Path, *, recorded: Sequence[Probe] = ()
+) -> BundleReport:
+    """Run every check (they do not stop at the first failure).
+
+    ``recorded``: decision-log inputs that join the synthetic probes of the
+    ``well_formed_decisions`` check (the traffic this gateway actually sees).
+    """
     with tempfile.TemporaryDirectory(prefix="accord-policy-") as tmp:
         root = Path(tmp)
         src = root / "bundle"
@@ -109,6 +152,7 @@ def check_bundle(bundle: PolicyBundle, opa_bin: Path) -> BundleReport:
             _run("builtins", [str(opa_bin), "check", "--capabilities", str(caps), str(src)], src),
             _run("opa_check", [str(opa_bin), "check", "--strict", str(src)], src),
             interpreted := _regorus(bundle),
+            _decisions(bundle, recorded, loads=interpreted.ok),
             _rego_tests(opa_bin, src),
             _regorus_vm(bundle, loads=interpreted.ok),
         )
@@ -176,10 +220,22 @@ def _regorus(bundle: PolicyBundle) -> CheckResult:
     return CheckResult("regorus", True)
 
 
+def _decisions(bundle: PolicyBundle, recorded: Sequence[Probe], *, loads: bool) -> CheckResult:
+    name = "well_formed_decisions"
+    if not loads:
+        return CheckResult.skip(name, "regorus cannot load the bundle")
+    probes = [*synthetic_probes(), *recorded]
+    try:
+        survey = survey_decisions(tuple(bundle.policy_sources().items()), probes)
+    except Exception as exc:  # regorus loaded it a moment ago; fail closed all the same
+        return CheckResult(name, False, f"regorus cannot load the bundle: {first_lines(exc, 3)}")
+    return CheckResult(name, survey.ok, survey.describe())
+
+
 def _regorus_vm(bundle: PolicyBundle, *, loads: bool) -> CheckResult:
     """Informational: ok even when the VM disagrees, since the engine then interprets."""
     if not loads:
-        return CheckResult("regorus_vm", True, "not run: regorus cannot load the bundle")
+        return CheckResult.skip("regorus_vm", "regorus cannot load the bundle")
     program, why = vm_verdict(tuple(bundle.policy_sources().items()))
     if program is None:
         return CheckResult("regorus_vm", True, f"{why}; this version will be interpreted")

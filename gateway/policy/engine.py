@@ -28,6 +28,7 @@ __all__ = [
     "PolicyDenied",
     "PolicyEngine",
     "decision_from_value",
+    "decision_problem",
 ]
 
 log = structlog.get_logger(__name__)
@@ -141,38 +142,44 @@ def decision_from_value(value: Any, *, policy_version: str | None, engine: str) 
     Anything that is not exactly the documented shape is a ``policy_error``
     deny: we never read meaning into a malformed decision.
     """
-    problem = _shape_problem(value)
+    problem = decision_problem(value)
     if problem is not None:
         return Decision.error(
             f"malformed decision: {problem}", policy_version=policy_version, engine=engine
         )
     deny = tuple(DenyReason(r["code"], r["message"]) for r in value["deny"])
-    allow = value["allow"] is True and not deny
-    if value["allow"] is True and deny:
-        return Decision.error(
-            "malformed decision: allow with deny reasons",
-            policy_version=policy_version,
-            engine=engine,
-        )
-    if not allow and not deny:
-        return Decision.error(
-            "malformed decision: deny without a reason",
-            policy_version=policy_version,
-            engine=engine,
-        )
     return Decision(
-        allow=allow,
+        allow=value["allow"] is True,
         deny=deny,
-        obligations=value["obligations"] if allow else {},
+        obligations=value["obligations"] if value["allow"] is True else {},
         level=value["level"],
         policy_version=policy_version,
         engine=engine,
     )
 
 
+def decision_problem(value: Any) -> str | None:
+    """Why ``value`` is not a decision the gateway can act on, or None if it is.
+
+    The one definition of a well-formed decision: ``decision_from_value`` turns
+    any value this names a problem in into a ``policy_error`` deny, and the
+    automatic checks and the VM self-check judge probe results by it.
+    """
+    if value is None:
+        return "undefined"
+    problem = _shape_problem(value)
+    if problem is not None:
+        return problem
+    if value["allow"] is True and value["deny"]:
+        return "allow with deny reasons"
+    if value["allow"] is not True and not value["deny"]:
+        return "deny without a reason"
+    return None
+
+
 def _shape_problem(value: Any) -> str | None:
     if not isinstance(value, dict):
-        return "not an object (undefined?)"
+        return "not an object"
     if not isinstance(value.get("allow"), bool):
         return "allow is not a boolean"
     deny = value.get("deny")

@@ -28,7 +28,7 @@ def _fields(row: PolicyVersion, active: str | None) -> dict[str, Any]:
         "proposer": row.proposer,
         "proposed_at": row.proposed_at,
         "checks_ok": checks.get("ok") if row.checks is not None else None,
-        "checks": [CheckOut(**c) for c in checks.get("checks", [])],
+        "checks": [_check(c) for c in checks.get("checks", [])],
         "checked_at": row.checked_at,
         "approver": row.approver,
         "approved_at": row.approved_at,
@@ -38,6 +38,11 @@ def _fields(row: PolicyVersion, active: str | None) -> dict[str, Any]:
         "retired_at": row.retired_at,
         "impact": row.impact,
     }
+
+
+def _check(stored: dict[str, Any]) -> CheckOut:
+    """Results stored before checks had a status: ok was passed, anything else failed."""
+    return CheckOut(**({"status": "passed" if stored.get("ok") else "failed"} | stored))
 
 
 def public_view(row: PolicyVersion, active: str | None) -> PolicyVersionPublic:

@@ -24,7 +24,7 @@ from gateway.policy._regorus import (
     run_interpreter,
     run_vm,
 )
-from gateway.policy.engine import _shape_problem, decision_from_value
+from gateway.policy.engine import decision_from_value, decision_problem
 from gateway.policy.probes import Probe
 
 __all__ = ["Disagreement", "Verdict", "compare_vm"]
@@ -133,11 +133,7 @@ def _outcome(interpreter: Any, payload: str) -> tuple[Any, str]:
 
 
 def _outcome_of(value: Any) -> tuple[Any, str]:
-    problem = _shape_problem(value)
-    if problem is None and value["allow"] is True and value["deny"]:
-        problem = "allow with deny reasons"
-    if problem is None and value["allow"] is not True and not value["deny"]:
-        problem = "deny without a reason"
+    problem = decision_problem(value)
     if problem is not None:
         return _POLICY_ERROR, f"policy_error (malformed decision: {problem})"
     decision = decision_from_value(value, policy_version=None, engine="").to_json()
