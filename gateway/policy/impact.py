@@ -173,21 +173,23 @@ def run_impact(
     days: int,
     limit: int,
 ) -> ImpactReport:
-    """Replay up to ``limit`` logged decisions since ``since``; compare proposed vs baseline.
+    """Replay the ``limit`` most recent logged decisions since ``since``; compare versions.
 
-    Without an active version (empty store) the recorded decisions are the baseline.
+    The most recent, because they are the traffic the proposal would meet; they
+    are replayed (and reported) oldest first. Without an active version (empty
+    store) the recorded decisions are the baseline.
     """
     with Session(engine) as s:
-        rows = list(
+        newest_first = list(
             s.exec(
                 select(PolicyDecisionRecord)
                 .where(col(PolicyDecisionRecord.decided_at) >= since)
-                .order_by(col(PolicyDecisionRecord.id))
+                .order_by(col(PolicyDecisionRecord.id).desc())
                 .limit(limit + 1)
             )
         )
-    truncated = len(rows) > limit
-    rows = rows[:limit]
+    truncated = len(newest_first) > limit
+    rows = newest_first[:limit][::-1]
     inputs = [r.input for r in rows]
     after = replay(proposed, inputs)
     if baseline is None:
@@ -212,6 +214,8 @@ def run_impact(
         deny_to_allow=sum(1 for r in changed if r.after.allow and not r.before.allow),
         errors=sum(1 for d in after if d.is_error),
         truncated=truncated,
+        first_decided_at=rows[0].decided_at if rows else None,
+        last_decided_at=rows[-1].decided_at if rows else None,
         groups=group_changes(changed),
     )
 

@@ -34,8 +34,20 @@ __all__ = [
     "PolicyVersionPublic",
 ]
 
-PolicyStatus = Literal["draft", "checked", "approved", "active", "retired", "rejected"]
-STATUSES: tuple[str, ...] = ("draft", "checked", "approved", "active", "retired", "rejected")
+PolicyStatus = Literal[
+    "draft", "checked", "approved", "active", "retired", "rolled_back", "rejected"
+]
+#: ``retired``: superseded by a later activation; ``rolled_back``: withdrawn by a
+#: rollback, so it needs a fresh approval before it may be active again.
+STATUSES: tuple[str, ...] = (
+    "draft",
+    "checked",
+    "approved",
+    "active",
+    "retired",
+    "rolled_back",
+    "rejected",
+)
 
 
 class PolicyVersion(SQLModel, table=True):
@@ -96,8 +108,15 @@ class PolicyDecisionRecord(SQLModel, table=True):
 
 
 class CheckOut(SQLModel):
-    name: str = Field(description="builtins | opa_check | regorus | regorus_vm | rego_tests")
-    ok: bool
+    name: str = Field(
+        description=(
+            "builtins | opa_check | regorus | well_formed_decisions | rego_tests | regorus_vm"
+        )
+    )
+    ok: bool = Field(description="true only if the check ran and passed")
+    status: Literal["passed", "failed", "skipped"] = Field(
+        description="skipped: the check did not run (a check it needs failed); never passed"
+    )
     detail: str = Field(default="", description="what failed: file, line, test or rule")
 
 
@@ -165,5 +184,16 @@ class ImpactReport(SQLModel):
     allow_to_deny: int
     deny_to_allow: int
     errors: int = Field(description="replays that gave policy_error under the proposed version")
-    truncated: bool = Field(description="true when the decision log held more than the limit")
+    truncated: bool = Field(
+        description=(
+            "true when the window held more decisions than the limit; then the most recent"
+            " `limit` decisions were replayed and older ones were not"
+        )
+    )
+    first_decided_at: datetime | None = Field(
+        default=None, description="when the oldest replayed decision was made"
+    )
+    last_decided_at: datetime | None = Field(
+        default=None, description="when the newest replayed decision was made"
+    )
     groups: list[ImpactGroup]

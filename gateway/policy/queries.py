@@ -13,9 +13,10 @@ import builtins
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from gateway.errors import ServiceUnavailableError
+from gateway.errors import ServiceUnavailableError, ValidationFailed
 from gateway.policy.bundle import PolicyBundle
 from gateway.policy.models import (
+    STATUSES,
     ActivationPublic,
     PolicyActivation,
     PolicyHead,
@@ -56,6 +57,12 @@ class PolicyQueries:
             return bundle_of(resolve_version(s, version))
 
     def list(self, *, status: str | None = None) -> builtins.list[PolicyVersionPublic]:
+        """Every version, newest first; an unknown ``status`` is refused, not an empty list."""
+        if status is not None and status not in STATUSES:
+            raise ValidationFailed(
+                f"unknown status {status[:40]!r}; one of {', '.join(STATUSES)}",
+                extra={"field": "status"},
+            )
         with Session(self.engine) as s:
             active = read_head(s).version
             stmt = select(PolicyVersion).order_by(col(PolicyVersion.proposed_at).desc())

@@ -39,10 +39,10 @@ from gateway.policy.errors import (
 from gateway.policy.impact import impact_summary, run_impact
 from gateway.policy.models import (
     ImpactReport,
-    PolicyActivation,
     PolicyVersion,
     PolicyVersionPublic,
 )
+from gateway.policy.probes import recorded_probes
 from gateway.policy.queries import PolicyQueries
 from gateway.policy.store import (
     bundle_of,
@@ -52,6 +52,7 @@ from gateway.policy.store import (
     record_activation,
     require_status,
     resolve_version,
+    rollback_target,
     store_bootstrap_version,
     switch_active,
 )
@@ -192,14 +193,15 @@ class PolicyService(PolicyQueries):
                 row.rejected_by, row.rejected_at = "system:checks", now
             s.add(row)
             s.flush()
-            failed = [c for c in report.checks if not c.ok]
+            failed = [c for c in report.checks if c.outcome == "failed"]
             self._audit(
                 s,
                 "checked" if report.ok else "rejected",
                 actor,
                 row.version,
-                checks_passed=[c.name for c in report.checks if c.ok],
-                checks_failed=[c.name for c in failed],
+                checks_passed=report.named("passed"),
+                checks_failed=report.named("failed"),
+                checks_skipped=report.named("skipped"),
                 failure=failed[0].detail if failed else None,
             )
         if not report.ok:
@@ -244,21 +246,27 @@ class PolicyService(PolicyQueries):
                 changed=report.changed,
                 allow_to_deny=report.allow_to_deny,
                 deny_to_allow=report.deny_to_allow,
+                truncated=report.truncated,
             )
         return report
 
     def approve(self, version: str, *, actor: str) -> PolicyVersionPublic:
-        """Approve a checked version; the approver must not be its proposer (four eyes)."""
+        """Approve a checked (or rolled-back) version; never by its proposer (four eyes).
+
+        Approving a rolled-back version again is what lets it be activated
+        again; ``activate`` then needs an officer other than this approver.
+        """
         now = self.clock()
         with self._tx() as s:
             lock_head(s)
             row = resolve_version(s, version)
-            require_status(row, "checked", "policy_not_checked")
+            require_status(row, ("checked", "rolled_back"), "policy_not_checked")
             if actor == row.proposer:
                 raise FourEyesViolation(
                     f"{actor} proposed {row.version}; a different officer must approve it",
                     extra={"version": row.version, "proposer": row.proposer},
                 )
+            after_rollback = row.status == "rolled_back"
             row.status, row.approver, row.approved_at = "approved", actor, now
             s.add(row)
             s.flush()
@@ -269,26 +277,44 @@ class PolicyService(PolicyQueries):
                 row.version,
                 proposer=row.proposer,
                 impact_changed=(row.impact or {}).get("changed"),
+                after_rollback=after_rollback,
             )
         return self._public(row.version)
 
     def reject(self, version: str, *, actor: str, reason: str) -> PolicyVersionPublic:
-        """Turn down a checked or approved (not active) version."""
+        """Turn down any version that is not active; a rejected one can never be active."""
         if not 1 <= len(reason) <= 500:
             raise ValidationFailed("a rejection needs a reason of 1..500 characters")
         now = self.clock()
         with self._tx() as s:
-            lock_head(s)
+            head = lock_head(s)
             row = resolve_version(s, version)
-            require_status(row, ("draft", "checked", "approved"), "policy_not_rejectable")
+            if head.version == row.version:
+                raise PolicyStateConflict(
+                    f"{row.version} is active; activate another version or roll back first",
+                    code="policy_not_rejectable",
+                    extra={"version": row.version, "status": row.status},
+                )
+            require_status(
+                row,
+                ("draft", "checked", "approved", "retired", "rolled_back"),
+                "policy_not_rejectable",
+            )
+            previous = row.status
             row.status, row.rejected_by, row.rejected_at = "rejected", actor, now
             s.add(row)
             s.flush()
-            self._audit(s, "rejected", actor, row.version, reason=reason)
+            self._audit(s, "rejected", actor, row.version, reason=reason, previous_status=previous)
         return self._public(row.version)
 
     def activate(self, version: str, *, actor: str) -> PolicyVersionPublic:
-        """Make an approved (or earlier active) version the one every node decides with."""
+        """Make an approved (or superseded) version the one every node decides with.
+
+        A ``retired`` version was superseded, never withdrawn: it passed four
+        eyes and returning to it is no more than a rollback, which one officer
+        may do. A ``rolled_back`` version must be approved again first, and then
+        activated by an officer other than that approver.
+        """
         now = self.clock()
         with self._tx() as s:
             head = lock_head(s)
@@ -296,6 +322,13 @@ class PolicyService(PolicyQueries):
             if head.version == row.version:
                 raise PolicyStateConflict(f"{row.version} is already active", code="policy_active")
             require_status(row, ("approved", "retired"), "policy_not_approved")
+            # Only a rolled-back version re-approved can be approved and have been active.
+            if row.status == "approved" and row.activated_at is not None and actor == row.approver:
+                raise FourEyesViolation(
+                    f"{actor} approved {row.version} again after it was rolled back;"
+                    " a different officer must activate it",
+                    extra={"version": row.version, "approver": row.approver},
+                )
             previous = head.version
             switch_active(s, head, row, now)
             record_activation(
@@ -312,21 +345,26 @@ class PolicyService(PolicyQueries):
         return self._public(row.version)
 
     def rollback(self, *, actor: str) -> PolicyVersionPublic:
-        """Return to the version that was active before the current one (a stack pop)."""
+        """Return to the version active before the current one (a stack pop).
+
+        The version rolled back from becomes ``rolled_back``: it may be active
+        again only after a fresh approval. Versions below it that are blocked
+        (rejected, or themselves rolled back) are passed over.
+        """
         now = self.clock()
         with self._tx() as s:
             head = lock_head(s)
-            current = s.get(PolicyActivation, head.activation_id) if head.activation_id else None
-            target = (
-                s.get(PolicyActivation, current.previous_id)
-                if current is not None and current.previous_id is not None
-                else None
-            )
-            if current is None or target is None:
-                raise NothingToRollBack("there is no earlier active version to return to")
+            target, passed_over = rollback_target(s, head)
+            if head.version is None or target is None:
+                raise NothingToRollBack(
+                    "there is no earlier active version to return to"
+                    + (f" (passed over blocked {', '.join(passed_over)})" if passed_over else "")
+                )
             row = resolve_version(s, target.version)
-            previous = head.version
+            withdrawn = resolve_version(s, head.version)
             switch_active(s, head, row, now)
+            withdrawn.status = "rolled_back"
+            s.add(withdrawn)
             record_activation(
                 s,
                 head,
@@ -336,7 +374,14 @@ class PolicyService(PolicyQueries):
                 now=now,
                 previous_id=target.previous_id,
             )
-            self._audit(s, "rolled_back", actor, row.version, from_version=previous)
+            self._audit(
+                s,
+                "rolled_back",
+                actor,
+                row.version,
+                from_version=withdrawn.version,
+                passed_over=passed_over,
+            )
         self._notify(row.version)
         return self._public(row.version)
 
@@ -388,7 +433,7 @@ class PolicyService(PolicyQueries):
                 "the automatic checks need the opa binary (ACCORD_OPA_BIN); nothing can be checked"
             )
         try:
-            return check_bundle(bundle, self.opa_bin)
+            return check_bundle(bundle, self.opa_bin, recorded=recorded_probes(self.engine))
         except OSError as exc:  # the configured binary is missing or not executable
             raise ChecksUnavailable(f"cannot run {self.opa_bin}: {exc.strerror}") from exc
 

@@ -31,6 +31,7 @@ __all__ = [
     "record_activation",
     "require_status",
     "resolve_version",
+    "rollback_target",
     "store_bootstrap_version",
     "switch_active",
 ]
@@ -109,6 +110,28 @@ def switch_active(s: Session, head: PolicyHead, row: PolicyVersion, now: datetim
     row.status, row.activated_at = "active", now
     s.add(row)
     s.flush()
+
+
+def rollback_target(s: Session, head: PolicyHead) -> tuple[PolicyActivation | None, list[str]]:
+    """The activation a rollback returns to, and the versions it passes over.
+
+    Walks the stack below the current activation to the first version that is
+    ``retired`` (superseded, never withdrawn): a version rejected after it was
+    retired, or itself rolled back, is blocked, and is passed over.
+    """
+    current = s.get(PolicyActivation, head.activation_id) if head.activation_id else None
+    passed_over: list[str] = []
+    below = current.previous_id if current is not None else None
+    while below is not None:
+        activation = s.get(PolicyActivation, below)
+        if activation is None:  # pragma: no cover - foreign key guarantees it
+            break
+        row = s.get(PolicyVersion, activation.version)
+        if row is not None and row.status == "retired" and row.version != head.version:
+            return activation, passed_over
+        passed_over.append(activation.version)
+        below = activation.previous_id
+    return None, passed_over
 
 
 def record_activation(

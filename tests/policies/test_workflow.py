@@ -52,6 +52,7 @@ def test_full_workflow_and_rollback(db_url: str, opa_bin: Path) -> None:
             "builtins",
             "opa_check",
             "regorus",
+            "well_formed_decisions",
             "rego_tests",
             "regorus_vm",
         }
@@ -85,7 +86,7 @@ def test_full_workflow_and_rollback(db_url: str, opa_bin: Path) -> None:
         back = service.rollback(actor=ALICE)
         assert back.version == shipped and back.status == "active"
         assert service.active_version() == shipped
-        assert service.get(proposed.version).status == "retired"
+        assert service.get(proposed.version).status == "rolled_back"
         with pytest.raises(NothingToRollBack):
             service.rollback(actor=ALICE)  # the bootstrap has nothing before it
 
