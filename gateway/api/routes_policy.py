@@ -15,11 +15,13 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from gateway.api.deps import get_services, require_role
+from gateway.api.openapi import problem
 from gateway.auth.humans import Principal
 from gateway.policy.bundle import PolicyBundle
 from gateway.policy.models import (
     ActivationPublic,
     ImpactReport,
+    PolicyStatus,
     PolicyVersionDetail,
     PolicyVersionPublic,
 )
@@ -30,24 +32,44 @@ router = APIRouter(prefix="/v1/policies", tags=["policies"])
 Officer = Annotated[Principal, Depends(require_role("officer"))]
 Reader = Annotated[Principal, Depends(require_role("officer", "auditor"))]
 
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or invalid bearer token (problem+json)"},
-    403: {"description": "Role required, or `four_eyes_required` (problem+json)"},
-    404: {"description": "`policy_not_found` / `policy_ambiguous` (problem+json)"},
-    409: {
-        "description": (
-            "Wrong state for this step: `policy_exists`, `policy_not_checked`, "
-            "`policy_not_approved`, `policy_active`, `nothing_to_roll_back` (problem+json)"
-        )
-    },
-    422: {
-        "description": (
-            "`policy_rejected`: an automatic check failed; `checks` names the failing "
-            "file, line, test or built-in (problem+json)"
-        )
-    },
-    503: {"description": "`policy_checks_unavailable`: no opa binary (problem+json)"},
+Responses = dict[int | str, dict[str, Any]]
+
+#: What ``require_role`` answers: the bearer token (401) or its roles (403).
+STAFF_TOKEN_CODES = ("missing_token", "malformed_token", "bad_algorithm", "unknown_key")
+READ: Responses = {
+    401: problem("Missing or invalid bearer token", [*STAFF_TOKEN_CODES, "invalid_token"]),
+    403: problem("The token lacks the role this route needs", ["role_required"]),
+    503: problem("The policy store is not initialised", ["policy_store_missing"]),
 }
+NOT_FOUND: Responses = {
+    404: problem(
+        "No such version, or a prefix naming several", ["policy_not_found", "policy_ambiguous"]
+    )
+}
+BODY = ["validation_failed", "malformed_json"]
+
+
+def _responses(*parts: Responses, **by_status: dict[str, Any]) -> Responses:
+    """Merge declarations; ``s409=problem(...)`` adds or replaces the answer of one status."""
+    merged: Responses = {}
+    for part in parts:
+        merged.update(part)
+    merged.update({int(k.removeprefix("s")): v for k, v in by_status.items()})
+    return merged
+
+
+CHECKS_503 = problem(
+    "The automatic checks cannot run, or the store is not initialised or corrupt",
+    ["policy_checks_unavailable", "policy_error", "policy_corrupt", "policy_store_missing"],
+)
+REJECTED_422 = problem(
+    "An automatic check failed; `checks` names the failing check, file, line, test or built-in",
+    ["policy_rejected", *BODY],
+)
+FOUR_EYES_403 = problem(
+    "Role required, or the four-eyes rule refuses this officer",
+    ["role_required", "four_eyes_required"],
+)
 EXAMPLE_BUNDLE: dict[str, Any] = {
     "files": {
         "exchange.rego": "package accord.exchange\n\n...",
@@ -79,7 +101,12 @@ class RejectIn(BaseModel):
     "",
     response_model=PolicyVersionPublic,
     status_code=201,
-    responses=PROBLEMS,
+    responses=_responses(
+        READ,
+        s409=problem("The bundle was already proposed", ["policy_exists"]),
+        s422=REJECTED_422,
+        s503=CHECKS_503,
+    ),
     summary="Propose a bundle; the automatic checks run at once",
 )
 def propose(request: Request, body: ProposalIn, who: Officer) -> Any:
@@ -87,15 +114,20 @@ def propose(request: Request, body: ProposalIn, who: Officer) -> Any:
     return get_services(request).policy.propose(bundle, actor=who.actor, note=body.note)
 
 
-@router.get("", response_model=list[PolicyVersionPublic], responses=PROBLEMS)
-def list_versions(request: Request, who: Reader, status: str | None = None) -> Any:
+@router.get(
+    "",
+    response_model=list[PolicyVersionPublic],
+    responses=_responses(READ, s422=problem("Unknown status", ["validation_failed"])),
+    summary="Every version, newest first; `status` filters by one status",
+)
+def list_versions(request: Request, who: Reader, status: PolicyStatus | None = None) -> Any:
     return get_services(request).policy.list(status=status)
 
 
 @router.get(
     "/active",
     response_model=PolicyVersionDetail | None,
-    responses=PROBLEMS,
+    responses=READ,
     summary="The version every node decides with (null before the first start)",
 )
 def active(request: Request, who: Reader) -> Any:
@@ -107,7 +139,7 @@ def active(request: Request, who: Reader) -> Any:
 @router.get(
     "/history",
     response_model=list[ActivationPublic],
-    responses=PROBLEMS,
+    responses=READ,
     summary="Activations and rollbacks, newest first",
 )
 def history(request: Request, who: Reader) -> Any:
@@ -117,7 +149,10 @@ def history(request: Request, who: Reader) -> Any:
 @router.post(
     "/rollback",
     response_model=PolicyVersionPublic,
-    responses=PROBLEMS,
+    responses=_responses(
+        READ,
+        s409=problem("No earlier version that may be active again", ["nothing_to_roll_back"]),
+    ),
     summary="Return to the version active before the current one",
 )
 async def rollback(request: Request, who: Officer) -> Any:
@@ -127,7 +162,7 @@ async def rollback(request: Request, who: Officer) -> Any:
     return view
 
 
-@router.get("/{version}", response_model=PolicyVersionDetail, responses=PROBLEMS)
+@router.get("/{version}", response_model=PolicyVersionDetail, responses=_responses(READ, NOT_FOUND))
 def get_version(request: Request, version: str, who: Reader) -> Any:
     return get_services(request).policy.get(version)
 
@@ -135,7 +170,13 @@ def get_version(request: Request, version: str, who: Reader) -> Any:
 @router.post(
     "/{version}/check",
     response_model=PolicyVersionPublic,
-    responses=PROBLEMS,
+    responses=_responses(
+        READ,
+        NOT_FOUND,
+        s409=problem("Only a draft can be checked", ["policy_not_draft"]),
+        s422=REJECTED_422,
+        s503=CHECKS_503,
+    ),
     summary="Run the automatic checks on a draft again",
 )
 def check(request: Request, version: str, who: Officer) -> Any:
@@ -145,8 +186,17 @@ def check(request: Request, version: str, who: Officer) -> Any:
 @router.post(
     "/{version}/impact",
     response_model=ImpactReport,
-    responses=PROBLEMS,
-    summary="Dry-run: replay recorded decisions through this version vs the active one",
+    responses=_responses(
+        READ,
+        NOT_FOUND,
+        s409=problem("A draft or rejected version cannot be dry-run", ["policy_not_checked"]),
+        s422=problem("Invalid days or limit", BODY),
+        s503=problem(
+            "A version does not load, or the store is not initialised or corrupt",
+            ["policy_invalid", "policy_corrupt", "policy_store_missing"],
+        ),
+    ),
+    summary="Dry-run: replay the most recent recorded decisions through this version",
 )
 def impact(request: Request, version: str, who: Officer, body: ImpactIn | None = None) -> Any:
     params = body or ImpactIn()
@@ -158,8 +208,13 @@ def impact(request: Request, version: str, who: Officer, body: ImpactIn | None =
 @router.post(
     "/{version}/approve",
     response_model=PolicyVersionPublic,
-    responses=PROBLEMS,
-    summary="Approve a checked version (not by its proposer)",
+    responses=_responses(
+        READ,
+        NOT_FOUND,
+        s403=FOUR_EYES_403,
+        s409=problem("Only a checked or rolled-back version", ["policy_not_checked"]),
+    ),
+    summary="Approve a checked or rolled-back version (not by its proposer)",
 )
 def approve(request: Request, version: str, who: Officer) -> Any:
     return get_services(request).policy.approve(version, actor=who.actor)
@@ -168,8 +223,13 @@ def approve(request: Request, version: str, who: Officer) -> Any:
 @router.post(
     "/{version}/reject",
     response_model=PolicyVersionPublic,
-    responses=PROBLEMS,
-    summary="Turn down a version that is not active",
+    responses=_responses(
+        READ,
+        NOT_FOUND,
+        s409=problem("The version is active or already rejected", ["policy_not_rejectable"]),
+        s422=problem("A reason of 1..500 characters is needed", BODY),
+    ),
+    summary="Turn down a version that is not active; it can never be active again",
 )
 def reject(request: Request, version: str, body: RejectIn, who: Officer) -> Any:
     return get_services(request).policy.reject(version, actor=who.actor, reason=body.reason)
@@ -178,8 +238,16 @@ def reject(request: Request, version: str, body: RejectIn, who: Officer) -> Any:
 @router.post(
     "/{version}/activate",
     response_model=PolicyVersionPublic,
-    responses=PROBLEMS,
-    summary="Make an approved version active on every node",
+    responses=_responses(
+        READ,
+        NOT_FOUND,
+        s403=FOUR_EYES_403,
+        s409=problem(
+            "Already active, or not approved (a rolled-back version needs a fresh approval)",
+            ["policy_active", "policy_not_approved"],
+        ),
+    ),
+    summary="Make an approved (or superseded) version active on every node",
 )
 async def activate(request: Request, version: str, who: Officer) -> Any:
     services = get_services(request)
