@@ -42,7 +42,9 @@ def configure_logging(*, json_logs: bool, level: int = logging.INFO) -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # Whatever stderr is when a line is written, not when logging was set up (a
+        # stream swapped since, a test's captured one, may be closed by then).
+        logger_factory=lambda *_args: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
 

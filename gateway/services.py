@@ -131,7 +131,7 @@ class Services:
             await asyncio.to_thread(self._checkpointer.stop)
             self._checkpointer = None
         if self._exchange is not None:
-            await self._exchange.record_folded()  # a flood's last, unwritten window
+            await self._exchange.refusals.record_folded()  # a flood's last, unwritten window
         self._exchange = None
         if self._pg_steps is not None:
             await self._pg_steps.close()

@@ -35,8 +35,8 @@ def require_role(*roles: str) -> Callable[[Request], Any]:
 
     def _check(request: Request) -> Principal:
         who = principal(request)
+        request.state.principal = who  # named in the audit entry if refused below
         who.verify_role(*roles)
-        request.state.principal = who
         return who
 
     _check.__name__ = f"require_{'_or_'.join(roles)}"

@@ -110,6 +110,15 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=hdrs)
 
 
+#: Routes a department system's request token opens: their refusals are the
+#: exchange's to audit (``gateway.exchange``), or not audited (receipt, access log).
+_SYSTEM_ROUTES = ("/v1/exchanges", "/v1/subjects/")
+
+
+def _staff_route(path: str) -> bool:
+    return path.startswith("/v1/") and not path.startswith(_SYSTEM_ROUTES)
+
+
 _HTTP_CODES = {
     400: ("bad_request", "Bad request"),
     401: ("unauthenticated", "Authentication required"),
@@ -127,6 +136,15 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _accord(request: Request, exc: AccordError) -> JSONResponse:
         if exc.status >= 500:
             log.warning("request_failed", code=exc.code, detail=exc.detail)
+        if exc.status in (401, 403) and _staff_route(request.url.path):
+            who = getattr(request.state, "principal", None)
+            await request.app.state.services.exchange.refusals.staff(
+                method=request.method,
+                path=request.url.path,
+                status=exc.status,
+                code=exc.code,
+                actor=who.actor if who is not None else None,
+            )
         return problem_response(
             request,
             status=exc.status,

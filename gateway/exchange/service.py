@@ -37,11 +37,11 @@ from gateway.exchange.admission import Admission
 from gateway.exchange.bindings import BindingService, ResolvedBinding
 from gateway.exchange.counters import QuotaReservation, ReplayCache
 from gateway.exchange.decision_log import DecisionLogWriter
-from gateway.exchange.failure_budget import FOLD_WINDOW_S, FailureBudget
 from gateway.exchange.fetch_step import connector_fault, fetch_records
 from gateway.exchange.metrics import ExchangeMetrics
 from gateway.exchange.pg_steps import PgSteps
 from gateway.exchange.receipts import rebuild_receipt, receipt_claims, sign_receipt
+from gateway.exchange.refusals import RefusalRecorder
 from gateway.exchange.release_step import released_result
 from gateway.exchange.request_step import labels_for, requested_fields
 from gateway.exchange.store_steps import store_errors
@@ -108,8 +108,9 @@ class ExchangeService:
         self.fetch_timeout_s = fetch_timeout_s
         self.max_aggregate_records = max_aggregate_records
         # Failed authentications beyond this many a second are recorded folded.
-        self.failures = FailureBudget(auth_failure_entries_per_s)
-        self._folding: set[asyncio.Task[None]] = set()
+        self.refusals = RefusalRecorder(
+            audit_log, metrics, clock, auth_failure_entries_per_s=auth_failure_entries_per_s
+        )
         self.admission = Admission(
             verifier=verifier,
             agreements=agreements,
@@ -349,40 +350,9 @@ class ExchangeService:
         consumer = trace.caller.department if trace.caller else "unknown"
         provider = trace.agreement.provider if trace.agreement else "unknown"
         self.metrics.exchanges.labels(outcome, consumer, provider).inc()
-        if trace.caller is None and exc.status == 401 and not self.failures.take():
-            self._fold(exc.code)
-            return
-        if not await self._record_refusal(entry, refused=exc.code):
+        if trace.caller is None and exc.status == 401:
+            recorded = await self.refusals.auth_failure(entry, exc.code)
+        else:
+            recorded = await self.refusals.record(entry, refused=exc.code)
+        if not recorded:
             exc.extra.setdefault("audit", "unavailable")
-
-    async def _record_refusal(self, entry: dict[str, Any], **context: Any) -> bool:
-        """Append a refusal's entry; if even that fails, log it (the caller's answer is
-        an error either way) and say so."""
-        try:
-            await self.audit_log.append_async(entry)
-        except AuditError as exc:
-            log.error("audit_append_failed", code=exc.code, detail=exc.detail, **context)
-            return False
-        return True
-
-    # -- authentication floods ------------------------------------------------
-
-    def _fold(self, code: str) -> None:
-        """A failed authentication beyond the budget: counted now, recorded with the
-        others of its window (``failure_budget``)."""
-        self.metrics.auth_failures_folded.labels(code).inc()
-        if self.failures.fold(code, self.clock()):
-            asyncio.get_running_loop().call_later(FOLD_WINDOW_S, self._record_folded_later)
-
-    def _record_folded_later(self) -> None:
-        task = asyncio.get_running_loop().create_task(self.record_folded())
-        self._folding.add(task)
-        task.add_done_callback(self._folding.discard)
-
-    async def record_folded(self) -> None:
-        """Append the entry for the failures folded since the last one (the gateway
-        calls this once more when it stops)."""
-        entry = self.failures.drain()
-        if entry is not None:
-            failures = entry["detail"]["failures"]
-            await self._record_refusal(entry, refused="auth_failures_folded", failures=failures)

@@ -160,7 +160,7 @@ def test_a_gateway_that_stops_mid_flood_writes_the_last_folded_window(tmp_path: 
     async def serve_then_stop() -> None:
         await services.start()
         for code in ("signature_invalid", "signature_invalid", "missing_token"):
-            services.exchange._fold(code)
+            services.exchange.refusals.fold(code)
         await services.stop()
 
     try:

@@ -78,7 +78,17 @@ def test_only_auditors_and_admins_may_read(env: tuple[TestClient, Services]) -> 
         )
     for role in ("auditor", "admin"):
         r = client.get("/v1/audit/entries", headers=bearer(services, role))
-        assert r.status_code == 200 and len(r.json()["entries"]) == b + 3
+        assert r.status_code == 200 and len(r.json()["entries"]) == b + 3 + 3
+    # The three refusals are in the log: who (if anyone verified), what, why.
+    refused = [e["entry"] for e in r.json()["entries"][-3:]]
+    assert [(e["event"], e["outcome"], e["problem"], e["status"]) for e in refused] == [
+        ("auth_failure", "refused", "missing_token", 401),
+        ("admin", "refused", "role_required", 403),
+        ("admin", "refused", "role_required", 403),
+    ]
+    assert refused[0]["actor"] == "anonymous"
+    assert all(e["actor"].startswith("user:") for e in refused[1:])
+    assert {e["detail"]["path"] for e in refused} == {"/v1/audit/entries"}
     assert client.post("/v1/audit/entries", headers=bearer(services, "auditor")).status_code == 405
 
 
