@@ -62,6 +62,14 @@ class _Api:
 _ERROR = ("error", "red")
 _PASS = ("✓", "green")
 _FAIL = ("✗", "red")
+_SKIP = ("–", "yellow")
+
+
+def _mark(check: dict[str, Any]) -> tuple[str, str]:
+    """A check's mark: passed, failed, or skipped (it did not run: never a pass)."""
+    if check.get("status") == "skipped":
+        return _SKIP
+    return _PASS if check.get("ok") else _FAIL
 
 
 def _print_problem(resp: httpx.Response) -> None:
@@ -77,7 +85,8 @@ def _print_problem(resp: httpx.Response) -> None:
     err_console.print(line(_ERROR, " ", (code, "bold"), ": ", doc.get("detail")))
     for check in doc.get("checks", []):
         if not check.get("ok"):
-            err_console.print(line("  ", _FAIL, " ", check.get("name"), ": ", check.get("detail")))
+            mark = _mark(check)
+            err_console.print(line("  ", mark, " ", check.get("name"), ": ", check.get("detail")))
     if doc.get("version"):
         err_console.print(line("  version ", doc["version"]))
 
@@ -134,7 +143,7 @@ def _print_version(view: dict[str, Any]) -> None:
         fields.append(("rejected", line(view["rejected_by"], " at ", view["rejected_at"])))
     for check in view.get("checks", []):
         detail = check.get("detail") or ""
-        mark = _PASS if check.get("ok") else _FAIL
+        mark = _mark(check)
         fields.append(("check", line(mark, " ", check.get("name"), " " if detail else "", detail)))
     if view.get("impact"):
         impact = view["impact"]

@@ -210,3 +210,13 @@ def test_a_wrapped_value_stays_in_its_column() -> None:
     console.print(fields_panel("v", [("note", value(note)), ("impact", value("1 of 2"))]))
     out = console.file.getvalue()  # type: ignore[attr-defined]
     assert len(starting_with(out, "impact")) == 1, out
+
+
+def test_a_skipped_check_is_marked_neither_passed_nor_failed() -> None:
+    """A check that did not run is shown as such, never with the pass mark."""
+    from gateway.cli.policy import _FAIL, _PASS, _SKIP, _mark
+
+    assert _mark({"name": "regorus_vm", "ok": False, "status": "skipped"}) == _SKIP
+    assert _mark({"name": "opa_check", "ok": True, "status": "passed"}) == _PASS
+    assert _mark({"name": "opa_check", "ok": False, "status": "failed"}) == _FAIL
+    assert _mark({"name": "older_view", "ok": True}) == _PASS  # views without a status
