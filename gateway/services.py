@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -36,7 +38,7 @@ from gateway.registry.service import RegistryService
 from gateway.settings import Settings
 from gateway.statecache import StateCache
 
-__all__ = ["Services", "build_services", "load_or_create_key"]
+__all__ = ["Services", "build_services", "load_or_create_key", "opa_binary"]
 
 
 def load_or_create_key(path: Path, *, create: bool, alg: str = "EdDSA") -> PrivateKey:
@@ -143,6 +145,23 @@ class Services:
         self.engine.dispose()
 
 
+#: Where the test command builds ``opa`` (``scripts/test``), beside the package.
+_PROJECT_OPA = Path(__file__).resolve().parents[1] / ".tools" / "bin" / "opa"
+
+
+def opa_binary(configured: Path | None, *, project_opa: Path = _PROJECT_OPA) -> Path | None:
+    """The ``opa`` binary the policy checks run: ``ACCORD_OPA_BIN`` if set, else the
+    one the test command built into the project's ``.tools/bin``, else one on PATH.
+    None when there is none: proposals then cannot be checked (503), and nothing
+    unchecked can be approved."""
+    if configured is not None:
+        return configured
+    if os.access(project_opa, os.X_OK):
+        return project_opa
+    found = shutil.which("opa")
+    return Path(found) if found else None
+
+
 def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     engine = make_engine(settings.resolved_database_url)
     if migrate:
@@ -158,7 +177,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     audit_log = _build_audit_log(engine, settings, log_key)
     registry = RegistryService(engine, scheme, audit=audit_log)
     agreements = AgreementService(engine, registry, audit=audit_log)
-    policy = PolicyService(engine, audit=audit_log, opa_bin=settings.opa_bin)
+    policy = PolicyService(engine, audit=audit_log, opa_bin=opa_binary(settings.opa_bin))
     humans = HumanVerifier(
         audience=settings.oidc_audience,
         dev_key=dev_issuer_key(key_dir) if settings.dev_mode else None,
