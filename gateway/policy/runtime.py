@@ -28,7 +28,7 @@ from gateway.errors import AccordError
 from gateway.policy.embedded import EmbeddedEngine
 from gateway.policy.engine import Decision, EngineHealth, PolicyEngine
 from gateway.policy.opa import OpaEngine
-from gateway.policy.probes import Probe, recorded_probes
+from gateway.policy.probes import Probe, base_probe_input, recorded_probes
 from gateway.policy.service import PolicyService
 from gateway.settings import Settings
 
@@ -133,6 +133,17 @@ class PolicyRuntime:
                 self.engine.name,
                 health.policy_version,
                 f"holds {health.policy_version}, the active version is {wanted}",
+            )
+        # Loaded is not enough: a version that answers no usable decision fails every
+        # exchange closed, and the gateway is then not ready to serve any.
+        probe = await self.engine.decide(base_probe_input())
+        if probe.is_error:
+            reason = probe.deny[0].message if probe.deny else "no decision"
+            return EngineHealth(
+                False,
+                self.engine.name,
+                health.policy_version,
+                f"the active version answers no usable decision: {reason}",
             )
         return health
 

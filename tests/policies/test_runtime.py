@@ -11,6 +11,7 @@ import pytest
 
 from gateway.db import session_scope
 from gateway.errors import PolicyError
+from gateway.policy.bundle import PolicyBundle
 from gateway.policy.models import PolicyHead, PolicyVersion
 from gateway.policy.runtime import PolicyRuntime
 from gateway.settings import Settings
@@ -107,6 +108,43 @@ async def test_a_node_between_polls_reports_unhealthy(sqlite_url: str, tmp_path:
                     head.version = bundle.version
                 health = await runtime.health()
                 assert not health.ok and "the active version is" in health.detail
+        finally:
+            await runtime.close()
+
+
+async def test_a_version_that_answers_no_decision_is_not_ready(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Loaded is not ready: an active version whose decision is undefined (it fails
+    every exchange closed) makes the engine unhealthy, and readiness says why."""
+    undefined = PolicyBundle.from_sources(
+        {
+            "exchange.rego": "package accord.exchange\n\n"
+            'decision := {"allow": true, "deny": [], "obligations": {}, "level": null} if {\n'
+            '\tinput.never_there == "x"\n}\n',
+        }
+    )
+    with policy_store(sqlite_url, None) as (service, _, engine):
+        runtime = await PolicyRuntime.open(settings(sqlite_url, tmp_path), service)
+        try:
+            assert (await runtime.health()).ok
+            with session_scope(engine) as s:  # past the checks, as only the store allows
+                s.add(
+                    PolicyVersion(
+                        version=undefined.version,
+                        files=undefined.sources(),
+                        status="active",
+                        proposer="x",
+                        proposed_at=service.clock(),
+                    )
+                )
+                s.flush()
+                head = s.get(PolicyHead, 1)
+                assert head is not None
+                head.version = undefined.version
+            await runtime.reload()
+            health = await runtime.health()
+            assert not health.ok and "answers no usable decision" in health.detail
         finally:
             await runtime.close()
 
