@@ -8,26 +8,23 @@ version moves ``draft -> checked -> approved -> active -> retired`` (or
 appends its ``policy_change`` audit entry in the same transaction, so a step
 whose audit append fails does not happen. The active pointer lives in the
 database, which is how an activation on one node reaches every node
-(``gateway.policy.runtime`` polls ``active_version``). Reads: ``PolicyQueries``.
+(``gateway.policy.runtime`` polls ``active_version``). Reads: ``PolicyQueries``;
+the locked, audited transaction each step runs in: ``AuditedPolicyStore``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import structlog
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from gateway.auditing import AuditSink, audit_event
 from gateway.db import session_scope
-from gateway.dbtypes import utcnow
 from gateway.errors import ValidationFailed
-from gateway.policy.bundle import PolicyBundle, audit_version
+from gateway.policy.audited import AuditedPolicyStore
+from gateway.policy.bundle import PolicyBundle
 from gateway.policy.checks import BundleReport, PolicyRejected, check_bundle
 from gateway.policy.engine import Decision
 from gateway.policy.errors import (
@@ -43,7 +40,6 @@ from gateway.policy.models import (
     PolicyVersionPublic,
 )
 from gateway.policy.probes import recorded_probes
-from gateway.policy.queries import PolicyQueries
 from gateway.policy.store import (
     bundle_of,
     decision_record,
@@ -59,34 +55,9 @@ from gateway.policy.store import (
 
 __all__ = ["PolicyService"]
 
-log = structlog.get_logger(__name__)
-Listener = Callable[[str | None], None]
 
-
-class PolicyService(PolicyQueries):
+class PolicyService(AuditedPolicyStore):
     """Policy versions, the active pointer, the decision log and their audit trail."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        audit: AuditSink | None,
-        opa_bin: Path | None,
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
-        super().__init__(engine)
-        self.audit = audit
-        self.opa_bin = opa_bin
-        self.clock = clock
-        self._listeners: list[Listener] = []
-
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(new_version)`` after each committed activation or rollback."""
-        self._listeners.append(listener)
-
-    def remove_listener(self, listener: Listener) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
 
     # -- bootstrap -----------------------------------------------------------
 
@@ -404,29 +375,6 @@ class PolicyService(PolicyQueries):
 
     # -- internals -----------------------------------------------------------
 
-    @contextmanager
-    def _tx(self) -> Iterator[Session]:
-        with session_scope(self.engine) as s:
-            yield s
-
-    def _audit(self, s: Session, outcome: str, actor: str, version: str, **detail: Any) -> None:
-        """Append the step's entry in the step's transaction: no entry, no change."""
-        if self.audit is None:
-            log.warning("policy_change_unaudited", outcome=outcome, version=version)
-            return
-        entry = audit_event(
-            "policy_change",
-            actor=actor,
-            outcome=outcome,
-            policy_version=audit_version(version),
-            **detail,
-        )
-        append_in = getattr(self.audit, "append_in", None)
-        if append_in is not None:
-            append_in(s.connection(), entry)
-        else:
-            self.audit.append(entry)
-
     def _run_checks(self, bundle: PolicyBundle) -> BundleReport:
         if self.opa_bin is None:
             raise ChecksUnavailable(
@@ -436,10 +384,3 @@ class PolicyService(PolicyQueries):
             return check_bundle(bundle, self.opa_bin, recorded=recorded_probes(self.engine))
         except OSError as exc:  # the configured binary is missing or not executable
             raise ChecksUnavailable(f"cannot run {self.opa_bin}: {exc.strerror}") from exc
-
-    def _notify(self, version: str | None) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(version)
-            except Exception:  # a listener must not undo a committed activation
-                log.exception("policy_listener_failed")
