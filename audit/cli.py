@@ -12,7 +12,6 @@ import functools
 import json
 import os
 import sys
-import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,17 +19,14 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import click
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
+from audit.cli_render import err, line, out, print_json, print_report, show_progress
 from audit.errors import AuditError
 from audit.export import verify_export
 from audit.log import AuditLog
 from audit.note import NoteSigner, NoteVerifier
 from audit.store import engine_for
-from audit.verify import VerifyReport
 
 __all__ = ["audit_app", "main"]
 
@@ -46,9 +42,6 @@ audit_app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True, emoji=False, highlight=False)
-err = Console(stderr=True, soft_wrap=True, emoji=False, highlight=False)
-_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _ERROR = ("error", "red")
 
 DbUrl = Annotated[
@@ -66,38 +59,6 @@ Origin = Annotated[
 ]
 
 
-def _print_json(doc: Any) -> None:
-    """Plain JSON on stdout: machine-read, so never wrapped or coloured."""
-    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-
-
-def _line(*parts: object) -> Text:
-    """A line of words and values, each part literal text: ``(part, style)`` styles one.
-
-    Details, witness names and paths come from the log, an export or the
-    system, not from this CLI: they are never read as markup or emoji codes,
-    and a newline (shown as ``⏎``) or a control character (as ``\\x1b``)
-    cannot start a line of its own or drive the terminal. The gateway's CLI
-    follows the same rule (``gateway.cli.render``); the audit package stands
-    alone, so it keeps its own copy.
-    """
-    line = Text()
-    for part in parts:
-        obj, style = part if isinstance(part, tuple) else (part, "")
-        text = str(obj)
-        if not text.isprintable():
-            text = "".join(
-                "⏎"
-                if ch == "\n"
-                else ascii(ch)[1:-1]
-                if unicodedata.category(ch) in _ESCAPED_CATEGORIES
-                else ch
-                for ch in text
-            )
-        line.append(text, style)
-    return line
-
-
 def _fail_cleanly(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn expected failures into one line on stderr and exit status 2."""
 
@@ -106,15 +67,15 @@ def _fail_cleanly(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except AuditError as exc:
-            err.print(_line(_ERROR, f" ({exc.code}): ", exc.detail))
+            err.print(line(_ERROR, f" ({exc.code}): ", exc.detail))
         except SQLAlchemyError as exc:
-            err.print(_line(_ERROR, f": the database is unreachable ({exc.__class__.__name__})"))
+            err.print(line(_ERROR, f": the database is unreachable ({exc.__class__.__name__})"))
         except (OSError, ValueError, UnicodeError) as exc:
-            err.print(_line(_ERROR, ": ", exc))
+            err.print(line(_ERROR, ": ", exc))
         except (typer.Exit, typer.Abort, click.ClickException):
             raise
         except Exception as exc:  # an auditor's tool answers, it does not dump a traceback
-            err.print(_line(_ERROR, f": unexpected {exc.__class__.__name__}: ", exc))
+            err.print(line(_ERROR, f": unexpected {exc.__class__.__name__}: ", exc))
         raise typer.Exit(2)
 
     return wrapper
@@ -183,51 +144,6 @@ def _open_log(
         engine.dispose()
 
 
-@contextmanager
-def _progress(total: int | None, label: str) -> Iterator[Callable[[int], None] | None]:
-    if not total or not sys.stderr.isatty():
-        yield None
-        return
-    # Redrawn on each update rather than by a thread: a process with no other thread
-    # can fork the workers of ``verify --jobs`` (see ``audit._parallel``).
-    with Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        auto_refresh=False,
-    ) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda done: bar.update(task, completed=done, refresh=True)
-
-
-def _print_report(report: VerifyReport, as_json: bool) -> None:
-    if as_json:  # one document for machines: its "warnings" carry the warnings
-        _print_json(report.to_json())
-        return
-    if report.ok:
-        out.print(
-            _line(
-                ("verified", "green"),
-                f" entries [{report.start}, {report.size}), root {report.root.hex()}, "
-                f"{report.checkpoints_verified} checkpoint(s) match",
-            )
-        )
-        for witness, size in sorted(report.cosigned.items()):
-            out.print(_line("  witnessed by ", witness, f" up to {size}"))
-    else:
-        d = report.damage
-        assert d is not None
-        where = f"seq {d.seq}" if d.seq is not None else "the checkpoints"
-        if d.end is not None:
-            where += f" (somewhere in [{d.seq}, {d.end}))"
-        out.print(_line(("DAMAGED", "red"), f" at {where}: ", d.kind, ": ", d.detail))
-    for w in report.warnings:
-        err.print(_line(("warning", "yellow"), ": ", w))
-
-
 @audit_app.command()
 @_fail_cleanly
 def verify(
@@ -268,7 +184,7 @@ def verify(
                 total = int(m["to_seq"]) - int(m["from_seq"])
             except (ValueError, KeyError, TypeError):
                 total = None
-        with _progress(total, "verifying") as progress:
+        with show_progress(total, "verifying") as progress:
             report = verify_export(
                 target,
                 log_key=trusted,
@@ -292,7 +208,7 @@ def verify(
             witnesses = [_vkey(w) for w in _env_witness_vkeys()] or None
             if witnesses:
                 notes.append("witness keys taken from ACCORD_WITNESS_VKEYS, not pinned")
-        with _open_log(url) as log, _progress(log.head().size, "verifying") as progress:
+        with _open_log(url) as log, show_progress(log.head().size, "verifying") as progress:
             report = log.verify(
                 log_key=trusted,
                 witness_keys=witnesses or [],
@@ -300,7 +216,7 @@ def verify(
                 progress=progress,
             )
         report.warnings[:0] = notes
-    _print_report(report, as_json)
+    print_report(report, as_json)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -332,7 +248,7 @@ def checkpoint_cmd(
         note = log.checkpoint()
         if witness:
             for url, result in log.send_to_witnesses(witness).items():
-                err.print(_line(url, ": ", result))
+                err.print(line(url, ": ", result))
             note = log.latest_checkpoint() or note
     sys.stdout.write(note)
 
@@ -359,7 +275,7 @@ def prove(
             p = log.inclusion_proof(s, tree_size)
             p.verify()
             proofs.append(p.to_json())
-    _print_json(proofs[0] if seq is not None else proofs)
+    print_json(proofs[0] if seq is not None else proofs)
 
 
 @audit_app.command()
@@ -373,7 +289,7 @@ def consistency(
     with _open_log(database_url) as log:
         proof = log.consistency_proof(old, new)
         proof.verify()
-    _print_json(proof.to_json())
+    print_json(proof.to_json())
 
 
 @audit_app.command()
@@ -401,7 +317,7 @@ def export(
     with _open_log(database_url, _key_path(log_key), origin, witness_vkey) as log:
         end = log.head().size if to_seq is None else to_seq
         log.export(from_seq, end, directory)
-    out.print(_line(f"exported [{from_seq}, {end}) to ", directory))
+    out.print(line(f"exported [{from_seq}, {end}) to ", directory))
 
 
 @audit_app.command()
@@ -428,7 +344,7 @@ def witness(
     w = Witness(cosigner, [_vkey(v) for v in log_vkey], state)
     server = make_server(w, host, port)
     err.print(
-        _line("witness ", cosigner.verifier().vkey(), f" on http://{host}:{server.server_port}")
+        line("witness ", cosigner.verifier().vkey(), f" on http://{host}:{server.server_port}")
     )
     try:
         server.serve_forever()
