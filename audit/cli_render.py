@@ -3,6 +3,10 @@
 Split from ``audit.cli``, which holds the commands. Standard output carries
 the result (a report, a checkpoint, JSON for machines); standard error carries
 warnings, errors and progress, so piping a result never mixes them in.
+
+:func:`literal` is the one rule for showing text from elsewhere on a terminal,
+for this CLI and the gateway's (``gateway.cli.render``); it lives here because
+the audit package stands alone and the gateway may import it, not the reverse.
 """
 
 from __future__ import annotations
@@ -16,15 +20,30 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.style import StyleType
 from rich.text import Text
 
 from audit.verify import VerifyReport
 
-__all__ = ["err", "line", "out", "print_json", "print_report", "show_progress"]
+__all__ = [
+    "NEWLINE",
+    "err",
+    "line",
+    "literal",
+    "out",
+    "print_json",
+    "print_report",
+    "show_progress",
+]
 
 out = Console(soft_wrap=True, emoji=False, highlight=False)
 err = Console(stderr=True, soft_wrap=True, emoji=False, highlight=False)
+#: What a newline inside a one-line value is shown as.
+NEWLINE = "⏎"
+# Control, format (bidirectional overrides, zero-width), surrogate and line or
+# paragraph separator characters: they move the cursor, reorder or hide text.
 _ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_MARKER_STYLE = "dim"
 
 
 def print_json(doc: Any) -> None:
@@ -32,31 +51,46 @@ def print_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
 
 
-def line(*parts: object) -> Text:
-    """A line of words and values, each part literal text: ``(part, style)`` styles one.
+def literal(obj: object, style: StyleType = "", *, multiline: bool = False) -> Text:
+    """``obj`` as literal text: on one line unless ``multiline``, with no control characters.
 
-    Details, witness names and paths come from the log, an export or the
-    system, not from this CLI: they are never read as markup or emoji codes,
-    and a newline (shown as ``⏎``) or a control character (as ``\\x1b``)
-    cannot start a line of its own or drive the terminal. The gateway's CLI
-    follows the same rule (``gateway.cli.render``); the audit package stands
-    alone, so it keeps its own copy.
+    Details, names, notes and paths come from a log, an export, a server or
+    another person. As a ``Text`` they are never read as markup or emoji codes
+    (a stray ``[/bold]`` cannot crash a command or draw a fake verdict), and a
+    newline (shown as ``⏎``) or another control character (as a dimmed
+    ``\\x1b``-style escape) cannot start a line of its own, reorder the text or
+    drive the terminal. ``multiline`` keeps newlines and tabs (a Rego file); it
+    is for text printed on its own between separators, never beside a label.
     """
-    line = Text()
+    text = "" if obj is None else str(obj)
+    result = Text(style=style, end="")
+    if text.isprintable():
+        result.append(text)
+        return result
+    start = 0
+    for i, ch in enumerate(text):
+        if multiline and ch in "\n\t":
+            continue
+        if ch == "\n":
+            shown = NEWLINE
+        elif unicodedata.category(ch) in _ESCAPED_CATEGORIES:
+            shown = ascii(ch)[1:-1]  # \t, \x1b, \u202e
+        else:
+            continue
+        result.append(text[start:i])
+        result.append(shown, _MARKER_STYLE)
+        start = i + 1
+    result.append(text[start:])
+    return result
+
+
+def line(*parts: object) -> Text:
+    """A line of words and values, each part :func:`literal` text: ``(part, style)`` styles one."""
+    text = Text()
     for part in parts:
         obj, style = part if isinstance(part, tuple) else (part, "")
-        text = str(obj)
-        if not text.isprintable():
-            text = "".join(
-                "⏎"
-                if ch == "\n"
-                else ascii(ch)[1:-1]
-                if unicodedata.category(ch) in _ESCAPED_CATEGORIES
-                else ch
-                for ch in text
-            )
-        line.append(text, style)
-    return line
+        text.append_text(literal(obj, style))
+    return text
 
 
 @contextmanager

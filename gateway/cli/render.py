@@ -8,8 +8,11 @@ value reaches a console only as a :class:`~rich.text.Text` built by
 :func:`value` (or a line built by :func:`line`): markup and emoji codes stay
 literal, and a value stays on one line, with newlines shown as ``⏎`` and
 other control characters (terminal escapes, bidirectional overrides) as
-``\\x1b``-style escapes. The CLI styles its own words with ``(words, style)``
-pairs, not markup, so no part of a line is ever parsed.
+``\\x1b``-style escapes. That rule is the audit CLI's
+(:func:`audit.cli_render.literal`, here as :func:`value`): the audit package
+stands alone, so the gateway uses its rule rather than lending it one. The CLI
+styles its own words with ``(words, style)`` pairs, not markup, so no part of a
+line is ever parsed.
 
 Output that is not a terminal (a pipe, a file) is never cut or wrapped: the
 people and programs reading it copy values out of it.
@@ -17,7 +20,6 @@ people and programs reading it copy values out of it.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterable
 
 from rich.console import Console
@@ -26,6 +28,9 @@ from rich.rule import Rule
 from rich.style import StyleType
 from rich.table import Table
 from rich.text import Text
+
+from audit.cli_render import NEWLINE
+from audit.cli_render import literal as value
 
 __all__ = [
     "NEWLINE",
@@ -37,16 +42,10 @@ __all__ = [
     "value",
 ]
 
-#: What a newline inside a one-line value is shown as.
-NEWLINE = "⏎"
 #: The width of output that is not a terminal: wide enough that no value is cut.
 UNBOUNDED_WIDTH = 1 << 20
 #: A rule in piped output is a separator, not a value; it keeps a terminal's width.
 _PIPED_RULE_WIDTH = 80
-# Control, format (bidirectional overrides, zero-width), surrogate and line or
-# paragraph separator characters: they move the cursor, reorder or hide text.
-_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-_MARKER_STYLE = "dim"
 
 Part = Text | str | int | tuple[object, StyleType] | None
 
@@ -57,34 +56,6 @@ def new_console(*, stderr: bool = False) -> Console:
     if not console.is_terminal:
         console.width = UNBOUNDED_WIDTH
     return console
-
-
-def value(obj: object, style: StyleType = "", *, multiline: bool = False) -> Text:
-    """``obj`` as literal text: on one line unless ``multiline``, with no control characters.
-
-    ``multiline`` keeps newlines and tabs (a Rego file); it is for text printed
-    on its own between the CLI's separators, never beside a label.
-    """
-    text = "" if obj is None else str(obj)
-    out = Text(style=style, end="")
-    if text.isprintable():
-        out.append(text)
-        return out
-    start = 0
-    for i, ch in enumerate(text):
-        if multiline and ch in "\n\t":
-            continue
-        if ch == "\n":
-            shown = NEWLINE
-        elif unicodedata.category(ch) in _ESCAPED_CATEGORIES:
-            shown = ascii(ch)[1:-1]  # \t, \x1b, \u202e
-        else:
-            continue
-        out.append(text[start:i])
-        out.append(shown, _MARKER_STYLE)
-        start = i + 1
-    out.append(text[start:])
-    return out
 
 
 def line(*parts: Part) -> Text:
