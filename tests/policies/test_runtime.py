@@ -3,11 +3,13 @@ node that cannot reach its OPA server or load the active version denies."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.engine import Engine
 
 from gateway.db import session_scope
 from gateway.errors import PolicyError
@@ -33,6 +35,25 @@ class Ticks:
 
     def __call__(self) -> float:
         return self.t
+
+
+def activate_in_store(engine: Engine, bundle: PolicyBundle, when: datetime) -> None:
+    """Make ``bundle`` the active version by writing the store directly, past the
+    workflow and its checks (what another node, or someone with the database, could do)."""
+    with session_scope(engine) as s:
+        s.add(
+            PolicyVersion(
+                version=bundle.version,
+                files=bundle.sources(),
+                status="active",
+                proposer="x",
+                proposed_at=when,
+            )
+        )
+        s.flush()
+        head = s.get(PolicyHead, 1)
+        assert head is not None
+        head.version = bundle.version
 
 
 def settings(db_url: str, tmp_path: Path, **kw: Any) -> Settings:
@@ -91,21 +112,7 @@ async def test_a_node_between_polls_reports_unhealthy(sqlite_url: str, tmp_path:
             with policy_store(sqlite_url, None) as (other, _, _):
                 # Another node activates a version the checks never saw: only
                 # possible by writing the store directly, which health exposes.
-                bundle = suspend_bundle()
-                with session_scope(engine) as s:
-                    s.add(
-                        PolicyVersion(
-                            version=bundle.version,
-                            files=bundle.sources(),
-                            status="active",
-                            proposer="x",
-                            proposed_at=other.clock(),
-                        )
-                    )
-                    s.flush()
-                    head = s.get(PolicyHead, 1)
-                    assert head is not None
-                    head.version = bundle.version
+                activate_in_store(engine, suspend_bundle(), other.clock())
                 health = await runtime.health()
                 assert not health.ok and "the active version is" in health.detail
         finally:
@@ -128,20 +135,7 @@ async def test_a_version_that_answers_no_decision_is_not_ready(
         runtime = await PolicyRuntime.open(settings(sqlite_url, tmp_path), service)
         try:
             assert (await runtime.health()).ok
-            with session_scope(engine) as s:  # past the checks, as only the store allows
-                s.add(
-                    PolicyVersion(
-                        version=undefined.version,
-                        files=undefined.sources(),
-                        status="active",
-                        proposer="x",
-                        proposed_at=service.clock(),
-                    )
-                )
-                s.flush()
-                head = s.get(PolicyHead, 1)
-                assert head is not None
-                head.version = undefined.version
+            activate_in_store(engine, undefined, service.clock())  # past the checks
             await runtime.reload()
             health = await runtime.health()
             assert not health.ok and "answers no usable decision" in health.detail
