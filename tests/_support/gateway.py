@@ -12,11 +12,16 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import uvicorn
+
+from gateway.api.app import create_app
 from gateway.client import AccordClient
 from gateway.jose import PrivateKey, load_private_key_pem
 from gateway.services import Services, build_services
@@ -173,3 +178,27 @@ def running_gateway(
         for c in gw.clients:
             c.close()
         stop(proc)
+
+
+@contextlib.contextmanager
+def serving_in_thread(services: Services) -> Iterator[str]:
+    """``services``'s app under uvicorn on a free loopback port in this process (a
+    thread), for tests that drive the real CLI against it; yields the base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(services=services), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(600):  # bounded: up to 30 s for startup
+        if server.started:
+            break
+        time.sleep(0.05)
+    assert server.started
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

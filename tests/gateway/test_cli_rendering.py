@@ -11,23 +11,20 @@ import io
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
-from gateway.api.app import create_app
 from gateway.auth.humans import dev_issuer_key, issue_dev_token
 from gateway.cli.main import app as cli
 from gateway.cli.render import fields_panel, line, value
 from gateway.services import Services, build_services
-from tests._support.servers import free_port, opa_binary
+from tests._support.gateway import serving_in_thread
+from tests._support.servers import opa_binary
 from tests.policies.test_api_policy import gateway_settings
 from tests.policies.workflow_support import SUSPEND_RULE, SUSPEND_TEST, shipped_sources
 
@@ -44,24 +41,10 @@ ACCORD = Path(sys.executable).with_name("accord")
 @pytest.fixture
 def gateway(sqlite_url: str, tmp_path: Path) -> Iterator[tuple[str, Services]]:
     services = build_services(gateway_settings(sqlite_url, tmp_path, opa_binary()))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(services=services), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(600):  # bounded: up to 30 s for startup
-        if server.started:
-            break
-        time.sleep(0.05)
-    assert server.started
     try:
-        yield f"http://127.0.0.1:{port}", services
+        with serving_in_thread(services) as url:
+            yield url, services
     finally:
-        server.should_exit = True
-        thread.join(30)
         services.close()
 
 
