@@ -123,8 +123,11 @@ def _signer(path: Path, origin: str | None) -> NoteSigner:
 def _vkey(value: str) -> NoteVerifier:
     """A vkey given inline or as a file holding one."""
     p = Path(value)
-    text = p.read_text("utf-8").strip() if p.is_file() else value
-    return NoteVerifier.from_vkey(text)
+    if p.is_file():
+        return NoteVerifier.from_vkey(p.read_text("utf-8").strip())
+    if "+" not in value and ("/" in value or p.suffix):  # meant as a file: say so
+        raise AuditError(f"no verifier key file {value}", code="audit_bad_key")
+    return NoteVerifier.from_vkey(value)
 
 
 @contextmanager
@@ -195,6 +198,11 @@ def verify(
                 jobs=jobs,
             )
     else:
+        if target is not None and "://" not in target:  # a path, and not a directory
+            raise AuditError(
+                f"no export directory {target} (a database is given as a URL)",
+                code="audit_not_found",
+            )
         url = target or database_url
         key = _key_path(log_key)
         notes: list[str] = []

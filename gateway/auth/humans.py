@@ -16,7 +16,7 @@ from typing import Any
 
 import jwt
 
-from gateway.errors import AuthError, ForbiddenError
+from gateway.errors import AuthError, ForbiddenError, ValidationFailed
 from gateway.jose import (
     PrivateKey,
     generate_private_key,
@@ -80,7 +80,10 @@ def issue_dev_token(
 ) -> str:
     bad = set(roles) - set(ROLES)
     if bad:
-        raise ValueError(f"unknown roles {sorted(bad)}")
+        known = ", ".join(sorted(ROLES))
+        raise ValidationFailed(
+            f"unknown roles {', '.join(sorted(bad))} (known: {known})", code="unknown_role"
+        )
     issued = int(now if now is not None else time.time())
     claims: dict[str, Any] = {
         "iss": DEV_ISSUER,

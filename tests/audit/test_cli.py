@@ -111,6 +111,11 @@ def test_verify_bad_input_exits_2(run: Run, tmp_path: Path) -> None:
     assert run("verify", "no-such-scheme://x")[0] == 2
     assert run("verify", f"sqlite:///{tmp_path / 'missing' / 'x.db'}")[0] == 2
     assert run("verify", "--log-vkey", "not-a-vkey", "sqlite:///x.db")[0] == 2
+    # A path that is not there is named as such, not taken for a database URL.
+    code, out = run("verify", str(tmp_path / "no-bundle"))
+    assert code == 2 and "no export directory" in out
+    code, out = run("verify", "--log-vkey", str(tmp_path / "log.vkey"), "sqlite:///x.db")
+    assert code == 2 and "no verifier key file" in out
 
 
 def test_checkpoint_prove_and_consistency(run: Run, filled: str) -> None:

@@ -78,6 +78,15 @@ def test_token_request_help_states_the_gateway_limit(accord: Run) -> None:
     assert f"1<=x<={MAX_LIFETIME_S}" in result.stdout
 
 
+def test_token_issue_names_an_unknown_role_in_one_line(accord: Run) -> None:
+    result = accord("token", "issue", "--role", "nobody")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "error unknown_role: unknown roles nobody (known: admin, auditor, department, officer)"
+    ]
+
+
 def test_token_issue_refuses_a_lifetime_below_one_second(accord: Run) -> None:
     result = accord("token", "issue", "--role", "officer", "--ttl", "-5")
     assert result.returncode != 0 and result.stdout == ""
