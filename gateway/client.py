@@ -33,6 +33,7 @@ from audit.records import InclusionProof
 from gateway.auth.requests import sign_request_token
 from gateway.exchange.receipts import verify_receipt
 from gateway.jose import PrivateKey
+from gateway.policy.bundle import audit_version
 
 __all__ = [
     "AccordClient",
@@ -257,7 +258,7 @@ class AccordClient:
             problems.append("released fields")
         if "agreement" in answer and answer["agreement"] != claims.get("agreement"):
             problems.append("agreement")
-        version = str(answer.get("policy_version") or "").removeprefix("sha256:")
+        version = audit_version(str(answer.get("policy_version") or ""))
         if "policy_version" in answer and version != claims.get("policy_version"):
             problems.append("policy version")
         audit = answer.get("audit") or {}

@@ -16,6 +16,7 @@ from gateway.agreements.models import Agreement
 from gateway.auth.requests import Caller
 from gateway.errors import AccordError
 from gateway.exchange.schemas import ExchangeRequest
+from gateway.policy.bundle import audit_version
 from gateway.policy.engine import Decision, PolicyDenied
 
 __all__ = ["Trace", "exchange_entry", "refusal_entry"]
@@ -61,7 +62,7 @@ def exchange_entry(trace: Trace, *, outcome: str, status: int) -> dict[str, Any]
         entry["agreement"] = f"{trace.agreement.agreement_id}@{trace.agreement.version}"
         entry["provider"] = trace.agreement.provider
     if trace.decision is not None and trace.decision.policy_version:
-        entry["policy_version"] = trace.decision.policy_version.removeprefix("sha256:")
+        entry["policy_version"] = audit_version(trace.decision.policy_version)
     if trace.subject is not None:
         entry["subject"] = trace.subject
     return entry
