@@ -8,6 +8,11 @@ and each exchange starts by reading that counter: when it moved, this process
 drops everything it cached. One indexed single-row read replaces six, across any
 number of nodes, and a revoked key or suspended agreement still stops the very
 next exchange on every node.
+
+On PostgreSQL the exchange does not read the counter up front: it checks against
+what is cached (``current``) and its claim statement returns the counter in the
+same round trip; only when that differs from the generation it checked against
+does it check again (``gateway.exchange.admission``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from gateway.db import single_statement_cursor
 from gateway.errors import ServiceUnavailableError
 
 __all__ = [
+    "GENERATION",
     "READ_GENERATION",
     "CacheMiss",
     "StateCache",
@@ -44,6 +50,8 @@ generation_table = sa.Table(
 )
 
 
+#: The counter as a scalar subquery, for statements that return it beside their own rows.
+GENERATION = "(SELECT value FROM state_generation WHERE id = 1)"
 READ_GENERATION = "SELECT value FROM state_generation WHERE id = 1"
 
 
@@ -105,6 +113,14 @@ class StateCache:
                 self._generation = current
                 self._data = {}
             return self._data
+
+    def current(self) -> tuple[int, dict[Hashable, Any]] | None:
+        """The generation last adopted and its cache, without a read; ``None`` before
+        the first read and while the counter row is missing (nothing is cached then)."""
+        with self._lock:
+            if self._generation is None or self._generation < 0:
+                return None
+            return self._generation, self._data
 
     @staticmethod
     @contextmanager

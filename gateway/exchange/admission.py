@@ -2,21 +2,23 @@
 
 The token is verified before the body is parsed; a token whose body does not
 parse is still spent. What admission reads (the caller's key, department and
-agreement) comes from the ``StateCache`` generation read first, so a revoked key
-or suspended agreement stops the very next exchange.
+agreement) is checked against the ``StateCache`` generation, so a revoked key or
+suspended agreement stops the very next exchange.
 
-Where the steps run depends on the store (``store_steps``): on SQLite all of it
-on the loop holding the write turn; on PostgreSQL the generation read and the
-claim are awaited on async connections (``pg_steps``) and the checks in between
-run on the loop from the cache, or, on the rare miss, on a worker thread that
-loads the rows.
+Where the steps run depends on the store (``store_steps``). On SQLite all of it
+runs on the loop holding the write turn, after a generation read. On PostgreSQL
+the checks run on the loop from the cache as last read (on the rare miss, on a
+worker thread that loads the rows), and then the claim, awaited on an async
+connection (``pg_steps``), spends the jti, reserves the quota and returns the
+generation in one round trip. Only when that generation is not the one the
+checks used do they run again (``_admit_awaiting``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -121,24 +123,80 @@ class Admission:
         now: datetime,
         started: float,
     ) -> Admitted:
-        state = trace.state = self.state.adopt(await pg.generation())
-        caller = await _from_cache(self._verify, state, token, method, path, body, now)
-        trace.caller = caller
+        """Checks against the cached state, then one claim statement that also returns
+        the generation: when it moved since the cache was filled, the checks run
+        again on fresh rows. A refusal by the cache is confirmed against a fresh read
+        first, so a key registered a moment ago is not refused from an old cache."""
+        cached = self.state.current()
+        known, state = cached if cached is not None else await self._fresh(pg)
+
+        async def check(state: dict[Hashable, Any]) -> Caller:
+            caller = await _from_cache(self._verify, state, token, method, path, body, now)
+            trace.state, trace.caller = state, caller
+            return caller
+
+        try:
+            caller = await check(state)
+        except AuthError:
+            if cached is None:
+                raise
+            known, state = await self._fresh(pg)
+            if known == cached[0]:
+                raise
+            caller = await check(state)
         try:
             trace.request = parse_request(body)
         except AccordError:
-            await pg.claim(caller.department, caller.jti, caller.replay_until, None, now)
+            _, seen = await pg.claim(caller.department, caller.jti, caller.replay_until, None, now)
+            if seen != known:  # a key revoked meanwhile is the answer, not the body
+                await check(self.state.adopt(seen))
             raise
         t = trace.stage("auth", started)
         trace.agreement, department = await _from_cache(self._lookups, state, caller, trace.request)
-        reservation = await pg.claim(
-            caller.department,
-            caller.jti,
-            caller.replay_until,
-            _counted(caller, trace.agreement),
-            now,
+        counted = _counted(caller, trace.agreement)
+        reservation, seen = await pg.claim(
+            caller.department, caller.jti, caller.replay_until, counted, now
         )
+        if seen != known:
+            department, reservation = await self._recheck(
+                pg, trace, check, seen, counted, reservation, now
+            )
         return department, reservation, t
+
+    async def _fresh(self, pg: PgSteps) -> tuple[int, dict[Hashable, Any]]:
+        generation = await pg.generation()
+        return generation, self.state.adopt(generation)
+
+    async def _recheck(
+        self,
+        pg: PgSteps,
+        trace: Trace,
+        check: Callable[[dict[Hashable, Any]], Awaitable[Caller]],
+        seen: int,
+        counted: str | None,
+        reservation: QuotaReservation | None,
+        now: datetime,
+    ) -> tuple[Department, QuotaReservation | None]:
+        """The claim saw a newer generation than the checks used: check again on it.
+        The jti stays spent; the quota follows the agreement as it is now."""
+        assert trace.request is not None
+        try:
+            caller = await check(self.state.adopt(seen))
+            trace.agreement, department = await _from_cache(
+                self._lookups, trace.state, caller, trace.request
+            )
+            recounted = _counted(caller, trace.agreement)
+            if recounted != counted:
+                if reservation is not None:
+                    await pg.release(reservation)
+                reservation = None
+                if recounted is not None:
+                    reservation = await pg.reserve(recounted, now)
+        except AccordError:
+            if reservation is not None:
+                await pg.release(reservation)
+            raise
+        return department, reservation
 
     def _verify(
         self,

@@ -25,6 +25,7 @@ from audit.store import write_lock
 from gateway.db import raw_lazy_transaction, single_statement_cursor
 from gateway.errors import AuthError, ServiceUnavailableError
 from gateway.exchange.models import ReplayedJti
+from gateway.statecache import GENERATION
 
 __all__ = [
     "PG_GIVE_BACK",
@@ -82,6 +83,23 @@ class ReplayCache:
     ) -> list[tuple[str, tuple[Any, ...]]]:
         """The claim in this database's SQL; reserving returns ``(window, count)`` rows."""
         return self._sql.statements(iss, jti, until, agreement_id, usage)
+
+    def awaited_claim(
+        self, iss: str, jti: str, until: datetime, agreement_id: str | None, usage: Usage
+    ) -> tuple[str, tuple[Any, ...]]:
+        """PostgreSQL's claim as one statement (``pg_steps``) whose rows also end with
+        the state generation its snapshot saw: ``(generation,)`` for a bare claim,
+        ``(window, new count, generation)`` when it reserves."""
+        spend = (iss, jti, self._sql.expires(until))
+        if agreement_id is None:
+            return _PG_CLAIM_JTI_SEEN, spend
+        return _PG_CLAIM_AND_RESERVE_SEEN, (*spend, agreement_id, usage.minute, usage.day)
+
+    @staticmethod
+    def awaited_reserve(agreement_id: str, usage: Usage) -> tuple[str, tuple[Any, ...]]:
+        """PostgreSQL: reserve the quota alone, ``(window, new count)`` rows (for an
+        exchange whose jti a claim already spent)."""
+        return _PG_RESERVE, (agreement_id, usage.minute, usage.day)
 
     def purge_due(self, until: datetime) -> datetime | None:
         """Count a claim; every ``purge_every`` claims, the time to forget jtis before."""
@@ -151,6 +169,19 @@ _PG_CLAIM_AND_RESERVE = (
     "SELECT %s, %s, %s FROM lazy RETURNING 1) "
     'INSERT INTO usage_counter (agreement_id, "window", count) '
     "SELECT %s, w.name, 1 FROM spent, (VALUES (%s), (%s)) AS w(name) "
+    'ON CONFLICT (agreement_id, "window") '
+    'DO UPDATE SET count = usage_counter.count + 1 RETURNING "window", count'
+)
+
+# The awaited claim (``pg_steps``) also returns the state generation its snapshot
+# saw, so an exchange checked against cached rows learns in the same round trip
+# whether they were current (``gateway.exchange.admission``).
+_PG_CLAIM_JTI_SEEN = f"{_PG_CLAIM_JTI} RETURNING {GENERATION}"
+_PG_CLAIM_AND_RESERVE_SEEN = f"{_PG_CLAIM_AND_RESERVE}, {GENERATION}"
+_PG_RESERVE = (
+    "WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true)) "
+    'INSERT INTO usage_counter (agreement_id, "window", count) '
+    "SELECT %s, w.name, 1 FROM lazy, (VALUES (%s), (%s)) AS w(name) "
     'ON CONFLICT (agreement_id, "window") '
     'DO UPDATE SET count = usage_counter.count + 1 RETURNING "window", count'
 )

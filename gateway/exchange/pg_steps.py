@@ -1,18 +1,19 @@
 """The exchange's store steps on PostgreSQL, awaited on the event loop.
 
-Every exchange reads the state generation and claims its jti and quota: two
-single statements, each its own transaction. On a worker thread each round trip
-cost a thread hop and then a wait for the interpreter lock behind the busy loop;
-here the loop sends them on a small pool of async connections (autocommit) and
-does other work meanwhile.
+Every exchange claims its jti and quota in one statement that also returns the
+state generation; an exchange with nothing cached yet, or refused by what was
+cached, reads the generation first (``generation``). On a worker thread each
+round trip cost a thread hop and then a wait for the interpreter lock behind the
+busy loop; here the loop sends them on a small pool of async connections
+(autocommit) and does other work meanwhile.
 
 A pooled connection is checked before use only when the server may have gone
 away unnoticed: it sat idle for more than a second, or another connection was
-just found lost (a restart drops them all). The generation read, the first
-statement of every exchange, is sent once more on a fresh connection; so after a
-restart only exchanges already past it can meet a lost connection (503). A
-server that refuses connections fails exchanges at once rather than after a wait
-for the pool, and one that stops answering fails them after ``timeout_s``.
+just found lost (a restart drops them all). A read or claim that meets a lost
+connection is sent once more on a fresh one, so after a restart only exchanges
+whose claim was already out see 503. A server that refuses connections fails
+exchanges at once rather than after a wait for the pool, and one that stops
+answering fails them after ``timeout_s``.
 """
 
 from __future__ import annotations
@@ -185,25 +186,48 @@ class PgSteps:
 
     async def claim(
         self, iss: str, jti: str, until: datetime, agreement_id: str | None, now: datetime
-    ) -> QuotaReservation | None:
+    ) -> tuple[QuotaReservation | None, int]:
         """``ReplayCache.claim``, awaited: spend the jti and reserve the agreement's quota
         in one autocommitted statement; ``AuthError(token_replayed)`` if it was spent.
-        Never sent twice: a lost connection may have committed it."""
+        Also returns the state generation the statement saw (-1: its row is missing).
+
+        A connection found lost (a restarted server drops them all) is replaced and
+        the claim sent once more. The lost one may have committed it, so the second
+        try finding the jti spent is 503, not a replay: nothing is released either way.
+        """
         usage = Usage(now)
-        statements = self.replay.statements(iss, jti, until, agreement_id, usage)
-        try:
-            async with self.pool.connection() as conn, asyncio.timeout(self._timeout_s):
-                cur = conn.cursor()
-                for sql, params in statements:
-                    await cur.execute(sql, params)
-                rows = await cur.fetchall() if agreement_id is not None else []
-        except psycopg.IntegrityError as exc:
-            raise replayed() from exc
-        except (psycopg.Error, TimeoutError) as exc:
-            raise counters_unavailable() from exc
+        sql, params = self.replay.awaited_claim(iss, jti, until, agreement_id, usage)
+        for again in (False, True):
+            conn: Conn | None = None
+            try:
+                async with self.pool.connection() as conn, asyncio.timeout(self._timeout_s):
+                    cur = await conn.execute(sql, params)
+                    rows = await cur.fetchall()
+                break
+            except psycopg.IntegrityError as exc:  # a second try may meet its first one's jti
+                raise (counters_unavailable() if again else replayed()) from exc
+            except psycopg.OperationalError as exc:
+                if again or conn is None or not (conn.broken or conn.closed):
+                    raise counters_unavailable() from exc
+            except (psycopg.Error, TimeoutError) as exc:
+                raise counters_unavailable() from exc
         before = self.replay.purge_due(until)
         if before is not None:
             self._purge_soon(before)
+        seen = rows[0][-1] if rows else None
+        counts = [row[:2] for row in rows] if agreement_id is not None else []
+        return reservation_from(agreement_id, usage, counts), -1 if seen is None else int(seen)
+
+    async def reserve(self, agreement_id: str, now: datetime) -> QuotaReservation | None:
+        """Reserve the agreement's quota alone, for an exchange whose jti is spent."""
+        usage = Usage(now)
+        sql, params = self.replay.awaited_reserve(agreement_id, usage)
+        try:
+            async with self.pool.connection() as conn, asyncio.timeout(self._timeout_s):
+                cur = await conn.execute(sql, params)
+                rows = await cur.fetchall()
+        except (psycopg.Error, TimeoutError) as exc:
+            raise counters_unavailable() from exc
         return reservation_from(agreement_id, usage, rows)
 
     async def release(self, reservation: QuotaReservation) -> None:

@@ -18,7 +18,7 @@ from gateway.errors import AuthError, ServiceUnavailableError
 from gateway.exchange.admission import _from_cache
 from gateway.exchange.counters import ReplayCache, Usage
 from gateway.exchange.pg_steps import PgSteps
-from gateway.statecache import StateCache, bump_generation
+from gateway.statecache import StateCache, bump_generation, generation_table
 from tests._support.servers import fresh_database
 from tests.exchange.conftest import quota_counts
 
@@ -46,14 +46,18 @@ def _terminate_others(engine: sa.Engine) -> int:
     return int(killed or 0)
 
 
-def test_awaited_claims_spend_once_count_and_give_back(engine: sa.Engine) -> None:
+def test_awaited_claims_spend_once_count_give_back_and_see_the_generation(
+    engine: sa.Engine,
+) -> None:
     replay = ReplayCache(engine)
     steps = PgSteps(engine, replay)
     usage = Usage(NOW)
 
     async def main() -> None:
-        first = await steps.claim("welfare-office", "jti-1", UNTIL, "agr-1", NOW)
-        second = await steps.claim("welfare-office", "jti-2", UNTIL, "agr-1", NOW)
+        generation = await steps.generation()
+        first, seen = await steps.claim("welfare-office", "jti-1", UNTIL, "agr-1", NOW)
+        assert seen == generation
+        second, _ = await steps.claim("welfare-office", "jti-2", UNTIL, "agr-1", NOW)
         assert first is not None and second is not None
         assert (first.before_minute, second.before_minute, second.before_day) == (0, 1, 1)
         with pytest.raises(AuthError) as caught:
@@ -62,7 +66,16 @@ def test_awaited_claims_spend_once_count_and_give_back(engine: sa.Engine) -> Non
         assert quota_counts(engine, "agr-1") == {usage.minute: 2, usage.day: 2}
         await steps.release(second)
         assert quota_counts(engine, "agr-1") == {usage.minute: 1, usage.day: 1}
-        assert await steps.claim("tax-office", "jti-1", UNTIL, None, NOW) is None
+        with engine.begin() as conn:  # a change committed before the claim: it says so
+            bump_generation(conn)
+        assert await steps.claim("tax-office", "jti-1", UNTIL, None, NOW) == (None, generation + 1)
+        third = await steps.reserve("agr-1", NOW)  # the quota alone, no jti
+        assert third is not None and third.before_minute == 1
+        assert quota_counts(engine, "agr-1") == {usage.minute: 2, usage.day: 2}
+        with engine.begin() as conn:
+            conn.execute(generation_table.delete())
+        assert await steps.claim("tax-office", "jti-2", UNTIL, "agr-1", NOW) is not None
+        assert (await steps.claim("tax-office", "jti-3", UNTIL, None, NOW))[1] == -1
         await steps.close()
 
     asyncio.run(main())
@@ -154,8 +167,9 @@ def test_an_exchange_arriving_while_a_read_is_out_gets_a_read_of_its_own(
 
 
 def test_connections_the_server_dropped_are_replaced_without_an_error(engine: sa.Engine) -> None:
-    """A restart drops every pooled connection: the next read replaces the one it
-    found lost, and the claim after it checks the others before using them."""
+    """A restart drops every pooled connection: the next claim (most exchanges send no
+    read first) replaces the one it found lost and is sent again; after it, the
+    pool checks the others before using them."""
     steps = PgSteps(engine, ReplayCache(engine))
 
     async def main() -> None:
@@ -165,8 +179,45 @@ def test_connections_the_server_dropped_are_replaced_without_an_error(engine: sa
         )
         assert _terminate_others(engine) >= 2
         await asyncio.sleep(0.1)
+        reservation, _ = await steps.claim("welfare-office", "after", UNTIL, "agr-1", NOW)
+        assert reservation is not None and reservation.before_minute == 0
         assert await steps.generation() >= 0
-        assert await steps.claim("welfare-office", "after", UNTIL, "agr-1", NOW) is not None
+        await steps.close()
+
+    asyncio.run(main())
+
+
+def test_a_claim_sent_again_that_finds_its_jti_spent_is_unavailable_not_replayed(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lost connection may have committed the first try: the second cannot tell
+    that from a replay, so it answers 503, and nothing is released either way."""
+    steps = PgSteps(engine, ReplayCache(engine))
+    real = psycopg.AsyncConnection.execute
+    tries = 0
+
+    async def commit_then_lose(self: Any, query: Any, params: Any = None, **kw: Any) -> Any:
+        nonlocal tries
+        if "request_jti" not in str(query):
+            return await real(self, query, params, **kw)
+        tries += 1
+        cur = await real(self, query, params, **kw)
+        if tries == 1:  # committed, then the server goes away before the answer is read
+            _terminate_others(engine)
+            await asyncio.sleep(0.1)
+            await real(self, "SELECT 1")
+        return cur
+
+    async def main() -> None:
+        await steps.claim("welfare-office", "warm", UNTIL, None, NOW)
+        monkeypatch.setattr(psycopg.AsyncConnection, "execute", commit_then_lose)
+        with pytest.raises(ServiceUnavailableError) as caught:
+            await steps.claim("welfare-office", "once", UNTIL, None, NOW)
+        assert caught.value.code == "store_unavailable"
+        assert tries == 2
+        monkeypatch.undo()
+        with pytest.raises(AuthError):  # spent by the first try
+            await steps.claim("welfare-office", "once", UNTIL, None, NOW)
         await steps.close()
 
     asyncio.run(main())
