@@ -32,6 +32,7 @@ from gateway.errors import ServiceUnavailableError
 
 __all__ = [
     "GENERATION",
+    "MAX_ENTRIES",
     "READ_GENERATION",
     "CacheMiss",
     "StateCache",
@@ -76,6 +77,10 @@ _HITS_ONLY: ContextVar[bool] = ContextVar("accord_state_hits_only", default=Fals
 
 
 _MISS = _Miss()
+
+#: At most this many rows are cached per generation; past it, lookups read the
+#: database. A registry many times larger than any ministry's stays far below it.
+MAX_ENTRIES = 20_000
 
 
 class StateCache:
@@ -134,13 +139,26 @@ class StateCache:
             _HITS_ONLY.reset(token)
 
     @staticmethod
-    def get(data: dict[Hashable, Any], key: Hashable, load: Callable[[], T]) -> T:
-        """``data[key]``, loading it on a miss. Errors are not cached."""
+    def get(
+        data: dict[Hashable, Any],
+        key: Hashable,
+        load: Callable[[], T],
+        *,
+        keep: Callable[[T], bool] | None = None,
+    ) -> T:
+        """``data[key]``, loading it on a miss. Errors are not cached, nor a value
+        ``keep`` turns down, nor anything once the cache holds ``MAX_ENTRIES``.
+
+        Keys are often made of what a request names (a kid, a system, an
+        agreement id), so a lookup of something that does not exist must not
+        stay: ``keep`` lets a caller store only rows that exist, and the bound is
+        the backstop against any key an unauthenticated sender can vary."""
         found = data.get(key, _MISS)
         if isinstance(found, _Miss):
             if _HITS_ONLY.get():
                 raise CacheMiss(key)
             loaded = load()
-            data[key] = loaded
+            if (keep is None or keep(loaded)) and len(data) < MAX_ENTRIES:
+                data[key] = loaded
             return loaded
         return cast(T, found)

@@ -22,7 +22,7 @@ from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
 from gateway.errors import AccordError, AuthError
 from gateway.jose import ALGORITHMS, PrivateKey, b64url_encode, public_jwk
-from gateway.registry.service import RegistryService, verify_caller
+from gateway.registry.service import CallerRows, RegistryService, verify_caller
 from gateway.statecache import StateCache
 
 __all__ = [
@@ -151,6 +151,7 @@ class RequestTokenVerifier:
                     state,
                     ("caller", kid, iss, sub),
                     lambda: self.registry.caller_rows(kid, iss, sub),
+                    keep=CallerRows.whole,
                 )
                 key, key_alg, system = verify_caller(rows, now)
         except AccordError as exc:
@@ -176,7 +177,7 @@ class RequestTokenVerifier:
         except jwt.PyJWTError as exc:
             raise AuthError(f"the request token is invalid: {exc}", code="invalid_token") from exc
         iat, exp = claims["iat"], claims["exp"]
-        if not isinstance(iat, int) or not isinstance(exp, int):
+        if not _numeric_date(iat) or not _numeric_date(exp):
             raise AuthError("iat and exp must be integers", code="invalid_token")
         if exp - iat > MAX_LIFETIME_S or exp <= iat:
             raise AuthError(
@@ -215,12 +216,20 @@ class RequestTokenVerifier:
         claims = _verified_claims(token, parts, key, alg, audience=self.audience)
         ts = now.timestamp()
         exp = claims.get("exp")
-        if isinstance(exp, int | float) and ts > exp + LEEWAY_S:
+        if isinstance(exp, int | float) and not isinstance(exp, bool) and ts > exp + LEEWAY_S:
             raise jwt.ExpiredSignatureError("expired")
-        nbf = claims.get("nbf")
-        if isinstance(nbf, int | float) and ts + LEEWAY_S < nbf:
-            raise jwt.ImmatureSignatureError("not yet valid")
+        if "nbf" in claims:
+            nbf = claims["nbf"]
+            if not _numeric_date(nbf):
+                raise jwt.InvalidTokenError("nbf must be an integer NumericDate")
+            if ts + LEEWAY_S < nbf:
+                raise jwt.ImmatureSignatureError("not yet valid")
         return claims
+
+
+def _numeric_date(value: Any) -> bool:
+    """An integer NumericDate: ``true`` is an ``int`` to Python, not to JSON."""
+    return type(value) is int
 
 
 def _verified_claims(

@@ -221,7 +221,10 @@ class Admission:
                 return None
 
         agreement = StateCache.get(
-            state, ("agreement", request.agreement, request.agreement_version), load_agreement
+            state,
+            ("agreement", request.agreement, request.agreement_version),
+            load_agreement,
+            keep=_exists,
         )
         department = StateCache.get(
             state,
@@ -237,6 +240,11 @@ class Admission:
         return self.replay.claim(
             caller.department, caller.jti, caller.replay_until, _counted(caller, agreement), now
         )
+
+
+def _exists(row: Agreement | None) -> bool:
+    """An agreement id the caller names that does not exist is not kept in the cache."""
+    return row is not None
 
 
 def _counted(caller: Caller, agreement: Agreement | None) -> str | None:

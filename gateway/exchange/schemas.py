@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 __all__ = [
     "AggregateQuery",
@@ -62,7 +62,7 @@ Query = Annotated[RecordQuery | VerifyQuery | AggregateQuery, Field(discriminato
 
 class ExchangeRequest(_Strict):
     agreement: Slug
-    agreement_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    agreement_version: StrictInt | None = Field(default=None, ge=1, le=2**31 - 1)
     dataset: Slug
     purpose: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.:-]{0,99}$")]
     query: Query

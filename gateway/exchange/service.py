@@ -350,7 +350,7 @@ class ExchangeService:
         consumer = trace.caller.department if trace.caller else "unknown"
         provider = trace.agreement.provider if trace.agreement else "unknown"
         self.metrics.exchanges.labels(outcome, consumer, provider).inc()
-        if trace.caller is None and exc.status == 401:
+        if exc.status == 401:  # a replayed token too: anyone who saw the request has it
             recorded = await self.refusals.auth_failure(entry, exc.code)
         else:
             recorded = await self.refusals.record(entry, refused=exc.code)

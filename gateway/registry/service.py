@@ -264,6 +264,17 @@ class CallerRows:
     system: System | None
     public: tuple[PublicKey, str] | None
 
+    def whole(self) -> bool:
+        """The key, its department and the system all exist and belong together: worth
+        caching. A token can name any kid, department and system before its signature
+        is checked, so a lookup that found less is read again next time, not kept."""
+        return (
+            self.key is not None
+            and self.key.department_id == self.department_id
+            and self.department is not None
+            and self.system is not None
+        )
+
 
 def verify_caller(rows: CallerRows, now: datetime) -> tuple[PublicKey, str, System | None]:
     """Raise unless the key may verify for the department at ``now``; time is an argument.

@@ -436,3 +436,61 @@ def test_verifier_agrees_with_jwt_decode(
     assert code is None or code in GATEWAY_CODES
     if tamper != "none":
         assert claims == good_claims() and code is None
+
+
+# -- what a token can make the gateway keep -----------------------------------------
+
+
+def test_unknown_kids_systems_and_departments_leave_nothing_in_the_state_cache(
+    registered: Registered,
+) -> None:
+    """Anyone can name a new kid, iss or sub in every token, before any signature is
+    checked: a lookup that found no such key, department or system is not kept."""
+    state: dict[Hashable, Any] = {}
+    stranger = STRANGERS["EdDSA"]
+    own = registered.keys["EdDSA"]
+    cases = [
+        (sign({**good_claims(), "jti": f"jti-unknown-{i}"}, stranger), "unknown_key")
+        for i in range(20)
+    ]
+    cases += [
+        (sign({**good_claims(), "sub": f"nobody-{i}"}, own), "unknown_system") for i in range(20)
+    ]
+    cases += [
+        (sign({**good_claims(), "iss": f"dept-{i}"}, own), "wrong_department_key")
+        for i in range(20)
+    ]
+    for token, code in cases:
+        assert Registered(registered.verifier, registered.keys, state).code(token) == code
+    assert state == {}
+    assert (
+        Registered(registered.verifier, registered.keys, state).code(sign(good_claims(), own))
+        is None
+    )
+    assert len(state) == 1  # a caller that exists is kept
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [("nbf", "tomorrow"), ("nbf", {"x": 1}), ("nbf", [1]), ("nbf", True), ("nbf", 1.5)],
+)
+def test_a_not_before_of_the_wrong_type_is_refused_not_ignored(
+    registered: Registered, claim: str, value: Any
+) -> None:
+    token = sign({**good_claims(), claim: value}, registered.keys["EdDSA"])
+    assert registered.code(token) == "invalid_token"
+
+
+@pytest.mark.parametrize("claim", ["iat", "exp"])
+def test_a_boolean_is_not_a_numeric_date(registered: Registered, claim: str) -> None:
+    token = sign({**good_claims(), claim: True}, registered.keys["EdDSA"])
+    assert registered.code(token) == "invalid_token"
+
+
+def test_an_integer_not_before_still_works(registered: Registered) -> None:
+    issued = int(T0.timestamp())
+    key = registered.keys["EdDSA"]
+    assert registered.code(sign({**good_claims(), "nbf": issued}, key)) is None
+    assert registered.code(sign({**good_claims(), "nbf": issued + 600}, key)) == (
+        "token_not_yet_valid"
+    )

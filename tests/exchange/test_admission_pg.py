@@ -23,10 +23,11 @@ from gateway.errors import AuthError
 from gateway.exchange.admission import Admission
 from gateway.exchange.counters import Usage
 from gateway.exchange.trace import Trace
-from gateway.jose import generate_private_key, public_jwk
+from gateway.jose import generate_private_key, load_private_key_pem, public_jwk
 from gateway.registry.models import KeyCreate, SystemCreate
 from gateway.services import Services, build_services
 from gateway.settings import Settings
+from gateway.statecache import bump_generation
 from tests._support.gateway import add_agreement, seeded_services
 from tests.exchange.attack_support import key_id, request_body, sign_token, token_claims
 from tests.exchange.conftest import quota_counts
@@ -125,9 +126,9 @@ def test_a_warm_gateway_sends_one_statement_and_sees_another_nodes_changes_at_on
         assert caught.value.code == "unknown_key"
         assert (seen.reads, seen.claims) == (2, 6)
 
-        # A refusal the cache holds (no such system) that another node has since
-        # made wrong: the fresh read sees the move, and the exchange is admitted.
-        new_app = dict(sub="intake-app")
+        # A system another node registered a moment ago: a lookup that found no
+        # system is never kept, so the next exchange reads it and is admitted.
+        new_app = {"sub": "intake-app"}
         with pytest.raises(AuthError) as caught:
             await _admit(admission, welfare, claims=new_app)
         assert caught.value.code == "unknown_system"
@@ -137,7 +138,21 @@ def test_a_warm_gateway_sends_one_statement_and_sees_another_nodes_changes_at_on
         )
         _, reservation, _ = await _admit(admission, welfare, claims=new_app)
         assert reservation is not None
-        assert (seen.reads, seen.claims) == (4, 7)
+        assert (seen.reads, seen.claims) == (3, 7)
+
+        # A refusal the cache does hold (the department was suspended) that another
+        # node has since lifted: the fresh read sees the move, and it is admitted.
+        _set_status(there, "tax-authority", "suspended")
+        tax = _key(here, "tax-authority")
+        as_tax = {"iss": "tax-authority", "sub": "tax-status-service"}
+        for _ in range(2):  # the second refusal comes from the cache, confirmed by a read
+            with pytest.raises(AuthError) as caught:
+                await _admit(admission, tax, claims=as_tax)
+            assert caught.value.code == "department_inactive"
+        assert (seen.reads, seen.claims) == (5, 7)
+        _set_status(there, "tax-authority", "active")
+        await _admit(admission, tax, claims=as_tax)
+        assert (seen.reads, seen.claims) == (6, 8)
 
         await here.stop()
 
@@ -167,10 +182,22 @@ def test_an_agreement_signed_on_another_node_takes_its_quota_from_the_next_excha
     asyncio.run(main())
 
 
-def _demo_key(services: Services) -> Any:
-    from gateway.jose import load_private_key_pem
+def _key(services: Services, department: str) -> Any:
+    return load_private_key_pem(services.settings.data_dir / "demo-keys" / f"{department}.pem")
 
-    return load_private_key_pem(services.settings.data_dir / "demo-keys" / "welfare-office.pem")
+
+def _demo_key(services: Services) -> Any:
+    return _key(services, "welfare-office")
+
+
+def _set_status(services: Services, department: str, status: str) -> None:
+    """As an administrator's change would: the row and the generation in one transaction."""
+    with services.engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE department SET status = :s WHERE id = :d"),
+            {"s": status, "d": department},
+        )
+        bump_generation(conn)
 
 
 def _sign_late_agreement(services: Services) -> None:

@@ -273,6 +273,15 @@ def test_schema_violation_names_the_field(gw: Gateway) -> None:
     assert any("subject" in e["field"] for e in doc["errors"])
 
 
+@pytest.mark.parametrize("version", [True, "1", 1.0])
+def test_an_agreement_version_that_is_not_an_integer_is_refused_not_coerced(
+    gw: Gateway, version: object
+) -> None:
+    body = request_body(agreement_version=version)
+    doc = expect_problem(post_exchange(gw, good_token(gw, body), body), 422, "validation_failed")
+    assert any("agreement_version" in e["field"] for e in doc["errors"])
+
+
 def test_wrong_content_type_rejected(gw: Gateway) -> None:
     body = request_body()
     r = httpx.post(

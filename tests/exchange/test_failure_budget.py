@@ -149,6 +149,43 @@ def test_a_flood_of_bad_tokens_is_answered_alike_and_accounted_for_in_few_entrie
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_replaying_one_captured_request_does_not_get_around_the_budget(
+    flood_gateway: Gateway,
+) -> None:
+    """Its signature verifies, but anyone who saw the request holds it: each replay
+    must not cost the log an entry and a sync of its own."""
+    gw = flood_gateway
+    body = request_body()
+    token = good_token(gw, body)
+    assert post_exchange(gw, token, body).status_code == 200
+    before = len(_auth_failures(gw.data_dir / "accord.db"))
+    n = 40
+    started = time.monotonic()
+    with httpx.Client(timeout=30) as client:
+        for _ in range(n):
+            r = client.post(
+                gw.url + "/v1/exchanges",
+                content=body,
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+            )
+            expect_problem(r, 401, "token_replayed")
+    elapsed = time.monotonic() - started
+    time.sleep(1.5)  # past the fold window
+
+    failures = _auth_failures(gw.data_dir / "accord.db")[before:]
+    alone = [e for e in failures if e["outcome"] == "refused"]
+    assert len(alone) <= 5 + 5 * elapsed + 1
+    assert all(e["actor"] == "welfare-office/benefits-app" for e in alone)
+    folded = sum(
+        int(pair.rsplit(":", 1)[1])
+        for e in failures
+        if e["outcome"] == "folded"
+        for pair in e["detail"]["codes"]  # type: ignore[index]
+        if pair.startswith("token_replayed:")
+    )
+    assert folded > 0 and folded + len(alone) == n
+
+
 def test_a_gateway_that_stops_mid_flood_writes_the_last_folded_window(tmp_path: Path) -> None:
     """The window's entry is due a second after its first failure; a gateway stopping
     before then writes it on the way out, before the audit log closes."""
