@@ -17,7 +17,10 @@ from connectors.interface import ConnectorConfigError, InvalidKey, UnknownField
 
 __all__ = ["EntitySpec", "entity", "parse_entities", "project"]
 
-_DEFAULT_KEY_PATTERN = r"[A-Za-z0-9._:-]{1,128}"
+#: The shape of a subject key the exchange API accepts (``gateway.exchange.schemas``):
+#: a wider default would let a binding serve keys no exchange can ask for, and a
+#: key of dots alone could name a parent path on a REST provider.
+_DEFAULT_KEY_PATTERN = r"[A-Za-z0-9_-]{1,128}"
 
 
 @dataclass(frozen=True, slots=True)
