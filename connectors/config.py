@@ -5,13 +5,21 @@ agreement. Secrets and endpoints are not written into them: ``${VAR}`` and
 ``${VAR:-default}`` placeholders are filled from an explicit environment
 mapping at load time, and relative file paths (WSDL, drop folder) are
 resolved against the config file's own directory.
+
+A binding's config is written by an administrator but expanded from the
+gateway's own environment, which also holds the gateway's settings and every
+other provider's secrets. So a stored config is scoped to its provider: it may
+name only variables under the provider's prefix (``civil-registry`` →
+``CIVIL_REGISTRY_``), never one that a more specific department's prefix claims,
+and never an ``ACCORD_`` variable. The scope is checked before a variable is
+looked up, so an out-of-scope name is never read.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +27,92 @@ import yaml
 
 from connectors.interface import Connector, ConnectorConfigError
 
-__all__ = ["KINDS", "build_connector", "expand_placeholders", "load_config"]
+__all__ = [
+    "KINDS",
+    "build_connector",
+    "expand_placeholders",
+    "load_config",
+    "placeholder_prefix",
+    "verify_placeholder_scope",
+]
 
 KINDS = ("rest", "sql", "soap", "csv")
 _PLACEHOLDER = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
 _PATH_KEYS = ("wsdl", "directory")
+#: Anything that opens like a placeholder, whatever its case, nesting or position
+#: (inside another's default too): the write-time scan, stricter than expansion.
+_ANY_NAME = re.compile(r"\$\{([^}:]*)")
+#: The gateway's own settings (database URL, pseudonym secret, ...): no provider's.
+_GATEWAY_PREFIX = "ACCORD_"
 
 
-def _expand(value: Any, env: Mapping[str, str]) -> Any:
+def placeholder_prefix(provider: str) -> str:
+    """The prefix of the variables ``provider``'s connector config may name."""
+    return provider.upper().replace("-", "_") + "_"
+
+
+def _verify_name(name: str, provider: str, others: Iterable[str]) -> None:
+    """Raise unless ``name`` is a variable ``provider``'s config may read.
+
+    The owner of a name is the department with the longest matching prefix, so a
+    department ``civil`` cannot reach ``CIVIL_REGISTRY_TOKEN`` once
+    ``civil-registry`` is registered.
+    """
+    prefix = placeholder_prefix(provider)
+    shown = name if re.fullmatch(r"[A-Za-z0-9_]{1,128}", name) else "(malformed)"
+    if name.startswith(_GATEWAY_PREFIX) or prefix.startswith(_GATEWAY_PREFIX):
+        raise ConnectorConfigError(
+            f"config placeholder ${{{shown}}} names a gateway setting; "
+            f"{provider}'s placeholders must start with {prefix} and never {_GATEWAY_PREFIX}"
+        )
+    if not name.startswith(prefix):
+        raise ConnectorConfigError(
+            f"config placeholder ${{{shown}}} is outside {provider}'s scope; "
+            f"its placeholders must start with {prefix}"
+        )
+    for other in others:
+        theirs = placeholder_prefix(other)
+        if other != provider and len(theirs) > len(prefix) and name.startswith(theirs):
+            raise ConnectorConfigError(
+                f"config placeholder ${{{shown}}} belongs to {other} ({theirs}), "
+                f"not to {provider} ({prefix})"
+            )
+
+
+def _strings(value: Any) -> Iterable[str]:
+    """Every string value of a config, keys excluded (keys are never expanded)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+
+
+def verify_placeholder_scope(
+    config: Mapping[str, Any], provider: str, *, others: Iterable[str] = ()
+) -> None:
+    """Refuse a config that names a variable outside ``provider``'s scope.
+
+    Stricter than expansion: any ``${`` followed by a name counts, lower-case or
+    inside another placeholder's default, so what is stored is plainly in scope.
+    ``others`` are the other registered departments, whose prefixes are carved out.
+    """
+    others = list(others)
+    for text in _strings(dict(config)):
+        for m in _ANY_NAME.finditer(text):
+            _verify_name(m.group(1), provider, others)
+
+
+def _expand(value: Any, env: Mapping[str, str], scope: tuple[str, list[str]] | None = None) -> Any:
     if isinstance(value, str):
 
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
+            if scope is not None:
+                _verify_name(name, *scope)  # before the lookup: never read out of scope
             if name in env:
                 return env[name]
             if default is not None:
@@ -39,15 +121,26 @@ def _expand(value: Any, env: Mapping[str, str]) -> Any:
 
         return _PLACEHOLDER.sub(sub, value)
     if isinstance(value, list):
-        return [_expand(v, env) for v in value]
+        return [_expand(v, env, scope) for v in value]
     if isinstance(value, dict):
-        return {k: _expand(v, env) for k, v in value.items()}
+        return {k: _expand(v, env, scope) for k, v in value.items()}
     return value
 
 
-def expand_placeholders(config: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """Fill ``${VAR}`` placeholders of a stored config from ``env`` (the gateway's own)."""
-    out: dict[str, Any] = _expand(dict(config), env)
+def expand_placeholders(
+    config: Mapping[str, Any],
+    env: Mapping[str, str],
+    *,
+    provider: str,
+    others: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Fill the ``${VAR}`` placeholders of ``provider``'s stored config from ``env``
+    (the gateway's own), refusing any variable outside the provider's scope.
+
+    Checked here too, not only when the binding is written: a row stored before
+    the rule, or straight into the database, must not read the gateway's secrets.
+    """
+    out: dict[str, Any] = _expand(dict(config), env, (provider, list(others)))
     return out
 
 

@@ -60,7 +60,7 @@ class Departments:
             "civil_registry": "CIVIL_REGISTRY_URL",
             "tax_authority": "TAX_AUTHORITY_URL",
             "health_insurer": "HEALTH_INSURER_DB_URL",
-            "welfare_office": "WELFARE_DROP_DIR",
+            "welfare_office": "WELFARE_OFFICE_DROP_DIR",
         }
         return self.env[key[name]]
 
@@ -133,7 +133,9 @@ def launch(
                     text=True,
                 ).stdout.strip()
                 deps.env[
-                    "HEALTH_INSURER_DB_URL" if name == "health_insurer" else "WELFARE_DROP_DIR"
+                    "HEALTH_INSURER_DB_URL"
+                    if name == "health_insurer"
+                    else "WELFARE_OFFICE_DROP_DIR"
                 ] = out.splitlines()[-1]
         yield deps
     finally:

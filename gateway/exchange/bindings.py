@@ -6,6 +6,11 @@ compiled when registered (a bad one is refused before it can serve anything)
 and again, once, when a node first uses them; connectors are built once per
 binding version and reused, so their connection pools and circuit breakers
 live as long as the gateway.
+
+A connector config's ``${VAR}`` placeholders are scoped to the binding's provider
+(``connectors.config.verify_placeholder_scope``): refused when written, and again
+when expanded, so an administrator cannot read the gateway's secrets or another
+provider's through a binding.
 """
 
 from __future__ import annotations
@@ -19,10 +24,10 @@ from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
-from connectors import Connector, ConnectorError, build_connector
-from connectors.config import KINDS, expand_placeholders
+from connectors import Connector, ConnectorConfigError, ConnectorError, build_connector
+from connectors.config import KINDS, expand_placeholders, verify_placeholder_scope
 from connectors.mapping.canonical import classification_of
 from connectors.mapping.compiler import CompiledMapping, compile_mapping
 from gateway.auditing import AuditSink, audit_event
@@ -35,6 +40,7 @@ from gateway.exchange.models import (
     DatasetBinding,
     DatasetBindingCreate,
 )
+from gateway.registry.models import Department
 from gateway.statecache import StateCache, bump_generation
 
 __all__ = ["BindingService", "ConnectorMisconfigured", "ResolvedBinding"]
@@ -100,7 +106,9 @@ class BindingService:
                 f"the mapping does not produce the subject field {data.subject_field!r}",
                 code="mapping_invalid",
             )
-        _check_connector_config(data.connector, data.entity)
+        _check_connector_config(
+            data.connector, data.entity, provider, others=self._department_ids()
+        )
         return self._upsert(
             DatasetBinding,
             (provider, data.dataset_id),
@@ -115,6 +123,11 @@ class BindingService:
                 connector_kind=str(data.connector.get("kind")),
             ),
         )
+
+    def _department_ids(self) -> list[str]:
+        """Every registered department: whose placeholder prefix is whose."""
+        with Session(self.engine) as s:
+            return list(s.exec(select(Department.id)))
 
     def get_binding(self, provider: str, dataset: str) -> DatasetBinding:
         with Session(self.engine) as s:
@@ -187,8 +200,12 @@ class BindingService:
             live = self._live.get(key)
             if live is not None and live.version == row.updated_at:
                 return live
+            others = await asyncio.to_thread(self._department_ids)
             try:
-                connector = build_connector(expand_placeholders(row.connector, os.environ))
+                config = expand_placeholders(
+                    row.connector, os.environ, provider=provider, others=others
+                )
+                connector = build_connector(config)
             except ConnectorError as exc:
                 # The operator's to fix, not the caller's: the specifics (an
                 # environment variable's name, an endpoint) go to the log only.
@@ -244,8 +261,15 @@ class BindingService:
             await binding.connector.aclose()
 
 
-def _check_connector_config(config: Mapping[str, Any], entity: str) -> None:
-    """Refuse a config that cannot serve ``entity``; endpoints are checked when first used."""
+def _check_connector_config(
+    config: Mapping[str, Any], entity: str, provider: str, *, others: list[str]
+) -> None:
+    """Refuse a config that cannot serve ``entity`` or names a variable outside
+    ``provider``'s scope; endpoints are checked when first used."""
+    try:
+        verify_placeholder_scope(config, provider, others=others)
+    except ConnectorConfigError as exc:  # names the variable and the prefix, never a value
+        raise ValidationFailed(exc.detail, code="connector_config_invalid") from exc
     if config.get("kind") not in KINDS:
         raise ValidationFailed(
             f"connector kind must be one of {list(KINDS)}", code="connector_config_invalid"
