@@ -2,8 +2,10 @@
 
 The decision's obligations are the only source of what leaves: a record query
 applies them field by field (anything without an obligation is dropped), a
-verify query answers its predicate with true or false, an aggregate suppresses
-every cell below the agreement's k. A consumer's own schema mapping runs last,
+verify query answers its predicate with true or false, an aggregate withholds
+every cell below the agreement's k and enough others that no withheld cell can
+be worked out from the group totals (``suppressed`` counts them all, without
+telling which were small). A consumer's own schema mapping runs last,
 on released values only, so it can rename and reshape but never reveal more.
 """
 
