@@ -38,6 +38,8 @@ log = structlog.get_logger(__name__)
 
 #: How stale a node's view of the active version may be.
 DEFAULT_REFRESH_S = 1.0
+#: After an engine fault the bundle is pushed again at once, at most this often.
+REPAIR_EVERY_S = 1.0
 
 
 class PolicyRuntime:
@@ -59,6 +61,7 @@ class PolicyRuntime:
         self._wanted: str | None = None  # the version the database says is active
         self._problem: str | None = "not loaded yet"
         self._suspect = False  # an engine fault: push the bundle again at the next check
+        self._next_repair = 0.0
         self._lock = asyncio.Lock()
         service.add_listener(self._on_local_change)
 
@@ -103,8 +106,8 @@ class PolicyRuntime:
                     self._problem, policy_version=self._wanted, engine=self.engine.name
                 )
             decision = await self.engine.decide(policy_input)
-            if decision.is_error:
-                self._suspect = True  # e.g. an OPA server that restarted empty
+            if decision.is_error and await self._repaired():
+                decision = await self.engine.decide(policy_input)
             return decision
         except Exception as exc:  # never raise into the exchange
             return Decision.error(
@@ -119,11 +122,21 @@ class PolicyRuntime:
         await self._sync()
 
     async def health(self) -> EngineHealth:
-        """Healthy when the engine is and it holds the version the database names."""
+        """Healthy when the engine is and it holds the version the database names.
+
+        An engine found without it (an OPA server that restarted empty) gets the
+        bundle again here, so a node that a load balancer took out of service for
+        it comes back by itself, without waiting for a caller to pay for it."""
         try:
             wanted = await asyncio.to_thread(self.service.active_version)
         except Exception as exc:
             return EngineHealth(False, self.engine.name, self.version, f"policy store: {exc}")
+        health = await self._health_of(wanted)
+        if not health.ok and await self._repaired():
+            health = await self._health_of(wanted)
+        return health
+
+    async def _health_of(self, wanted: str | None) -> EngineHealth:
         health = await self.engine.health()
         if not health.ok:
             return health
@@ -152,6 +165,23 @@ class PolicyRuntime:
         await self.engine.close()
 
     # -- internals -----------------------------------------------------------
+
+    async def _repaired(self) -> bool:
+        """After a fault: when the engine no longer holds the active version (an OPA
+        server that restarted empty), push it again now. At most once per
+        ``REPAIR_EVERY_S``: a version that fails every decision must not make every
+        exchange ask. True when the engine was given the version again."""
+        now = self._monotonic()
+        if now < self._next_repair:
+            return False
+        self._next_repair = now + REPAIR_EVERY_S
+        held = await self.engine.health()
+        if held.ok and held.policy_version == self._wanted:
+            return False  # it holds the version: the fault is the version's own, or gone
+        self._suspect = True
+        self._next_check = 0.0
+        await self._sync()
+        return self._problem is None
 
     def _on_local_change(self, _version: str | None) -> None:
         """Called by the service (any thread) after a local activation or rollback."""

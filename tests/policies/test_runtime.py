@@ -139,6 +139,21 @@ async def test_a_version_that_answers_no_decision_is_not_ready(
             await runtime.reload()
             health = await runtime.health()
             assert not health.ok and "answers no usable decision" in health.detail
+            # The engine holds the version; pushing it again would change nothing
+            # and cost every exchange a reload.
+            loads = 0
+            real = runtime.engine.load
+
+            async def counted(*args: Any, **kw: Any) -> None:
+                nonlocal loads
+                loads += 1
+                await real(*args, **kw)
+
+            runtime.engine.load = counted  # type: ignore[method-assign]
+            for _ in range(3):
+                assert (await runtime.decide(base_input())).is_error
+                assert not (await runtime.health()).ok
+            assert loads == 0
         finally:
             await runtime.close()
 
@@ -212,7 +227,8 @@ async def test_opa_lost_mid_run_is_policy_error(sqlite_url: str, tmp_path: Path)
 
 
 async def test_opa_restarted_empty_gets_the_bundle_again(sqlite_url: str, tmp_path: Path) -> None:
-    """An OPA server that lost its policies (restart) is re-pushed at the next poll."""
+    """An OPA server that lost its policies (restart) is given them again by the first
+    decision that finds them gone, which is then decided; at most once a second."""
     with policy_store(sqlite_url, None) as (service, _, _), opa_server() as url:
         cfg = settings(sqlite_url, tmp_path, policy_engine="opa", opa_url=url)
         ticks = Ticks()
@@ -220,8 +236,29 @@ async def test_opa_restarted_empty_gets_the_bundle_again(sqlite_url: str, tmp_pa
         try:
             assert (await runtime.decide(base_input())).allow
             _wipe_opa(url)
+            assert (await runtime.decide(base_input())).allow  # repaired, then decided
+            _wipe_opa(url)
+            ticks.t += 0.5  # within the second: not pushed again for every exchange
             assert (await runtime.decide(base_input())).codes == ("policy_error",)
-            ticks.t += 1.5
+            ticks.t += 1.0
             assert (await runtime.decide(base_input())).allow
+        finally:
+            await runtime.close()
+
+
+async def test_readiness_gives_a_restarted_opa_its_bundle_without_waiting_for_traffic(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """A load balancer takes a node out of service on a failed readiness check; no
+    exchange would then ever arrive to repair it. The check itself repairs it."""
+    with policy_store(sqlite_url, None) as (service, _, _), opa_server() as url:
+        cfg = settings(sqlite_url, tmp_path, policy_engine="opa", opa_url=url)
+        runtime = await PolicyRuntime.open(cfg, service, monotonic=Ticks())
+        try:
+            assert (await runtime.health()).ok
+            _wipe_opa(url)
+            health = await runtime.health()
+            assert health.ok, health.detail
+            assert _opa_sources(url)  # pushed again
         finally:
             await runtime.close()
