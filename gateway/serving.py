@@ -13,6 +13,16 @@ opened while the others were still loading. The parent does the one-off set-up
 first (``prepare``: migrations, keys) so workers never race to do it, stops
 every worker on SIGTERM/SIGINT, and exits non-zero as soon as one worker dies:
 a supervisor (systemd, Kubernetes) then restarts the whole set.
+
+Each process caps its open connections (``ACCORD_MAX_CONNECTIONS``, uvicorn's
+``limit_concurrency``): beyond the cap uvicorn answers a new request itself with
+a plain-text 503 and closes the connection, without running the app, so nothing
+is decided, fetched, released or audited and the caller may retry. Without a cap
+a flood of connections would hold file descriptors until accepting fails for
+everyone. A client trickling its body is bounded by the app (``BodyLimit``,
+408); uvicorn sets no deadline for a request's headers, so a connection that
+sends them slowly (or nothing) counts against the cap until it closes: run the
+gateway behind a proxy or load balancer that times headers out.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+
+from gateway.settings import Settings
 
 __all__ = ["serve"]
 
@@ -49,19 +61,27 @@ def serve(
     port: int,
     workers: int = 1,
     prepare: Callable[[], None] | None = None,
+    settings: Settings | None = None,
 ) -> None:
-    """Serve the app factory ``app`` ("module:function") until told to stop."""
+    """Serve the app factory ``app`` ("module:function") until told to stop.
+
+    ``settings`` (else read from the environment) give the server's limits.
+    """
+    cfg = settings or Settings()
+    options = {**_UVICORN, "limit_concurrency": cfg.max_connections or None}
     if prepare is not None:
         prepare()
     if workers <= 1:
-        uvicorn.run(app, factory=True, host=host, port=port, **_UVICORN)
+        uvicorn.run(app, factory=True, host=host, port=port, **options)
         return
     if port == 0 or not hasattr(socket, "SO_REUSEPORT"):
         raise SystemExit("several workers need a fixed port and SO_REUSEPORT (Linux, BSD)")
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(workers)
     procs = [
-        ctx.Process(target=_worker, args=(app, host, port, barrier), name=f"accord-worker-{i}")
+        ctx.Process(
+            target=_worker, args=(app, host, port, barrier, options), name=f"accord-worker-{i}"
+        )
         for i in range(workers)
     ]
     stopping = False
@@ -90,10 +110,10 @@ def serve(
         raise SystemExit(f"a worker stopped; stopped the others ({codes})")
 
 
-def _worker(app: str, host: str, port: int, barrier: Barrier) -> None:
+def _worker(app: str, host: str, port: int, barrier: Barrier, options: dict[str, Any]) -> None:
     module, _, name = app.partition(":")
     factory = getattr(importlib.import_module(module), name)
-    config = uvicorn.Config(_Gate(factory(), barrier), host=host, port=port, **_UVICORN)
+    config = uvicorn.Config(_Gate(factory(), barrier), host=host, port=port, **options)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -47,6 +47,15 @@ class Settings(BaseSettings):
     classification_scheme: Path | None = None
     log_json: bool | None = None
     max_body_bytes: int = Field(default=1_048_576, gt=0)
+    #: A request body must arrive whole within this long (else 408 and the connection
+    #: is closed): a client trickling its body cannot hold a connection open.
+    body_timeout_s: float = Field(default=20.0, gt=0)
+    #: Open connections (or requests in progress) per process beyond which the server
+    #: answers new requests 503 without running them (uvicorn ``limit_concurrency``);
+    #: 0: no cap.
+    max_connections: int = Field(default=1000, ge=0)
+    #: When set, ``/metrics`` answers only ``Authorization: Bearer <this>``.
+    metrics_token: SecretStr = SecretStr("")
     #: How long decision inputs are kept for the officers' impact dry-run.
     decision_log_days: int = Field(default=90, ge=1)
     #: Failed authentications a second recorded as audit entries of their own; beyond

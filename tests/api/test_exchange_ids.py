@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from gateway.auth.humans import dev_issuer_key, issue_dev_token
 from gateway.auth.requests import sign_request_token
 from tests._support.gateway import Gateway, running_gateway
 
@@ -130,10 +131,14 @@ def test_the_receipt_and_access_routes_carry_no_exchange_id(gw: Gateway) -> None
 
 
 def test_body_too_large_elsewhere_carries_no_exchange_id(gw: Gateway) -> None:
+    # A staff route checks the person's token before the body (else 401).
+    token = issue_dev_token(
+        dev_issuer_key(gw.data_dir / "keys"), subject="t", roles=["auditor"], audience="accord"
+    )
     response = httpx.post(
         gw.url + "/v1/agreements/verify",
         content=b"x" * 8000,
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
     )
     assert response.status_code == 413
     assert "exchange_id" not in response.json()
