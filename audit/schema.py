@@ -35,6 +35,8 @@ EVENTS = (
     "witness",
     "embargo",
     "admin",
+    "access_log",
+    "receipt",
 )
 SEALED_FIELDS = ("v", "seq", "ts", "node")
 """Set by the appender under the chain-head lock, never by the caller."""

@@ -6,7 +6,10 @@ bounds it) and checked before the app sees any of it, then handed on as it came:
 an error raised while the app reads would be taken by the framework's body
 parsing for a malformed body. The exchange route's body is checked by the
 exchange flow instead, so that its refusal carries an exchange id and is audited
-like any other.
+like any other. A NUL in the exchange route's query is refused here, before the
+flow reads anything (the token is not looked at, so not spent): like the 413 and
+415 given before the flow, that answer carries a fresh exchange id that no audit
+entry bears.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.api.problems import problem_response
+from gateway.api.problems import new_exchange_id, problem_response
 from gateway.nul_text import has_nul_escape
 
 __all__ = ["RefuseNul"]
@@ -55,7 +58,10 @@ class RefuseNul:
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, detail: str) -> None:
+    request = Request(scope)
+    if scope["path"] == EXCHANGE_PATH and scope["method"] == "POST":
+        request.state.exchange_id = new_exchange_id()  # every exchange answer has one
     response = problem_response(
-        Request(scope), status=422, code="validation_failed", title="Invalid input", detail=detail
+        request, status=422, code="validation_failed", title="Invalid input", detail=detail
     )
     await response(scope, receive, send)

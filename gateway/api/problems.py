@@ -66,7 +66,8 @@ class Problem(BaseModel):
 
 
 def new_exchange_id() -> str:
-    """An id for an exchange answer given before the exchange flow ran (413, 415).
+    """An id for an exchange answer given before the exchange flow ran (413, 415, and
+    422 for a NUL in the path or query).
 
     The same shape as the flow's own ids, so a caller cannot tell them apart by
     form; no audit entry bears one.
@@ -110,8 +111,10 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=hdrs)
 
 
-#: Routes a department system's request token opens: their refusals are the
-#: exchange's to audit (``gateway.exchange``), or not audited (receipt, access log).
+#: Routes a department system's request token opens. Their refusals are audited
+#: where they are known in full, not here: by the exchange flow
+#: (``gateway.exchange.service``), and by the receipt and access-log handlers
+#: (``routes_exchange._refused``), which name the subject's pseudonym, never the path.
 _SYSTEM_ROUTES = ("/v1/exchanges", "/v1/subjects/")
 
 

@@ -4,6 +4,8 @@ Department systems authenticate each call with a single-use request token
 (``Authorization: Bearer <JWS>``, profile in gateway/auth/requests.py) bound to
 the method, path and body, so handlers read the raw body and hand it, unparsed,
 to the service: the token is checked against the exact bytes that were sent.
+The exchange flow audits its own refusals; the receipt and access-log handlers
+hand theirs to the same ``RefusalRecorder`` (``_refused``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from gateway.auth.requests import Caller
 from gateway.errors import AccordError, AuthError, ForbiddenError, ValidationFailed
 from gateway.exchange.models import ConsumerMappingCreate, DatasetBindingCreate
 from gateway.exchange.schemas import ExchangeRequest, ExchangeResponse
+from gateway.exchange.service import ExchangeService
+from gateway.exchange.store_steps import store_errors
 from gateway.jose import public_jwk
 from gateway.policy.engine import DENY_CODES, POLICY_ERROR
 
@@ -123,7 +127,7 @@ EXCHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = {
 
 #: Answers of the other routes a request token opens (receipts, access logs).
 TOKEN_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: problem("The request token was refused", TOKEN_CODES),
+    401: problem("The request token was refused", [*TOKEN_CODES, "token_replayed"]),
     500: problem("An internal error; nothing was released", ["internal_error"]),
     503: problem("The store cannot be read", ["store_unavailable"]),
 }
@@ -193,17 +197,63 @@ async def post_exchange(request: Request) -> JSONResponse:
 
 
 async def _system(request: Request, body: bytes = b"") -> Caller:
+    """The calling system, its request token verified and then spent.
+
+    The caller is kept on ``request.state`` once the signature verified and before
+    the jti is claimed, so a replayed token's refusal names the system it belongs to.
+    """
     services = get_services(request)
     token = _bearer(request)
     if token is None:
         raise AuthError("a request token is required", code="missing_token")
-    return await asyncio.to_thread(
-        services.exchange.verify_caller,
-        token,
+    return await asyncio.to_thread(_verify_and_spend, services.exchange, request, token, body)
+
+
+def _verify_and_spend(
+    exchange: ExchangeService, request: Request, token: str, body: bytes
+) -> Caller:
+    with store_errors():
+        caller = exchange.verifier.verify(
+            token,
+            method=request.method,
+            path=request.url.path,
+            body=body,
+            now=exchange.clock(),
+            defer_replay=True,
+        )
+        request.state.caller = caller
+        exchange.replay(caller.department, caller.jti, caller.replay_until)
+    return caller
+
+
+async def _refused(
+    request: Request, exc: AccordError, *, event: str, subject_key: str | None = None, **facts: Any
+) -> None:
+    """Audit a refusal on the receipt or access-log route (4xx: faults are not refusals).
+
+    If the log does not take the entry, the answer is still the refusal, marked as
+    the exchange marks it (``audit: unavailable``): nothing was released either way.
+    """
+    if not 400 <= exc.status < 500:
+        return
+    exchange = get_services(request).exchange
+    caller: Caller | None = getattr(request.state, "caller", None)
+    subject = None
+    if subject_key is not None and caller is not None and exc.status != 401:
+        subject = exchange.subjects.pseudonym(subject_key)
+    route = request.scope.get("route")
+    recorded = await exchange.refusals.system(
+        event=event,
         method=request.method,
-        path=request.url.path,
-        body=body,
+        route=str(getattr(route, "path", request.url.path)),
+        status=exc.status,
+        code=exc.code,
+        caller=caller,
+        subject=subject,
+        **facts,
     )
+    if not recorded:
+        exc.extra.setdefault("audit", "unavailable")
 
 
 class ReceiptWithProof(BaseModel):
@@ -222,9 +272,18 @@ class ReceiptWithProof(BaseModel):
     summary="The exchange's receipt, with an inclusion proof once a checkpoint covers it",
 )
 async def get_receipt(request: Request, exchange_id: str) -> ReceiptWithProof:
-    caller = await _system(request)
+    """A refusal is audited (``receipt``, ``refused``; a refused token as
+    ``auth_failure``); a receipt given is not: it tells its department nothing the
+    exchange's answer did not."""
     services = get_services(request)
-    found = await asyncio.to_thread(services.exchange.receipt_for, exchange_id, caller.department)
+    try:
+        caller = await _system(request)
+        found = await asyncio.to_thread(
+            services.exchange.receipt_for, exchange_id, caller.department
+        )
+    except AccordError as exc:
+        await _refused(request, exc, event="receipt", exchange=exchange_id)
+        raise
     return ReceiptWithProof(**found)
 
 
@@ -254,6 +313,10 @@ class Accesses(BaseModel):
     responses={
         **TOKEN_PROBLEMS,
         403: problem("Only a citizen-portal system may ask", ["citizen_portal_only"]),
+        503: problem(
+            "The store cannot be read, or the audit log did not take the read; nothing was shown",
+            ["store_unavailable", "audit_unavailable"],
+        ),
     },
     openapi_extra=REQUEST_TOKEN_SECURITY,
     summary="Who accessed this person's data, when, and why (newest first)",
@@ -264,16 +327,23 @@ async def subject_accesses(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> Accesses:
-    caller = await _system(request)
-    if "citizen_portal" not in caller.capabilities:
-        raise ForbiddenError(
-            "only a registered citizen-portal system may read access logs",
-            code="citizen_portal_only",
-        )
+    """Each read is audited (``access_log``, ``read``) before it is answered, and each
+    refusal (``access_log``, ``refused``; a refused token as ``auth_failure``), under
+    the subject's pseudonym, never the key."""
     services = get_services(request)
-    found = await asyncio.to_thread(
-        services.exchange.accesses, subject_key, caller=caller, limit=limit, offset=offset
-    )
+    try:
+        caller = await _system(request)
+        if "citizen_portal" not in caller.capabilities:
+            raise ForbiddenError(
+                "only a registered citizen-portal system may read access logs",
+                code="citizen_portal_only",
+            )
+        found = await asyncio.to_thread(
+            services.exchange.accesses, subject_key, caller=caller, limit=limit, offset=offset
+        )
+    except AccordError as exc:
+        await _refused(request, exc, event="access_log", subject_key=subject_key)
+        raise
     return Accesses(**found)
 
 

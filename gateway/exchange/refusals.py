@@ -2,7 +2,8 @@
 
 The exchange records each refusal it answers (``ExchangeService``), and the API
 records refused attempts on staff routes (a person lacking the role, the
-four-eyes rule, a token that does not verify). Failed authentications, which
+four-eyes rule, a token that does not verify) and on the other routes a request
+token opens (a receipt, a citizen's access log). Failed authentications, which
 cost their sender nothing, go through one per-process budget
 (``failure_budget``): beyond it they are counted by code and recorded once per
 second of flood.
@@ -19,6 +20,7 @@ import structlog
 
 from audit import AuditError, AuditLog
 from gateway.auditing import audit_event
+from gateway.auth.requests import Caller
 from gateway.exchange.failure_budget import FOLD_WINDOW_S, FailureBudget
 from gateway.exchange.metrics import ExchangeMetrics
 
@@ -55,8 +57,8 @@ class RefusalRecorder:
         return True
 
     async def auth_failure(self, entry: dict[str, Any], code: str) -> bool:
-        """An anonymous failed authentication: its own entry within the budget, else
-        folded into its second's entry. False only if the append failed."""
+        """A failed authentication: its own entry within the budget, else folded into
+        its second's entry. False only if the append failed."""
         if not self.failures.take():
             self.fold(code)
             return True
@@ -74,6 +76,46 @@ class RefusalRecorder:
             await self.auth_failure(entry, code)
         else:
             await self.record(audit_event("admin", actor=actor, outcome="refused", **facts))
+
+    async def system(
+        self,
+        *,
+        event: str,
+        method: str,
+        route: str,
+        status: int,
+        code: str,
+        caller: Caller | None,
+        subject: str | None = None,
+        **facts: Any,
+    ) -> bool:
+        """A refused request on a route a request token opens besides the exchange's.
+
+        A token refused (401) is an ``auth_failure`` through the flood budget, as on
+        the exchange route: named after the token's department and system when its
+        signature verified (a replay), anonymous otherwise. A verified system
+        refused (403, 404) is recorded as ``event`` (what the route is for) with
+        ``outcome`` ``refused``, under its name and the subject's pseudonym. The
+        entry names the ``route`` template, never the path, which may hold a
+        subject key. False only if the append failed.
+        """
+        where = {"method": method, "route": route[:200], **facts}
+        actor = f"{caller.department}/{caller.system}" if caller is not None else "anonymous"
+        if status == 401:
+            entry = audit_event(
+                "auth_failure", actor=actor, outcome="refused", status=401, problem=code, **where
+            )
+            return await self.auth_failure(entry, code)
+        entry = audit_event(
+            event,
+            actor=actor,
+            outcome="refused",
+            status=status,
+            problem=code,
+            subject=subject,
+            **where,
+        )
+        return await self.record(entry, refused=code)
 
     def fold(self, code: str) -> None:
         """A failed authentication beyond the budget: counted now, recorded with the

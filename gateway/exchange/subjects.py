@@ -4,6 +4,9 @@ The audit log never holds a subject key. It holds ``HMAC-SHA-256(k, key)`` where
 ``k`` is derived by HKDF from the gateway's root secret for this one use, so the
 log can answer "who accessed my data" for a citizen who presents their key,
 while an auditor reading the log learns nothing about who the subjects are.
+Reading someone's access log is itself recorded (``access_log``, ``read``) under
+the same pseudonym, so an auditor can also answer "who read this person's access
+log"; those entries are not listed back to the citizen.
 """
 
 from __future__ import annotations
@@ -13,18 +16,20 @@ import hmac
 from datetime import datetime
 from typing import Any
 
+import structlog
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from audit import AuditLog
+from audit import AuditError, AuditLog
 from gateway.agreements.service import AgreementService
 from gateway.agreements.terms import AgreementTerms, parse_time
-from gateway.errors import NotFoundError
+from gateway.errors import NotFoundError, ServiceUnavailableError
 from gateway.jose import b64url_encode
 
 __all__ = ["SubjectPseudonyms", "subject_accesses"]
 
 _INFO = b"accord/audit-subject-pseudonym/v1"
+log = structlog.get_logger(__name__)
 
 
 class SubjectPseudonyms:
@@ -60,9 +65,15 @@ def subject_accesses(
     """Released exchanges about one subject, newest first; embargoed agreements hidden.
 
     Only exchanges that released data are listed (refusals released nothing about
-    the person). An agreement whose terms carry ``embargo_until`` in the future
-    is left out, and each answer that hid one appends an ``embargo`` entry
-    naming it, so the hiding itself is audited.
+    the person, and the log's other entries about them, such as earlier reads of
+    this log, are not accesses to their data). An agreement whose terms carry
+    ``embargo_until`` in the future is left out, and each answer that hid one
+    appends an ``embargo`` entry naming it, so the hiding itself is audited.
+
+    Every answer appends an ``access_log`` ``read`` entry naming the reader, the
+    pseudonym, the page asked for and how many accesses it holds, in the same
+    transaction as its ``embargo`` entries; if the log does not take them the
+    answer is 503 ``audit_unavailable`` and nothing is shown.
     """
     pseudonym = pseudonyms.pseudonym(subject_key)
     items: list[dict[str, Any]] = []
@@ -70,12 +81,18 @@ def subject_accesses(
     terms_cache: dict[str, AgreementTerms | None] = {}
     scan_offset = 0
     skipped = 0
+    below: int | None = None  # the oldest seq seen: the scan only moves back in the log
     while len(items) < limit:
         batch = audit_log.entries_by_subject(pseudonym, limit=200, offset=scan_offset)
         if not batch:
             break
         scan_offset += len(batch)
         for entry in batch:
+            # An entry about this subject appended during the scan (another read of
+            # this log) moves the older ones down a place: skip what was seen.
+            if below is not None and entry.seq >= below:
+                continue
+            below = entry.seq
             doc = entry.doc()
             if doc.get("event") != "exchange" or doc.get("outcome") != "released":
                 continue
@@ -107,16 +124,33 @@ def subject_accesses(
             )
             if len(items) >= limit:
                 break
-    for ref in sorted(hidden):
-        audit_log.append(
-            {
-                "event": "embargo",
-                "actor": actor,
-                "agreement": ref,
-                "subject": pseudonym,
-                "outcome": "hidden",
-            }
-        )
+    entries: list[dict[str, Any]] = [
+        {
+            "event": "embargo",
+            "actor": actor,
+            "agreement": ref,
+            "subject": pseudonym,
+            "outcome": "hidden",
+        }
+        for ref in sorted(hidden)
+    ]
+    entries.append(
+        {
+            "event": "access_log",
+            "actor": actor,
+            "subject": pseudonym,
+            "outcome": "read",
+            "status": 200,
+            "detail": {"limit": limit, "offset": offset, "count": len(items)},
+        }
+    )
+    try:
+        audit_log.append_many(entries)
+    except AuditError as exc:
+        log.error("audit_append_failed", code=exc.code, detail=exc.detail)
+        raise ServiceUnavailableError(
+            "the audit log did not take the read; nothing was shown", code="audit_unavailable"
+        ) from exc
     return {"accesses": items, "limit": limit, "offset": offset, "count": len(items)}
 
 

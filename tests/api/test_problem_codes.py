@@ -40,7 +40,7 @@ MODULES: dict[str, tuple[tuple[str, str], ...]] = {
     "gateway/auth/requests.py": TOKEN_ROUTES,
     "gateway/exchange/admission.py": (EXCHANGE,),
     "gateway/exchange/bindings.py": (EXCHANGE,),
-    "gateway/exchange/counters.py": (EXCHANGE,),
+    "gateway/exchange/counters.py": TOKEN_ROUTES,  # every request token's jti is claimed
     "gateway/exchange/fetch_step.py": (EXCHANGE,),
     "gateway/exchange/release_step.py": (EXCHANGE,),
     "gateway/exchange/request_step.py": (EXCHANGE,),

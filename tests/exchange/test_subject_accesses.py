@@ -93,4 +93,13 @@ def test_embargoed_agreement_is_hidden_and_the_hiding_is_audited(gw: Gateway) ->
     assert [e["agreement"] for e in declared] == ["welfare-investigation@1"]
     hid = [e for e in entries if e["event"] == "embargo" and e["outcome"] == "hidden"]
     assert hid and hid[-1]["agreement"] == "welfare-investigation@1"
+    # The read itself is recorded, after what it hid, under the same pseudonym.
+    assert entries[entries.index(hid[-1]) + 1] == {
+        **entries[entries.index(hid[-1]) + 1],
+        "event": "access_log",
+        "outcome": "read",
+        "actor": "citizen-portal/portal",
+        "subject": hid[-1]["subject"],
+        "detail": {"limit": 200, "offset": 0, "count": log["count"]},
+    }
     assert subject not in str(entries)  # the log only ever holds the pseudonym
