@@ -232,6 +232,10 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
+#: PostgreSQL advisory lock key that serialises migrations ("accord-db" as an int64).
+MIGRATION_LOCK = int.from_bytes(b"accord-db", "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Run the Alembic migrations against ``engine`` (``accord db upgrade``)."""
     from alembic import command
@@ -240,5 +244,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with write_lock(engine), engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Nodes of a new deployment start together and each migrates: the lock
+            # lasts until this transaction ends, so the others then find it done.
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)

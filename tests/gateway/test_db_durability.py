@@ -6,6 +6,7 @@ writers no longer checkpoint inside their commits; a background thread does."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 
 from audit.durability import lazy_connection
 from audit.store import write_lock
-from gateway.db import WalCheckpointer, lazy_commit, make_engine, raw_lazy_transaction
+from gateway.db import WalCheckpointer, lazy_commit, make_engine, raw_lazy_transaction, upgrade
 
 _T = sa.table("lazy_t", sa.column("x", sa.Integer))
 
@@ -184,3 +185,31 @@ def test_raw_lazy_transactions_commit_on_the_threads_own_connection(tmp_path: Pa
             assert _durability(conn, True) == "full"
     finally:
         engine.dispose()
+
+
+def test_nodes_migrating_an_empty_postgresql_database_together_all_succeed(pg_url: str) -> None:
+    """The nodes of a new deployment start at once and each runs the migrations: the
+    first creates the tables, the others wait for it and then find nothing to do."""
+    engines = [make_engine(pg_url) for _ in range(3)]
+    start = threading.Barrier(len(engines))
+    failures: list[BaseException] = []
+
+    def migrate(engine: sa.Engine) -> None:
+        start.wait()
+        try:
+            upgrade(engine)
+        except BaseException as exc:  # collected: the assertion below names it
+            failures.append(exc)
+
+    threads = [threading.Thread(target=migrate, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    try:
+        assert failures == []
+        with engines[0].connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    finally:
+        for e in engines:
+            e.dispose()
