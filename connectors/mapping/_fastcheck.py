@@ -18,8 +18,9 @@ Three rules make it so, and a mapping outside them gets no pre-check at all:
   partial validator is compiled from that. Under ``anyOf``, ``oneOf``, ``not``,
   ``if`` or ``contains`` a missing field is reported as the combinator's
   failure and is not ignored, which deleting ``required`` would change: those
-  schemas stay on jsonschema. References are in-document only (the mapping's
-  validator has no registry either), so both libraries resolve them alike.
+  schemas stay on jsonschema. References are in-document only here (the
+  mapping's validator resolves nothing else but the shipped canonical schemas,
+  and retrieves nothing: ``_target_schema``), so both libraries resolve them alike.
 * **Regex dialect and formats.** ``pattern`` and ``format`` are not left to
   ``jsonschema_rs``: it calls the mapping validator's own keyword functions
   (``pattern`` as JSON Schema reads it, ``standard_pattern``) with the very

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from connectors.interface import MappingError
-from connectors.mapping.steps import Step, StepFailed, compile_step
+from connectors.mapping.steps import Step, StepFailed, StepSpecInvalid, compile_step
 
 __all__ = ["MISSING", "Field", "Getter", "apply_fields", "compile_fields"]
 
@@ -111,8 +111,8 @@ def _compile_rule(
     source = _source(rule, codelists, name, depth)
     try:
         steps: tuple[Step, ...] = tuple(compile_step(s, codelists) for s in rule.get("steps", []))
-    except KeyError as exc:
-        raise MappingError(f"{name}: {exc.args[0]}") from None
+    except StepSpecInvalid as exc:
+        raise MappingError(f"{name}: {exc}") from None
     default = rule.get("default", MISSING)
     when = _condition(rule["when"]) if "when" in rule else None
     required = bool(rule.get("required", False))

@@ -15,7 +15,13 @@ from typing import Any
 
 from connectors.interface import MappingError
 
-__all__ = ["CANONICAL_DIR", "canonical_models", "canonical_schema", "classification_of"]
+__all__ = [
+    "CANONICAL_DIR",
+    "canonical_models",
+    "canonical_schema",
+    "classification_of",
+    "shipped_schemas",
+]
 
 CANONICAL_DIR = Path(__file__).resolve().parents[2] / "schemas" / "canonical"
 _PREFIX = "urn:accord:schema:canonical:"
@@ -43,6 +49,12 @@ def canonical_schema(model: str, directory: Path | None = None) -> Mapping[str, 
         return _index(directory or CANONICAL_DIR)[model]
     except KeyError:
         raise MappingError(f"no canonical schema for {model!r}") from None
+
+
+def shipped_schemas(directory: Path | None = None) -> tuple[Mapping[str, Any], ...]:
+    """Every canonical schema: the only documents a target schema's ``$ref`` may name
+    besides itself (by its ``$id``; nothing is ever fetched)."""
+    return tuple(_index(directory or CANONICAL_DIR).values())
 
 
 def classification_of(model: str, directory: Path | None = None) -> dict[str, Any]:

@@ -5,10 +5,15 @@ a list of (target path, getter) closures; mapping a record is then a loop
 over that list with no interpretation left. Only targets named in the spec
 are ever written, so unmapped source fields are dropped by construction, and
 the output is validated against the target JSON Schema before anyone sees it.
+Whatever can be known without a record is checked here: the target schema
+itself (``_target_schema``: valid, regexes compile, no reference leaves it),
+the step parameters, and the values the spec writes on its own
+(``_fixed_values``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +26,8 @@ import yaml
 from connectors.interface import MappingError
 from connectors.mapping._fastcheck import FastCheck, fast_check
 from connectors.mapping._fields import Field, apply_fields, compile_fields
-from connectors.mapping.standard_pattern import Validator
+from connectors.mapping._fixed_values import verify_fixed_values
+from connectors.mapping._target_schema import target_validator, verify_target_schema
 
 __all__ = [
     "MAPPING_SCHEMA",
@@ -40,7 +46,7 @@ def validate_spec(spec: Any) -> None:
     """Raise ``MappingError`` unless ``spec`` is a valid mapping document."""
     global _spec_validator
     if _spec_validator is None:
-        _spec_validator = Validator(json.loads(MAPPING_SCHEMA.read_text(encoding="utf-8")))
+        _spec_validator = target_validator(json.loads(MAPPING_SCHEMA.read_text(encoding="utf-8")))
     errors = sorted(_spec_validator.iter_errors(spec), key=lambda e: list(e.absolute_path))
     if errors:
         where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
@@ -176,10 +182,16 @@ def _consumer_schema(target: Mapping[str, Any], base_dir: Path | None) -> Mappin
         raise MappingError(f"target schema {name!r} does not load") from exc
     if not isinstance(schema, dict):
         raise MappingError(f"target schema {name!r} is not a JSON Schema object")
-    try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise MappingError(f"target schema {name!r} is not valid JSON Schema") from exc
+    return schema
+
+
+@functools.cache
+def _canonical_target(model: str, schemas_dir: Path | None) -> Mapping[str, Any]:
+    """A shipped canonical schema, checked like any other target (once per process)."""
+    from connectors.mapping.canonical import canonical_schema
+
+    schema = canonical_schema(model, schemas_dir)
+    verify_target_schema(schema, model, schemas_dir)
     return schema
 
 
@@ -239,15 +251,22 @@ def compile_mapping(
         if direction == "canonical_to_consumer":
             canonical = model  # canonical → canonical (a re-shaping between majors)
         if target_schema is None:
-            target_schema = canonical_schema(model, schemas_dir)
+            target_schema = _canonical_target(model, schemas_dir)
+        else:
+            verify_target_schema(target_schema, model, schemas_dir)
     else:
         model = f"{target['system']}.{target['entity']}@{target.get('version', 1)}"
+        if direction == "provider_to_canonical":
+            raise MappingError(
+                f"source {source_system}.{source_entity} is a provider entity: it maps to a "
+                "canonical model, and a consumer's own schema maps from one (source: {model: ...})"
+            )
         if target_schema is None:
             target_schema = _consumer_schema(target, base_dir)
+        verify_target_schema(target_schema, repr(str(target["schema"])), schemas_dir)
     _verify_names(spec, sources, source_props, _schema_props(target_schema), source_entity, model)
-    validator = Validator(
-        target_schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-    )
+    validator = target_validator(target_schema, schemas_dir)
+    verify_fixed_values(spec, validator)
     return CompiledMapping(
         source_system=source_system,
         source_entity=source_entity,
