@@ -67,6 +67,8 @@ DEMO_DEPARTMENTS: list[dict[str, Any]] = [
         "caveats": [],
         "systems": ["portal"],
         "capabilities": ["citizen_portal"],
+        # A system with capabilities takes only a key bound to it.
+        "key_system": "portal",
     },
 ]
 
@@ -317,7 +319,9 @@ def seed(services: Services, *, per_minute: int | None = None) -> dict[str, Any]
                 actor=ACTOR,
             )
         key = load_or_create_key(_key_path(services, spec["id"]), create=True)
-        registry.add_key(spec["id"], KeyCreate(jwk=public_jwk(key)), actor=ACTOR)
+        registry.add_key(
+            spec["id"], KeyCreate(jwk=public_jwk(key), system=spec.get("key_system")), actor=ACTOR
+        )
         created.append(spec["id"])
     now = services.agreements.clock().replace(microsecond=0)
     start = (now - timedelta(days=1)).isoformat().replace("+00:00", "Z")

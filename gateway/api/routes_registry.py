@@ -12,11 +12,13 @@ from gateway.auth.humans import Principal
 from gateway.registry.models import (
     DepartmentCreate,
     DepartmentPublic,
+    DepartmentStatusChange,
     KeyCreate,
     KeyPublic,
     KeyRevoke,
     SystemCreate,
     SystemPublic,
+    SystemUpdate,
 )
 
 __all__ = ["router"]
@@ -26,8 +28,8 @@ Admin = Annotated[Principal, Depends(require_role("admin"))]
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid bearer token (problem+json)"},
     403: {"description": "Role required (problem+json)"},
-    404: {"description": "Unknown department or key (problem+json)"},
-    409: {"description": "Already exists (problem+json)"},
+    404: {"description": "Unknown department, system or key (problem+json)"},
+    409: {"description": "Already exists, or already in that state (problem+json)"},
     422: {"description": "Invalid input (problem+json)"},
 }
 
@@ -65,6 +67,34 @@ def get_department(request: Request, dept_id: str) -> Any:
 
 
 @router.post(
+    "/departments/{dept_id}/suspend",
+    response_model=DepartmentPublic,
+    responses=PROBLEMS,
+    summary="Suspend a department: none of its keys authenticates an exchange",
+)
+def suspend_department(
+    request: Request, dept_id: str, body: DepartmentStatusChange, who: Admin
+) -> Any:
+    return get_services(request).registry.set_department_status(
+        dept_id, "suspended", body.reason, actor=who.actor
+    )
+
+
+@router.post(
+    "/departments/{dept_id}/reinstate",
+    response_model=DepartmentPublic,
+    responses=PROBLEMS,
+    summary="Reinstate a suspended department",
+)
+def reinstate_department(
+    request: Request, dept_id: str, body: DepartmentStatusChange, who: Admin
+) -> Any:
+    return get_services(request).registry.set_department_status(
+        dept_id, "active", body.reason, actor=who.actor
+    )
+
+
+@router.post(
     "/departments/{dept_id}/systems",
     response_model=SystemPublic,
     status_code=201,
@@ -78,6 +108,42 @@ def add_system(request: Request, dept_id: str, body: SystemCreate, who: Admin) -
 @router.get("/departments/{dept_id}/systems", response_model=list[SystemPublic], responses=PROBLEMS)
 def list_systems(request: Request, dept_id: str, who: Admin) -> Any:
     return get_services(request).registry.list_systems(dept_id)
+
+
+@router.patch(
+    "/departments/{dept_id}/systems/{system_id}",
+    response_model=SystemPublic,
+    responses=PROBLEMS,
+    summary="Change a system's name or capabilities",
+)
+def update_system(
+    request: Request, dept_id: str, system_id: str, body: SystemUpdate, who: Admin
+) -> Any:
+    return get_services(request).registry.update_system(dept_id, system_id, body, actor=who.actor)
+
+
+@router.post(
+    "/departments/{dept_id}/systems/{system_id}/disable",
+    response_model=SystemPublic,
+    responses=PROBLEMS,
+    summary="Disable a system: its request tokens are refused (unknown_system)",
+)
+def disable_system(request: Request, dept_id: str, system_id: str, who: Admin) -> Any:
+    return get_services(request).registry.set_system_status(
+        dept_id, system_id, "disabled", actor=who.actor
+    )
+
+
+@router.post(
+    "/departments/{dept_id}/systems/{system_id}/enable",
+    response_model=SystemPublic,
+    responses=PROBLEMS,
+    summary="Enable a disabled system again",
+)
+def enable_system(request: Request, dept_id: str, system_id: str, who: Admin) -> Any:
+    return get_services(request).registry.set_system_status(
+        dept_id, system_id, "active", actor=who.actor
+    )
 
 
 @router.post(

@@ -22,6 +22,7 @@ from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
 from gateway.errors import AccordError, AuthError
 from gateway.jose import ALGORITHMS, PrivateKey, b64url_encode, public_jwk
+from gateway.registry.models import System
 from gateway.registry.service import CallerRows, RegistryService, verify_caller
 from gateway.statecache import StateCache
 
@@ -143,9 +144,7 @@ class RequestTokenVerifier:
         sub = str(unverified.get("sub"))
         try:
             if state is None:
-                key, key_alg, system = self.registry.caller(
-                    kid, department=iss, system=sub, now=now
-                )
+                rows = self.registry.caller_rows(kid, iss, sub)
             else:
                 rows = StateCache.get(
                     state,
@@ -153,7 +152,7 @@ class RequestTokenVerifier:
                     lambda: self.registry.caller_rows(kid, iss, sub),
                     keep=CallerRows.whole,
                 )
-                key, key_alg, system = verify_caller(rows, now)
+            key, key_alg, system = verify_caller(rows, now)
         except AccordError as exc:
             raise AuthError(exc.detail, code=exc.code) from exc
         if key_alg != alg:
@@ -196,6 +195,7 @@ class RequestTokenVerifier:
             raise AuthError("jti must be a string of 8 to 128 characters", code="invalid_token")
         if system is None:
             raise AuthError(f"unknown system {sub!r} of {iss!r}", code="unknown_system")
+        _verify_system_key(rows, system)
         expires = datetime.fromtimestamp(exp + LEEWAY_S, UTC)
         if not defer_replay:
             self.replay(iss, jti, expires)
@@ -225,6 +225,27 @@ class RequestTokenVerifier:
             if ts + LEEWAY_S < nbf:
                 raise jwt.ImmatureSignatureError("not yet valid")
         return claims
+
+
+def _verify_system_key(rows: CallerRows, system: System) -> None:
+    """Raise unless the key may sign for ``system``: a key bound to a system signs
+    only for it, and a system with capabilities takes only keys bound to it.
+
+    Without this, any system holding the department's key could name another
+    system of the department as ``sub`` and take its capabilities. Checked after
+    the signature, so an unsigned token learns nothing about which key is whose.
+    """
+    bound = rows.key.system_id if rows.key is not None else None
+    if bound is not None and bound != system.system_id:
+        raise AuthError(
+            f"key {rows.kid} is bound to system {bound!r}, not {system.system_id!r}",
+            code="wrong_system_key",
+        )
+    if system.capabilities and bound != system.system_id:
+        raise AuthError(
+            f"system {system.system_id!r} has capabilities and signs only with a key bound to it",
+            code="wrong_system_key",
+        )
 
 
 def _numeric_date(value: Any) -> bool:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from gateway.cli.common import console, handle_errors, load_json_file, open_services
 from gateway.cli.render import line, row
-from gateway.registry.models import DepartmentCreate, KeyCreate, SystemCreate
+from gateway.registry.models import DepartmentCreate, KeyCreate, SystemCreate, SystemUpdate
 
 dept_app = typer.Typer(help="Manage departments, systems and keys.", no_args_is_help=True)
 ACTOR = "cli:operator"
@@ -65,15 +65,82 @@ def add_key(
     jwk_file: Annotated[Path, typer.Argument(help="Public JWK (JSON) file")],
     not_before: Annotated[datetime | None, typer.Option()] = None,
     not_after: Annotated[datetime | None, typer.Option()] = None,
+    system: Annotated[
+        str | None, typer.Option(help="Bind the key to this system: it signs only for it")
+    ] = None,
 ) -> None:
-    """Add a public key to a department (several keys may be live at once)."""
+    """Add a public key to a department (several keys may be live at once).
+
+    A system with capabilities (a citizen portal) accepts only keys bound to it.
+    """
     services = open_services()
     key = services.registry.add_key(
         dept_id,
-        KeyCreate(jwk=load_json_file(jwk_file), not_before=not_before, not_after=not_after),
+        KeyCreate(
+            jwk=load_json_file(jwk_file), not_before=not_before, not_after=not_after, system=system
+        ),
         actor=ACTOR,
     )
-    console.print(line("added key ", (key.kid, "bold"), " (", key.alg, ") to ", dept_id))
+    bound = ("", "") if system is None else (" for system ", system)
+    console.print(line("added key ", (key.kid, "bold"), " (", key.alg, ") to ", dept_id, *bound))
+
+
+@dept_app.command("suspend")
+@handle_errors
+def suspend(
+    dept_id: str, reason: Annotated[str, typer.Option(help="Why it is suspended (audited)")]
+) -> None:
+    """Suspend a department: none of its keys authenticates an exchange until reinstated."""
+    services = open_services()
+    services.registry.set_department_status(dept_id, "suspended", reason, actor=ACTOR)
+    console.print(line("suspended ", (dept_id, "bold")))
+
+
+@dept_app.command("reinstate")
+@handle_errors
+def reinstate(
+    dept_id: str, reason: Annotated[str, typer.Option(help="Why it is reinstated (audited)")]
+) -> None:
+    """Reinstate a suspended department."""
+    services = open_services()
+    services.registry.set_department_status(dept_id, "active", reason, actor=ACTOR)
+    console.print(line("reinstated ", (dept_id, "bold")))
+
+
+@dept_app.command("disable-system")
+@handle_errors
+def disable_system(dept_id: str, system_id: str) -> None:
+    """Disable a system: its request tokens are refused, whichever key signed them."""
+    services = open_services()
+    services.registry.set_system_status(dept_id, system_id, "disabled", actor=ACTOR)
+    console.print(line("disabled system ", (system_id, "bold"), " of ", dept_id))
+
+
+@dept_app.command("enable-system")
+@handle_errors
+def enable_system(dept_id: str, system_id: str) -> None:
+    """Enable a disabled system again."""
+    services = open_services()
+    services.registry.set_system_status(dept_id, system_id, "active", actor=ACTOR)
+    console.print(line("enabled system ", (system_id, "bold"), " of ", dept_id))
+
+
+@dept_app.command("set-capabilities")
+@handle_errors
+def set_capabilities(
+    dept_id: str,
+    system_id: str,
+    capability: Annotated[
+        list[str] | None, typer.Option(help="e.g. citizen_portal (repeatable; none: clear)")
+    ] = None,
+) -> None:
+    """Replace a system's capabilities."""
+    services = open_services()
+    system = services.registry.update_system(
+        dept_id, system_id, SystemUpdate(capabilities=capability or []), actor=ACTOR
+    )
+    shown = ",".join(system.capabilities) or "(none)"
+    console.print(line("system ", (system_id, "bold"), " of ", dept_id, " now has ", shown))
 
 
 @dept_app.command("revoke-key")

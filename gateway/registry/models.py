@@ -13,19 +13,26 @@ from sqlmodel import Field, SQLModel
 from gateway.dbtypes import JSONColumn, UTCDateTime, utcnow
 
 __all__ = [
+    "CAPABILITIES",
     "Department",
     "DepartmentCreate",
     "DepartmentKey",
     "DepartmentPublic",
+    "DepartmentStatusChange",
     "KeyCreate",
     "KeyPublic",
     "KeyRevoke",
     "System",
     "SystemCreate",
     "SystemPublic",
+    "SystemUpdate",
 ]
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
+#: Every capability the gateway checks (``citizen_portal``: reads citizens' access
+#: logs, ``gateway/api/routes_exchange.py``). Anything else would be stored and
+#: silently never match, so the registry refuses it (``unknown_capability``).
+CAPABILITIES = frozenset({"citizen_portal"})
 _SLUG_RE = re.compile(SLUG)
 
 
@@ -107,6 +114,13 @@ class System(SQLModel, table=True):
     )
 
 
+class SystemUpdate(SQLModel):
+    """A change to a registered system; a field left out stays as it is."""
+
+    name: str | None = Field(default=None, max_length=200)
+    capabilities: list[str] | None = None
+
+
 class SystemPublic(SQLModel):
     department_id: str
     system_id: str
@@ -117,6 +131,9 @@ class SystemPublic(SQLModel):
 
 class KeyCreate(SQLModel):
     jwk: dict[str, Any]
+    #: Bind the key to one system of the department: it then signs only for that
+    #: system (``sub``), and a system with capabilities accepts only keys bound to it.
+    system: str | None = Field(default=None, max_length=63)
     not_before: datetime | None = None
     not_after: datetime | None = None
 
@@ -125,10 +142,18 @@ class KeyRevoke(SQLModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
+class DepartmentStatusChange(SQLModel):
+    """Why a department is suspended or reinstated (recorded in the audit log)."""
+
+    reason: str = Field(min_length=1, max_length=500)
+
+
 class DepartmentKey(SQLModel, table=True):
     __tablename__ = "department_key"
     kid: str = Field(primary_key=True, max_length=64)
     department_id: str = Field(foreign_key="department.id", index=True)
+    #: The one system this key signs for, or None: any system without capabilities.
+    system_id: str | None = Field(default=None, max_length=63)
     alg: str = Field(max_length=16)
     jwk: dict[str, Any] = Field(sa_column=Column(JSONColumn, nullable=False))
     not_before: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
@@ -150,6 +175,7 @@ class DepartmentKey(SQLModel, table=True):
 class KeyPublic(SQLModel):
     kid: str
     department_id: str
+    system_id: str | None = None
     alg: str
     jwk: dict[str, Any]
     not_before: datetime

@@ -19,18 +19,39 @@ from gateway.errors import ConflictError, NotFoundError, SignatureError, Validat
 from gateway.jose import PublicKey, public_key_from_jwk
 from gateway.jose.jwk import jwk_thumbprint
 from gateway.registry.models import (
+    CAPABILITIES,
     Department,
     DepartmentCreate,
     DepartmentKey,
     KeyCreate,
     System,
     SystemCreate,
+    SystemUpdate,
 )
 from gateway.statecache import bump_generation
 
-__all__ = ["CallerRows", "RegistryService", "verify_caller"]
+__all__ = ["CallerRows", "RegistryService", "verify_caller", "verify_capabilities"]
 
 Clock = Callable[[], datetime]
+#: A department is ``active`` or ``suspended``; a system ``active`` or ``disabled``.
+DEPARTMENT_STATES = ("active", "suspended")
+SYSTEM_STATES = ("active", "disabled")
+
+
+def verify_capabilities(capabilities: list[str]) -> list[str]:
+    """The capabilities, sorted and unique, if the gateway knows every one of them.
+
+    A capability nobody checks (``citizen-portal`` for ``citizen_portal``) would be
+    stored and never match: the system would be refused for a reason its
+    registration never showed.
+    """
+    unknown = sorted(set(capabilities) - CAPABILITIES)
+    if unknown:
+        raise ValidationFailed(
+            f"unknown capabilities {unknown}; known: {sorted(CAPABILITIES)}",
+            code="unknown_capability",
+        )
+    return sorted(set(capabilities))
 
 
 class RegistryService:
@@ -79,6 +100,31 @@ class RegistryService:
             )
             return dept
 
+    def set_department_status(
+        self, dept_id: str, status: str, reason: str, *, actor: str
+    ) -> Department:
+        """Suspend (``suspended``) or reinstate (``active``) a department.
+
+        A suspended department's keys verify nothing for exchanges (401
+        ``department_inactive``) and it cannot be a party to a new agreement;
+        its keys stay as they are, so reinstating it needs no new keys.
+        """
+        if status not in DEPARTMENT_STATES:
+            raise ValidationFailed(f"status must be one of {list(DEPARTMENT_STATES)}")
+        with session_scope(self.engine) as s:
+            dept = s.get(Department, dept_id, with_for_update=True)
+            if dept is None:
+                raise NotFoundError(f"unknown department {dept_id!r}", code="unknown_department")
+            if dept.status == status:
+                raise ConflictError(f"department {dept_id!r} is already {status}", code="no_change")
+            dept.status = status
+            s.add(dept)
+            action = "department_suspended" if status == "suspended" else "department_reinstated"
+            self._record(
+                s, {"action": action, "actor": actor, "department": dept_id, "reason": reason}
+            )
+            return dept
+
     def get_department(self, dept_id: str) -> Department:
         with Session(self.engine) as s:
             dept = s.get(Department, dept_id)
@@ -92,13 +138,14 @@ class RegistryService:
 
     # systems ---------------------------------------------------------------------
     def add_system(self, dept_id: str, data: SystemCreate, *, actor: str) -> System:
+        capabilities = verify_capabilities(data.capabilities)
         self.get_department(dept_id)
         with session_scope(self.engine) as s:
             system = System(
                 department_id=dept_id,
                 system_id=data.system_id,
                 name=data.name,
-                capabilities=sorted(set(data.capabilities)),
+                capabilities=capabilities,
             )
             s.add(system)
             self._record(
@@ -111,6 +158,64 @@ class RegistryService:
                 },
             )
             return system
+
+    def update_system(
+        self, dept_id: str, system_id: str, data: SystemUpdate, *, actor: str
+    ) -> System:
+        """Change a system's name or capabilities (the fields ``data`` sets)."""
+        capabilities = None if data.capabilities is None else verify_capabilities(data.capabilities)
+        with session_scope(self.engine) as s:
+            system = self._system_row(s, dept_id, system_id)
+            change: dict[str, Any] = {}
+            if data.name is not None and data.name != system.name:
+                system.name = change["name"] = data.name
+            if capabilities is not None and capabilities != sorted(system.capabilities):
+                change["capabilities_before"] = sorted(system.capabilities)
+                system.capabilities = change["capabilities"] = capabilities
+            if not change:
+                return system
+            s.add(system)
+            self._record(
+                s,
+                {
+                    "action": "system_changed",
+                    "actor": actor,
+                    "department": dept_id,
+                    "system": system_id,
+                    **change,
+                },
+            )
+            return system
+
+    def set_system_status(self, dept_id: str, system_id: str, status: str, *, actor: str) -> System:
+        """Disable (``disabled``) or enable (``active``) a system: a disabled system's
+        tokens are refused as ``unknown_system``, whichever key signed them."""
+        if status not in SYSTEM_STATES:
+            raise ValidationFailed(f"status must be one of {list(SYSTEM_STATES)}")
+        with session_scope(self.engine) as s:
+            system = self._system_row(s, dept_id, system_id)
+            if system.status == status:
+                raise ConflictError(
+                    f"system {system_id!r} of {dept_id!r} is already {status}", code="no_change"
+                )
+            system.status = status
+            s.add(system)
+            action = "system_disabled" if status == "disabled" else "system_enabled"
+            self._record(
+                s, {"action": action, "actor": actor, "department": dept_id, "system": system_id}
+            )
+            return system
+
+    @staticmethod
+    def _system_row(s: Session, dept_id: str, system_id: str, *, lock: bool = True) -> System:
+        """The system's row (locked for a change), whatever its status."""
+        query = select(System).where(System.department_id == dept_id, System.system_id == system_id)
+        found = s.exec(query.with_for_update() if lock else query).first()
+        if found is None:
+            raise NotFoundError(
+                f"unknown system {system_id!r} of {dept_id!r}", code="unknown_system"
+            )
+        return found
 
     def get_system(self, dept_id: str, system_id: str) -> System:
         with Session(self.engine) as s:
@@ -130,6 +235,9 @@ class RegistryService:
     # keys ------------------------------------------------------------------------
     def add_key(self, dept_id: str, data: KeyCreate, *, actor: str) -> DepartmentKey:
         self.get_department(dept_id)
+        if data.system is not None:
+            with Session(self.engine) as s:
+                self._system_row(s, dept_id, data.system, lock=False)
         _key, alg = public_key_from_jwk(data.jwk)
         kid = jwk_thumbprint(data.jwk)
         if "kid" in data.jwk and data.jwk["kid"] != kid:
@@ -147,6 +255,7 @@ class RegistryService:
             row = DepartmentKey(
                 kid=kid,
                 department_id=dept_id,
+                system_id=data.system,
                 alg=alg,
                 jwk=public,
                 not_before=not_before,
@@ -154,7 +263,14 @@ class RegistryService:
             )
             s.add(row)
             self._record(
-                s, {"action": "key_added", "actor": actor, "department": dept_id, "kid": kid}
+                s,
+                {
+                    "action": "key_added",
+                    "actor": actor,
+                    "department": dept_id,
+                    "kid": kid,
+                    "system": data.system,
+                },
             )
             return row
 
@@ -265,14 +381,16 @@ class CallerRows:
     public: tuple[PublicKey, str] | None
 
     def whole(self) -> bool:
-        """The key, its department and the system all exist and belong together: worth
-        caching. A token can name any kid, department and system before its signature
-        is checked, so a lookup that found less is read again next time, not kept."""
+        """The key, its department and the system all exist and belong together (a
+        key bound to a system is that system's): worth caching. A token can name any
+        kid, department and system before its signature is checked, so a lookup that
+        found less is read again next time, not kept."""
         return (
             self.key is not None
             and self.key.department_id == self.department_id
             and self.department is not None
             and self.system is not None
+            and self.key.system_id in (None, self.system.system_id)
         )
 
 
