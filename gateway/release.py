@@ -44,6 +44,7 @@ __all__ = [
     "pseudonym",
     "release_record",
     "to_number",
+    "verify_predicate_allowed",
 ]
 
 _EMITTING = frozenset({"pass", "mask", "generalise", "pseudonymise"})
@@ -125,16 +126,36 @@ def generalise_value(value: Any, params: Mapping[str, Any], ctx: ReleaseContext)
         d = _as_date(value)
         return f"{d.year:04d}-{d.month:02d}"
     if to == "band":
-        width = int(params["width"])
-        if isinstance(value, int) and not isinstance(value, bool):
-            n = value
-        elif isinstance(value, str) and value.strip().isdigit():
-            n = int(value.strip())  # an age or count sent as text
-        else:
-            n = _age(_as_date(value), ctx.today)
-        low = (n // width) * width
-        return f"{low}-{low + width - 1}"
+        return _band(value, int(params["width"]), ctx)
     return _district(value)
+
+
+_NUMBER = re.compile(r"^-?[0-9]{1,64}(?:\.([0-9]{1,64}))?$")
+
+
+def _band(value: Any, width: int, ctx: ReleaseContext) -> str:
+    """The band of ``width`` holding a number, or the age on ``ctx.today`` for a date.
+
+    Bands are closed, written low-high in the value's own precision: ``10-19`` for
+    an integer (an age, a count, all-digit text); for a decimal string with k places
+    the top is the last k-place value below the next band, so ``"123.45"`` with
+    width 100 is ``100-199.99`` (canonical money always has two places, so one
+    field's bands read alike and group together). Exact: integers, never floats."""
+    m = _NUMBER.match(value.strip()) if isinstance(value, str) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif m is not None and m.group(1) is None:
+        n = int(m.group(0))  # an age or count sent as text
+    elif m is not None:
+        unit = 10 ** len(m.group(1))  # the value in units of its last place
+        low = (int(m.group(0).replace(".", "")) // (width * unit)) * width
+        q, r = divmod(abs(low * unit + width * unit - 1), unit)
+        top = f"{'-' if low + width <= 0 else ''}{q}.{r:0{len(m.group(1))}d}"
+        return f"{low}-{top}"
+    else:
+        n = _age(_as_date(value), ctx.today)
+    low = (n // width) * width
+    return f"{low}-{low + width - 1}"
 
 
 _NL_POSTCODE = re.compile(r"^([0-9]{4})\s*[A-Z]{2}$")
@@ -198,13 +219,16 @@ def apply_release(
 # --------------------------------------------------------------------------- predicates
 
 
-def evaluate_predicate(
-    record: Mapping[str, Any], predicate: str, obligations: Mapping[str, Any], ctx: ReleaseContext
-) -> bool:
-    """Answer a verify-only question with True/False; the value itself never leaves."""
-    parsed = parse_predicate(predicate, birth_date_field=ctx.birth_date_field)
-    fn, fname, *args = parsed
-    op = normalise_obligations(obligations, birth_date_field=ctx.birth_date_field).get(fname)
+def verify_predicate_allowed(
+    predicate: str, obligations: Mapping[str, Any], *, birth_date_field: str = "birth_date"
+) -> None:
+    """Raise ``predicate_not_allowed`` unless the obligations open this question.
+
+    Needs no record, so the exchange asks it before the provider is: a question the
+    agreement does not allow never reaches the provider's system."""
+    parsed = parse_predicate(predicate, birth_date_field=birth_date_field)
+    fname = parsed[1]
+    op = normalise_obligations(obligations, birth_date_field=birth_date_field).get(fname)
     if op is None or op.name not in ("verify_only", "pass"):
         raise ReleaseError(
             f"predicates on {fname!r} are not allowed by the agreement",
@@ -217,6 +241,14 @@ def evaluate_predicate(
         raise ReleaseError(
             "this predicate is not one the agreement lists", code="predicate_not_allowed"
         )
+
+
+def evaluate_predicate(
+    record: Mapping[str, Any], predicate: str, obligations: Mapping[str, Any], ctx: ReleaseContext
+) -> bool:
+    """Answer a verify-only question with True/False; the value itself never leaves."""
+    verify_predicate_allowed(predicate, obligations, birth_date_field=ctx.birth_date_field)
+    fn, fname, *args = parse_predicate(predicate, birth_date_field=ctx.birth_date_field)
     value = record.get(fname)
     if fn == "exists":
         return value not in (None, "")

@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,7 +37,12 @@ from gateway.exchange.admission import Admission
 from gateway.exchange.bindings import BindingService, ResolvedBinding
 from gateway.exchange.counters import QuotaReservation, ReplayCache
 from gateway.exchange.decision_log import DecisionLogWriter
-from gateway.exchange.fetch_step import connector_fault, fetch_records
+from gateway.exchange.fetch_step import (
+    connector_fault,
+    fetch_records,
+    verify_record_subject,
+    wanted_targets,
+)
 from gateway.exchange.metrics import ExchangeMetrics
 from gateway.exchange.pg_steps import PgSteps
 from gateway.exchange.receipts import rebuild_receipt, receipt_claims, sign_receipt
@@ -53,6 +58,7 @@ from gateway.policy.input import build_policy_input
 from gateway.policy.runtime import PolicyRuntime
 from gateway.registry.models import Department
 from gateway.registry.service import RegistryService
+from gateway.release import verify_predicate_allowed
 from gateway.statecache import StateCache
 
 __all__ = ["ExchangeAnswer", "ExchangeService"]
@@ -129,6 +135,7 @@ class ExchangeService:
         structlog.contextvars.bind_contextvars(exchange_id=trace.exchange_id)
         now = self.clock()
         reservation: QuotaReservation | None = None
+        fetched: Sequence[Mapping[str, Any]] | None = None
         try:
             department, reservation, t = await self.admission.admit(
                 trace, token, method, path, body, now
@@ -143,14 +150,32 @@ class ExchangeService:
                 trace.request.dataset,
                 state=trace.state,
             )
-            result, released = await self._produce(trace, binding, decision, now)
+            fetched = await self._fetch(trace, binding, decision)
+            result, released = await self._release(trace, binding, decision, fetched, now)
             answer = await self._finish(trace, result, released, decision)
             reservation = None  # the exchange happened: it counts
             return answer
         except AccordError as exc:
+            if fetched is not None or exc.code == "subject_not_found":
+                reservation = None  # the provider answered for the subject: it counts
             exc.extra.setdefault("exchange_id", trace.exchange_id)
             await self._audit_refusal(trace, exc)
             raise
+        except Exception as exc:
+            if trace.caller is None:
+                raise  # before authentication: the API's handler answers 500 unaudited
+            if fetched is not None:
+                reservation = None
+            # A fault of this gateway after authentication is still a failed exchange:
+            # audited, answered under its own id, nothing released. The error's text
+            # may quote a provider value, so only its type is logged.
+            log.error("exchange_internal_error", error_type=type(exc).__name__)
+            error = AccordError(
+                "an internal error occurred; nothing was released",
+                extra={"exchange_id": trace.exchange_id},
+            )
+            await self._audit_refusal(trace, error)
+            raise error from exc
         finally:
             if reservation is not None:
                 await self.admission.give_back(reservation)
@@ -197,23 +222,31 @@ class ExchangeService:
             )
         return decision
 
-    async def _produce(
-        self, trace: Trace, binding: ResolvedBinding, decision: Decision, now: datetime
-    ) -> tuple[dict[str, Any], dict[str, str]]:
-        request, caller, row = trace.request, trace.caller, trace.agreement
+    async def _fetch(
+        self, trace: Trace, binding: ResolvedBinding, decision: Decision
+    ) -> Sequence[Mapping[str, Any]]:
+        """The provider's records, mapped to the canonical model and checked.
+
+        Only the targets the exchange needs are mapped (``wanted_targets``). A
+        lookup's record must be the subject's (``verify_record_subject``); a
+        predicate the agreement does not open is refused before the provider is
+        asked anything."""
+        request = trace.request
         assert request is not None
-        assert caller is not None
-        assert row is not None
-        ctx = FetchContext(
-            exchange_id=trace.exchange_id, timeout=self.fetch_timeout_s, purpose=request.purpose
-        )
         query = request.query
         if query.kind in ("record", "verify"):
             trace.subject = self.subjects.pseudonym(query.subject)
+        if query.kind == "verify":
+            verify_predicate_allowed(query.predicate, decision.obligations)
+        targets = wanted_targets(binding, request, decision)
+        # One budget for the whole read: a paged read's pages share it.
+        ctx = FetchContext(
+            exchange_id=trace.exchange_id, timeout=self.fetch_timeout_s, purpose=request.purpose
+        )
         t = time.perf_counter()
         try:
             records = await fetch_records(
-                binding, request, decision, ctx, self.max_aggregate_records
+                binding, request, targets, ctx, self.max_aggregate_records
             )
             self.metrics.connector_up.labels(binding.provider, binding.dataset).set(1)
         except ConnectorError as exc:
@@ -222,10 +255,27 @@ class ExchangeService:
             raise connector_fault(exc) from exc
         t = trace.stage("fetch", t)
         try:
-            canonical = [binding.mapping.map(r, partial=True) for r in records]
+            canonical = [binding.mapping.map(r, partial=True, only=targets) for r in records]
         except ConnectorError as exc:
             raise connector_fault(exc) from exc
-        t = trace.stage("translate", t)
+        if query.kind in ("record", "verify"):
+            verify_record_subject(canonical[0], binding.subject_field, query.subject)
+        trace.stage("translate", t)
+        return canonical
+
+    async def _release(
+        self,
+        trace: Trace,
+        binding: ResolvedBinding,
+        decision: Decision,
+        canonical: Sequence[Mapping[str, Any]],
+        now: datetime,
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        request, caller, row = trace.request, trace.caller, trace.agreement
+        assert request is not None
+        assert caller is not None
+        assert row is not None
+        t = time.perf_counter()
         target = (
             await asyncio.to_thread(
                 self.bindings.consumer_mapping, caller.department, request.target_schema
