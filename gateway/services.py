@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Engine
 
 from audit import AuditLog, NoteSigner, NoteVerifier
+from gateway.agreements.expiry import EXPIRY_INTERVAL_S, ExpiryWatch
 from gateway.agreements.service import AgreementService
 from gateway.auth.humans import HumanVerifier, dev_issuer_key
 from gateway.auth.requests import RequestTokenVerifier
@@ -77,6 +78,8 @@ class Services:
     _exchange: ExchangeService | None = None
     _checkpointer: WalCheckpointer | None = None
     _pg_steps: PgSteps | None = None
+    expiry_interval_s: float = EXPIRY_INTERVAL_S
+    _expiry: ExpiryWatch | None = None
 
     @property
     def exchange(self) -> ExchangeService:
@@ -119,8 +122,13 @@ class Services:
             pg=self._pg_steps,
             auth_failure_entries_per_s=self.settings.auth_failure_entries_per_s,
         )
+        self._expiry = ExpiryWatch(self.agreements, interval_s=self.expiry_interval_s)
+        await self._expiry.start()
 
     async def stop(self) -> None:
+        if self._expiry is not None:
+            await self._expiry.stop()
+            self._expiry = None
         await self.bindings.close()
         if self.decision_log is not None:
             await self.decision_log.aflush()  # what this loop holds, while the pool is open

@@ -51,7 +51,12 @@ class AgreementPublic(SQLModel):
     version: int
     provider: str
     consumer: str
-    status: str
+    status: str = Field(
+        description="As of the request: `draft`, `active`, `suspended`, `revoked`, "
+        "`superseded`, `expired` (its `valid_until` has passed, whether or not the "
+        "gateway has recorded the expiry yet) or `not_yet_valid` (active, before "
+        "`valid_from`)"
+    )
     terms: dict[str, Any]
     signed: dict[str, Any] | None
     terms_sha256: str

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from gateway.agreements.models import Agreement, AgreementEvent
+from gateway.agreements.models import Agreement, AgreementEvent, AgreementPublic
 from gateway.agreements.signing import VerifiedAgreement, verify_agreement
 from gateway.agreements.terms import AgreementTerms
 from gateway.auditing import AuditSink, audit_event
@@ -89,13 +90,23 @@ class AgreementService:
             )
 
     def _event(
-        self, s: Session, row: Agreement, to: str, actor: str, reason: str, now: datetime
+        self,
+        s: Session,
+        row: Agreement,
+        to: str,
+        actor: str,
+        reason: str,
+        now: datetime,
+        *,
+        previous: str | None = None,
     ) -> None:
         assert row.pk is not None
+        before = previous or row.status
+        from_status = before if before != to else None
         s.add(
             AgreementEvent(
                 agreement_pk=row.pk,
-                from_status=row.status if row.status != to else None,
+                from_status=from_status,
                 to_status=to,
                 actor=actor,
                 reason=reason,
@@ -114,7 +125,7 @@ class AgreementService:
                     agreement=f"{row.agreement_id}@{row.version}",
                     provider=row.provider,
                     consumer=row.consumer,
-                    from_status=row.status if row.status != to else None,
+                    from_status=from_status,
                     reason=reason or None,
                     terms_sha256=row.terms_sha256,
                 ),
@@ -310,19 +321,37 @@ class AgreementService:
             )
 
     def expire_due(self, *, actor: str = "system:clock") -> int:
-        """Record the expiry of every active agreement past its window."""
+        """Record, once, the expiry of every active agreement past its window.
+
+        Every gateway process runs this (``ExpiryWatch``), so two nodes may find
+        the same agreement due at the same moment. Each claims it with a
+        conditional ``UPDATE … WHERE status = 'active'`` as the first statement
+        of its own transaction: the database lets exactly one of them change the
+        row, and only that one writes the event and the audit entry. Returns how
+        many expiries this call recorded.
+        """
         now = self.clock()
-        count = 0
+        with Session(self.engine) as s:
+            due = [
+                row.pk
+                for row in s.exec(select(Agreement).where(Agreement.status == "active"))
+                if self._effective_status(row, now) == "expired"
+            ]
+        return sum(self._expire(pk, actor, now) for pk in due if pk is not None)
+
+    def _expire(self, pk: int, actor: str, now: datetime) -> bool:
         with session_scope(self.engine) as s:
-            for row in s.exec(
-                select(Agreement).where(Agreement.status == "active").with_for_update()
-            ):
-                if self._effective_status(row, now) == "expired":
-                    self._event(s, row, "expired", actor, "validity window ended", now)
-                    row.status, row.updated_at = "expired", now
-                    s.add(row)
-                    count += 1
-        return count
+            claimed = s.connection().execute(
+                update(Agreement)
+                .where(col(Agreement.pk) == pk, col(Agreement.status) == "active")
+                .values(status="expired", updated_at=now)
+            )
+            if claimed.rowcount != 1:
+                return False  # another node recorded it, or someone changed it first
+            row = s.get(Agreement, pk)
+            assert row is not None
+            self._event(s, row, "expired", actor, "validity window ended", now, previous="active")
+            return True
 
     def status_at(self, row: Agreement, now: datetime) -> str:
         """Status as of ``now``: outside its window an active agreement reads as expired
@@ -331,6 +360,13 @@ class AgreementService:
         if status == "active" and now < AgreementTerms(row.terms).valid_from:
             return "not_yet_valid"
         return status
+
+    def public(self, row: Agreement, now: datetime | None = None) -> AgreementPublic:
+        """The version as the API shows it: its status as of ``now`` (``status_at``,
+        as the CLI lists it), not the stored one, which changes only when an
+        expiry has been recorded."""
+        status = self.status_at(row, now or self.clock())
+        return AgreementPublic.model_validate(row, update={"status": status})
 
 
 def _sha256(data: bytes) -> str:

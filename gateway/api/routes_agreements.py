@@ -63,7 +63,8 @@ def submit(
     who: Admin,
     signed: Annotated[dict[str, Any], Body(examples=[SIGNED_EXAMPLE])],
 ) -> Any:
-    return get_services(request).agreements.submit(signed, actor=who.actor)
+    service = get_services(request).agreements
+    return service.public(service.submit(signed, actor=who.actor))
 
 
 @router.post(
@@ -74,7 +75,8 @@ def submit(
     summary="Store unsigned terms as a draft",
 )
 def create_draft(request: Request, body: DraftIn, who: Admin) -> Any:
-    return get_services(request).agreements.create_draft(body.terms, actor=who.actor)
+    service = get_services(request).agreements
+    return service.public(service.create_draft(body.terms, actor=who.actor))
 
 
 @router.post(
@@ -102,24 +104,28 @@ def verify(
 
 @router.get("", response_model=list[AgreementPublic], responses=PROBLEMS)
 def list_agreements(request: Request, who: Reader, department: str | None = None) -> Any:
-    return get_services(request).agreements.list_all(department=department)
+    service = get_services(request).agreements
+    now = service.clock()
+    return [service.public(row, now) for row in service.list_all(department=department)]
 
 
 @router.get(
     "/{agreement_id}",
     response_model=AgreementPublic,
     responses=PROBLEMS,
-    summary="The newest non-draft version of an agreement",
+    summary="The newest non-draft version of an agreement, its status as of now",
 )
 def get_latest(request: Request, agreement_id: str, who: Reader) -> Any:
-    return get_services(request).agreements.get(agreement_id)
+    service = get_services(request).agreements
+    return service.public(service.get(agreement_id))
 
 
 @router.get(
     "/{agreement_id}/versions/{version}", response_model=AgreementPublic, responses=PROBLEMS
 )
 def get_version(request: Request, agreement_id: str, version: Version, who: Reader) -> Any:
-    return get_services(request).agreements.get(agreement_id, version)
+    service = get_services(request).agreements
+    return service.public(service.get(agreement_id, version))
 
 
 @router.get(
@@ -151,6 +157,8 @@ def events(request: Request, agreement_id: str, version: Version, who: Reader) -
 def transition(
     request: Request, agreement_id: str, version: Version, body: Transition, who: Admin
 ) -> Any:
-    return get_services(request).agreements.transition(
+    service = get_services(request).agreements
+    changed = service.transition(
         agreement_id, version, body.status, actor=who.actor, reason=body.reason
     )
+    return service.public(changed)
