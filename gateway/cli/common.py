@@ -14,7 +14,10 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from audit.errors import AuditError
+from gateway.cli.config import ConfigError, database_problem, load_settings
 from gateway.cli.render import line, new_console
 from gateway.errors import AccordError
 from gateway.services import Services, build_services
@@ -38,12 +41,24 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+#: What to change when a check fails for want of something the operator provides.
+_HINTS = {
+    "missing_key": "the keys are read from ACCORD_KEY_DIR (default: ACCORD_DATA_DIR/keys); "
+    "ACCORD_DEV_MODE=true creates missing ones",
+}
+
+
 def settings() -> Settings:
     try:
-        return Settings()
-    except ValidationError as exc:
-        err_console.print(line(("configuration error:", "red"), " ", exc.errors()[0]["msg"]))
+        return load_settings()
+    except ConfigError as exc:
+        _print_config_error(exc)
         raise typer.Exit(2) from exc
+
+
+def _print_config_error(exc: ConfigError) -> None:
+    for text in exc.lines:
+        err_console.print(line(("configuration error:", "red"), " ", text))
 
 
 def open_services() -> Services:
@@ -61,6 +76,20 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             err_console.print(line(_ERROR, " ", (exc.code, "bold"), ": ", exc.detail))
             for item in exc.extra.get("errors", [])[:10]:
                 err_console.print(line("  ", item.get("field"), ": ", item.get("reason")))
+            if exc.code in _HINTS:
+                err_console.print(line("  ", _HINTS[exc.code]))
+            raise typer.Exit(1) from exc
+        except ConfigError as exc:  # raised below a command, e.g. by `accord serve`'s set-up
+            _print_config_error(exc)
+            raise typer.Exit(2) from exc
+        except DBAPIError as exc:  # the database refused, is away, or does not exist
+            away = isinstance(exc, OperationalError | InterfaceError)
+            code = "database_unavailable" if away else "database_error"
+            problem = database_problem(exc, _loaded_settings())
+            err_console.print(line(_ERROR, " ", (code, "bold"), ": ", problem))
+            raise typer.Exit(1) from exc
+        except AuditError as exc:
+            err_console.print(line(_ERROR, " ", (exc.code, "bold"), ": ", exc.detail))
             raise typer.Exit(1) from exc
         except ValidationError as exc:
             first = exc.errors()[0]
@@ -74,6 +103,15 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(1) from exc
 
     return wrapper
+
+
+def _loaded_settings() -> Settings | None:
+    """The settings the failed command used (loaded once already, so this succeeds),
+    to name its database in the message."""
+    try:
+        return load_settings()
+    except ConfigError:
+        return None
 
 
 def _os_error(exc: OSError) -> str:

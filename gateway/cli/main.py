@@ -152,7 +152,7 @@ def serve(
         )
 
     def prepare() -> None:
-        """Migrate, create keys and the first policy once, before workers start."""
+        """Migrate, create keys and the first policy once, before any worker starts."""
         services = open_services()
         try:
             services.policy.ensure_initial(cfg.policy_dir)
@@ -164,7 +164,10 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        prepare=prepare if workers > 1 else None,
+        # With one worker too: a mistake found here is one line, where inside the
+        # server's start-up it would be a traceback.
+        prepare=prepare,
+        settings=cfg,
     )
 
 
