@@ -356,13 +356,15 @@ class AuditLog:
             return [reads.to_entry(r) for r in conn.execute(q)]
 
     def entries_by_subject(
-        self, pseudonym: str, limit: int = 50, offset: int = 0
+        self, pseudonym: str, limit: int = 50, offset: int = 0, before: int | None = None
     ) -> list[LogEntry]:
-        """Entries about one data subject, newest first (for the citizen access log)."""
+        """Entries about one data subject, newest first (for the citizen access log);
+        ``seq < before``, a bound that does not move as entries are appended."""
+        q = reads.entry_select().where(store.entries.c.subject == pseudonym)
+        if before is not None:
+            q = q.where(store.entries.c.seq < before)
         q = (
-            reads.entry_select()
-            .where(store.entries.c.subject == pseudonym)
-            .order_by(store.entries.c.seq.desc())
+            q.order_by(store.entries.c.seq.desc())
             .limit(max(0, min(limit, 1000)))
             .offset(max(0, offset))
         )

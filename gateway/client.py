@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -228,11 +228,31 @@ class AccordClient:
         doc: dict[str, Any] = self._send("GET", f"/v1/exchanges/{exchange_id}/receipt").json()
         return doc
 
-    def accesses(self, subject_key: str, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:
-        """The citizen's access log (a citizen-portal system only)."""
+    def accesses(
+        self, subject_key: str, *, limit: int = 50, before: int | None = None, offset: int = 0
+    ) -> dict[str, Any]:
+        """One page of the citizen's access log (a citizen-portal system only), newest
+        first: pass its ``next`` as ``before`` for the next page. ``offset`` is
+        deprecated: its pages shift when accesses arrive between them."""
         path = f"/v1/subjects/{subject_key}/accesses"
-        doc: dict[str, Any] = self._send("GET", path, limit=limit, offset=offset).json()
+        params: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        if offset:
+            params["offset"] = offset
+        doc: dict[str, Any] = self._send("GET", path, **params).json()
         return doc
+
+    def all_accesses(self, subject_key: str, *, page_size: int = 200) -> Iterator[dict[str, Any]]:
+        """Every access in the citizen's log, newest first, page by page (each page
+        read is audited): none twice and none skipped, while new ones arrive."""
+        before: int | None = None
+        while True:
+            page = self.accesses(subject_key, limit=page_size, before=before)
+            yield from page["accesses"]
+            if page["next"] is None or (before is not None and page["next"] >= before):
+                return  # the last page (or a cursor that does not move back: stop)
+            before = page["next"]
 
     def jwks(self, *, refresh: bool = False) -> dict[str, Any]:
         if self._jwks is None or refresh:

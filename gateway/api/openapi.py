@@ -73,6 +73,9 @@ def problem(description: str, codes: Iterable[str] = ()) -> dict[str, Any]:
 VALIDATION_FAILED = problem(
     "Invalid input, or U+0000 anywhere in the request", ["validation_failed"]
 )
+STORE_UNAVAILABLE = "store_unavailable"
+#: Routes that read or write the gateway's database (``gateway.api.problems``).
+STORE_ROUTES = "/v1/"
 
 
 def _uses(dependant: Dependant, prefix: str) -> bool:
@@ -102,6 +105,17 @@ def _problem_content(status: str, response: dict[str, Any]) -> None:
         response.update(VALIDATION_FAILED)
 
 
+def _store_unavailable(responses: dict[str, Any]) -> None:
+    """Any route on the database may answer 503 ``store_unavailable`` when it is down."""
+    declared = responses.get("503")
+    if declared is None:
+        responses["503"] = problem("The gateway's store is unavailable", [STORE_UNAVAILABLE])
+        return
+    codes = declared.setdefault(PROBLEM_CODES_KEY, [])
+    if STORE_UNAVAILABLE not in codes:
+        declared[PROBLEM_CODES_KEY] = [*codes, STORE_UNAVAILABLE]
+
+
 def _document(routers: Sequence[APIRouter], schema: dict[str, Any]) -> None:
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
@@ -121,6 +135,8 @@ def _document(routers: Sequence[APIRouter], schema: dict[str, Any]) -> None:
                 continue
             responses = operation.setdefault("responses", {})
             responses.setdefault("422", dict(VALIDATION_FAILED))
+            if route.path_format.startswith(STORE_ROUTES):
+                _store_unavailable(responses)
             for status, response in responses.items():
                 _problem_content(status, response)
             security = _security(route)

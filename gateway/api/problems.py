@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.errors import AccordError
@@ -22,6 +25,7 @@ __all__ = [
     "Problem",
     "ProblemReason",
     "install_problem_handlers",
+    "is_store_outage",
     "new_exchange_id",
     "problem_response",
 ]
@@ -134,6 +138,41 @@ _HTTP_CODES = {
 }
 
 
+#: SQLSTATE classes of a server that is down, going down, out of resources or
+#: refusing work for now (connection exception, insufficient resources, operator
+#: intervention, system error, transaction rollback): retrying later can succeed.
+_PG_OUTAGE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+#: lock_not_available, object_in_use: another session holds what this one needs.
+_PG_OUTAGE_STATES = frozenset({"55P03", "55006"})
+#: SQLite primary result codes of a file that cannot be used now: busy, locked,
+#: out of memory, read-only, I/O error, corrupt, full, cannot open, lock
+#: protocol, not a database. SQLITE_ERROR (a missing table, bad SQL) is a bug.
+_SQLITE_OUTAGE_CODES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
+
+
+def is_store_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the gateway's database is unreachable or refusing work,
+    rather than that the gateway asked it something wrong.
+
+    An outage is a 503 (``store_unavailable``): the client may retry. Anything
+    else the database raises (a constraint, bad SQL, a missing table) is a bug
+    and stays a 500. Decided on the driver's own error (SQLSTATE, SQLite result
+    code), never on the message.
+    """
+    if isinstance(exc, PoolTimeout | DisconnectionError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or (exc.orig is not None and is_store_outage(exc.orig))
+    if isinstance(exc, psycopg.OperationalError):
+        state = exc.sqlstate
+        # No SQLSTATE: the client side failed (connection refused or lost, pool timeout).
+        return state is None or state[:2] in _PG_OUTAGE_CLASSES or state in _PG_OUTAGE_STATES
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return isinstance(code, int) and code & 0xFF in _SQLITE_OUTAGE_CODES
+    return False
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(AccordError)
     async def _accord(request: Request, exc: AccordError) -> JSONResponse:
@@ -199,6 +238,22 @@ def install_problem_handlers(app: FastAPI) -> None:
             title="Invalid input",
             detail="a value in the request cannot be stored",
         )
+
+    async def _store(request: Request, exc: Exception) -> JSONResponse:
+        # The exchange flow maps its own store errors; every other route's meet here.
+        if not is_store_outage(exc):
+            raise exc  # a bug: on to ``_unexpected``, as any other
+        log.warning("store_unavailable", error_type=type(exc).__name__)
+        return problem_response(
+            request,
+            status=503,
+            code="store_unavailable",
+            title="Service unavailable",
+            detail="the gateway's store is unavailable; nothing was changed or released",
+        )
+
+    for fault in (SQLAlchemyError, psycopg.Error, sqlite3.Error):
+        app.add_exception_handler(fault, _store)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -28,6 +28,7 @@ from gateway.exchange.models import ConsumerMappingCreate, DatasetBindingCreate
 from gateway.exchange.schemas import ExchangeRequest, ExchangeResponse
 from gateway.exchange.service import ExchangeService
 from gateway.exchange.store_steps import store_errors
+from gateway.exchange.subjects import subject_accesses as accesses_of
 from gateway.jose import public_jwk
 from gateway.policy.engine import DENY_CODES, POLICY_ERROR
 
@@ -47,6 +48,7 @@ TOKEN_CODES = (
     "wrong_token_type",
     "unknown_key",
     "wrong_department_key",
+    "wrong_system_key",
     "key_revoked",
     "key_expired",
     "unknown_department",
@@ -304,7 +306,11 @@ class Accesses(BaseModel):
     accesses: list[dict[str, Any]]
     limit: int
     offset: int
+    #: the bound this page was read below (null: from the newest)
+    before: int | None
     count: int
+    #: pass as ``before`` for the next (older) page; null when none remain
+    next: int | None
 
 
 @router.get(
@@ -325,11 +331,13 @@ async def subject_accesses(
     request: Request,
     subject_key: str,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    before: Annotated[int | None, Query(ge=0, lt=1 << 63)] = None,
+    offset: Annotated[int, Query(ge=0, le=100_000, deprecated=True)] = 0,
 ) -> Accesses:
-    """Each read is audited (``access_log``, ``read``) before it is answered, and each
-    refusal (``access_log``, ``refused``; a refused token as ``auth_failure``), under
-    the subject's pseudonym, never the key."""
+    """Pages are walked by ``before``: the answer's ``next``, the ``seq`` of its
+    last access. Each read is audited (``access_log``, ``read``) before it is
+    answered, and each refusal (``access_log``, ``refused``; a refused token as
+    ``auth_failure``), under the subject's pseudonym, never the key."""
     services = get_services(request)
     try:
         caller = await _system(request)
@@ -339,12 +347,31 @@ async def subject_accesses(
                 code="citizen_portal_only",
             )
         found = await asyncio.to_thread(
-            services.exchange.accesses, subject_key, caller=caller, limit=limit, offset=offset
+            _accesses, services.exchange, subject_key, caller, limit, before, offset
         )
     except AccordError as exc:
         await _refused(request, exc, event="access_log", subject_key=subject_key)
         raise
     return Accesses(**found)
+
+
+def _accesses(
+    exchange: ExchangeService, key: str, caller: Caller, limit: int, before: int | None, offset: int
+) -> dict[str, Any]:
+    """A page as ``ExchangeService.accesses`` reads it, with the ``before`` bound
+    that method does not take."""
+    with store_errors():
+        return accesses_of(
+            audit_log=exchange.audit_log,
+            agreements=exchange.agreements,
+            pseudonyms=exchange.subjects,
+            subject_key=key,
+            now=exchange.clock(),
+            limit=limit,
+            actor=f"{caller.department}/{caller.system}",
+            before=before,
+            offset=offset,
+        )
 
 
 @router.put(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -59,10 +60,20 @@ def subject_accesses(
     subject_key: str,
     now: datetime,
     limit: int,
-    offset: int,
     actor: str,
+    before: int | None = None,
+    offset: int = 0,
 ) -> dict[str, Any]:
     """Released exchanges about one subject, newest first; embargoed agreements hidden.
+
+    A page is the ``limit`` newest accesses whose ``seq`` is below ``before`` (all
+    when it is None), after skipping ``offset`` of them (deprecated: an offset
+    counted from the newest entry shifts when accesses arrive between pages).
+    ``next`` is the ``seq`` of the page's last access when older ones remain: the
+    ``before`` of the next page. A bound in the log does not move, so a portal
+    walking pages by ``next`` sees each access once, whatever is appended
+    meanwhile; an access whose embargo ends during the walk shows on the page
+    its ``seq`` falls in, if the walk has not passed it yet.
 
     Only exchanges that released data are listed (refusals released nothing about
     the person, and the log's other entries about them, such as earlier reads of
@@ -79,51 +90,28 @@ def subject_accesses(
     items: list[dict[str, Any]] = []
     hidden: set[str] = set()
     terms_cache: dict[str, AgreementTerms | None] = {}
-    scan_offset = 0
     skipped = 0
-    below: int | None = None  # the oldest seq seen: the scan only moves back in the log
-    while len(items) < limit:
-        batch = audit_log.entries_by_subject(pseudonym, limit=200, offset=scan_offset)
-        if not batch:
-            break
-        scan_offset += len(batch)
-        for entry in batch:
-            # An entry about this subject appended during the scan (another read of
-            # this log) moves the older ones down a place: skip what was seen.
-            if below is not None and entry.seq >= below:
-                continue
-            below = entry.seq
-            doc = entry.doc()
-            if doc.get("event") != "exchange" or doc.get("outcome") != "released":
-                continue
-            ref = str(doc.get("agreement", ""))
-            if ref not in terms_cache:
-                terms_cache[ref] = _terms(agreements, ref)
-            terms = terms_cache[ref]
-            embargo = terms.doc.get("embargo_until") if terms is not None else None
-            if embargo is not None and parse_time(str(embargo)) > now:
+    more = False
+    for seq, doc in _released(audit_log, pseudonym, before):
+        ref = str(doc.get("agreement", ""))
+        if ref not in terms_cache:
+            terms_cache[ref] = _terms(agreements, ref)
+        terms = terms_cache[ref]
+        embargo = terms.doc.get("embargo_until") if terms is not None else None
+        if embargo is not None and parse_time(str(embargo)) > now:
+            if len(items) < limit:  # past a full page, nothing is hidden from this one
                 hidden.add(ref)
-                continue
-            if skipped < offset:
-                skipped += 1
-                continue
-            items.append(
-                {
-                    "when": doc["ts"],
-                    "consumer": doc.get("consumer"),
-                    "provider": doc.get("provider"),
-                    "agreement": ref,
-                    "dataset": doc.get("dataset"),
-                    "fields": doc.get("fields", []),
-                    "operations": doc.get("operations", {}),
-                    "purpose": doc.get("purpose"),
-                    "legal_basis": _purpose_basis(terms, doc.get("purpose")) if terms else None,
-                    "exchange_id": doc.get("exchange_id"),
-                    "seq": entry.seq,
-                }
-            )
-            if len(items) >= limit:
-                break
+            continue
+        if skipped < offset:
+            skipped += 1
+            continue
+        if len(items) == limit:
+            more = True  # one more visible access: the page has a next
+            break
+        items.append(_access(seq, doc, ref, terms))
+    asked: dict[str, Any] = {"limit": limit, "offset": offset}
+    if before is not None:
+        asked["before"] = before
     entries: list[dict[str, Any]] = [
         {
             "event": "embargo",
@@ -141,7 +129,7 @@ def subject_accesses(
             "subject": pseudonym,
             "outcome": "read",
             "status": 200,
-            "detail": {"limit": limit, "offset": offset, "count": len(items)},
+            "detail": {**asked, "count": len(items)},
         }
     )
     try:
@@ -151,7 +139,50 @@ def subject_accesses(
         raise ServiceUnavailableError(
             "the audit log did not take the read; nothing was shown", code="audit_unavailable"
         ) from exc
-    return {"accesses": items, "limit": limit, "offset": offset, "count": len(items)}
+    return {
+        "accesses": items,
+        "limit": limit,
+        "offset": offset,
+        "before": before,
+        "count": len(items),
+        "next": items[-1]["seq"] if more else None,
+    }
+
+
+def _released(
+    audit_log: AuditLog, pseudonym: str, before: int | None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The subject's released exchanges below ``before``, newest first, read in
+    batches each bounded by the last ``seq`` seen, so entries appended meanwhile
+    (another read of this log) never shift what is read next."""
+    bound = before
+    while True:
+        batch = audit_log.entries_by_subject(pseudonym, limit=200, before=bound)
+        if not batch:
+            return
+        bound = batch[-1].seq
+        for entry in batch:
+            doc = entry.doc()
+            if doc.get("event") == "exchange" and doc.get("outcome") == "released":
+                yield entry.seq, doc
+
+
+def _access(
+    seq: int, doc: dict[str, Any], ref: str, terms: AgreementTerms | None
+) -> dict[str, Any]:
+    return {
+        "when": doc["ts"],
+        "consumer": doc.get("consumer"),
+        "provider": doc.get("provider"),
+        "agreement": ref,
+        "dataset": doc.get("dataset"),
+        "fields": doc.get("fields", []),
+        "operations": doc.get("operations", {}),
+        "purpose": doc.get("purpose"),
+        "legal_basis": _purpose_basis(terms, doc.get("purpose")) if terms else None,
+        "exchange_id": doc.get("exchange_id"),
+        "seq": seq,
+    }
 
 
 def _terms(agreements: AgreementService, ref: str) -> AgreementTerms | None:
