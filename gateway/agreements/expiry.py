@@ -10,7 +10,6 @@ What this adds is the record: the ``expired`` lifecycle event and the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from gateway.agreements.service import AgreementService
 from gateway.log import get_logger
@@ -36,21 +35,24 @@ class ExpiryWatch:
         self.agreements = agreements
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Event | None = None
 
     async def start(self) -> None:
         """Run the first pass now (before the gateway answers), then keep watching."""
         if self._task is not None:
             return
         await self.run_once()
-        self._task = asyncio.create_task(self._watch(), name="agreement-expiry")
+        self._stopping = asyncio.Event()
+        self._task = asyncio.create_task(self._watch(self._stopping), name="agreement-expiry")
 
     async def stop(self) -> None:
+        """Stop watching; a pass under way finishes first (its transaction is not
+        left to a thread nobody waits for while the engine closes)."""
         task, self._task = self._task, None
-        if task is None:
+        if task is None or self._stopping is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        self._stopping.set()
+        await task
 
     async def run_once(self) -> int:
         try:
@@ -62,7 +64,10 @@ class ExpiryWatch:
             log.info("agreements_expired", count=recorded)
         return recorded
 
-    async def _watch(self) -> None:
+    async def _watch(self, stopping: asyncio.Event) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
-            await self.run_once()
+            try:
+                await asyncio.wait_for(stopping.wait(), self.interval_s)
+                return
+            except TimeoutError:
+                await self.run_once()
