@@ -30,6 +30,7 @@ from connectors.interface import Connector, ConnectorConfigError
 __all__ = [
     "KINDS",
     "build_connector",
+    "check_config",
     "expand_placeholders",
     "load_config",
     "placeholder_prefix",
@@ -163,6 +164,108 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> dict[
 
 def build_connector(config: Mapping[str, Any]) -> Connector:
     """The connector named by ``config['kind']``, validated and ready to use."""
+    try:
+        return _build(config)
+    except (AttributeError, TypeError, ValueError) as exc:
+        # A value of the wrong shape that no check of the kind's foresaw (a list
+        # where a map belongs): still the config's fault, never a crash.
+        raise ConnectorConfigError(
+            f"connector config has a value of the wrong type ({type(exc).__name__})",
+            connector=str(config.get("name", config.get("kind", "connector"))),
+        ) from exc
+
+
+#: What stands in for a placeholder without a default that opens a value under
+#: these keys, so the value still has the shape its key needs; anywhere else a
+#: placeholder stands for a word. Building opens no connection, so none is used.
+_STAND_INS = {
+    "base_url": "https://stand-in.invalid",
+    "address": "https://stand-in.invalid",
+    "url": "postgresql+psycopg://stand-in.invalid/stand-in",
+    "directory": "/stand-in",
+    **dict.fromkeys(
+        (
+            "connect",
+            "read",
+            "total",
+            "attempts",
+            "backoff",
+            "max_wait",
+            "failures",
+            "reset_after",
+            "max_concurrency",
+            "max_response_bytes",
+            "max_rows",
+        ),
+        "1",
+    ),
+}
+#: Files the build loads: named by a placeholder, they exist only where it runs.
+_FILE_KEYS = ("wsdl", "ca_file", "client_cert", "client_key")
+
+
+def _stand_in(value: Any, key: str, unresolved: set[str]) -> Any:
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            default = m.group(2)
+            if default:
+                return default
+            unresolved.add(key)
+            return _STAND_INS.get(key, "stand-in") if m.start() == 0 else "stand-in"
+
+        return _PLACEHOLDER.sub(sub, value)
+    if isinstance(value, list):
+        return [_stand_in(v, key, unresolved) for v in value]
+    if isinstance(value, dict):
+        return {k: _stand_in(v, str(k), unresolved) for k, v in value.items()}
+    return value
+
+
+def check_config(config: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Build the connector a stored config describes, without the environment, and
+    return each entity's exposed fields; raise ``ConnectorConfigError`` if it cannot
+    be built.
+
+    The environment holds the gateway's and every provider's secrets, so nothing is
+    read from it: a placeholder is taken at its default, or else by a stand-in of
+    the shape its key needs (a URL, a number). So every wrong type, zero cap, bad
+    pattern, missing key or WSDL operation that does not exist is found when the
+    binding is written, not by the first exchange. What only the provider's side
+    can tell (an endpoint, a token, a database's tables, a drop folder's files) and
+    files named by a placeholder are found when the connector is first used.
+    """
+    from connectors._entities import parse_entities
+    from connectors.resilience import ResilienceSettings
+
+    unresolved: set[str] = set()
+    trial: dict[str, Any] = _stand_in(dict(config), "", unresolved)
+    name = str(trial.get("name", trial.get("kind", "connector")))
+    tls = trial.get("tls")
+    if isinstance(tls, dict) and unresolved & set(_FILE_KEYS):
+        trial["tls"] = None  # its files are loaded where the connector runs
+    if trial.get("kind") == "soap" and "wsdl" in unresolved:
+        try:  # no WSDL to build with here: what does not need one
+            ResilienceSettings.from_config(trial)
+            entities = parse_entities(trial, name)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ConnectorConfigError("connector config has a value of the wrong type") from exc
+        return {n: e.fields for n, e in entities.items()}
+    connector = build_connector(trial)
+    _discard(connector)
+    return {n: e.fields for n, e in parse_entities(trial, name).items()}
+
+
+def _discard(connector: Connector) -> None:
+    """Let go of a connector built only to be checked: building opened nothing, but a
+    SQL connector's engine holds a (still empty) pool."""
+    engine = getattr(connector, "engine", None)
+    dispose = getattr(engine, "dispose", None)
+    if callable(dispose):
+        dispose()
+
+
+def _build(config: Mapping[str, Any]) -> Connector:
     kind = config.get("kind")
     if kind == "rest":
         from connectors.rest import RestConnector

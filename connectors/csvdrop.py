@@ -11,6 +11,7 @@ byte fails the whole read: a half-parsed export is never served.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import csv
 import io
 import os
@@ -38,11 +39,37 @@ from connectors.interface import (
     UnsafeContent,
     freeze_record,
 )
-from connectors.resilience import Deadline, Resilience, ResilienceSettings
+from connectors.resilience import (
+    Deadline,
+    Resilience,
+    ResilienceSettings,
+    config_count,
+)
 
 __all__ = ["CsvConnector"]
 
 _MAX_FIELD = 64 * 1024
+
+
+def _verify_entity_options(spec: EntitySpec, connector: str) -> None:
+    """Refuse, when built, options every read would fail on."""
+    pattern = spec.options.get("pattern", f"{spec.name}*.csv")
+    if not isinstance(pattern, str) or not pattern or "/" in pattern or ".." in pattern:
+        raise ConnectorConfigError(
+            f"entity {spec.name!r}: pattern must be a file pattern inside the drop folder",
+            connector=connector,
+        )
+    delimiter = spec.options.get("delimiter", ",")
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise ConnectorConfigError(
+            f"entity {spec.name!r}: delimiter must be one character", connector=connector
+        )
+    try:
+        codecs.lookup(str(spec.options.get("encoding", "utf-8-sig")))
+    except LookupError as exc:
+        raise ConnectorConfigError(
+            f"entity {spec.name!r}: unknown encoding", connector=connector
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +93,11 @@ class CsvConnector(Connector):
             raise ConnectorConfigError("csv connector needs a 'directory'", connector=name)
         self.directory = Path(directory)
         self.entities = parse_entities(config, name)
+        for spec in self.entities.values():
+            _verify_entity_options(spec, name)
         self.settings = ResilienceSettings.from_config(dict(config))
         self.resilience = Resilience(name, self.settings)
-        self.max_rows = int(config.get("max_rows", 1_000_000))
+        self.max_rows = config_count(config, "max_rows", 1_000_000, name)
         self._index: dict[str, _Index] = {}
         self._lock = asyncio.Lock()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -37,6 +37,7 @@ __all__ = [
     "Resilience",
     "ResilienceSettings",
     "RetryableFault",
+    "config_count",
 ]
 
 T = TypeVar("T")
@@ -152,27 +153,36 @@ class ResilienceSettings:
         would simply hang until its deadline, so it is refused at build time.
         """
         name = str(config.get("name", "connector"))
-        try:
-            timeouts = config.get("timeouts", {}) or {}
-            retries = config.get("retries", {}) or {}
-            breaker = config.get("breaker", {}) or {}
-            d = cls()
-            settings = cls(
-                connect_timeout=float(timeouts.get("connect", d.connect_timeout)),
-                read_timeout=float(timeouts.get("read", d.read_timeout)),
-                total_timeout=float(timeouts.get("total", d.total_timeout)),
-                retry_attempts=int(retries.get("attempts", d.retry_attempts)),
-                retry_backoff=float(retries.get("backoff", d.retry_backoff)),
-                retry_max_wait=float(retries.get("max_wait", d.retry_max_wait)),
-                breaker_failures=int(breaker.get("failures", d.breaker_failures)),
-                breaker_reset_after=float(breaker.get("reset_after", d.breaker_reset_after)),
-                max_concurrency=int(config.get("max_concurrency", d.max_concurrency)),
-                max_response_bytes=int(config.get("max_response_bytes", d.max_response_bytes)),
-            )
-        except (AttributeError, TypeError, ValueError) as exc:
-            raise ConnectorConfigError(
-                "timeouts, retries, breaker and caps must be numbers", connector=name
-            ) from exc
+        sections = {k: config.get(k, {}) or {} for k in ("timeouts", "retries", "breaker")}
+        bad_section = sorted(k for k, v in sections.items() if not isinstance(v, dict))
+        if bad_section:
+            raise ConnectorConfigError(f"{bad_section[0]} must be a map", connector=name)
+        d = cls()
+
+        def read(path: str, default: float, cast: type[float] | type[int]) -> Any:
+            section, _, key = path.rpartition(".")
+            raw = sections[section].get(key, default) if section else config.get(key, default)
+            try:
+                # JSON's true is an int to Python: a boolean is no count or duration.
+                if isinstance(raw, bool) or (cast is int and isinstance(raw, float)):
+                    raise TypeError(type(raw).__name__)
+                return cast(raw)
+            except (TypeError, ValueError) as exc:
+                kind = "a whole number" if cast is int else "a number"
+                raise ConnectorConfigError(f"{path} must be {kind}", connector=name) from exc
+
+        settings = cls(
+            connect_timeout=read("timeouts.connect", d.connect_timeout, float),
+            read_timeout=read("timeouts.read", d.read_timeout, float),
+            total_timeout=read("timeouts.total", d.total_timeout, float),
+            retry_attempts=read("retries.attempts", d.retry_attempts, int),
+            retry_backoff=read("retries.backoff", d.retry_backoff, float),
+            retry_max_wait=read("retries.max_wait", d.retry_max_wait, float),
+            breaker_failures=read("breaker.failures", d.breaker_failures, int),
+            breaker_reset_after=read("breaker.reset_after", d.breaker_reset_after, float),
+            max_concurrency=read("max_concurrency", d.max_concurrency, int),
+            max_response_bytes=read("max_response_bytes", d.max_response_bytes, int),
+        )
         positive = {
             "timeouts.connect": settings.connect_timeout,
             "timeouts.read": settings.read_timeout,
@@ -189,6 +199,21 @@ class ResilienceSettings:
                 connector=name,
             )
         return settings
+
+
+def config_count(config: Mapping[str, Any], key: str, default: int, connector: str) -> int:
+    """``config[key]`` as a whole number above zero (a placeholder's text counts too):
+    a boolean, a fraction, a word or zero is a config error, found when built."""
+    raw = config.get(key, default)
+    try:
+        if isinstance(raw, bool | float):
+            raise TypeError(type(raw).__name__)
+        value = int(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConnectorConfigError(f"{key} must be a whole number", connector=connector) from exc
+    if value <= 0:
+        raise ConnectorConfigError(f"{key} must be positive", connector=connector)
+    return value
 
 
 def _is_retryable(exc: BaseException) -> bool:

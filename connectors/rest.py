@@ -54,6 +54,13 @@ class RestConnector(Connector):
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ConnectorConfigError("rest connector needs an http(s) base_url", connector=name)
         self.entities = parse_entities(config, name)
+        for spec in self.entities.values():
+            path = spec.options.get("path", "{key}")
+            if not isinstance(path, str) or "{key}" not in path:
+                # Every subject would get the same record: the one at that path.
+                raise ConnectorConfigError(
+                    f"entity {spec.name!r}: path must hold {{key}}", connector=name
+                )
         self.settings = ResilienceSettings.from_config(dict(config))
         self.resilience = Resilience(name, self.settings)
         self.health_path = str(config.get("health_path", "/healthz"))

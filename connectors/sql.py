@@ -38,7 +38,13 @@ from connectors.interface import (
     ResponseTooLarge,
     freeze_record,
 )
-from connectors.resilience import Deadline, Resilience, ResilienceSettings, RetryableFault
+from connectors.resilience import (
+    Deadline,
+    Resilience,
+    ResilienceSettings,
+    RetryableFault,
+    config_count,
+)
 
 __all__ = ["SqlConnector"]
 
@@ -66,7 +72,7 @@ class SqlConnector(Connector):
         self.entities = parse_entities(config, name)
         self.settings = ResilienceSettings.from_config(dict(config))
         self.resilience = Resilience(name, self.settings)
-        self.max_rows = int(config.get("max_rows", 1000))
+        self.max_rows = config_count(config, "max_rows", 1000, name)
         self.engine = _read_only_engine(url, self.settings, name)
         self._tables: dict[str, sa.Table] = {}
 

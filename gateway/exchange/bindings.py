@@ -27,7 +27,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from connectors import Connector, ConnectorConfigError, ConnectorError, build_connector
-from connectors.config import KINDS, expand_placeholders, verify_placeholder_scope
+from connectors.config import (
+    KINDS,
+    check_config,
+    expand_placeholders,
+    verify_placeholder_scope,
+)
 from connectors.mapping.canonical import classification_of
 from connectors.mapping.compiler import CompiledMapping, compile_mapping
 from gateway.auditing import AuditSink, audit_event
@@ -107,7 +112,7 @@ class BindingService:
                 code="mapping_invalid",
             )
         _check_connector_config(
-            data.connector, data.entity, provider, others=self._department_ids()
+            data.connector, data.entity, provider, others=self._department_ids(), mapping=mapping
         )
         return self._upsert(
             DatasetBinding,
@@ -262,10 +267,21 @@ class BindingService:
 
 
 def _check_connector_config(
-    config: Mapping[str, Any], entity: str, provider: str, *, others: list[str]
+    config: Mapping[str, Any],
+    entity: str,
+    provider: str,
+    *,
+    others: list[str],
+    mapping: CompiledMapping | None = None,
 ) -> None:
     """Refuse a config that cannot serve ``entity`` or names a variable outside
-    ``provider``'s scope; endpoints are checked when first used."""
+    ``provider``'s scope, and a ``mapping`` reading a field the entity does not expose.
+
+    The connector is built without the environment (``check_config``: placeholders
+    take stand-ins), so a zero cap, a wrong type or a WSDL operation that does not
+    exist is refused now, not found by every exchange as a 500; endpoints,
+    credentials and the provider's own data are checked when first used.
+    """
     try:
         verify_placeholder_scope(config, provider, others=others)
     except ConnectorConfigError as exc:  # names the variable and the prefix, never a value
@@ -278,4 +294,22 @@ def _check_connector_config(
     if not isinstance(entities, Mapping) or entity not in entities:
         raise ValidationFailed(
             f"the connector config has no entity {entity!r}", code="connector_config_invalid"
+        )
+    try:
+        exposed = set(check_config(config)[entity])
+    except ConnectorConfigError as exc:  # the config's own words: no value was read
+        raise ValidationFailed(exc.detail, code="connector_config_invalid") from exc
+    # The fetch asks for what the mapping reads: a field the entity does not expose
+    # would be refused on every exchange.
+    missing = {
+        target: sorted(set(sources) - exposed)
+        for target, sources in (mapping.source_fields.items() if mapping is not None else ())
+        if set(sources) - exposed
+    }
+    if missing:
+        named = "; ".join(f"{t} reads {', '.join(m)}" for t, m in sorted(missing.items()))
+        raise ValidationFailed(
+            f"entity {entity!r} does not expose what the mapping reads ({named}); "
+            f"it exposes {sorted(exposed)}",
+            code="connector_config_invalid",
         )

@@ -138,11 +138,12 @@ async def test_fifo_cannot_block_the_reader(tmp_path: Path) -> None:
     assert await code_of(conn) == "unsafe_content"  # type: ignore[arg-type]
 
 
-async def test_pattern_cannot_leave_the_drop_folder(tmp_path: Path) -> None:
+def test_pattern_cannot_leave_the_drop_folder(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     cfg["entities"]["claim"]["pattern"] = "../*.csv"
-    conn = build_connector(cfg)
-    assert await code_of(conn) == "connector_config_invalid"  # type: ignore[arg-type]
+    with pytest.raises(ConnectorError) as caught:  # refused when built, before any read
+        build_connector(cfg)
+    assert caught.value.code == "connector_config_invalid"
 
 
 async def test_empty_drop_folder_is_unavailable(tmp_path: Path) -> None:
