@@ -26,9 +26,6 @@ from gateway.auth.requests import Caller
 from gateway.errors import AccordError, AuthError, ForbiddenError, ValidationFailed
 from gateway.exchange.models import ConsumerMappingCreate, DatasetBindingCreate
 from gateway.exchange.schemas import ExchangeRequest, ExchangeResponse
-from gateway.exchange.service import ExchangeService
-from gateway.exchange.store_steps import store_errors
-from gateway.exchange.subjects import subject_accesses as accesses_of
 from gateway.jose import public_jwk
 from gateway.policy.engine import DENY_CODES, POLICY_ERROR
 
@@ -208,24 +205,14 @@ async def _system(request: Request, body: bytes = b"") -> Caller:
     token = _bearer(request)
     if token is None:
         raise AuthError("a request token is required", code="missing_token")
-    return await asyncio.to_thread(_verify_and_spend, services.exchange, request, token, body)
-
-
-def _verify_and_spend(
-    exchange: ExchangeService, request: Request, token: str, body: bytes
-) -> Caller:
-    with store_errors():
-        caller = exchange.verifier.verify(
-            token,
-            method=request.method,
-            path=request.url.path,
-            body=body,
-            now=exchange.clock(),
-            defer_replay=True,
-        )
-        request.state.caller = caller
-        exchange.replay(caller.department, caller.jti, caller.replay_until)
-    return caller
+    return await asyncio.to_thread(
+        services.exchange.verify_caller,
+        token,
+        method=request.method,
+        path=request.url.path,
+        body=body,
+        verified=lambda caller: setattr(request.state, "caller", caller),
+    )
 
 
 async def _refused(
@@ -347,31 +334,17 @@ async def subject_accesses(
                 code="citizen_portal_only",
             )
         found = await asyncio.to_thread(
-            _accesses, services.exchange, subject_key, caller, limit, before, offset
+            services.exchange.accesses,
+            subject_key,
+            caller=caller,
+            limit=limit,
+            before=before,
+            offset=offset,
         )
     except AccordError as exc:
         await _refused(request, exc, event="access_log", subject_key=subject_key)
         raise
     return Accesses(**found)
-
-
-def _accesses(
-    exchange: ExchangeService, key: str, caller: Caller, limit: int, before: int | None, offset: int
-) -> dict[str, Any]:
-    """A page as ``ExchangeService.accesses`` reads it, with the ``before`` bound
-    that method does not take."""
-    with store_errors():
-        return accesses_of(
-            audit_log=exchange.audit_log,
-            agreements=exchange.agreements,
-            pseudonyms=exchange.subjects,
-            subject_key=key,
-            now=exchange.clock(),
-            limit=limit,
-            actor=f"{caller.department}/{caller.system}",
-            before=before,
-            offset=offset,
-        )
 
 
 @router.put(

@@ -355,12 +355,26 @@ class ExchangeService:
 
     # -- receipts and the citizen's access log --------------------------------
 
-    def verify_caller(self, token: str, *, method: str, path: str, body: bytes) -> Caller:
-        """A department system's request token on the other exchange routes (blocking)."""
+    def verify_caller(
+        self,
+        token: str,
+        *,
+        method: str,
+        path: str,
+        body: bytes,
+        verified: Callable[[Caller], None] | None = None,
+    ) -> Caller:
+        """A department system's request token on the other exchange routes, verified
+        and then spent (blocking). ``verified`` hears of the caller in between, so a
+        replayed token's refusal can name the system it belongs to."""
         with store_errors():
-            return self.verifier.verify(
-                token, method=method, path=path, body=body, now=self.clock()
+            caller = self.verifier.verify(
+                token, method=method, path=path, body=body, now=self.clock(), defer_replay=True
             )
+            if verified is not None:
+                verified(caller)
+            self.replay(caller.department, caller.jti, caller.replay_until)
+            return caller
 
     def receipt_for(self, exchange_id: str, department: str) -> dict[str, Any]:
         """The exchange's receipt, rebuilt from the log, with an inclusion proof if covered."""
@@ -374,9 +388,16 @@ class ExchangeService:
             )
 
     def accesses(
-        self, subject_key: str, *, caller: Caller, limit: int, offset: int
+        self,
+        subject_key: str,
+        *,
+        caller: Caller,
+        limit: int,
+        before: int | None = None,
+        offset: int = 0,
     ) -> dict[str, Any]:
-        """The citizen's access log; hiding an embargoed agreement is itself audited."""
+        """The citizen's access log, a page walked by ``before`` (``offset`` is kept for
+        old clients); the read and any embargo it applied are themselves audited."""
         with store_errors():
             return subject_accesses(
                 audit_log=self.audit_log,
@@ -385,8 +406,9 @@ class ExchangeService:
                 subject_key=subject_key,
                 now=self.clock(),
                 limit=limit,
-                offset=offset,
                 actor=f"{caller.department}/{caller.system}",
+                before=before,
+                offset=offset,
             )
 
     async def _audit_refusal(self, trace: Trace, exc: AccordError) -> None:
