@@ -60,7 +60,14 @@ def aggregate(
     measures: Sequence[str] = ("count",),
     min_k: int = 5,
 ) -> AggregateResult:
-    """Counts and sums grouped by allowed fields; see ``withheld_cells`` for what is withheld."""
+    """Counts and sums grouped by allowed fields; see ``withheld_cells`` for what is withheld.
+
+    The obligations carry each field's own operation (the policy refuses an
+    aggregate over any other, policies/aggregation.rego): a group-by must be
+    ``aggregate``, ``pass`` or ``generalise`` (grouped by the generalised value),
+    a sum ``aggregate`` or ``pass``. Checked again here, so obligations written
+    otherwise (another policy version) release nothing: 422 ``aggregate_not_allowed``.
+    """
     ops = normalise_obligations(obligations)
     k = max([min_k, *(int(o.params.get("min_k", 0)) for o in ops.values())])
     if k < 2:

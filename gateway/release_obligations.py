@@ -35,7 +35,8 @@ _PARAMS = {
     "pseudonymise": set(),
     "aggregate": {"min_k"},
     "mask": {"keep_prefix", "keep_suffix"},
-    "generalise": {"to", "width"},
+    # min_k: a field an aggregate groups by its generalised value carries the k.
+    "generalise": {"to", "width", "min_k"},
     "verify_only": {"predicates"},
 }
 

@@ -18,16 +18,28 @@ status_text := agreement.status if is_string(agreement.status)
 
 else := "in an unknown state"
 
+# One fact, one reason: the window is judged only for an agreement whose status
+# is active, so an agreement whose status says expired (or suspended) is not also
+# reported as past its window. (A window that ends before it starts is out of
+# force at every time; it is reported once, as not yet valid.)
 deny_reasons contains reason("agreement_inactive", "agreement is not yet valid") if {
+	agreement.status == "active"
 	is_number(input.now.unix)
 	is_number(agreement.not_before)
 	input.now.unix < agreement.not_before
 }
 
 deny_reasons contains reason("agreement_inactive", "agreement has expired") if {
+	agreement.status == "active"
 	is_number(input.now.unix)
 	is_number(agreement.not_after)
 	input.now.unix > agreement.not_after
+	not before_window
+}
+
+before_window if {
+	is_number(agreement.not_before)
+	input.now.unix < agreement.not_before
 }
 
 deny_reasons contains reason("wrong_consumer", "the caller is not the agreement's consumer") if {
@@ -93,6 +105,18 @@ deny_reasons contains reason(
 	query_kind != "aggregate"
 	some name in requested_names
 	field_operations[name].operation == "aggregate"
+}
+
+# A field the agreement releases only as a yes/no answer is refused to a record
+# query: its record would carry nothing of it, yet the answer would still tell the
+# caller that the subject exists. (An aggregate is judged by aggregation.rego.)
+deny_reasons contains reason(
+	"verify_only",
+	concat("", ["field ", name, " can only be asked about with a verify query"]),
+) if {
+	query_kind == "record"
+	some name in requested_names
+	field_operations[name].operation == "verify_only"
 }
 
 deny_reasons contains reason("aggregate_below_k", "the cohort is smaller than the agreement's minimum k") if {

@@ -24,11 +24,22 @@ released_obligations := obligations if allow
 
 else := {}
 
-# An aggregate query carries the agreement's minimum k for each permitted field.
+# An aggregate query releases each field it groups by or sums under the
+# operation the agreement gives that field, with the agreement's minimum k: a
+# `generalise` field is grouped by its generalised value, an `aggregate` or
+# `pass` field leaves only as group keys and sums of at least k subjects. Any
+# other operation cannot be aggregated (aggregation.rego refuses it), so it gets
+# no obligation here.
 obligations[name] := {"operation": "aggregate", "min_k": aggregate_min_k} if {
 	query_kind == "aggregate"
 	some name in requested_names
-	name in permitted_names
+	field_operations[name].operation in summable_operations
+}
+
+obligations[name] := object.union(field_operations[name], {"min_k": aggregate_min_k}) if {
+	query_kind == "aggregate"
+	some name in requested_names
+	field_operations[name].operation == "generalise"
 }
 
 # Any other query carries each requested field's operation from the agreement.

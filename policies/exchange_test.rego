@@ -161,6 +161,121 @@ test_aggregate_allowed if {
 	d := decide([{"op": "replace", "path": "/request/query", "value": {"kind": "aggregate", "cohort_size": 10}}])
 	d.allow
 	d.obligations.name == {"operation": "aggregate", "min_k": 10}
+
+	# A generalised field is grouped by its generalised value, never the raw one.
+	d.obligations.birth_date == {"operation": "generalise", "to": "year", "min_k": 10}
+}
+
+# The agreement of base, with one field per release operation.
+every_operation := [
+	{"op": "add", "path": "/agreement/datasets/person@1/fields/nino", "value": {"operation": "mask", "keep_suffix": 2}},
+	{"op": "add", "path": "/agreement/datasets/person@1/fields/dob", "value": {"operation": "verify_only"}},
+	{"op": "add", "path": "/agreement/datasets/person@1/fields/ref", "value": "pseudonymise"},
+	{"op": "add", "path": "/agreement/datasets/person@1/fields/gone", "value": "drop"},
+	{"op": "add", "path": "/agreement/datasets/person@1/fields/city", "value": "aggregate"},
+	{"op": "add", "path": "/agreement/datasets/person@1/fields/amount", "value": "aggregate"},
+]
+
+aggregate_of(group_by, sums) := decide(array.concat(every_operation, [
+	{"op": "replace", "path": "/request/fields", "value": {name: {"level": "internal"} | some name in array.concat(group_by, sums)}},
+	{"op": "replace", "path": "/request/query", "value": {"kind": "aggregate", "group_by": group_by, "sums": sums}},
+]))
+
+test_aggregate_refuses_grouping_by_a_field_released_otherwise if {
+	some name, op in {"nino": "mask", "dob": "verify_only", "ref": "pseudonymise", "gone": "drop"}
+	d := aggregate_of([name], [])
+	only(d, "aggregate_not_allowed")
+	d.deny == [{
+		"code": "aggregate_not_allowed",
+		"message": concat("", ["field ", name, " cannot be grouped by: the agreement releases it as ", op]),
+	}]
+}
+
+test_aggregate_refuses_summing_a_field_not_aggregate_or_pass if {
+	some name, op in {"birth_date": "generalise", "nino": "mask", "dob": "verify_only", "ref": "pseudonymise"}
+	d := aggregate_of(["city"], [name])
+	only(d, "aggregate_not_allowed")
+	d.deny == [{
+		"code": "aggregate_not_allowed",
+		"message": concat("", ["field ", name, " cannot be summed: the agreement releases it as ", op]),
+	}]
+}
+
+test_aggregate_names_every_field_it_refuses if {
+	d := aggregate_of(["nino", "city", "birth_date"], ["dob", "amount"])
+	{r.message | some r in d.deny} == {
+		"field nino cannot be grouped by: the agreement releases it as mask",
+		"field dob cannot be summed: the agreement releases it as verify_only",
+	}
+}
+
+test_aggregate_groups_and_sums_what_the_agreement_allows if {
+	d := aggregate_of(["city", "name", "birth_date"], ["amount", "name"])
+	d.allow
+	d.obligations == {
+		"city": {"operation": "aggregate", "min_k": 10},
+		"name": {"operation": "aggregate", "min_k": 10},
+		"birth_date": {"operation": "generalise", "to": "year", "min_k": 10},
+		"amount": {"operation": "aggregate", "min_k": 10},
+	}
+}
+
+test_aggregate_without_a_spec_judges_every_field_as_a_group_by if {
+	d := decide(array.concat(every_operation, [
+		{"op": "add", "path": "/request/fields/dob", "value": {"level": "internal"}},
+		{"op": "replace", "path": "/request/query", "value": {"kind": "aggregate"}},
+	]))
+	d.deny == [{"code": "aggregate_not_allowed", "message": "field dob cannot be aggregated: the agreement releases it as verify_only"}]
+}
+
+test_aggregate_spec_must_name_requested_fields if {
+	d := decide([{"op": "replace", "path": "/request/query", "value": {"kind": "aggregate", "group_by": ["name", "nino"], "sums": "name"}}])
+	only(d, "invalid_input")
+	{r.message | some r in d.deny} == {
+		"input.request.query.group_by must name only fields in request.fields",
+		"input.request.query.sums must be an array of strings",
+	}
+}
+
+test_verify_only_field_refused_to_a_record_query if {
+	d := decide(array.concat(every_operation, [{"op": "add", "path": "/request/fields/dob", "value": {"level": "internal"}}]))
+	only(d, "verify_only")
+	d.deny == [{"code": "verify_only", "message": "field dob can only be asked about with a verify query"}]
+}
+
+test_verify_only_field_in_a_verify_query if {
+	d := decide(array.concat(every_operation, [
+		{"op": "replace", "path": "/request/fields", "value": {"dob": {"level": "internal"}}},
+		{"op": "replace", "path": "/request/query", "value": {"kind": "verify"}},
+	]))
+	d.allow
+	d.obligations == {"dob": {"operation": "verify_only"}}
+}
+
+test_expired_status_and_window_is_one_reason if {
+	d := decide([
+		{"op": "replace", "path": "/agreement/status", "value": "expired"},
+		{"op": "replace", "path": "/now/unix", "value": 1798761600},
+	])
+	d.deny == [{"code": "agreement_inactive", "message": "agreement is expired"}]
+}
+
+test_expired_window_is_one_reason if {
+	d := decide([{"op": "replace", "path": "/now/unix", "value": 1798761600}])
+	d.deny == [{"code": "agreement_inactive", "message": "agreement has expired"}]
+}
+
+test_not_yet_valid_is_one_reason if {
+	d := decide([{"op": "replace", "path": "/now/unix", "value": 1767225599}])
+	d.deny == [{"code": "agreement_inactive", "message": "agreement is not yet valid"}]
+}
+
+test_inverted_window_is_one_reason if {
+	d := decide([
+		{"op": "replace", "path": "/agreement/not_before", "value": 1798761599},
+		{"op": "replace", "path": "/agreement/not_after", "value": 1767225600},
+	])
+	d.deny == [{"code": "agreement_inactive", "message": "agreement is not yet valid"}]
 }
 
 test_aggregate_below_k if only(decide([{"op": "replace", "path": "/request/query", "value": {"kind": "aggregate", "cohort_size": 9}}]), "aggregate_below_k")

@@ -60,6 +60,24 @@ input_problems[k] := "must be a number" if {
 	not is_number(cohort)
 }
 
+# An aggregate's group-by and summed fields, when given, are requested fields:
+# the rules judge a field's classification by its label in request.fields.
+input_problems[concat(".", ["request.query", key])] := "must be an array of strings" if {
+	some key, names in input.request.query
+	key in {"group_by", "sums"}
+	not string_array(names)
+}
+
+input_problems[concat(".", ["request.query", key])] := "must name only fields in request.fields" if {
+	some key, names in input.request.query
+	key in {"group_by", "sums"}
+	string_array(names)
+	some name in names
+	not is_requested(name)
+}
+
+is_requested(name) if name in requested_names
+
 input_problems[concat("", ["request.fields.", name])] := "has a malformed label" if {
 	is_object(input.request.fields)
 	some name, label in input.request.fields

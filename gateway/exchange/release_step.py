@@ -70,7 +70,9 @@ def released_result(
                 "cells": [dict(c) for c in agg.cells],
                 "suppressed": agg.suppressed,
             },
-            {f: "aggregate" for f in sorted(used)},
+            # What each field truly left as: its obligation (``generalise`` for a
+            # field grouped by its generalised value), not one label for all.
+            {f: ops[f].name for f in sorted(used)},
         )
     released = apply_release(records, obligations, ctx)
     applied = {

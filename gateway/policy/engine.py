@@ -50,6 +50,8 @@ DENY_CODES: frozenset[str] = frozenset(
         "quota_exceeded",
         "aggregate_not_permitted",
         "aggregate_only",
+        "aggregate_not_allowed",
+        "verify_only",
         "aggregate_below_k",
         "invalid_input",
         POLICY_ERROR,

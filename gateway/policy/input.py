@@ -15,7 +15,7 @@ spelled; the policy sees one normalised shape (schemas/policy-input.schema.json)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -58,6 +58,8 @@ def build_policy_input(
     usage_day: int = 0,
     query_kind: QueryKind = "record",
     cohort_size: int | None = None,
+    group_by: Sequence[str] | None = None,
+    sums: Sequence[str] | None = None,
     scheme_levels: Iterable[str] = DEFAULT_LEVELS,
     scheme_name: str | None = None,
 ) -> dict[str, Any]:
@@ -67,6 +69,9 @@ def build_policy_input(
     (``{"level", "caveats", "personal"}`` from the canonical schema) or ``None``
     when the field is unlabelled. ``usage_*`` count the exchanges already made
     before this one. ``agreement_terms`` is ``None`` when no agreement resolved.
+    ``group_by`` and ``sums`` name an aggregate's group-by and summed fields
+    (``gateway.exchange.request_step.aggregate_spec``): the policy allows
+    grouping and summing per field by the agreement's operation for it.
     """
     if now.tzinfo is None:
         raise ValidationFailed("policy input time must be timezone-aware")
@@ -84,6 +89,10 @@ def build_policy_input(
     query: dict[str, Any] = {"kind": query_kind}
     if cohort_size is not None:
         query["cohort_size"] = cohort_size
+    if group_by is not None:
+        query["group_by"] = list(dict.fromkeys(group_by))
+    if sums is not None:
+        query["sums"] = list(dict.fromkeys(sums))
     agreement = None
     if agreement_terms is not None:
         agreement = agreement_view(agreement_terms, status=agreement_status)

@@ -200,6 +200,26 @@ def _single_mutations(base: dict[str, Any]) -> list[_Mutation]:
     for kind in ("record", "verify", "aggregate"):
         edit = (query, {"kind": kind, "cohort_size": 50})
         out.append((f"aggregate-only field, {kind} query", (only_in_aggregates, edit)))
+    # An aggregate naming what it groups by and sums: each field judged by its operation.
+    for op_field in ("name", "birth_date", "nino"):
+        specs: tuple[tuple[str, dict[str, Any]], ...] = (
+            ("group_by", {"group_by": [op_field], "sums": []}),
+            ("sums", {"group_by": ["name"], "sums": [op_field]}),
+        )
+        for role, spec in specs:
+            edit = (query, {"kind": "aggregate", **spec, "cohort_size": 50})
+            out.append((f"aggregate, {role} {op_field}", (edit,)))
+    odd_specs: tuple[tuple[str, Any], ...] = (
+        ("a string", "name"),
+        ("an unrequested field", ["income"]),
+    )
+    for label, group_by in odd_specs:
+        edit = (query, {"kind": "aggregate", "group_by": group_by, "cohort_size": 50})
+        out.append((f"aggregate, group_by {label}", (edit,)))
+    income_requested = (("request", "fields", "income"), {"level": "internal"})
+    for kind in ("record", "verify", "aggregate"):
+        edit = (query, {"kind": kind, "cohort_size": 50})
+        out.append((f"verify-only field, {kind} query", (income_requested, edit)))
     for minute, day in itertools.product(
         (_PER_MINUTE - 1, _PER_MINUTE, _PER_MINUTE + 1),
         (_PER_DAY - 1, _PER_DAY, _PER_DAY + 1),
