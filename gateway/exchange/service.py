@@ -48,7 +48,7 @@ from gateway.exchange.pg_steps import PgSteps
 from gateway.exchange.receipts import rebuild_receipt, receipt_claims, sign_receipt
 from gateway.exchange.refusals import RefusalRecorder
 from gateway.exchange.release_step import released_result
-from gateway.exchange.request_step import labels_for, requested_fields
+from gateway.exchange.request_step import aggregate_spec, labels_for, requested_fields
 from gateway.exchange.store_steps import store_errors
 from gateway.exchange.subjects import SubjectPseudonyms, subject_accesses
 from gateway.exchange.trace import Trace, exchange_entry, refusal_entry
@@ -198,6 +198,7 @@ class ExchangeService:
         labels = labels_for(terms, request.dataset)
         wanted = requested_fields(request, terms)
         query = request.query
+        spec = aggregate_spec(request)
         policy_input = build_policy_input(
             caller_department=caller.department,
             caller_clearance=dept.clearance,
@@ -212,6 +213,8 @@ class ExchangeService:
             usage_minute=reservation.before_minute if reservation else 0,
             usage_day=reservation.before_day if reservation else 0,
             query_kind=query.kind,
+            group_by=spec.get("group_by"),
+            sums=spec.get("sums"),
             scheme_levels=self.registry.scheme.levels,
             scheme_name=self.registry.scheme.name,
         )
