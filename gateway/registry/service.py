@@ -67,6 +67,17 @@ class RegistryService:
         self.audit = audit
         self.clock = clock
 
+    def _change_status(
+        self, s: Session, row: Department | System, status: str, name: str, event: dict[str, Any]
+    ) -> None:
+        """Move ``row`` to ``status`` and audit ``event``. A move to the status it already
+        has is refused (409 ``no_change``) rather than audited as a change that was not."""
+        if row.status == status:
+            raise ConflictError(f"{name} is already {status}", code="no_change")
+        row.status = status
+        s.add(row)
+        self._record(s, event)
+
     def _record(self, session: Session, event: dict[str, Any]) -> None:
         """Flush first so constraint errors surface, then audit, then the caller commits."""
         try:
@@ -115,13 +126,13 @@ class RegistryService:
             dept = s.get(Department, dept_id, with_for_update=True)
             if dept is None:
                 raise NotFoundError(f"unknown department {dept_id!r}", code="unknown_department")
-            if dept.status == status:
-                raise ConflictError(f"department {dept_id!r} is already {status}", code="no_change")
-            dept.status = status
-            s.add(dept)
             action = "department_suspended" if status == "suspended" else "department_reinstated"
-            self._record(
-                s, {"action": action, "actor": actor, "department": dept_id, "reason": reason}
+            self._change_status(
+                s,
+                dept,
+                status,
+                f"department {dept_id!r}",
+                {"action": action, "actor": actor, "department": dept_id, "reason": reason},
             )
             return dept
 
@@ -194,15 +205,13 @@ class RegistryService:
             raise ValidationFailed(f"status must be one of {list(SYSTEM_STATES)}")
         with session_scope(self.engine) as s:
             system = self._system_row(s, dept_id, system_id)
-            if system.status == status:
-                raise ConflictError(
-                    f"system {system_id!r} of {dept_id!r} is already {status}", code="no_change"
-                )
-            system.status = status
-            s.add(system)
             action = "system_disabled" if status == "disabled" else "system_enabled"
-            self._record(
-                s, {"action": action, "actor": actor, "department": dept_id, "system": system_id}
+            self._change_status(
+                s,
+                system,
+                status,
+                f"system {system_id!r} of {dept_id!r}",
+                {"action": action, "actor": actor, "department": dept_id, "system": system_id},
             )
             return system
 
