@@ -21,14 +21,24 @@ from typing import Any
 
 import uvicorn
 
+from audit import AuditLog, engine_for
 from gateway.api.app import create_app
+from gateway.auth.humans import dev_issuer_key, issue_dev_token
 from gateway.client import AccordClient
 from gateway.jose import PrivateKey, load_private_key_pem
 from gateway.services import Services, build_services
 from gateway.settings import Settings
 from tests._support.servers import ROOT, free_port, wait_http
 
-__all__ = ["Gateway", "add_agreement", "running_gateway", "seeded_services"]
+__all__ = [
+    "Gateway",
+    "add_agreement",
+    "audit_docs",
+    "exchange_entry",
+    "running_gateway",
+    "seeded_services",
+    "sqlite_gateway",
+]
 
 SYSTEMS = {
     "civil-registry": "population-api",
@@ -70,6 +80,12 @@ class Gateway:
             text=True,
         )
 
+    def staff(self, role: str = "admin") -> dict[str, str]:
+        """The ``Authorization`` header of a person ``test-<role>`` the dev issuer vouches for."""
+        key = dev_issuer_key(self.data_dir / "keys")
+        token = issue_dev_token(key, subject=f"test-{role}", roles=[role], audience="accord")
+        return {"Authorization": f"Bearer {token}"}
+
     @property
     def log_key(self) -> Path:
         return self.data_dir / "keys" / "log.pem"
@@ -80,6 +96,24 @@ class Gateway:
             data_dir=self.data_dir,
             database_url=self.env["ACCORD_DATABASE_URL"],
         )
+
+
+def audit_docs(db_url: str, since: int = 0) -> list[dict[str, Any]]:
+    """The audit log's entries from ``since`` to its head, read from the store itself."""
+    engine = engine_for(db_url)
+    log = AuditLog(engine)
+    try:
+        return [e.doc() for e in log.entries(since, log.head().size)]
+    finally:
+        log.close()
+        engine.dispose()
+
+
+def exchange_entry(db_url: str, exchange_id: str) -> dict[str, Any]:
+    """The audit entry of ``exchange_id``; there must be exactly one."""
+    found = [d for d in audit_docs(db_url) if d.get("exchange_id") == exchange_id]
+    assert len(found) == 1, found
+    return found[0]
 
 
 def add_agreement(services: Services, doc: dict[str, Any]) -> None:
@@ -178,6 +212,21 @@ def running_gateway(
         for c in gw.clients:
             c.close()
         stop(proc)
+
+
+@contextlib.contextmanager
+def sqlite_gateway(
+    data_dir: Path, departments_env: Mapping[str, str] | None = None, **options: Any
+) -> Iterator[Gateway]:
+    """The zero-setup default, running: SQLite in ``data_dir`` and the embedded policy
+    engine; without ``departments_env`` no department system is reachable from it."""
+    with running_gateway(
+        db_url=f"sqlite:///{data_dir / 'accord.db'}",
+        data_dir=data_dir,
+        departments_env=departments_env or {},
+        **options,
+    ) as gw:
+        yield gw
 
 
 @contextlib.contextmanager

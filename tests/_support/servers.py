@@ -133,6 +133,24 @@ def fresh_database(server_url: str) -> str:
     return f"{base}/{name}"
 
 
+def allow_connections(server_url: str, db_url: str, allow: bool) -> None:
+    """Let ``db_url``'s database take connections again, or refuse new ones and end
+    every open one: the store going away under a running gateway."""
+    name = sa.make_url(db_url).database
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')
+        if not allow:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :n AND pid <> pg_backend_pid()"
+                ),
+                {"n": name},
+            )
+    admin.dispose()
+
+
 def opa_binary() -> Path:
     env = os.environ.get("ACCORD_OPA_BIN")
     path = Path(env) if env else ROOT / ".tools" / "bin" / "opa"

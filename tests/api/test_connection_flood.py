@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from gateway.auth.humans import dev_issuer_key, issue_dev_token
-from tests._support.gateway import Gateway, running_gateway
+from tests._support.gateway import Gateway, sqlite_gateway
 
 CAP = 4
 
@@ -24,12 +24,7 @@ CAP = 4
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     data = tmp_path_factory.mktemp("gw-connections")
-    with running_gateway(
-        db_url=f"sqlite:///{data / 'accord.db'}",
-        data_dir=data,
-        departments_env={},
-        extra_env={"ACCORD_MAX_CONNECTIONS": str(CAP)},
-    ) as gateway:
+    with sqlite_gateway(data, extra_env={"ACCORD_MAX_CONNECTIONS": str(CAP)}) as gateway:
         yield gateway
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from gateway.auth.humans import dev_issuer_key, issue_dev_token
 from gateway.auth.requests import sign_request_token
-from tests._support.gateway import Gateway, running_gateway
+from tests._support.gateway import Gateway, sqlite_gateway
 
 PROBLEM = "application/problem+json"
 
@@ -24,12 +24,7 @@ PROBLEM = "application/problem+json"
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """SQLite and the embedded engine; no department system is needed here."""
     data = tmp_path_factory.mktemp("gw-ids")
-    with running_gateway(
-        db_url=f"sqlite:///{data / 'accord.db'}",
-        data_dir=data,
-        departments_env={},
-        extra_env={"ACCORD_MAX_BODY_BYTES": "4096"},
-    ) as gateway:
+    with sqlite_gateway(data, extra_env={"ACCORD_MAX_BODY_BYTES": "4096"}) as gateway:
         yield gateway
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests._support.gateway import Gateway, running_gateway
+from tests._support.gateway import Gateway, sqlite_gateway
 
 SCRAPE_TOKEN = "scrape-token-for-the-test-0123456789"
 
@@ -20,12 +20,7 @@ SCRAPE_TOKEN = "scrape-token-for-the-test-0123456789"
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     data = tmp_path_factory.mktemp("gw-metrics")
-    with running_gateway(
-        db_url=f"sqlite:///{data / 'accord.db'}",
-        data_dir=data,
-        departments_env={},
-        extra_env={"ACCORD_METRICS_TOKEN": SCRAPE_TOKEN},
-    ) as gateway:
+    with sqlite_gateway(data, extra_env={"ACCORD_METRICS_TOKEN": SCRAPE_TOKEN}) as gateway:
         yield gateway
 
 

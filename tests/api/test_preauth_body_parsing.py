@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from gateway.auth.humans import dev_issuer_key, issue_dev_token
-from tests._support.gateway import Gateway, running_gateway
+from tests._support.gateway import Gateway, sqlite_gateway
 
 DRAFTS = "/v1/agreements/drafts"
 #: A megabyte of JSON that does not parse (the closing bracket is missing).
@@ -29,12 +29,7 @@ MALFORMED = b"[" + b",".join([b'{"a":[1,2,3,"xxxxxxxx"]}'] * 40000)
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     data = tmp_path_factory.mktemp("gw-preauth")
-    with running_gateway(
-        db_url=f"sqlite:///{data / 'accord.db'}",
-        data_dir=data,
-        departments_env={},
-        extra_env={"ACCORD_MAX_BODY_BYTES": str(2 * 1024 * 1024)},
-    ) as gateway:
+    with sqlite_gateway(data, extra_env={"ACCORD_MAX_BODY_BYTES": str(2 * 1024 * 1024)}) as gateway:
         yield gateway
 
 

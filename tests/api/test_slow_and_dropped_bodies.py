@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from gateway.auth.humans import dev_issuer_key, issue_dev_token
-from tests._support.gateway import Gateway, running_gateway
+from tests._support.gateway import Gateway, sqlite_gateway
 
 BODY_TIMEOUT_S = 1.0
 
@@ -23,12 +23,7 @@ BODY_TIMEOUT_S = 1.0
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     data = tmp_path_factory.mktemp("gw-slow-bodies")
-    with running_gateway(
-        db_url=f"sqlite:///{data / 'accord.db'}",
-        data_dir=data,
-        departments_env={},
-        extra_env={"ACCORD_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)},
-    ) as gateway:
+    with sqlite_gateway(data, extra_env={"ACCORD_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}) as gateway:
         yield gateway
 
 

@@ -25,7 +25,7 @@ from gateway.api.problems import is_store_outage
 from gateway.auth.humans import dev_issuer_key, issue_dev_token
 from gateway.settings import Settings
 from tests._support.gateway import running_gateway, seeded_services, serving_in_thread
-from tests._support.servers import fresh_database
+from tests._support.servers import allow_connections, fresh_database
 
 #: What an operator's review found answering 500 (method, path, role).
 ROUTES = [
@@ -57,22 +57,6 @@ def _answers(url: str, data_dir: Path) -> dict[str, tuple[int, Any]]:
     return out
 
 
-def _allow_connections(server_url: str, db_url: str, allow: bool) -> None:
-    name = sa.make_url(db_url).database
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')
-        if not allow:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :n AND pid <> pg_backend_pid()"
-                ),
-                {"n": name},
-            )
-    admin.dispose()
-
-
 def _all_unavailable(answers: dict[str, tuple[int, Any]]) -> None:
     expected: dict[str, tuple[int, Any]] = {r: (503, "store_unavailable") for r in answers}
     expected["GET /readyz"] = (503, None)
@@ -87,11 +71,11 @@ def test_postgres_refusing_connections_is_503_on_every_route_not_500(
         before = _answers(gw.url, tmp_path)
         assert before["GET /v1/departments"] == (200, None)
         assert before["POST /v1/departments"][0] < 300
-        _allow_connections(pg_server_url, db_url, False)
+        allow_connections(pg_server_url, db_url, False)
         try:
             _all_unavailable(_answers(gw.url, tmp_path))
         finally:
-            _allow_connections(pg_server_url, db_url, True)
+            allow_connections(pg_server_url, db_url, True)
         assert _answers(gw.url, tmp_path)["GET /v1/departments"] == (200, None)
 
 

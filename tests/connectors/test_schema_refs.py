@@ -14,9 +14,7 @@ request the gateway makes to it.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -27,46 +25,16 @@ from connectors.interface import MappingError
 from connectors.mapping import compile_mapping
 from examples.launch import Departments
 from examples.synth import people
-from gateway.auth.humans import dev_issuer_key, issue_dev_token
 from gateway.client import AccordClientError
-from tests._support.gateway import Gateway, running_gateway
-
-
-class _Listener(ThreadingHTTPServer):
-    """Where a remote ``$ref`` points: answers ``{}`` (a valid schema) and remembers."""
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(handler) -> None:
-                self.seen.append(handler.path)
-                handler.send_response(200)
-                handler.send_header("Content-Type", "application/json")
-                handler.send_header("Content-Length", "2")
-                handler.end_headers()
-                handler.wfile.write(b"{}")
-
-            def log_message(handler, *args: Any) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+from tests._support.gateway import Gateway, sqlite_gateway
+from tests._support.listener import RecordingListener, serving
 
 
 @pytest.fixture
-def listener() -> Iterator[_Listener]:
-    server = _Listener()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+def listener() -> Iterator[RecordingListener]:
+    """Where a remote ``$ref`` points: answers ``{}`` (a valid schema) and remembers."""
+    with serving(RecordingListener(status=200, body=b"{}")) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def consumer_spec(**fields: Any) -> dict[str, Any]:
@@ -92,7 +60,9 @@ def refused(target: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- compiler
 
 
-def test_remote_ref_is_refused_at_compile_time_and_never_fetched(listener: _Listener) -> None:
+def test_remote_ref_is_refused_at_compile_time_and_never_fetched(
+    listener: RecordingListener,
+) -> None:
     detail = refused(schema(ID={"$ref": f"{listener.url}/probe"}))
     assert "does not resolve" in detail and "never fetched" in detail
     assert listener.seen == []
@@ -114,14 +84,14 @@ def test_remote_ref_is_refused_at_compile_time_and_never_fetched(listener: _List
          "file", "metaschema", "missing-pointer"],
 )  # fmt: skip
 def test_every_reference_outside_the_document_is_refused(
-    listener: _Listener, target: dict[str, Any]
+    listener: RecordingListener, target: dict[str, Any]
 ) -> None:
     target = json.loads(json.dumps(target).replace("BASE", listener.url))
     assert "does not resolve" in refused(target)
     assert listener.seen == []
 
 
-def test_in_document_and_canonical_references_still_compile(listener: _Listener) -> None:
+def test_in_document_and_canonical_references_still_compile(listener: RecordingListener) -> None:
     local = {
         "$id": f"{listener.url}/client.json",  # a remote-looking $id names the document itself
         **schema(ID={"$ref": "#/$defs/id"}, NAME={"$ref": "client.json#/$defs/id"}),
@@ -174,16 +144,8 @@ def gateway(
     departments: Departments, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
     data = tmp_path_factory.mktemp("gw-schema-refs")
-    with running_gateway(
-        db_url=f"sqlite:///{data / 'accord.db'}", data_dir=data, departments_env=departments.env
-    ) as gw:
+    with sqlite_gateway(data, departments.env) as gw:
         yield gw
-
-
-def _admin(gw: Gateway) -> dict[str, str]:
-    key = dev_issuer_key(gw.data_dir / "keys")
-    token = issue_dev_token(key, subject="test-admin", roles=["admin"], audience="accord")
-    return {"Authorization": f"Bearer {token}"}
 
 
 def _put(gw: Gateway, name: str, json_schema: dict[str, Any]) -> httpx.Response:
@@ -191,13 +153,13 @@ def _put(gw: Gateway, name: str, json_schema: dict[str, Any]) -> httpx.Response:
     return httpx.put(
         f"{gw.url}/v1/departments/welfare-office/mappings/{name}",
         json=body,
-        headers=_admin(gw),
+        headers=gw.staff(),
         timeout=30,
     )
 
 
 def test_registering_a_schema_with_a_remote_ref_is_refused_and_fetches_nothing(
-    gateway: Gateway, listener: _Listener
+    gateway: Gateway, listener: RecordingListener
 ) -> None:
     r = _put(gateway, "rv-ssrf", schema(ID={"$ref": f"{listener.url}/SSRF-PROBE"}))
     assert r.status_code == 422, r.text

@@ -12,7 +12,6 @@ the real tax connector against a loopback server answering exact XML.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,6 +21,7 @@ import pytest
 from connectors.config import build_connector
 from connectors.interface import ConnectorError
 from connectors.soap import SoapConnector
+from tests._support.listener import serving
 from tests.connectors.conftest import WSDL
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -70,14 +70,8 @@ class _Provider(ThreadingHTTPServer):
 
 @pytest.fixture(scope="module")
 def provider() -> Iterator[_Provider]:
-    server = _Provider()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_Provider()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

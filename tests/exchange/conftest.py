@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from examples.launch import Departments, launch
-from tests._support.gateway import Gateway, running_gateway
+from tests._support.gateway import Gateway, running_gateway, sqlite_gateway
 from tests._support.servers import fresh_database, opa_server
 
 
@@ -19,15 +22,51 @@ def departments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Department
         yield deps
 
 
+#: The stores a ``gateway_on_store`` fixture is parametrised over.
+STORES = ["sqlite", "postgresql"]
+
+
+@contextlib.contextmanager
+def gateway_on_store(
+    request: pytest.FixtureRequest, departments: Departments, data: Path, **options: Any
+) -> Iterator[Gateway]:
+    """A running gateway on the store the fixture's param names (one of ``STORES``):
+    SQLite in ``data``, or a fresh PostgreSQL database; ``options`` go to
+    ``running_gateway``."""
+    if request.param == "sqlite":
+        db_url = f"sqlite:///{data / 'accord.db'}"
+    else:
+        db_url = fresh_database(request.getfixturevalue("pg_server_url"))
+    with running_gateway(
+        db_url=db_url, data_dir=data, departments_env=departments.env, **options
+    ) as gw:
+        yield gw
+
+
+@contextlib.contextmanager
+def production_stack(
+    departments: Departments, data: Path, pg_server_url: str, **options: Any
+) -> Iterator[Gateway]:
+    """The production shape: PostgreSQL and a real OPA server of its own."""
+    with (
+        opa_server() as opa_url,
+        running_gateway(
+            db_url=fresh_database(pg_server_url),
+            data_dir=data,
+            departments_env=departments.env,
+            opa_url=opa_url,
+            **options,
+        ) as gw,
+    ):
+        yield gw
+
+
 @pytest.fixture(scope="module")
 def embedded_gateway(
     departments: Departments, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
     """The zero-setup default: SQLite and the embedded policy engine."""
-    data = tmp_path_factory.mktemp("gw-embedded")
-    with running_gateway(
-        db_url=f"sqlite:///{data / 'accord.db'}", data_dir=data, departments_env=departments.env
-    ) as gw:
+    with sqlite_gateway(tmp_path_factory.mktemp("gw-embedded"), departments.env) as gw:
         yield gw
 
 
@@ -39,15 +78,7 @@ def production_gateway(
 ) -> Iterator[Gateway]:
     """The production shape: PostgreSQL and a real OPA server of its own."""
     data = tmp_path_factory.mktemp("gw-production")
-    with (
-        opa_server() as opa_url,
-        running_gateway(
-            db_url=fresh_database(pg_server_url),
-            data_dir=data,
-            departments_env=departments.env,
-            opa_url=opa_url,
-        ) as gw,
-    ):
+    with production_stack(departments, data, pg_server_url) as gw:
         yield gw
 
 

@@ -21,11 +21,9 @@ import pytest
 import sqlalchemy as sa
 
 from examples.launch import Departments
-from gateway.auth.humans import dev_issuer_key, issue_dev_token
 from gateway.auth.requests import TOKEN_TYPE
 from gateway.jose import generate_private_key, public_jwk
-from tests._support.gateway import Gateway, running_gateway, start_gateway, stop
-from tests._support.servers import fresh_database
+from tests._support.gateway import Gateway, start_gateway, stop
 from tests.exchange.attack_support import (
     PATH,
     SUBJECT,
@@ -41,6 +39,7 @@ from tests.exchange.attack_support import (
     sign_token,
     token_claims,
 )
+from tests.exchange.conftest import STORES, gateway_on_store
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +51,7 @@ def slow_server() -> Iterator[str]:
     server.shutdown()
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=STORES)
 def gw(
     request: pytest.FixtureRequest,
     departments: Departments,
@@ -62,14 +61,10 @@ def gw(
     """Every attack against the embedded store and against PostgreSQL: the two run
     admission differently (on the loop holding SQLite's turn; awaited statements)."""
     data = tmp_path_factory.mktemp("gw-attacks")
-    if request.param == "sqlite":
-        db_url = f"sqlite:///{data / 'accord.db'}"
-    else:
-        db_url = fresh_database(request.getfixturevalue("pg_server_url"))
-    with running_gateway(
-        db_url=db_url,
-        data_dir=data,
-        departments_env=departments.env,
+    with gateway_on_store(
+        request,
+        departments,
+        data,
         prepare=prepare_attack_gateway(slow_server),
         extra_env={"ACCORD_MAX_BODY_BYTES": "65536"},
     ) as g:
@@ -121,24 +116,18 @@ def test_forged_signature_rejected(gw: Gateway) -> None:
     expect_problem(post_exchange(gw, token, body), 401, "signature_invalid")
 
 
-def _admin(gw: Gateway) -> dict[str, str]:
-    key = dev_issuer_key(gw.data_dir / "keys")
-    token = issue_dev_token(key, subject="test-admin", roles=["admin"], audience="accord")
-    return {"Authorization": f"Bearer {token}"}
-
-
 def test_revoked_key_rejected(gw: Gateway) -> None:
     key = generate_private_key("EdDSA")
     r = httpx.post(
         f"{gw.url}/v1/departments/welfare-office/keys",
         json={"jwk": public_jwk(key)},
-        headers=_admin(gw),
+        headers=gw.staff(),
     )
     assert r.status_code == 201, r.text
     body = request_body()
     assert post_exchange(gw, sign_token(key, token_claims(body)), body).status_code == 200
     r = httpx.post(
-        f"{gw.url}/v1/keys/{key_id(key)}/revoke", json={"reason": "laptop lost"}, headers=_admin(gw)
+        f"{gw.url}/v1/keys/{key_id(key)}/revoke", json={"reason": "laptop lost"}, headers=gw.staff()
     )
     assert r.status_code == 200, r.text
     expect_problem(post_exchange(gw, sign_token(key, token_claims(body)), body), 401, "key_revoked")
@@ -154,7 +143,7 @@ def test_expired_key_rejected(gw: Gateway) -> None:
             "not_before": (now - timedelta(days=2)).isoformat(),
             "not_after": (now - timedelta(days=1)).isoformat(),
         },
-        headers=_admin(gw),
+        headers=gw.staff(),
     )
     assert r.status_code == 201, r.text
     body = request_body()
@@ -297,7 +286,7 @@ def test_nul_characters_refused_on_every_route(gw: Gateway) -> None:
     body = request_body(query={"kind": "verify", "predicate": "given_name == 'a\x00'"})
     doc = expect_problem(post_exchange(gw, good_token(gw, body), body), 422, "validation_failed")
     assert doc["exchange_id"] and "NUL" in doc["detail"]  # refused by the flow: audited
-    admin = _admin(gw)
+    admin = gw.staff()
     for url, params in (
         ("/v1/agreements", {"department": "\x00"}),
         ("/v1/departments/welfare%00office", None),
@@ -371,7 +360,7 @@ def test_suspension_on_another_node_stops_this_node_at_once(gw: Gateway) -> None
         r = httpx.post(
             f"{url}/v1/agreements/welfare-suspend/versions/1/status",
             json={"status": "suspended", "reason": "investigation"},
-            headers=_admin(gw),
+            headers=gw.staff(),
         )
         assert r.status_code == 200, r.text
     finally:

@@ -21,9 +21,8 @@ import sqlalchemy as sa
 import yaml
 
 from examples.launch import EXAMPLES, Departments
-from gateway.auth.humans import dev_issuer_key, issue_dev_token
-from tests._support.gateway import Gateway, running_gateway
-from tests._support.servers import fresh_database
+from tests._support.gateway import Gateway
+from tests.exchange.conftest import STORES, gateway_on_store
 
 #: (provider, example folder, entity, mapping file, model), as the demo binds them.
 KINDS = {
@@ -40,18 +39,14 @@ KINDS = {
 }
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=STORES)
 def gw(
     request: pytest.FixtureRequest,
     departments: Departments,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
     data = tmp_path_factory.mktemp("gw-bindings")
-    if request.param == "sqlite":
-        db_url = f"sqlite:///{data / 'accord.db'}"
-    else:
-        db_url = fresh_database(request.getfixturevalue("pg_server_url"))
-    with running_gateway(db_url=db_url, data_dir=data, departments_env=departments.env) as g:
+    with gateway_on_store(request, departments, data) as g:
         yield g
 
 
@@ -72,12 +67,10 @@ def _binding(kind: str) -> tuple[str, dict[str, Any]]:
 
 
 def _put(gw: Gateway, provider: str, body: dict[str, Any]) -> httpx.Response:
-    key = dev_issuer_key(gw.data_dir / "keys")
-    token = issue_dev_token(key, subject="test-admin", roles=["admin"], audience="accord")
     return httpx.put(
         f"{gw.url}/v1/departments/{provider}/datasets/{body['dataset_id']}",
         json=body,
-        headers={"Authorization": f"Bearer {token}"},
+        headers=gw.staff(),
         timeout=30,
     )
 

@@ -8,9 +8,7 @@ for the operator, audits the exchange as failed and releases nothing.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +19,12 @@ import yaml
 from sqlmodel import Session
 
 from examples.launch import EXAMPLES, Departments
-from gateway.auth.humans import dev_issuer_key, issue_dev_token
 from gateway.client import GatewayFault
 from gateway.dbtypes import utcnow
 from gateway.exchange.models import DatasetBinding
 from gateway.services import Services
-from tests._support.gateway import Gateway, running_gateway
+from tests._support.gateway import Gateway, sqlite_gateway
+from tests._support.listener import RecordingListener, serving
 from tests.exchange.conftest import subject_with
 
 PERSON: dict[str, Any] = {
@@ -41,9 +39,7 @@ def test_a_placeholder_without_a_value_is_a_server_fault(
 ) -> None:
     env = {k: v for k, v in departments.env.items() if k != "CIVIL_REGISTRY_TOKEN"}
     assert "CIVIL_REGISTRY_TOKEN" in departments.env  # the demo's connector needs it
-    with running_gateway(
-        db_url=f"sqlite:///{tmp_path / 'accord.db'}", data_dir=tmp_path, departments_env=env
-    ) as gw:
+    with sqlite_gateway(tmp_path, env) as gw:
         client = gw.client("welfare-office")
         with pytest.raises(GatewayFault) as err:
             client.exchange(**PERSON, query={"kind": "record", "subject": subject_with("civil")})
@@ -76,38 +72,11 @@ SECRETS = {
 }
 
 
-class _Listener(ThreadingHTTPServer):
-    """The attacker's endpoint: remembers every request it is sent."""
-
-    def __init__(self) -> None:
-        self.seen: list[dict[str, str]] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(handler) -> None:
-                self.seen.append({"path": handler.path, **dict(handler.headers)})
-                handler.send_response(404)
-                handler.end_headers()
-
-            def log_message(handler, *args: Any) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
 @pytest.fixture
-def listener() -> Iterator[_Listener]:
-    server = _Listener()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+def listener() -> Iterator[RecordingListener]:
+    """The attacker's endpoint: remembers every request it is sent."""
+    with serving(RecordingListener()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _civil_binding(base_url: str, token: str) -> dict[str, Any]:
@@ -126,12 +95,6 @@ def _civil_binding(base_url: str, token: str) -> dict[str, Any]:
     }
 
 
-def _admin(gw: Gateway) -> dict[str, str]:
-    key = dev_issuer_key(gw.data_dir / "keys")
-    token = issue_dev_token(key, subject="test-admin", roles=["admin"], audience="accord")
-    return {"Authorization": f"Bearer {token}"}
-
-
 def _secret_values(gw: Gateway) -> list[str]:
     names = ("HEALTH_INSURER_DB_URL", "ACCORD_DATABASE_URL", "ACCORD_DATA_DIR", *SECRETS)
     home = str(Path.home())
@@ -139,7 +102,7 @@ def _secret_values(gw: Gateway) -> list[str]:
 
 
 def test_admin_binding_naming_another_providers_secret_is_refused(
-    departments: Departments, tmp_path: Path, listener: _Listener
+    departments: Departments, tmp_path: Path, listener: RecordingListener
 ) -> None:
     """The review's attack: an admin binds civil-registry to their own listener with
     an auth token made of other providers' and the gateway's variables."""
@@ -153,15 +116,10 @@ def test_admin_binding_naming_another_providers_secret_is_refused(
         "${CIVIL_REGISTRY_TOKEN:-${ACCORD_DATABASE_URL}}": "ACCORD_DATABASE_URL",
         "${home}": "home",
     }
-    with running_gateway(
-        db_url=f"sqlite:///{tmp_path / 'accord.db'}",
-        data_dir=tmp_path,
-        departments_env=departments.env,
-        extra_env=SECRETS,
-    ) as gw:
+    with sqlite_gateway(tmp_path, departments.env, extra_env=SECRETS) as gw:
         url = f"{gw.url}/v1/departments/civil-registry/datasets/person"
         for token, name in attacks.items():
-            r = httpx.put(url, json=_civil_binding(listener.url, token), headers=_admin(gw))
+            r = httpx.put(url, json=_civil_binding(listener.url, token), headers=gw.staff())
             assert r.status_code == 422, (token, r.text)
             assert r.headers["content-type"].startswith("application/problem+json")
             problem = r.json()
@@ -175,7 +133,7 @@ def test_admin_binding_naming_another_providers_secret_is_refused(
         assert answer.records
         # The same binding with the provider's own variables is accepted.
         ok = _civil_binding("${CIVIL_REGISTRY_URL}", "${CIVIL_REGISTRY_TOKEN}")
-        assert httpx.put(url, json=ok, headers=_admin(gw)).status_code == 200
+        assert httpx.put(url, json=ok, headers=gw.staff()).status_code == 200
     assert listener.seen == []
 
 
@@ -196,15 +154,11 @@ def _store_raw(token: str, base_url: str) -> Any:
 
 
 def test_stored_out_of_scope_placeholder_is_a_server_fault_and_never_sent(
-    departments: Departments, tmp_path: Path, listener: _Listener
+    departments: Departments, tmp_path: Path, listener: RecordingListener
 ) -> None:
     token = "${CIVIL_REGISTRY_TOKEN}|${TAX_AUTHORITY_TOKEN}|${ACCORD_PSEUDONYM_SECRET}"
-    with running_gateway(
-        db_url=f"sqlite:///{tmp_path / 'accord.db'}",
-        data_dir=tmp_path,
-        departments_env=departments.env,
-        extra_env=SECRETS,
-        prepare=_store_raw(token, listener.url),
+    with sqlite_gateway(
+        tmp_path, departments.env, extra_env=SECRETS, prepare=_store_raw(token, listener.url)
     ) as gw:
         secrets = _secret_values(gw)
         with pytest.raises(GatewayFault) as err:

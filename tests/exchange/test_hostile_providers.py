@@ -21,7 +21,6 @@ import httpx
 import pytest
 import yaml
 
-from audit import AuditLog, engine_for
 from examples.launch import EXAMPLES, Departments
 from gateway.demo import agreement_doc
 from gateway.exchange.models import DatasetBindingCreate
@@ -29,14 +28,14 @@ from gateway.services import Services
 from tests._support.gateway import (
     Gateway,
     add_agreement,
-    running_gateway,
+    exchange_entry,
 )
-from tests._support.servers import fresh_database
 from tests.exchange.attack_support import (
     PATH,
     expect_problem,
     good_token,
 )
+from tests.exchange.conftest import STORES, gateway_on_store
 
 SUBJECT = "10000000001"
 OTHER = "99999999999"
@@ -210,7 +209,7 @@ def _prepare(fake_url: str) -> Any:
     return prepare
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=STORES)
 def gw(
     request: pytest.FixtureRequest,
     departments: Departments,
@@ -218,14 +217,10 @@ def gw(
     fake: str,
 ) -> Iterator[Gateway]:
     data = tmp_path_factory.mktemp(f"gw-hostile-{request.param}")
-    if request.param == "sqlite":
-        db_url = f"sqlite:///{data / 'accord.db'}"
-    else:
-        db_url = fresh_database(request.getfixturevalue("pg_server_url"))
-    with running_gateway(
-        db_url=db_url,
-        data_dir=data,
-        departments_env=departments.env,
+    with gateway_on_store(
+        request,
+        departments,
+        data,
         prepare=_prepare(fake),
         # a fetch budget well below the connector's own 6 s total: the whole paged
         # read must stop at it
@@ -269,16 +264,7 @@ def _post(gw: Gateway, body: bytes, client: httpx.Client | None = None) -> httpx
 
 def _entry(gw: Gateway, exchange_id: str) -> dict[str, Any]:
     """The audit entry of ``exchange_id`` (exactly one)."""
-    engine = engine_for(gw.env["ACCORD_DATABASE_URL"])
-    log = AuditLog(engine)
-    try:
-        docs = [e.doc() for e in log.entries(0, log.head().size)]
-    finally:
-        log.close()
-        engine.dispose()
-    found = [d for d in docs if d.get("exchange_id") == exchange_id]
-    assert len(found) == 1, found
-    return found[0]
+    return exchange_entry(gw.env["ACCORD_DATABASE_URL"], exchange_id)
 
 
 def _failed(gw: Gateway, r: httpx.Response, status: int, code: str) -> dict[str, Any]:

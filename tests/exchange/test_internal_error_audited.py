@@ -18,12 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-from audit import AuditLog, engine_for
 from examples.launch import Departments
 from gateway.exchange.release_step import released_result
 from gateway.jose import load_private_key_pem
 from gateway.services import Services
-from tests._support.gateway import seeded_services, serving_in_thread
+from tests._support.gateway import exchange_entry, seeded_services, serving_in_thread
 from tests.exchange.attack_support import (
     PATH,
     expect_problem,
@@ -31,19 +30,6 @@ from tests.exchange.attack_support import (
     sign_token,
     token_claims,
 )
-
-
-def _entry(db_url: str, exchange_id: str) -> dict[str, Any]:
-    engine = engine_for(db_url)
-    log = AuditLog(engine)
-    try:
-        docs = [e.doc() for e in log.entries(0, log.head().size)]
-    finally:
-        log.close()
-        engine.dispose()
-    found = [d for d in docs if d.get("exchange_id") == exchange_id]
-    assert len(found) == 1, found
-    return found[0]
 
 
 @pytest.fixture
@@ -83,7 +69,7 @@ def test_unexpected_error_after_the_fetch_is_audited_and_answered(
         doc = expect_problem(
             client.post(PATH, content=body, headers=headers), 500, "internal_error"
         )
-        entry = _entry(services.settings.database_url, doc["exchange_id"])
+        entry = exchange_entry(services.settings.database_url, doc["exchange_id"])
         assert (entry["event"], entry["outcome"], entry["status"]) == ("exchange", "failed", 500)
         assert entry["problem"] == "internal_error" and "subject" in entry
         monkeypatch.setattr("gateway.exchange.service.released_result", released_result)

@@ -21,15 +21,14 @@ from examples.launch import Departments
 from examples.synth import people
 from gateway.auth.requests import sign_request_token
 from gateway.jose import generate_private_key
-from tests._support.gateway import Gateway, running_gateway
-from tests._support.servers import fresh_database
+from tests._support.gateway import Gateway, audit_docs
 from tests.exchange.attack_support import (
     audit_store_refusing,
     key_id,
     sign_token,
     token_claims,
 )
-from tests.exchange.conftest import subject_with
+from tests.exchange.conftest import STORES, gateway_on_store, subject_with
 
 BUDGET = 5
 ACCESSES = "/v1/subjects/{subject_key}/accesses"
@@ -41,21 +40,17 @@ PERSON = {
 }
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=STORES)
 def gw(
     request: pytest.FixtureRequest,
     departments: Departments,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
     data = tmp_path_factory.mktemp(f"gw-reads-{request.param}")
-    if request.param == "sqlite":
-        db_url = f"sqlite:///{data / 'accord.db'}"
-    else:
-        db_url = fresh_database(request.getfixturevalue("pg_server_url"))
-    with running_gateway(
-        db_url=db_url,
-        data_dir=data,
-        departments_env=departments.env,
+    with gateway_on_store(
+        request,
+        departments,
+        data,
         extra_env={"ACCORD_AUTH_FAILURE_ENTRIES_PER_S": str(BUDGET)},
     ) as g:
         yield g
@@ -73,13 +68,7 @@ def _size(gw: Gateway) -> int:
 
 def _entries(gw: Gateway, since: int = 0) -> list[dict[str, Any]]:
     """The log's entries from ``since``, checkpoints left out."""
-    engine = engine_for(gw.env["ACCORD_DATABASE_URL"])
-    log = AuditLog(engine)
-    try:
-        docs = [e.doc() for e in log.entries(since, log.head().size)]
-    finally:
-        log.close()
-        engine.dispose()
+    docs = audit_docs(gw.env["ACCORD_DATABASE_URL"], since)
     return [d for d in docs if d["event"] not in ("checkpoint", "witness")]
 
 

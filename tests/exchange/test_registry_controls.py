@@ -21,11 +21,9 @@ import pytest
 import sqlalchemy as sa
 
 from examples.launch import Departments
-from gateway.auth.humans import dev_issuer_key, issue_dev_token
 from gateway.auth.requests import body_hash
 from gateway.jose import PrivateKey, generate_private_key, public_jwk
-from tests._support.gateway import Gateway, running_gateway, start_gateway, stop
-from tests._support.servers import fresh_database
+from tests._support.gateway import Gateway, start_gateway, stop
 from tests.exchange.attack_support import (
     expect_problem,
     good_token,
@@ -34,24 +32,21 @@ from tests.exchange.attack_support import (
     sign_token,
     token_claims,
 )
+from tests.exchange.conftest import STORES, gateway_on_store
 
 PORTAL = "citizen-portal"
 SUBJECT = "85442997376"
 ACCESSES = f"/v1/subjects/{SUBJECT}/accesses"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=STORES)
 def gw(
     request: pytest.FixtureRequest,
     departments: Departments,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
     data = tmp_path_factory.mktemp("gw-registry")
-    if request.param == "sqlite":
-        db_url = f"sqlite:///{data / 'accord.db'}"
-    else:
-        db_url = fresh_database(request.getfixturevalue("pg_server_url"))
-    with running_gateway(db_url=db_url, data_dir=data, departments_env=departments.env) as g:
+    with gateway_on_store(request, departments, data) as g:
         yield g
 
 
@@ -59,14 +54,8 @@ def _body() -> bytes:
     return request_body(fields=["given_name"])
 
 
-def _staff(gw: Gateway, role: str = "admin") -> dict[str, str]:
-    key = dev_issuer_key(gw.data_dir / "keys")
-    token = issue_dev_token(key, subject=f"test-{role}", roles=[role], audience="accord")
-    return {"Authorization": f"Bearer {token}"}
-
-
 def _admin(gw: Gateway, method: str, path: str, body: Any = None) -> httpx.Response:
-    return httpx.request(method, gw.url + path, json=body, headers=_staff(gw), timeout=30)
+    return httpx.request(method, gw.url + path, json=body, headers=gw.staff(), timeout=30)
 
 
 def _read_accesses(gw: Gateway, key: PrivateKey, system: str) -> httpx.Response:
@@ -144,7 +133,7 @@ def test_a_systems_capabilities_can_be_corrected(gw: Gateway) -> None:
 
 
 def test_registry_changes_need_the_admin_role(gw: Gateway) -> None:
-    officer = _staff(gw, "officer")
+    officer = gw.staff("officer")
     for method, path, body in (
         ("POST", "/v1/departments/welfare-office/suspend", {"reason": "x"}),
         ("POST", "/v1/departments/welfare-office/reinstate", {"reason": "x"}),
@@ -169,7 +158,7 @@ def test_suspended_department_refused_on_every_node_at_once(gw: Gateway) -> None
         r = httpx.post(
             f"{url}/v1/departments/welfare-office/suspend",
             json={"reason": "key compromise under investigation"},
-            headers=_staff(gw),
+            headers=gw.staff(),
             timeout=30,
         )
         assert r.status_code == 200 and r.json()["status"] == "suspended", r.text

@@ -16,14 +16,12 @@ from typing import Any
 
 import pytest
 
-from audit import AuditLog, engine_for
 from examples.launch import Departments
 from gateway.client import AccordClientError, Denied
 from gateway.demo import agreement_doc
 from gateway.services import Services
-from tests._support.gateway import Gateway, add_agreement, running_gateway
-from tests._support.servers import fresh_database, opa_server
-from tests.exchange.conftest import subject_with
+from tests._support.gateway import Gateway, add_agreement, audit_docs, sqlite_gateway
+from tests.exchange.conftest import production_stack, subject_with
 
 ELIGIBILITY = ("benefit-eligibility", "Social Welfare Act s.12 (eligibility assessment)")
 INCOME = ("income-assessment", "Income Tax Act s.40 (taxable benefits)")
@@ -114,12 +112,7 @@ def embedded_rules(
     departments: Departments, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
     data = tmp_path_factory.mktemp("gw-rules-embedded")
-    with running_gateway(
-        db_url=f"sqlite:///{data / 'accord.db'}",
-        data_dir=data,
-        departments_env=departments.env,
-        prepare=_agreements,
-    ) as gw:
+    with sqlite_gateway(data, departments.env, prepare=_agreements) as gw:
         yield gw
 
 
@@ -128,16 +121,7 @@ def production_rules(
     departments: Departments, tmp_path_factory: pytest.TempPathFactory, pg_server_url: str
 ) -> Iterator[Gateway]:
     data = tmp_path_factory.mktemp("gw-rules-production")
-    with (
-        opa_server() as opa_url,
-        running_gateway(
-            db_url=fresh_database(pg_server_url),
-            data_dir=data,
-            departments_env=departments.env,
-            opa_url=opa_url,
-            prepare=_agreements,
-        ) as gw,
-    ):
+    with production_stack(departments, data, pg_server_url, prepare=_agreements) as gw:
         yield gw
 
 
@@ -161,13 +145,7 @@ def _aggregate(gw: Gateway, agreement: str, query: dict[str, Any]) -> Any:
 
 
 def _audit_entry(gw: Gateway, exchange_id: str) -> dict[str, Any]:
-    engine = engine_for(gw.env["ACCORD_DATABASE_URL"])
-    log = AuditLog(engine)
-    try:
-        docs = [e.doc() for e in log.entries(0, log.head().size)]
-    finally:
-        log.close()
-        engine.dispose()
+    docs = audit_docs(gw.env["ACCORD_DATABASE_URL"])
     return next(d for d in docs if d.get("exchange_id") == exchange_id)
 
 

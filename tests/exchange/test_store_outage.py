@@ -6,12 +6,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from examples.launch import Departments
 from gateway.client import Unavailable
 from tests._support.gateway import running_gateway
-from tests._support.servers import fresh_database
+from tests._support.servers import allow_connections, fresh_database
 from tests.exchange.conftest import subject_with
 
 REQUEST = {
@@ -19,22 +18,6 @@ REQUEST = {
     "dataset": "person",
     "purpose": "benefit-eligibility",
 }
-
-
-def _allow_connections(server_url: str, db_url: str, allow: bool) -> None:
-    name = sa.make_url(db_url).database
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}'))
-        if not allow:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :n AND pid <> pg_backend_pid()"
-                ),
-                {"n": name},
-            )
-    admin.dispose()
 
 
 def test_store_outage_answers_503_and_releases_nothing(
@@ -46,7 +29,7 @@ def test_store_outage_answers_503_and_releases_nothing(
         query = {"kind": "record", "subject": subject_with("civil")}
         earlier = client.exchange(**REQUEST, query=query)
         assert earlier.records
-        _allow_connections(pg_server_url, db_url, False)
+        allow_connections(pg_server_url, db_url, False)
         try:
             with pytest.raises(Unavailable) as err:
                 client.exchange(**REQUEST, query=query)
@@ -58,7 +41,7 @@ def test_store_outage_answers_503_and_releases_nothing(
             assert err.value.code == "store_unavailable"
             assert httpx.get(gw.url + "/readyz").status_code == 503
         finally:
-            _allow_connections(pg_server_url, db_url, True)
+            allow_connections(pg_server_url, db_url, True)
         assert client.exchange(**REQUEST, query=query).records  # back once the store is
 
 

@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 
-from audit import AuditLog, engine_for
 from examples.launch import Departments
 from examples.synth import people
 from gateway.demo import agreement_doc
 from gateway.exchange.subjects import SubjectPseudonyms, subject_accesses
 from gateway.services import Services, build_services
-from tests._support.gateway import Gateway, add_agreement, running_gateway
+from tests._support.gateway import Gateway, add_agreement, audit_docs, sqlite_gateway
 from tests.exchange.conftest import subject_with
 
 
@@ -41,23 +40,12 @@ def _embargoed(services: Services) -> None:
 @pytest.fixture(scope="module")
 def gw(departments: Departments, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     data = tmp_path_factory.mktemp("gw-subjects")
-    with running_gateway(
-        db_url=f"sqlite:///{data / 'accord.db'}",
-        data_dir=data,
-        departments_env=departments.env,
-        prepare=_embargoed,
-    ) as g:
+    with sqlite_gateway(data, departments.env, prepare=_embargoed) as g:
         yield g
 
 
 def _entries(gw: Gateway) -> list[dict[str, Any]]:
-    engine = engine_for(gw.env["ACCORD_DATABASE_URL"])
-    log = AuditLog(engine)
-    try:
-        return [e.doc() for e in log.entries(0, log.head().size)]
-    finally:
-        log.close()
-        engine.dispose()
+    return audit_docs(gw.env["ACCORD_DATABASE_URL"])
 
 
 def _lookup(gw: Gateway, subject: str, agreement: str = "welfare-person-lookup") -> str:
