@@ -41,8 +41,6 @@ from typing import Any
 
 import uvicorn
 
-from gateway.settings import Settings
-
 __all__ = ["serve"]
 
 #: How long workers wait for each other to finish starting.
@@ -61,14 +59,13 @@ def serve(
     port: int,
     workers: int = 1,
     prepare: Callable[[], None] | None = None,
-    settings: Settings | None = None,
+    max_connections: int | None = None,
 ) -> None:
     """Serve the app factory ``app`` ("module:function") until told to stop.
 
-    ``settings`` (else read from the environment) give the server's limits.
+    ``max_connections`` caps each process's open connections (``None`` or 0: no cap).
     """
-    cfg = settings or Settings()
-    options = {**_UVICORN, "limit_concurrency": cfg.max_connections or None}
+    options = {**_UVICORN, "limit_concurrency": max_connections or None}
     if prepare is not None:
         prepare()
     if workers <= 1:

@@ -167,7 +167,7 @@ def serve(
         # With one worker too: a mistake found here is one line, where inside the
         # server's start-up it would be a traceback.
         prepare=prepare,
-        settings=cfg,
+        max_connections=cfg.max_connections,
     )
 
 
