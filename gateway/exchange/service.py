@@ -27,7 +27,7 @@ from audit.canonical import canonical_bytes
 from connectors import ConnectorError, FetchContext
 from gateway.agreements.service import AgreementService
 from gateway.agreements.terms import AgreementTerms
-from gateway.auth.requests import Caller, RequestTokenVerifier
+from gateway.auth.requests import RequestTokenVerifier
 from gateway.errors import (
     AccordError,
     ServiceUnavailableError,
@@ -45,12 +45,12 @@ from gateway.exchange.fetch_step import (
 )
 from gateway.exchange.metrics import ExchangeMetrics
 from gateway.exchange.pg_steps import PgSteps
-from gateway.exchange.receipts import rebuild_receipt, receipt_claims, sign_receipt
+from gateway.exchange.reads import SystemReads
+from gateway.exchange.receipts import receipt_claims, sign_receipt
 from gateway.exchange.refusals import RefusalRecorder
 from gateway.exchange.release_step import released_result
 from gateway.exchange.request_step import aggregate_spec, labels_for, requested_fields
-from gateway.exchange.store_steps import store_errors
-from gateway.exchange.subjects import SubjectPseudonyms, subject_accesses
+from gateway.exchange.subjects import SubjectPseudonyms
 from gateway.exchange.trace import Trace, exchange_entry, refusal_entry
 from gateway.jose import PrivateKey, public_jwk
 from gateway.policy.engine import Decision
@@ -72,7 +72,7 @@ class ExchangeAnswer:
     exchange_id: str
 
 
-class ExchangeService:
+class ExchangeService(SystemReads):
     def __init__(
         self,
         *,
@@ -355,64 +355,6 @@ class ExchangeService:
                 "receipt": receipt,
             },
         )
-
-    # -- receipts and the citizen's access log --------------------------------
-
-    def verify_caller(
-        self,
-        token: str,
-        *,
-        method: str,
-        path: str,
-        body: bytes,
-        verified: Callable[[Caller], None] | None = None,
-    ) -> Caller:
-        """A department system's request token on the other exchange routes, verified
-        and then spent (blocking). ``verified`` hears of the caller in between, so a
-        replayed token's refusal can name the system it belongs to."""
-        with store_errors():
-            caller = self.verifier.verify(
-                token, method=method, path=path, body=body, now=self.clock(), defer_replay=True
-            )
-            if verified is not None:
-                verified(caller)
-            self.replay(caller.department, caller.jti, caller.replay_until)
-            return caller
-
-    def receipt_for(self, exchange_id: str, department: str) -> dict[str, Any]:
-        """The exchange's receipt, rebuilt from the log, with an inclusion proof if covered."""
-        with store_errors():
-            return rebuild_receipt(
-                self.audit_log,
-                self.gateway_key,
-                issuer=self.gateway_id,
-                exchange_id=exchange_id,
-                department=department,
-            )
-
-    def accesses(
-        self,
-        subject_key: str,
-        *,
-        caller: Caller,
-        limit: int,
-        before: int | None = None,
-        offset: int = 0,
-    ) -> dict[str, Any]:
-        """The citizen's access log, a page walked by ``before`` (``offset`` is kept for
-        old clients); the read and any embargo it applied are themselves audited."""
-        with store_errors():
-            return subject_accesses(
-                audit_log=self.audit_log,
-                agreements=self.agreements,
-                pseudonyms=self.subjects,
-                subject_key=subject_key,
-                now=self.clock(),
-                limit=limit,
-                actor=f"{caller.department}/{caller.system}",
-                before=before,
-                offset=offset,
-            )
 
     async def _audit_refusal(self, trace: Trace, exc: AccordError) -> None:
         """Record the refusal; if even that fails the caller still only gets an error."""

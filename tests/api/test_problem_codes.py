@@ -47,6 +47,7 @@ MODULES: dict[str, tuple[tuple[str, str], ...]] = {
     "gateway/exchange/service.py": (EXCHANGE,),
     "gateway/exchange/store_steps.py": TOKEN_ROUTES,
     "gateway/exchange/pg_steps.py": (EXCHANGE,),
+    "gateway/exchange/reads.py": (RECEIPT, ACCESSES),
     "gateway/exchange/receipts.py": (RECEIPT,),
     "gateway/exchange/subjects.py": (ACCESSES,),
     "gateway/policy/engine.py": (EXCHANGE,),
