@@ -22,8 +22,9 @@ from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
 from gateway.errors import AccordError, AuthError
 from gateway.jose import ALGORITHMS, PrivateKey, b64url_encode, public_jwk
+from gateway.registry.callers import CallerRows, verify_caller
 from gateway.registry.models import System
-from gateway.registry.service import CallerRows, RegistryService, verify_caller
+from gateway.registry.service import RegistryService
 from gateway.statecache import StateCache
 
 __all__ = [

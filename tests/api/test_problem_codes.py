@@ -62,7 +62,7 @@ FUNCTIONS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
     ("gateway/api/routes_exchange.py", "_system"): (RECEIPT, ACCESSES),
     ("gateway/api/routes_exchange.py", "subject_accesses"): (ACCESSES,),
     # The caller's key, department and system; ``gateway.auth.requests`` answers 401.
-    ("gateway/registry/service.py", "verify_caller"): TOKEN_ROUTES,
+    ("gateway/registry/callers.py", "verify_caller"): TOKEN_ROUTES,
 }
 #: Codes raised in those modules that no route answers, and why.
 NOT_ANSWERED = {
