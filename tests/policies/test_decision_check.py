@@ -128,9 +128,13 @@ def test_decision_allow_shape_is_the_engine_parser() -> None:
     """The check and the exchange share one definition of a usable decision."""
     from gateway.policy.engine import decision_from_value, decision_problem
 
-    good = {"allow": True, "deny": [], "obligations": {}, "level": None}
+    good = {"allow": True, "deny": [], "obligations": {"given_name": {"operation": "pass"}}}
+    good["level"] = None
     assert decision_problem(good) is None
-    assert isinstance(decision_from_value(good, policy_version=None, engine=""), Decision)
+    parsed = decision_from_value(good, policy_version="v1", engine="embedded")
+    assert parsed.allow and not parsed.is_error
+    assert parsed.obligations == {"given_name": {"operation": "pass"}}
+    assert (parsed.policy_version, parsed.engine) == ("v1", "embedded")
     for bad in (None, "allow", {**good, "allow": "yes"}, {**good, "allow": False}):
         assert decision_problem(bad) is not None
         assert decision_from_value(bad, policy_version=None, engine="").is_error
