@@ -170,8 +170,9 @@ async def post_exchange(request: Request) -> JSONResponse:
     """Authenticate, decide, fetch, translate, release, audit; answer with a signed receipt.
 
     Every answer carries an ``exchange_id`` (body and ``X-Exchange-ID``): the
-    flow's own, or a fresh one for what is refused before the flow runs (415)
-    or fails outside its error tree (500).
+    flow's own, or a fresh one for what is refused before the flow runs (415),
+    or fails outside its error tree before the token verified (500; after it,
+    the flow audits the fault and answers it under its own id).
     """
     services = get_services(request)
     content_type = request.headers.get("content-type", "")
