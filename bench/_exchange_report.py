@@ -10,8 +10,9 @@ from pathlib import Path
 
 from bench._exchange_load import Result
 from bench._exchange_support import StageSnapshot
+from bench._machine_probe import SLOW, Speed
 
-__all__ = ["Row", "print_profile", "print_stages", "print_summary"]
+__all__ = ["Row", "print_cpu", "print_profile", "print_speed", "print_stages", "print_summary"]
 
 STAGES = ("auth", "decide", "fetch", "translate", "release", "audit", "total")
 
@@ -31,6 +32,10 @@ class Row:
     sign_us: float | None = None
     profile: Path | None = None
     profile_ok: int = 0
+    window: tuple[float, float] | None = None  # wall-clock start and end of the peak window
+    paced_window: tuple[float, float] | None = None
+    speed: Speed | None = None
+    paced_speed: Speed | None = None
 
 
 def _f(value: float, digits: int = 1) -> str:
@@ -90,6 +95,9 @@ def print_summary(rows: list[Row], pace: float) -> None:
             if base is not None and base.paced is not None:
                 b = base.paced
                 yardstick = f"; (b) at {pace:.0%} of its peak: {_tail(b):.2f}"
+            slow = accord.paced_speed
+            if slow is not None:
+                yardstick += f"; machine slow in {slow.slow_slices}/{slow.slices} half-seconds"
             print(
                 f"{key} p99/p50 at {pace:.0%} of peak ({q.target_rate:.0f}/s) = {tail:.2f}"
                 f"   (target <= 3: {verdict}{yardstick})"
@@ -97,6 +105,18 @@ def print_summary(rows: list[Row], pace: float) -> None:
     signs = [r.sign_us for r in rows if r.sign_us is not None]
     if signs:
         print(f"client token signing (not in the windows): {signs[0]:.0f} us per request token")
+
+
+def print_speed(rows: list[Row]) -> None:
+    print()
+    print("Machine speed in each window: CPU time of the same pure-Python work every 50 ms")
+    print(f"(bench._machine_probe); a half-second is slow when its median took over {SLOW}x")
+    print("the fastest tenth of the run. A server paced at 70% of its peak has no headroom")
+    print("left in slow half-seconds, so read the p99 of a window with many beside them.")
+    for row in rows:
+        for window, speed in (("peak", row.speed), ("paced", row.paced_speed)):
+            if speed is not None:
+                print(f"  {row.key} {window:<6} {speed}")
 
 
 def print_cpu(rows: list[Row]) -> None:

@@ -57,6 +57,7 @@ from bench._exchange_report import (  # noqa: E402
     Row,
     print_cpu,
     print_profile,
+    print_speed,
     print_stages,
     print_summary,
 )
@@ -73,6 +74,7 @@ from bench._exchange_support import (  # noqa: E402
     start_py_spy,
     stop,
 )
+from bench._machine_probe import SpeedProbe  # noqa: E402
 
 MakeItems = Callable[[int], list[Item]]
 WARMUP_S = 2.0
@@ -187,9 +189,10 @@ def measure(
     pool = int(max(warm.rate, 50) * args.duration * 2) + 200
     items = make(pool)
     before = scrape_stages(gateway.url) if gateway else None
+    started = time.time()
     with _cpu_window(cpu) as cpu_used:
         peak = _closed(items, args, label, args.duration)
-    row = Row(key, label, peak, cpu_s=cpu_used)
+    row = Row(key, label, peak, cpu_s=cpu_used, window=(started, time.time()))
     if gateway is not None and before is not None and args.workers == 1:
         row.stages = scrape_stages(gateway.url).minus(before)  # per process: one worker only
     print(
@@ -201,8 +204,10 @@ def measure(
     rate = args.pace * peak.rate
     items = make(int(rate * args.duration) + 10)
     before = scrape_stages(gateway.url) if gateway is not None and args.workers == 1 else None
+    started = time.time()
     with _cpu_window(cpu) as row.paced_cpu_s:
         row.paced = _paced(items, args, label, rate)
+    row.paced_window = (started, time.time())
     if gateway is not None and before is not None:
         row.paced_stages = scrape_stages(gateway.url).minus(before)
     print(
@@ -265,7 +270,7 @@ def run(args: argparse.Namespace) -> list[Row]:
 
     rows: list[Row] = []
     subjects = _subjects()
-    with tempfile.TemporaryDirectory(prefix="accord-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="accord-bench-") as tmp, SpeedProbe() as probe:
         work = Path(tmp)
         with launch(["civil_registry"], data_dir=work / "departments") as deps:
             civil = deps.env["CIVIL_REGISTRY_URL"]
@@ -327,7 +332,11 @@ def run(args: argparse.Namespace) -> list[Row]:
                         cpu["postgres"] = [pg_pid]
                     label = "Accord PostgreSQL+OPA"
                     rows.append(_accord("(d)", label, args, work, env, subjects, cpu))
+        for row in rows:
+            row.speed = probe.speed(*row.window) if row.window else None
+            row.paced_speed = probe.speed(*row.paced_window) if row.paced_window else None
         print_summary(rows, args.pace)
+        print_speed(rows)
         print_cpu(rows)
         print_stages(rows)
         print_profile(rows)
