@@ -286,20 +286,43 @@ def _key_path(services: Services, dept: str) -> Path:
     return services.settings.data_dir / "demo-keys" / f"{dept}.pem"
 
 
+def _bind_demo_key(services: Services, spec: dict[str, Any]) -> None:
+    """Bind the department's demo key to its ``key_system`` if it is registered unbound.
+
+    A data directory seeded before keys could be bound holds the portal's key
+    unbound, and the portal system takes only a key bound to it: without this, the
+    demo's own portal would be refused (``wrong_system_key``). A key that is
+    missing, revoked or expired is left as it is.
+    """
+    system = spec.get("key_system")
+    path = _key_path(services, spec["id"])
+    if system is None or not path.exists():
+        return
+    kid = public_jwk(load_or_create_key(path, create=False))["kid"]
+    now = services.registry.clock()
+    for key in services.registry.list_keys(spec["id"]):
+        if key.kid == kid and key.system_id is None and key.usable_at(now):
+            services.registry.bind_key(spec["id"], kid, system, actor=ACTOR)
+
+
 def seed(services: Services, *, per_minute: int | None = None) -> dict[str, Any]:
     """Register the demo departments, keys, signed agreements and bindings (idempotent).
 
-    ``per_minute`` replaces the agreements' per-minute quota (the load benchmark
-    measures throughput, not the demo's quota).
+    A department already registered is kept as it is, except that a demo key its
+    spec binds to a system is bound if it is not yet (a data directory seeded before
+    keys could be bound). ``per_minute`` replaces the agreements' per-minute quota
+    (the load benchmark measures throughput, not the demo's quota).
     """
     registry = services.registry
     created: list[str] = []
     for spec in DEMO_DEPARTMENTS:
         try:
             registry.get_department(spec["id"])
-            continue
         except NotFoundError:
             pass
+        else:
+            _bind_demo_key(services, spec)
+            continue
         registry.register_department(
             DepartmentCreate(
                 id=spec["id"],

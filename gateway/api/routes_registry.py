@@ -8,11 +8,13 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from gateway.api.deps import get_services, require_role
+from gateway.api.openapi import problem
 from gateway.auth.humans import Principal
 from gateway.registry.models import (
     DepartmentCreate,
     DepartmentPublic,
     DepartmentStatusChange,
+    KeyBind,
     KeyCreate,
     KeyPublic,
     KeyRevoke,
@@ -31,6 +33,17 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown department, system or key (problem+json)"},
     409: {"description": "Already exists, or already in that state (problem+json)"},
     422: {"description": "Invalid input (problem+json)"},
+}
+
+BIND_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    **PROBLEMS,
+    404: problem(
+        "Unknown department, key or system", ["unknown_department", "unknown_key", "unknown_system"]
+    ),
+    409: problem(
+        "The key is another department's, revoked, expired, or bound to another system",
+        ["wrong_department_key", "key_revoked", "key_expired", "key_bound_to_other_system"],
+    ),
 }
 
 
@@ -167,6 +180,21 @@ def list_keys(request: Request, dept_id: str) -> Any:
     registry = get_services(request).registry
     registry.get_department(dept_id)
     return registry.list_keys(dept_id)
+
+
+@router.post(
+    "/departments/{dept_id}/keys/{kid}/bind",
+    response_model=KeyPublic,
+    responses=BIND_PROBLEMS,
+    summary="Bind a registered key to one system of its department: it signs only for it",
+    description=(
+        "For keys registered before binding: a system with capabilities (a citizen portal)"
+        " accepts only a key bound to it. Binding is one-way; binding again to the same"
+        " system changes nothing."
+    ),
+)
+def bind_key(request: Request, dept_id: str, kid: str, body: KeyBind, who: Admin) -> Any:
+    return get_services(request).registry.bind_key(dept_id, kid, body.system, actor=who.actor)
 
 
 @router.get(

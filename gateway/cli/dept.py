@@ -158,6 +158,24 @@ def revoke_key(
     console.print(line("revoked key ", (key.kid, "bold"), " of ", key.department_id))
 
 
+@dept_app.command("bind-key")
+@handle_errors
+def bind_key(
+    dept_id: str,
+    kid: str,
+    system: Annotated[str, typer.Option(help="The system the key is to sign for, and only it")],
+) -> None:
+    """Bind a registered key to one system of its department (one-way).
+
+    A system with capabilities (a citizen portal) accepts only a key bound to it:
+    a key only that system holds can be bound rather than replaced. A key id may
+    start with "-": give it after "--" (accord dept bind-key D --system S -- KID).
+    """
+    services = open_services()
+    key = services.registry.bind_key(dept_id, kid, system, actor=ACTOR)
+    console.print(line("bound key ", (key.kid, "bold"), " of ", dept_id, " to system ", system))
+
+
 @dept_app.command("list")
 @handle_errors
 def list_departments(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "DepartmentKey",
     "DepartmentPublic",
     "DepartmentStatusChange",
+    "KeyBind",
     "KeyCreate",
     "KeyPublic",
     "KeyRevoke",
@@ -136,6 +137,14 @@ class KeyCreate(SQLModel):
     system: str | None = Field(default=None, max_length=63)
     not_before: datetime | None = None
     not_after: datetime | None = None
+
+
+class KeyBind(SQLModel):
+    """The system of its department an already registered key is to sign for, and only it."""
+
+    model_config = {"json_schema_extra": {"examples": [{"system": "portal"}]}}
+
+    system: str = Field(max_length=63)
 
 
 class KeyRevoke(SQLModel):
