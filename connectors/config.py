@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from connectors._config_keys import verify_config_keys
 from connectors.interface import Connector, ConnectorConfigError
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "expand_placeholders",
     "load_config",
     "placeholder_prefix",
+    "verify_config_keys",
     "verify_placeholder_scope",
 ]
 
@@ -163,7 +165,12 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> dict[
 
 
 def build_connector(config: Mapping[str, Any]) -> Connector:
-    """The connector named by ``config['kind']``, validated and ready to use."""
+    """The connector named by ``config['kind']``, validated and ready to use.
+
+    A key the kind does not read is refused first: a misspelt ``retries`` or
+    ``tls`` setting would otherwise leave its default silently in force.
+    """
+    verify_config_keys(config)
     try:
         return _build(config)
     except (AttributeError, TypeError, ValueError) as exc:
@@ -230,14 +237,15 @@ def check_config(config: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     The environment holds the gateway's and every provider's secrets, so nothing is
     read from it: a placeholder is taken at its default, or else by a stand-in of
     the shape its key needs (a URL, a number). So every wrong type, zero cap, bad
-    pattern, missing key or WSDL operation that does not exist is found when the
-    binding is written, not by the first exchange. What only the provider's side
+    pattern, missing or unknown key or WSDL operation that does not exist is found
+    when the binding is written, not by the first exchange. What only the provider's side
     can tell (an endpoint, a token, a database's tables, a drop folder's files) and
     files named by a placeholder are found when the connector is first used.
     """
     from connectors._entities import parse_entities
     from connectors.resilience import ResilienceSettings
 
+    verify_config_keys(config)  # before the stand-ins, and on the path without a WSDL too
     unresolved: set[str] = set()
     trial: dict[str, Any] = _stand_in(dict(config), "", unresolved)
     name = str(trial.get("name", trial.get("kind", "connector")))
