@@ -104,10 +104,13 @@ class StaffAuthFirst:
         if scope["type"] != "http" or scope["path"] == EXCHANGE_PATH:
             await self.app(scope, receive, send)
             return
-        roles = self._roles_for(scope)
-        if roles is None:
+        matched = self._match(scope)
+        if matched is None:
             await self.app(scope, receive, send)
             return
+        route, roles = matched
+        # A refusal's audit entry names the route template, never the raw path.
+        scope["route"] = route
         request = Request(scope)
         try:
             # A verifier may fetch an issuer's keys: off the loop, as the route's
@@ -123,13 +126,13 @@ class StaffAuthFirst:
         request.state.verified_principal = who
         await self.app(scope, receive, send)
 
-    def _roles_for(self, scope: Scope) -> tuple[str, ...] | None:
-        """The roles of the route the app will run for ``scope`` (its first full
-        match), or None if that needs no person's token or nothing matches."""
+    def _match(self, scope: Scope) -> tuple[APIRoute, tuple[str, ...]] | None:
+        """The route the app will run for ``scope`` (its first full match) and its
+        roles, or None if that needs no person's token or nothing matches."""
         if not scope["path"].startswith("/v1/"):
             return None
         for route, roles in self.routes:
             match, _ = route.matches(scope)
             if match is Match.FULL:
-                return roles
+                return None if roles is None else (route, roles)
         return None

@@ -126,6 +126,14 @@ def _staff_route(path: str) -> bool:
     return path.startswith("/v1/") and not path.startswith(_SYSTEM_ROUTES)
 
 
+def _route_template(request: Request) -> str:
+    """The template of the route that refused ``request`` (``/v1/departments/{dept}``):
+    what an audit entry names, never the raw path, which anyone may fill with text."""
+    route = request.scope.get("route")
+    template = getattr(route, "path", None)
+    return template if isinstance(template, str) else "(unmatched)"
+
+
 _HTTP_CODES = {
     400: ("bad_request", "Bad request"),
     401: ("unauthenticated", "Authentication required"),
@@ -182,7 +190,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             who = getattr(request.state, "principal", None)
             await request.app.state.services.exchange.refusals.staff(
                 method=request.method,
-                path=request.url.path,
+                route=_route_template(request),
                 status=exc.status,
                 code=exc.code,
                 actor=who.actor if who is not None else None,

@@ -65,12 +65,13 @@ class RefusalRecorder:
         return await self.record(entry, refused=code)
 
     async def staff(
-        self, *, method: str, path: str, status: int, code: str, actor: str | None
+        self, *, method: str, route: str, status: int, code: str, actor: str | None
     ) -> None:
         """A refused attempt on a staff route (administration, policy, audit): a verified
         person refused (403: a role they lack, the four-eyes rule) under their name;
-        a token that does not verify (401) as an anonymous ``auth_failure``."""
-        facts = {"status": status, "problem": code, "method": method, "path": path[:200]}
+        a token that does not verify (401) as an anonymous ``auth_failure``. The entry
+        names the ``route`` template, never the path, which anyone may fill with text."""
+        facts = {"status": status, "problem": code, "method": method, "route": route[:200]}
         if actor is None:
             entry = audit_event("auth_failure", actor="anonymous", outcome="refused", **facts)
             await self.auth_failure(entry, code)

@@ -88,8 +88,29 @@ def test_only_auditors_and_admins_may_read(env: tuple[TestClient, Services]) -> 
     ]
     assert refused[0]["actor"] == "anonymous"
     assert all(e["actor"].startswith("user:") for e in refused[1:])
-    assert {e["detail"]["path"] for e in refused} == {"/v1/audit/entries"}
+    assert {e["detail"]["route"] for e in refused} == {"/v1/audit/entries"}
     assert client.post("/v1/audit/entries", headers=bearer(services, "auditor")).status_code == 405
+
+
+def test_a_refused_path_writes_no_caller_text_into_the_log(
+    env: tuple[TestClient, Services],
+) -> None:
+    """Anyone may fill a path with text; the permanent log keeps only the route's
+    template, for a refusal in the route (403) and before the body is read (401)."""
+    client, services = env
+    hostile = "CALLER-TEXT%20pay%20to%20IBAN%20XX00"
+    path = f"/v1/departments/{hostile}/suspend"
+    problem(client.post(path, json={"reason": "x"}), 401, "missing_token")
+    officer = bearer(services, "officer")
+    problem(client.post(path, json={"reason": "x"}, headers=officer), 403, "role_required")
+    r = client.get("/v1/audit/entries", headers=bearer(services, "auditor"))
+    refused = [e["entry"] for e in r.json()["entries"] if e["entry"]["outcome"] == "refused"]
+    assert [(e["event"], e["status"]) for e in refused] == [
+        ("auth_failure", 401),
+        ("admin", 403),
+    ]
+    assert {e["detail"]["route"] for e in refused} == {"/v1/departments/{dept_id}/suspend"}
+    assert "CALLER-TEXT" not in r.text
 
 
 def test_latest_checkpoint_is_a_signed_note(env: tuple[TestClient, Services]) -> None:
