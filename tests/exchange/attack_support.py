@@ -175,6 +175,26 @@ def sign_token(key: PrivateKey, claims: dict[str, Any], **header: Any) -> str:
     )
 
 
+def read_accesses(
+    gw: Gateway, key: PrivateKey, path: str, *, iss: str = "citizen-portal", sub: str = "portal"
+) -> httpx.Response:
+    """``GET`` a subject's access log (``path``) with a request token of ``iss``/``sub``."""
+    now = int(time.time())
+    claims = {
+        "iss": iss,
+        "sub": sub,
+        "aud": "accord-gateway",
+        "iat": now,
+        "exp": now + 60,
+        "jti": uuid.uuid4().hex,
+        "htm": "GET",
+        "htu": path,
+        "bsh": body_hash(b""),
+    }
+    headers = {"Authorization": f"Bearer {sign_token(key, claims)}"}
+    return httpx.get(gw.url + path, headers=headers, timeout=30)
+
+
 def post_exchange(gw: Gateway, token: str | None, body: bytes, path: str = PATH) -> httpx.Response:
     headers = {"Content-Type": "application/json"}
     if token is not None:

@@ -11,8 +11,6 @@ name it and take them.
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,13 +19,13 @@ import pytest
 import sqlalchemy as sa
 
 from examples.launch import Departments
-from gateway.auth.requests import body_hash
 from gateway.jose import PrivateKey, generate_private_key, public_jwk
 from tests._support.gateway import Gateway, start_gateway, stop
 from tests.exchange.attack_support import (
     expect_problem,
     good_token,
     post_exchange,
+    read_accesses,
     request_body,
     sign_token,
     token_claims,
@@ -56,23 +54,6 @@ def _body() -> bytes:
 
 def _admin(gw: Gateway, method: str, path: str, body: Any = None) -> httpx.Response:
     return httpx.request(method, gw.url + path, json=body, headers=gw.staff(), timeout=30)
-
-
-def _read_accesses(gw: Gateway, key: PrivateKey, system: str) -> httpx.Response:
-    now = int(time.time())
-    claims = {
-        "iss": PORTAL,
-        "sub": system,
-        "aud": "accord-gateway",
-        "iat": now,
-        "exp": now + 60,
-        "jti": uuid.uuid4().hex,
-        "htm": "GET",
-        "htu": ACCESSES,
-        "bsh": body_hash(b""),
-    }
-    token = sign_token(key, claims)
-    return httpx.get(gw.url + ACCESSES, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
 
 def _new_key(gw: Gateway, department: str, system: str | None = None) -> PrivateKey:
@@ -119,14 +100,14 @@ def test_a_systems_capabilities_can_be_corrected(gw: Gateway) -> None:
     r = _admin(gw, "POST", f"/v1/departments/{PORTAL}/systems", {"system_id": "kiosk"})
     assert r.status_code == 201, r.text
     key = _new_key(gw, PORTAL, "kiosk")
-    expect_problem(_read_accesses(gw, key, "kiosk"), 403, "citizen_portal_only")
+    expect_problem(read_accesses(gw, key, ACCESSES, sub="kiosk"), 403, "citizen_portal_only")
     path = f"/v1/departments/{PORTAL}/systems/kiosk"
     expect_problem(
         _admin(gw, "PATCH", path, {"capabilities": ["portal"]}), 422, "unknown_capability"
     )
     r = _admin(gw, "PATCH", path, {"capabilities": ["citizen_portal"]})
     assert r.status_code == 200 and r.json()["capabilities"] == ["citizen_portal"], r.text
-    assert _read_accesses(gw, key, "kiosk").status_code == 200  # at once: no restart
+    assert read_accesses(gw, key, ACCESSES, sub="kiosk").status_code == 200  # at once: no restart
     changes = [e for e in _entries(gw, "department_change") if e["outcome"] == "system_changed"]
     assert changes[-1]["detail"]["capabilities"] == ["citizen_portal"]
     assert changes[-1]["actor"] == "user:test-admin"
@@ -216,17 +197,19 @@ def test_another_system_cannot_borrow_the_portals_capability(gw: Gateway) -> Non
     r = _admin(gw, "POST", f"/v1/departments/{PORTAL}/systems", {"system_id": "case-desk"})
     assert r.status_code == 201, r.text
     portal_key = gw.key(PORTAL)  # the demo key, bound to the portal system
-    assert _read_accesses(gw, portal_key, "portal").status_code == 200
+    assert read_accesses(gw, portal_key, ACCESSES, sub="portal").status_code == 200
     # The portal's own key signs for nothing else.
-    expect_problem(_read_accesses(gw, portal_key, "case-desk"), 401, "wrong_system_key")
+    expect_problem(
+        read_accesses(gw, portal_key, ACCESSES, sub="case-desk"), 401, "wrong_system_key"
+    )
     # A department key bound to no system (what case-desk holds) cannot name the portal.
     shared = _new_key(gw, PORTAL)
-    doc = expect_problem(_read_accesses(gw, shared, "portal"), 401, "wrong_system_key")
+    doc = expect_problem(read_accesses(gw, shared, ACCESSES, sub="portal"), 401, "wrong_system_key")
     assert "portal" in doc["detail"]
     # ... but still serves the department's systems without capabilities.
-    expect_problem(_read_accesses(gw, shared, "case-desk"), 403, "citizen_portal_only")
+    expect_problem(read_accesses(gw, shared, ACCESSES, sub="case-desk"), 403, "citizen_portal_only")
     desk_key = _new_key(gw, PORTAL, "case-desk")
-    expect_problem(_read_accesses(gw, desk_key, "portal"), 401, "wrong_system_key")
+    expect_problem(read_accesses(gw, desk_key, ACCESSES, sub="portal"), 401, "wrong_system_key")
 
 
 def test_a_key_bound_to_a_system_signs_only_for_it(gw: Gateway) -> None:

@@ -2,22 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from gateway.agreements.signing import sign_agreement
 from gateway.agreements.terms import AgreementTerms
+from gateway.cli.main import app as cli_app
 from gateway.jose import PrivateKey, generate_private_key, public_jwk
 from gateway.registry.models import DepartmentCreate, KeyCreate
 from gateway.services import Services, build_services
 from gateway.settings import Settings
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -> Callable[..., str]:
+    """Runs ``accord ARGS`` in-process on ``db_url``; asserts it succeeds (or, with
+    ``ok=False``, fails) and returns its output."""
+    monkeypatch.setenv("ACCORD_DEV_MODE", "true")
+    monkeypatch.setenv("ACCORD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ACCORD_DATABASE_URL", db_url)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def run(*args: str, ok: bool = True) -> str:
+        result = runner.invoke(cli_app, list(args))
+        assert (result.exit_code == 0) == ok, result.output
+        return result.output
+
+    return run
 
 
 class Clock:

@@ -6,30 +6,6 @@ import json
 import stat
 from pathlib import Path
 
-import pytest
-from typer.testing import CliRunner
-
-from gateway.cli.main import app
-
-
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("ACCORD_DEV_MODE", "true")
-    monkeypatch.setenv("ACCORD_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("ACCORD_DATABASE_URL", db_url)
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-
-    def run(*args: str, ok: bool = True) -> str:
-        result = runner.invoke(app, list(args))
-        if ok:
-            assert result.exit_code == 0, result.output
-        else:
-            assert result.exit_code != 0, result.output
-        return result.output
-
-    return run
-
 
 def test_keys_generate_writes_0600_and_prints_jwk(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out = cli("keys", "generate", "--out", str(tmp_path / "k.pem"), "--alg", "ES256")

@@ -9,8 +9,6 @@ in again without a new key pair; every other case is refused with its own code.
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,18 +17,15 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner
 
-from gateway.auth.requests import body_hash
-from gateway.cli.main import app
 from gateway.db import session_scope
 from gateway.demo import seed
-from gateway.jose import PrivateKey, generate_private_key, load_private_key_pem, public_jwk
+from gateway.jose import generate_private_key, load_private_key_pem, public_jwk
 from gateway.services import Services, build_services
 from gateway.settings import Settings
 from tests._support.gateway import Gateway, running_gateway, start_gateway, stop
 from tests._support.servers import fresh_database
-from tests.exchange.attack_support import expect_problem, sign_token
+from tests.exchange.attack_support import expect_problem, read_accesses
 
 PORTAL = "citizen-portal"
 ACCESSES = "/v1/subjects/85442997376/accesses"
@@ -65,23 +60,6 @@ def _admin(
 
 def _bind(gw: Gateway, dept: str, kid: str, system: str, url: str | None = None) -> httpx.Response:
     return _admin(gw, "POST", f"/v1/departments/{dept}/keys/{kid}/bind", {"system": system}, url)
-
-
-def _read_accesses(gw: Gateway, key: PrivateKey, system: str) -> httpx.Response:
-    now = int(time.time())
-    claims = {
-        "iss": PORTAL,
-        "sub": system,
-        "aud": "accord-gateway",
-        "iat": now,
-        "exp": now + 60,
-        "jti": uuid.uuid4().hex,
-        "htm": "GET",
-        "htu": ACCESSES,
-        "bsh": body_hash(b""),
-    }
-    headers = {"Authorization": f"Bearer {sign_token(key, claims)}"}
-    return httpx.get(gw.url + ACCESSES, headers=headers, timeout=30)
 
 
 def _new_key(gw: Gateway, dept: str, **fields: Any) -> str:
@@ -136,7 +114,7 @@ def test_binding_the_portals_old_key_lets_it_in_on_every_node(gw: Gateway) -> No
     kid = public_jwk(key)["kid"]
     # Before: the unbound key cannot sign for a system with capabilities (and this
     # node now caches the key, department and system it read).
-    expect_problem(_read_accesses(gw, key, "portal"), 401, "wrong_system_key")
+    expect_problem(read_accesses(gw, key, ACCESSES, sub="portal"), 401, "wrong_system_key")
     url, proc = start_gateway(gw.env, gw.data_dir)  # a second node makes the change
     try:
         r = _bind(gw, PORTAL, kid, "portal", url)
@@ -144,7 +122,9 @@ def test_binding_the_portals_old_key_lets_it_in_on_every_node(gw: Gateway) -> No
         stop(proc)
     assert r.status_code == 200, r.text
     assert r.json()["kid"] == kid and r.json()["system_id"] == "portal"
-    assert _read_accesses(gw, key, "portal").status_code == 200  # at once, on this node
+    assert (
+        read_accesses(gw, key, ACCESSES, sub="portal").status_code == 200
+    )  # at once, on this node
     [entry] = _entries_of(gw, kid)
     assert entry["actor"] == "user:test-admin"
     assert entry["detail"] == {"department": PORTAL, "kid": kid, "system": "portal"}
@@ -225,22 +205,6 @@ def test_binding_needs_the_admin_role_and_a_system(gw: Gateway) -> None:
 
 
 # -- command line ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -> Callable[..., str]:
-    monkeypatch.setenv("ACCORD_DEV_MODE", "true")
-    monkeypatch.setenv("ACCORD_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("ACCORD_DATABASE_URL", db_url)
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-
-    def run(*args: str, ok: bool = True) -> str:
-        result = runner.invoke(app, list(args))
-        assert (result.exit_code == 0) == ok, result.output
-        return result.output
-
-    return run
 
 
 def test_cli_binds_an_existing_key(cli: Callable[..., str], tmp_path: Path, db_url: str) -> None:
