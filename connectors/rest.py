@@ -54,13 +54,15 @@ class RestConnector(Connector):
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ConnectorConfigError("rest connector needs an http(s) base_url", connector=name)
         self.entities = parse_entities(config, name)
+        self._paths: dict[str, str] = {}
         for spec in self.entities.values():
-            path = spec.options.get("path", "{key}")
+            path = spec.options.get("path", f"/{spec.name}/{{key}}")
             if not isinstance(path, str) or "{key}" not in path:
                 # Every subject would get the same record: the one at that path.
                 raise ConnectorConfigError(
                     f"entity {spec.name!r}: path must hold {{key}}", connector=name
                 )
+            self._paths[spec.name] = path
         self.settings = ResilienceSettings.from_config(dict(config))
         self.resilience = Resilience(name, self.settings)
         self.health_path = str(config.get("health_path", "/healthz"))
@@ -115,9 +117,7 @@ class RestConnector(Connector):
         spec = entity(self.entities, entity_name, self.name)
         wanted = spec.check_fields(fields, self.name)
         spec.check_key(key, self.name)
-        path = str(spec.options.get("path", f"/{spec.name}/{{key}}")).replace(
-            "{key}", quote(key, safe="")
-        )
+        path = self._paths[spec.name].replace("{key}", quote(key, safe=""))
         params = self._fields_param(spec, wanted)
 
         async def op(deadline: Deadline) -> Any:
