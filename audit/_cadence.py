@@ -1,10 +1,11 @@
-"""When an ``AuditLog`` signs a checkpoint by itself, and who hears of it.
+"""When an ``AuditLog`` signs a checkpoint, what it will sign, and who hears of it.
 
 Every ``checkpoint_every`` entries, or after ``checkpoint_interval_s`` seconds in
 which the log grew, the log signs a checkpoint of its current tree; then, off
 the writer's path, it asks the configured witnesses to cosign the latest one.
 Nothing is signed once a failed disk sync has stopped the appender: the head
-might not be on disk.
+might not be on disk; nor a tree that does not extend what the log key signed
+last (``SignerState``): the store is not trusted to say what was signed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,18 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from audit import reads, store
-from audit.errors import AuditError
+from audit.checkpoint import (
+    Checkpoint,
+    Signed,
+    SignerState,
+    SignerStateMismatch,
+    sign_checkpoint,
+    verify_checkpoint,
+)
+from audit.errors import AuditError, AuditUnavailable
+from audit.merkle import consistency_proof, consistency_ranges, range_nodes
+from audit.note import NoteSigner, NoteVerifier
+from audit.records import Head
 from audit.store import short_busy_wait
 
 if TYPE_CHECKING:
@@ -44,6 +56,49 @@ class CheckpointCadence:
         """A checkpoint of ``size`` entries was stored."""
         self.last_size = max(self.last_size, size)
         self.last_time = time.monotonic()
+
+    def refused(self, size: int) -> None:
+        """Signing ``size`` was refused: try again only when the next one is due."""
+        self.signed(size)
+
+    def sign_extension(self, conn: sa.Connection, signer: NoteSigner) -> tuple[Head, str, bool]:
+        """The head, and its note once it is shown to extend everything the key signed
+        (this signer's state, and the newest stored checkpoint the key signed); and
+        whether that note is stored already. Call it holding ``SignerState.turn``."""
+        state = self.owner.signed_state
+        known = state.baselines(signer)
+        # Before the head: another node may checkpoint meanwhile (PostgreSQL takes no
+        # write turn here), and a head read after its row is at least that size.
+        stored = _newest_signed(conn, signer.verifier())
+        h = reads.read_head(conn)
+        nodes = reads.NodeReader(conn)
+
+        def prove(old: int) -> list[bytes]:
+            ranges = consistency_ranges(old, h.size)
+            nodes(sorted({n for a, b in ranges if a < b for n in range_nodes(a, b)}))
+            return consistency_proof(old, h.size, nodes)
+
+        try:
+            SignerState.verify_extends([*known, *stored], h.size, h.root, prove)
+        except SignerStateMismatch as exc:
+            state.incident = exc.detail
+            self.refused(h.size)
+            log.critical("signer_state_mismatch: refusing to sign: %s", exc.detail)
+            raise
+        if not known:
+            log.warning(
+                "signer_state_first_use: no record of what the log key signed; "
+                "trusting the store's tree of %d entries once",
+                h.size,
+            )
+        cp = Checkpoint(signer.name, h.size, h.root)
+        same = [s for s in stored if s.checkpoint.size == h.size]
+        note = same[0].note if same else sign_checkpoint(cp, signer)
+        try:
+            state.record(Signed(cp, note))
+        except OSError as exc:
+            raise AuditUnavailable(f"cannot record the signed checkpoint: {exc}") from exc
+        return h, note, bool(same)
 
     def due(self, size: int) -> bool:
         if self.owner.signer is None or self.owner.checkpoint_every <= 0:
@@ -99,7 +154,10 @@ class CheckpointCadence:
         # wait, or every exchange would wait behind it. Fail fast; the next one is
         # due again soon.
         with short_busy_wait():
-            self.owner.checkpoint()
+            try:
+                self.owner.checkpoint()
+            except SignerStateMismatch:
+                return  # logged and kept as the incident; retried when due again
         if not self.owner.witness_urls:
             return
         with self._send_lock:
@@ -135,3 +193,17 @@ class CheckpointCadence:
         with self.owner.engine.connect() as conn:
             got = conn.execute(sa.select(sa.func.max(store.checkpoints.c.size))).scalar()
         return int(got) if got is not None else 0
+
+
+def _newest_signed(conn: sa.Connection, key: NoteVerifier) -> list[Signed]:
+    """The newest stored checkpoint that ``key`` signed (any node's), read from its
+    note, never its columns: the store cannot forge one, only delete it."""
+    rows = conn.execute(
+        sa.select(store.checkpoints.c.note).order_by(store.checkpoints.c.size.desc()).limit(8)
+    )
+    for (note,) in rows:
+        try:
+            return [Signed(verify_checkpoint(str(note), key), str(note))]
+        except AuditError:
+            continue  # not the key's (rotated, or junk): verify reports it
+    return []

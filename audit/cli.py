@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import click
+import sqlalchemy as sa
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
+from audit import store
+from audit.checkpoint import SignerStateMismatch
 from audit.cli_render import err, line, out, print_json, print_report, show_progress
 from audit.errors import AuditError
 from audit.export import verify_export
@@ -66,6 +69,9 @@ def _fail_cleanly(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
+        except SignerStateMismatch as exc:  # damage found, not bad input
+            err.print(line(_ERROR, f" ({exc.code}): ", exc.detail))
+            raise typer.Exit(1) from None
         except AuditError as exc:
             err.print(line(_ERROR, f" ({exc.code}): ", exc.detail))
         except SQLAlchemyError as exc:
@@ -120,6 +126,19 @@ def _signer(path: Path, origin: str | None) -> NoteSigner:
     return NoteSigner.from_pem(_origin(origin), path.read_bytes())
 
 
+def _state_path(key: Path) -> Path:
+    """Where the signer keeps the last checkpoint the key signed (``SignerState``)."""
+    return key.with_name(key.name + ".signed")
+
+
+def _entry_count(log: AuditLog) -> int:
+    """How many entries a verification will read, for its progress bar: from the
+    entries themselves, so a damaged head row is reported, not tripped over."""
+    with log.engine.connect() as conn:
+        last = conn.execute(sa.select(sa.func.max(store.entries.c.seq))).scalar()
+    return 0 if last is None else int(last) + 1
+
+
 def _vkey(value: str) -> NoteVerifier:
     """A vkey given inline or as a file holding one."""
     p = Path(value)
@@ -139,7 +158,13 @@ def _open_log(
 ) -> Iterator[AuditLog]:
     signer = _signer(key, origin) if key is not None and key.exists() else None
     engine = engine_for(_db_url(url))
-    log = AuditLog(engine, node="cli", signer=signer, witnesses=[_vkey(w) for w in witnesses])
+    log = AuditLog(
+        engine,
+        node="cli",
+        signer=signer,
+        witnesses=[_vkey(w) for w in witnesses],
+        signer_state=_state_path(key) if signer is not None and key is not None else None,
+    )
     try:
         yield log
     finally:
@@ -163,6 +188,23 @@ def verify(
     checkpoint: Annotated[
         list[Path], typer.Option("--checkpoint", help="a checkpoint note you hold (repeatable)")
     ] = [],  # noqa: B006
+    signer_state: Annotated[
+        list[Path],
+        typer.Option(
+            "--signer-state",
+            help="a gateway node's record of the last checkpoint its log key signed "
+            "(<key>.signed; repeatable); default: the one beside the log key, if any",
+        ),
+    ] = [],  # noqa: B006
+    witness_quorum: Annotated[
+        int,
+        typer.Option(
+            "--witness-quorum",
+            min=0,
+            help="fail (unwitnessed) unless this many of the pinned witnesses cosigned a "
+            "checkpoint",
+        ),
+    ] = 0,
     hashes_only: Annotated[bool, typer.Option(help="skip JSON and schema checks")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     jobs: Annotated[
@@ -175,9 +217,12 @@ def verify(
     ] = None,
 ) -> None:
     """Recompute every leaf, chain link, tree root and signature; exit 1 on damage."""
+    if witness_quorum and not witness_vkey and not _env_witness_vkeys():
+        raise ValueError("--witness-quorum needs the witnesses' keys (--witness-vkey)")
     trusted = _vkey(log_vkey) if log_vkey else None
     witnesses = [_vkey(w) for w in witness_vkey] or None
     extra = [p.read_text("utf-8") for p in checkpoint]
+    states = [p.read_text("utf-8") for p in signer_state]
     if target is not None and Path(target).is_dir():
         manifest = Path(target) / "manifest.json"
         total = None
@@ -197,6 +242,7 @@ def verify(
                 progress=progress,
                 jobs=jobs,
             )
+        report.check_witnesses(witnesses or [], witness_quorum)
     else:
         if target is not None and "://" not in target:  # a path, and not a directory
             raise AuditError(
@@ -216,11 +262,16 @@ def verify(
             witnesses = [_vkey(w) for w in _env_witness_vkeys()] or None
             if witnesses:
                 notes.append("witness keys taken from ACCORD_WITNESS_VKEYS, not pinned")
-        with _open_log(url) as log, show_progress(log.head().size, "verifying") as progress:
+        if not signer_state and _state_path(key).is_file():
+            # Read before the store: what was signed by then is in the store by then.
+            states.append(_state_path(key).read_text("utf-8"))
+        with _open_log(url) as log, show_progress(_entry_count(log), "verifying") as progress:
             report = log.verify(
                 log_key=trusted,
                 witness_keys=witnesses or [],
                 extra_checkpoints=extra,
+                signer_states=states,
+                witness_quorum=witness_quorum,
                 progress=progress,
             )
         report.warnings[:0] = notes

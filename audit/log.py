@@ -27,7 +27,7 @@ from audit import reads, store
 from audit._cadence import CheckpointCadence
 from audit._loop_writers import LoopWriters, loop_capable
 from audit.appender import append_in
-from audit.checkpoint import Checkpoint, parse_checkpoint, sign_checkpoint, verify_cosignatures
+from audit.checkpoint import SignerState, parse_checkpoint, verify_cosignatures
 from audit.committer import GroupCommitter
 from audit.entry import format_ts, verify_entry_fields
 from audit.errors import AuditError, AuditUnavailable, NotFound
@@ -41,7 +41,7 @@ from audit.merkle import (
 )
 from audit.note import NoteSigner, NoteVerifier, parse_note
 from audit.records import Appended, ConsistencyProof, Head, InclusionProof, LogEntry
-from audit.verify import VerifyReport
+from audit.verify import Damage, VerifyReport
 
 __all__ = ["AuditLog"]
 
@@ -79,6 +79,7 @@ class AuditLog:
         witness_urls: Sequence[str] = (),
         timeout_s: float = 30.0,
         loop_writes: bool | None = None,
+        signer_state: Path | None = None,
     ) -> None:
         self.engine = engine
         # ``append_async`` commits on the caller's event loop: SQLite on the loop's
@@ -92,6 +93,8 @@ class AuditLog:
         self.checkpoint_interval_s = checkpoint_interval_s
         self.timeout_s = timeout_s
         self._cp_lock = threading.Lock()
+        #: What the log key signed last (``<key>.signed``, else memory only).
+        self.signed_state = SignerState(signer_state)
         self._cadence = CheckpointCadence(self)
         self._committer: GroupCommitter | None = None
         self._committer_lock = threading.Lock()
@@ -197,36 +200,30 @@ class AuditLog:
             return reads.read_head(conn)
 
     def checkpoint(self) -> str:
-        """Sign and store a checkpoint of the current tree; returns the signed note."""
+        """Sign and store a checkpoint of the current tree; returns the signed note.
+
+        Raises ``SignerStateMismatch`` (and records the incident) when the store's
+        tree does not extend what the log key signed last (``SignerState``)."""
         if self.signer is None:
             raise AuditError("no log signing key is configured", code="audit_no_signer")
-        with self._cp_lock:
+        with self._cp_lock, self.signed_state.turn():
             try:
                 # The write turn first: on SQLite a read-then-write transaction that
                 # another writer overtakes waits in the busy handler (in sleeps of up
                 # to 100 ms) or fails, and this runs on the appender's thread.
                 with store.write_lock(self.engine), self.engine.connect() as conn:
-                    h = reads.read_head(conn)
-                    row = conn.execute(
-                        sa.select(store.checkpoints.c.note).where(
-                            store.checkpoints.c.size == h.size
-                        )
-                    ).first()
-                    if row is not None:
-                        return str(row[0])
-                    note = sign_checkpoint(
-                        Checkpoint(self.signer.name, h.size, h.root), self.signer
-                    )
-                    ts = format_ts(datetime.now(UTC))
-                    try:
-                        conn.execute(
-                            store.checkpoints.insert().values(
-                                size=h.size, root=h.root, note=note, ts=ts
+                    h, note, stored = self._cadence.sign_extension(conn, self.signer)
+                    if not stored:
+                        ts = format_ts(datetime.now(UTC))
+                        try:
+                            conn.execute(
+                                store.checkpoints.insert().values(
+                                    size=h.size, root=h.root, note=note, ts=ts
+                                )
                             )
-                        )
-                        conn.commit()
-                    except IntegrityError:
-                        conn.rollback()
+                            conn.commit()
+                        except IntegrityError:  # another node stored this size first
+                            conn.rollback()
             except SQLAlchemyError as exc:
                 raise AuditUnavailable(
                     f"cannot store the checkpoint: {exc.__class__.__name__}"
@@ -379,18 +376,30 @@ class AuditLog:
         log_key: NoteVerifier | None = None,
         witness_keys: Sequence[NoteVerifier] | None = None,
         extra_checkpoints: Iterable[str] = (),
+        signer_states: Iterable[str] | None = None,
+        witness_quorum: int = 0,
         progress: Callable[[int], None] | None = None,
     ) -> VerifyReport:
-        """Recompute the whole log from its bytes and compare with everything stored."""
+        """Recompute the whole log from its bytes and compare with everything stored,
+        and with what the log key signed last (``signer_states``: by default this
+        log's own ``SignerState``). A refusal to sign seen by this process is
+        damage (``signer_state_mismatch``) until it restarts."""
         from audit.dbverify import verify_database
 
-        return verify_database(
+        report = verify_database(
             self.engine,
             log_key=log_key or self.log_key,
             witness_keys=self.witnesses if witness_keys is None else witness_keys,
             extra_checkpoints=extra_checkpoints,
+            signer_states=self.signed_state.notes() if signer_states is None else signer_states,
+            witness_quorum=witness_quorum,
             progress=progress,
         )
+        incident = self.signed_state.incident
+        if incident is not None and report.damage is None:
+            report.ok = False
+            report.damage = Damage("signer_state_mismatch", None, f"signing refused: {incident}")
+        return report
 
     def export(self, from_seq: int, to_seq: int, directory: str | Path) -> Path:
         """Write entries ``[from_seq, to_seq)`` and their evidence to ``directory``."""

@@ -3,7 +3,8 @@
 One streaming ``ChainVerifier`` serves both the database and an exported bundle.
 It stops at the first damage and names it: which seq, and what kind (bytes changed,
 missing, inserted or reordered, chain broken, tree root disagrees with a signed or
-witnessed checkpoint, truncated behind a checkpoint). A root mismatch alone cannot
+witnessed checkpoint or the signer's own record of what it signed, truncated behind
+a checkpoint). A root mismatch alone cannot
 say which entry changed, so that kind names the range between the last checkpoint
 that matched and the first that did not.
 """
@@ -20,7 +21,7 @@ from audit.checkpoint import Checkpoint, parse_checkpoint, verify_checkpoint, ve
 from audit.entry import ZERO_CHAIN, chain_hash, parse_entry, verify_sealed
 from audit.errors import AuditError
 from audit.merkle import CompactRange, leaf_hash
-from audit.note import NoteVerifier, parse_note
+from audit.note import ALG_COSIGNATURE_V1, NoteVerifier, parse_note
 
 __all__ = ["DAMAGE_KINDS", "ChainVerifier", "Damage", "VerifyReport"]
 
@@ -36,6 +37,8 @@ DAMAGE_KINDS = (
     "checkpoint_invalid",  # a checkpoint or cosignature does not verify
     "truncated",  # the log ends before a checkpoint's size
     "head_mismatch",  # the chain head disagrees with the entries
+    "signer_state_mismatch",  # the log is not an extension of what the log key signed last
+    "unwitnessed",  # fewer pinned witnesses than the quorum cosigned a checkpoint
     "bundle_invalid",  # an export's files cannot be read at all
 )
 
@@ -87,6 +90,37 @@ class VerifyReport:
             "signed_to": self.signed_to,
         }
 
+    def check_witnesses(self, pinned: Sequence[NoteVerifier], quorum: int = 0) -> None:
+        """Say which pinned witnesses cosigned no checkpoint here: without them a
+        history the operator rewrote and re-signed would verify. With ``quorum``,
+        fewer than that many cosigning witnesses is a failure (``unwitnessed``)."""
+        names = sorted({w.name for w in pinned if w.alg == ALG_COSIGNATURE_V1})
+        if not names or not self.ok:
+            return
+        silent = [n for n in names if n not in self.cosigned]
+        if silent:
+            self.warnings.append(
+                "no checkpoint is cosigned by pinned witness(es) "
+                f"{', '.join(silent)}: nothing but the log key vouches for this history"
+                + ("" if len(silent) < len(names) else " (no witness cosigned any checkpoint)")
+            )
+        if quorum <= 0:
+            return
+        sizes = sorted((self.cosigned[n] for n in names if n in self.cosigned), reverse=True)
+        if len(sizes) < quorum:
+            self.ok = False
+            self.damage = Damage(
+                "unwitnessed",
+                None,
+                f"{len(sizes)} of the {len(names)} pinned witnesses cosigned a checkpoint; "
+                f"{quorum} are required",
+            )
+        elif sizes[quorum - 1] < self.size:
+            self.warnings.append(
+                f"entries [{sizes[quorum - 1]}, {self.size}) are not yet cosigned by "
+                f"{quorum} pinned witnesses"
+            )
+
     def warn_unsigned(self) -> None:
         """Say which verified entries no checkpoint vouches for: whoever holds the log
         could still change them, consistently, without any verifier noticing."""
@@ -121,6 +155,7 @@ class ChainVerifier:
         prev_chain: bytes = ZERO_CHAIN,
         frontier: CompactRange | None = None,
         checkpoints: Iterable[str] = (),
+        signer_states: Iterable[str] = (),
         log_key: NoteVerifier | None = None,
         witness_keys: Sequence[NoteVerifier] = (),
         full: bool = True,
@@ -143,7 +178,11 @@ class ChainVerifier:
         self._good_cp = start
         self._prev = b""
         self._cps: dict[int, list[Checkpoint]] = {}
+        self._states: dict[int, list[Checkpoint]] = {}
         self._load_checkpoints(checkpoints, log_key, witness_keys)
+        self._load_states(signer_states, log_key)
+        if self.start in self._cps or self.start in self._states:
+            self._check_root(self.start)
 
     def _load_checkpoints(
         self, notes: Iterable[str], key: NoteVerifier | None, witnesses: Sequence[NoteVerifier]
@@ -165,8 +204,27 @@ class ChainVerifier:
                 self.warnings.append(f"checkpoint at size {cp.size} precedes the range; skipped")
                 continue
             self._cps.setdefault(cp.size, []).append(cp)
-        if self.start in self._cps:
-            self._check_root(self.start)
+
+    def _load_states(self, notes: Iterable[str], key: NoteVerifier | None) -> None:
+        """The signer's own record of the last checkpoint it signed (``<key>.signed``),
+        kept outside the store: a store whose tree does not extend it was rewritten
+        or forked, even when every checkpoint row that said so was deleted."""
+        for note in notes:
+            try:
+                cp = (
+                    verify_checkpoint(note, key)
+                    if key is not None
+                    else parse_checkpoint(parse_note(note).text)
+                )
+            except AuditError as exc:
+                self.warnings.append(
+                    f"the signer's record ({_which(note)}) does not verify with the log key, "
+                    f"not compared: {exc}"
+                )
+                continue
+            if cp.size < self.start or cp in self._cps.get(cp.size, ()):
+                continue
+            self._states.setdefault(cp.size, []).append(cp)
 
     def fail(self, kind: str, seq: int | None, detail: str, end: int | None = None) -> None:
         if self.damage is None:
@@ -181,6 +239,17 @@ class ChainVerifier:
                     self._good_cp,
                     f"the tree of {size} entries does not match the checkpoint for that size: "
                     f"an entry in [{self._good_cp}, {size}) was changed, or the log rewritten",
+                    end=size,
+                )
+                return
+            self.verified += 1
+        for cp in self._states.get(size, ()):
+            if not hmac.compare_digest(cp.root, root):
+                self.fail(
+                    "signer_state_mismatch",
+                    self._good_cp,
+                    f"the tree of {size} entries is not the one the log key signed last "
+                    "(the signer's own record): the log was rewritten or forked",
                     end=size,
                 )
                 return
@@ -227,7 +296,7 @@ class ChainVerifier:
         if self.track_nodes:
             self.new_nodes.extend(made)
         self.next += 1
-        if self.next in self._cps:
+        if self.next in self._cps or self.next in self._states:
             self._check_root(self.next)
         if self.progress is not None and self.next % 1000 == 0:
             self.progress(self.next - self.start)
@@ -264,6 +333,8 @@ class ChainVerifier:
         """
         if self.damage is not None or self.track_nodes or run.first != self.next:
             return False
+        if any(run.first < s <= run.first + run.count for s in self._states):
+            return False  # only ``feed`` compares the signer's record
         if not hmac.compare_digest(run.anchor, self.chain):
             return False
         good, verified = self._good_cp, self.verified
@@ -319,16 +390,29 @@ class ChainVerifier:
         self.new_nodes.clear()
 
     def finish(
-        self, *, head_size: int | None = None, head_chain: bytes | None = None
+        self,
+        *,
+        head_size: int | None = None,
+        head_chain: bytes | None = None,
+        head_frontier: bytes | None = None,
     ) -> VerifyReport:
         if self.damage is None:
             beyond = sorted(s for s in self._cps if s > self.next)
+            signed = sorted(s for s in self._states if s > self.next)
             if beyond:
                 self.fail(
                     "truncated",
                     self.next,
                     f"the log ends at {self.next} but a checkpoint covers {beyond[-1]} entries",
                     end=beyond[-1],
+                )
+            elif signed:
+                self.fail(
+                    "signer_state_mismatch",
+                    self.next,
+                    f"the log ends at {self.next} but the log key signed a tree of "
+                    f"{signed[-1]} entries (the signer's own record)",
+                    end=signed[-1],
                 )
             elif head_size is not None and head_size > self.next:
                 self.fail(
@@ -338,6 +422,15 @@ class ChainVerifier:
                 self.fail("head_mismatch", head_size, "entries exist beyond the chain head")
             elif head_chain is not None and not hmac.compare_digest(head_chain, self.chain):
                 self.fail("head_mismatch", self.next - 1, "the head's chain hash does not match")
+            elif head_frontier is not None and not hmac.compare_digest(
+                head_frontier, self.cr.to_bytes()
+            ):
+                self.fail(
+                    "head_mismatch",
+                    self.next - 1,
+                    "the head's Merkle frontier does not match the entries "
+                    "(the next checkpoint would sign its root)",
+                )
         return VerifyReport(
             ok=self.damage is None,
             start=self.start,

@@ -225,4 +225,6 @@ def _build_audit_log(engine: Engine, settings: Settings, log_key: PrivateKey) ->
         checkpoint_interval_s=settings.checkpoint_interval_s,
         witnesses=[NoteVerifier.from_vkey(v) for v in settings.witness_vkeys],
         witness_urls=settings.witness_urls,
+        # What the log key signed last, beside the key, never in the store (docs/audit.md).
+        signer_state=settings.resolved_key_dir / "log.pem.signed",
     )
