@@ -1,11 +1,16 @@
 """Automatic checks a proposed policy bundle must pass before anyone may approve it.
 
 1. ``builtins``: only built-ins that both engines implement and that are pure
-   (no clock, randomness, network): a decision must replay exactly from its
-   recorded input. Enforced by ``opa check --capabilities`` with a capabilities
-   file reduced to that set, so OPA itself names the offending file, line and
-   function.
-2. ``opa_check``: ``opa check --strict`` (the OPA compiler the server uses).
+   and stay inside the process (``FORBIDDEN_BUILTINS``: no clock, randomness,
+   network, host runtime or host output): a decision must replay exactly from
+   its recorded input. Enforced by ``opa check --capabilities`` with a
+   capabilities file reduced to that set, so OPA itself names the offending
+   file, line and function.
+2. ``opa_check``: ``opa check --strict`` on the files as written, then the
+   bundle as the OPA server receives it: merged one module per package by
+   ``gateway.policy.opa.merge_modules`` (the code activation uses) and
+   compiled. A bundle the merge refuses, or whose merged modules do not
+   compile, would fail every exchange once active; it is rejected here.
 3. ``regorus``: the bundle loads and evaluates in the embedded engine.
 4. ``well_formed_decisions``: every probe input (``gateway.policy.probes``,
    plus the recorded inputs the service passes) gets a defined decision of the
@@ -18,10 +23,15 @@
    embedded engine will interpret this version (slower, same decisions); the
    officer sees the first differing probe before activating.
 
-A check that needs the bundle loaded in regorus is **skipped** when the
-``regorus`` check failed. Skipped is reported and audited as skipped, never as
-passed, and a report with a skipped check is not ok: nothing unproven counts
-towards approval (in practice the failed ``regorus`` check rejects it anyway).
+Every ``opa`` command runs with that same reduced capabilities file (which also
+allows no network host), without the gateway's environment (it holds secrets),
+in a scratch home. ``rego_tests`` is **skipped** when the ``builtins`` check
+failed: OPA never evaluates a bundle that calls a forbidden built-in (or does
+not compile), even in an officer's test. A check that needs the bundle loaded in
+regorus is **skipped** when the ``regorus`` check failed. Skipped is reported
+and audited as skipped, never as passed, and a report with a skipped check is
+not ok: nothing unproven counts towards approval (in practice the failed check
+it waited on rejects the bundle anyway).
 """
 
 from __future__ import annotations
@@ -42,32 +52,46 @@ from gateway.policy._regorus import first_lines
 from gateway.policy.bundle import PolicyBundle
 from gateway.policy.decision_check import survey_decisions
 from gateway.policy.embedded import compile_check, vm_verdict
+from gateway.policy.opa import merge_modules, policy_id
 from gateway.policy.probes import Probe, synthetic_probes
 
 __all__ = [
-    "IMPURE_BUILTINS",
+    "FORBIDDEN_BUILTINS",
     "BundleReport",
     "CheckOutcome",
     "CheckResult",
     "PolicyRejected",
     "allowed_builtins",
     "check_bundle",
+    "run_opa",
 ]
 
-#: Built-ins whose result does not follow from the input alone.
-IMPURE_BUILTINS = frozenset(
+#: Built-ins a policy may not call: an exact name, or a family ending in ``.``.
+#: Their result does not follow from the input alone (clock, randomness, the
+#: host's runtime and environment), or they act outside the process: network
+#: (``http.send``, ``net.*``, a JSON schema's remote ``$ref``, which OPA fetches)
+#: and output on the host (``trace``, ``print``). The one list both the
+#: ``builtins`` check and every ``opa`` run of the checks obey.
+FORBIDDEN_BUILTINS = frozenset(
     {
-        "http.send",
+        "http.",
+        "net.",
+        "opa.",
+        "rand.",
         "time.now_ns",
-        "rand.intn",
         "uuid.rfc4122",
-        "opa.runtime",
-        "net.lookup_ip_addr",
+        "io.jwt.decode_verify",  # checks expiry against the clock
+        "crypto.x509.parse_and_verify_certificates",  # idem
+        "crypto.x509.parse_and_verify_certificates_with_options",
+        "json.match_schema",
+        "json.verify_schema",
         "trace",
+        "print",
         "internal.print",
     }
 )
 _TIMEOUT_S = 120
+_NOT_AFTER_BUILTINS = "the builtins check failed; OPA does not run a bundle it refused"
 
 
 class PolicyRejected(ValidationFailed):
@@ -146,41 +170,62 @@ def check_bundle(
         root = Path(tmp)
         src = root / "bundle"
         bundle.write_to(src)
+        home = root / "home"
+        home.mkdir()
         caps = root / "capabilities.json"
         caps.write_text(json.dumps(_capabilities(str(opa_bin))), encoding="utf-8")
+        opa = _Opa(opa_bin, caps, home)
+        builtins = opa.check("builtins", src, src)
         checks = (
-            _run("builtins", [str(opa_bin), "check", "--capabilities", str(caps), str(src)], src),
-            _run("opa_check", [str(opa_bin), "check", "--strict", str(src)], src),
+            builtins,
+            _opa_check(opa, bundle, root),
             interpreted := _regorus(bundle),
             _decisions(bundle, recorded, loads=interpreted.ok),
-            _rego_tests(opa_bin, src),
+            _rego_tests(opa, src, gated=not builtins.ok),
             _regorus_vm(bundle, loads=interpreted.ok),
         )
     return BundleReport(bundle.version, checks)
 
 
 def allowed_builtins(opa_bin: str) -> frozenset[str]:
-    """Names of the built-ins a bundle may use (OPA ∩ regorus − impure)."""
+    """Names of the built-ins a bundle may use (OPA ∩ regorus − forbidden)."""
     return frozenset(b["name"] for b in _capabilities(opa_bin)["builtins"])
 
 
-@cache
-def _capabilities(opa_bin: str) -> dict[str, Any]:
-    proc = subprocess.run(  # noqa: S603 - our own opa binary, fixed arguments
-        [opa_bin, "capabilities", "--current"],
+def run_opa(opa_bin: Path, args: Sequence[str], *, home: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``opa`` without the gateway's environment: it holds the gateway's
+    secrets, and OPA hands its environment to Rego (``opa.runtime().env``).
+    ``home`` (a scratch directory) is its HOME, TMPDIR and working directory."""
+    return subprocess.run(  # noqa: S603 - our own opa binary, fixed arguments
+        [str(opa_bin), *args],
         capture_output=True,
         text=True,
         check=False,
         timeout=_TIMEOUT_S,
+        env={"HOME": str(home), "TMPDIR": str(home)},
+        cwd=home,
     )
+
+
+def _forbidden(name: str) -> bool:
+    return name in FORBIDDEN_BUILTINS or any(
+        name.startswith(family) for family in FORBIDDEN_BUILTINS if family.endswith(".")
+    )
+
+
+@cache
+def _capabilities(opa_bin: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="accord-opa-") as home:
+        proc = run_opa(Path(opa_bin), ["capabilities", "--current"], home=Path(home))
     if proc.returncode != 0:
         raise PolicyError(f"opa capabilities failed: {proc.stderr.strip()}")
     caps: dict[str, Any] = json.loads(proc.stdout)
     caps["builtins"] = [
         b
         for b in caps["builtins"]
-        if b["name"] not in IMPURE_BUILTINS and (b.get("infix") or _regorus_has(b))
+        if not _forbidden(b["name"]) and (b.get("infix") or _regorus_has(b))
     ]
+    caps["allow_net"] = []  # no host at all, should a network built-in ever slip through
     return caps
 
 
@@ -202,14 +247,50 @@ def _regorus_has(builtin: dict[str, Any]) -> bool:
     return True
 
 
-def _run(name: str, cmd: list[str], src: Path) -> CheckResult:
+@dataclass(frozen=True)
+class _Opa:
+    """The ``opa`` of one check run: its binary, the reduced capabilities, a scratch home."""
+
+    binary: Path
+    capabilities: Path
+    home: Path
+
+    def run(self, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+        caps = ["--capabilities", str(self.capabilities)]
+        return run_opa(self.binary, [command, *caps, *args], home=self.home)
+
+    def check(self, name: str, directory: Path, src: Path, *flags: str) -> CheckResult:
+        """``opa check`` of ``directory``; file names in the detail relative to ``src``."""
+        try:
+            proc = self.run("check", *flags, str(directory))
+        except subprocess.TimeoutExpired:
+            return CheckResult(name, False, f"timed out after {_TIMEOUT_S} s")
+        if proc.returncode == 0:
+            return CheckResult(name, True)
+        return CheckResult(name, False, _relative(proc.stdout + proc.stderr, src))
+
+
+def _opa_check(opa: _Opa, bundle: PolicyBundle, root: Path) -> CheckResult:
+    """``--strict`` on the files as written, then what the OPA server would be given."""
+    src = root / "bundle"
+    strict = opa.check("opa_check", src, src, "--strict")
+    if not strict.ok:
+        return strict
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=_TIMEOUT_S)  # noqa: S603
-    except subprocess.TimeoutExpired:
-        return CheckResult(name, False, f"timed out after {_TIMEOUT_S} s")
-    if proc.returncode == 0:
-        return CheckResult(name, True)
-    return CheckResult(name, False, _relative(proc.stdout + proc.stderr, src))
+        modules = merge_modules(bundle.policy_sources())
+    except ValidationFailed as exc:
+        return CheckResult("opa_check", False, f"cannot be merged for the OPA server: {exc.detail}")
+    merged = root / "merged"
+    for package, text in modules.items():
+        target = merged / f"{policy_id(package)}.rego"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    loaded = opa.check("opa_check", merged, merged)
+    if loaded.ok:
+        return loaded
+    return CheckResult(
+        "opa_check", False, f"the modules merged for the OPA server do not compile: {loaded.detail}"
+    )
 
 
 def _regorus(bundle: PolicyBundle) -> CheckResult:
@@ -242,15 +323,11 @@ def _regorus_vm(bundle: PolicyBundle, *, loads: bool) -> CheckResult:
     return CheckResult("regorus_vm", True, f"{why}; this version will run on the VM")
 
 
-def _rego_tests(opa_bin: Path, src: Path) -> CheckResult:
+def _rego_tests(opa: _Opa, src: Path, *, gated: bool) -> CheckResult:
+    if gated:
+        return CheckResult.skip("rego_tests", _NOT_AFTER_BUILTINS)
     try:
-        proc = subprocess.run(  # noqa: S603 - our own opa binary, fixed arguments
-            [str(opa_bin), "test", "--format=json", str(src)],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=_TIMEOUT_S,
-        )
+        proc = opa.run("test", "--format=json", str(src))
     except subprocess.TimeoutExpired:
         return CheckResult("rego_tests", False, f"opa test timed out after {_TIMEOUT_S} s")
     try:

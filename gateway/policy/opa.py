@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,60 +27,144 @@ from gateway.errors import PolicyError, ValidationFailed
 from gateway.policy.bundle import PolicyBundle
 from gateway.policy.engine import Decision, EngineHealth, decision_from_value
 
-__all__ = ["POLICY_ID_PREFIX", "OpaEngine", "merge_modules"]
+__all__ = ["POLICY_ID_PREFIX", "OpaEngine", "merge_modules", "policy_id"]
 
 #: Every policy we push lives under this id prefix; others are left alone.
 POLICY_ID_PREFIX = "accord/"
-_PACKAGE = re.compile(r"^package\s+([A-Za-z_][\w.]*)\s*$")
-_IMPORT = re.compile(r"^import\s+\S.*$")
+#: Whitespace and comments, which OPA allows anywhere between tokens.
+_GAP = re.compile(r"(?:\s|#[^\n]*)*")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PACKAGE = re.compile(r"package\b")
+#: What may follow a package path: a gap, a comment or the end of the file.
+_BOUNDARY = re.compile(r"\s|#|\Z")
+#: One more step of a ref: ``.name``, ``["name"]`` or ``[`name`]``.
+_STEP = re.compile(r'\.([A-Za-z_][A-Za-z0-9_]*)|\[\s*("(?:[^"\\\n]|\\.)*"|`[^`]*`)\s*\]')
+#: What a package path segment may be to name an OPA policy (ids go into a URL path).
+_POLICY_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def merge_modules(sources: Mapping[str, str]) -> dict[str, str]:
     """Merge Rego files into one module per package: ``{package: source}``.
 
-    Refuses files whose imports clash (same alias, different target), which is
-    the one way merging could change meaning.
+    The package declaration is read as OPA reads it (comments and line breaks
+    around it, ``a.b["c"]`` steps); imports are hoisted, except a line inside a
+    raw string. Refuses files whose imports clash (same alias, different
+    target), which is the one way merging could change meaning, and packages
+    whose path cannot name an OPA policy. The proposal checks compile this
+    output, so what they pass is what the OPA server is given.
     """
     bodies: dict[str, list[str]] = {}
     imports: dict[str, dict[str, str]] = {}
     for path, text in sorted(sources.items()):
-        package: str | None = None
+        package, rest = _split_package(path, text)
         body: list[str] = [f"# --- {path}"]
-        for line in text.splitlines():
-            stripped = line.strip()
-            match = _PACKAGE.match(stripped)
-            if package is None and match:
-                package = match.group(1)
-                continue
-            if package is not None and _IMPORT.match(stripped) and not line.startswith((" ", "\t")):
-                alias = _import_alias(stripped)
-                seen = imports.setdefault(package, {})
-                if seen.get(alias, stripped) != stripped:
+        seen = imports.setdefault(package, {})
+        for line, in_raw in _lines(rest):
+            statement = "" if in_raw else " ".join(_code(line).split())
+            if statement.startswith("import "):
+                alias = _import_alias(statement)
+                if seen.get(alias, statement) != statement:
                     raise ValidationFailed(f"{path}: import {alias!r} clashes with another file")
-                seen[alias] = stripped
+                seen[alias] = statement
                 body.append("")
                 continue
             body.append(line)
-        if package is None:
-            raise ValidationFailed(f"{path}: no package declaration")
         bodies.setdefault(package, []).extend(body)
     return {
         package: "\n".join(
-            [f"package {package}", "", *sorted(imports.get(package, {}).values()), "", *lines, ""]
+            [f"package {package}", "", *sorted(imports[package].values()), "", *lines, ""]
         )
         for package, lines in sorted(bodies.items())
     }
+
+
+def policy_id(package: str) -> str:
+    """The OPA policy id a package (as ``merge_modules`` names it) is pushed under."""
+    segments, _ = _ref(package, 0)
+    return POLICY_ID_PREFIX + "/".join(segments)
+
+
+def _split_package(path: str, text: str) -> tuple[str, str]:
+    """``(package, the text with the declaration cut out)``; the package in canonical form."""
+    start = _skip_gap(text, 0)
+    keyword = _PACKAGE.match(text, start)
+    if keyword is None:
+        raise ValidationFailed(f"{path}: no package declaration")
+    segments, end = _ref(text, _skip_gap(text, keyword.end()))
+    if not segments or not _BOUNDARY.match(text, end):
+        raise ValidationFailed(f"{path}: cannot read the package declaration")
+    for segment in segments:
+        if not _POLICY_SEGMENT.fullmatch(segment):
+            raise ValidationFailed(
+                f"{path}: package path segment {segment!r} cannot name an OPA policy"
+                " (letters, digits, '_' and '-' only)"
+            )
+    canonical = segments[0] + "".join(
+        f".{s}" if _IDENT.fullmatch(s) else f"[{json.dumps(s)}]" for s in segments[1:]
+    )
+    # The remainder of the declaration's line (a comment, an import) stays a line.
+    return canonical, text[:start] + text[end:].lstrip(" \t")
+
+
+def _skip_gap(text: str, pos: int) -> int:
+    gap = _GAP.match(text, pos)
+    return gap.end() if gap else pos
+
+
+def _ref(text: str, pos: int) -> tuple[list[str], int]:
+    """The segments of the ref at ``pos`` (``[]`` if none) and where it ends."""
+    first = _IDENT.match(text, pos)
+    if first is None:
+        return [], pos
+    segments, pos = [first.group()], first.end()
+    while step := _STEP.match(text, pos):
+        name, quoted = step.groups()
+        if name is None:
+            name = json.loads(quoted) if quoted.startswith('"') else quoted[1:-1]
+        segments.append(name)
+        pos = step.end()
+    return segments, pos
+
+
+def _lines(text: str) -> Iterator[tuple[str, bool]]:
+    """Each line of ``text`` (content kept byte for byte), and whether it starts
+    inside a raw string, where a line reading ``import …`` is data, not an import."""
+    in_raw = False
+    for line in text.split("\n"):
+        yield line, in_raw
+        in_raw = _scan(line, in_raw)[1]
+
+
+def _code(line: str) -> str:
+    """A line outside a raw string without its trailing comment."""
+    return line[: _scan(line, False)[0]]
+
+
+def _scan(line: str, in_raw: bool) -> tuple[int, bool]:
+    """Where the line's comment starts (or its length) and whether it ends inside a raw string."""
+    i = 0
+    while i < len(line):
+        char = line[i]
+        if in_raw:
+            in_raw = char != "`"
+        elif char == "#":
+            return i, False
+        elif char == "`":
+            in_raw = True
+        elif char == '"':
+            i += 1
+            while i < len(line) and line[i] != '"':
+                i += 2 if line[i] == "\\" else 1
+        i += 1
+    return len(line), in_raw
 
 
 def _import_alias(statement: str) -> str:
     parts = statement.split()
     if len(parts) >= 4 and parts[2] == "as":
         return parts[3]
-    return parts[1].rsplit(".", 1)[-1]
-
-
-def _policy_id(package: str) -> str:
-    return POLICY_ID_PREFIX + package.replace(".", "/")
+    segments, _ = _ref(parts[1], 0)
+    return segments[-1] if segments else parts[1]
 
 
 class OpaEngine:
@@ -123,18 +208,18 @@ class OpaEngine:
             try:
                 for package, text in modules.items():
                     await self._client.update_policy_from_string(
-                        text, _policy_id(package), rego_compat=False
+                        text, policy_id(package), rego_compat=False
                     )
                 stale = set(await self._client.get_policies_list()) - {
-                    _policy_id(p) for p in modules
+                    policy_id(p) for p in modules
                 }
-                for policy_id in sorted(stale):
-                    if policy_id.startswith(POLICY_ID_PREFIX):
-                        await self._client.delete_policy(policy_id)
+                for stale_id in sorted(stale):
+                    if stale_id.startswith(POLICY_ID_PREFIX):
+                        await self._client.delete_policy(stale_id)
             except Exception as exc:
                 self._version = None  # the server's state is unknown now: decide nothing
                 raise PolicyError(f"OPA refused the bundle: {exc}", code="policy_invalid") from exc
-            self._pushed = {_policy_id(p): _digest(t) for p, t in modules.items()}
+            self._pushed = {policy_id(p): _digest(t) for p, t in modules.items()}
             self._version = bundle.version
             self._generation += 1
 
@@ -184,15 +269,15 @@ class OpaEngine:
             return EngineHealth(False, self.name, self._version, "OPA unreachable")
         if self._version is None:
             return EngineHealth(False, self.name, None, "no policy loaded")
-        for policy_id, digest in self._pushed.items():
+        for pushed_id, digest in self._pushed.items():
             try:
-                info = await self._client.get_policy(policy_id)
+                info = await self._client.get_policy(pushed_id)
             except Exception as exc:
-                return EngineHealth(False, self.name, self._version, f"{policy_id}: {exc}")
+                return EngineHealth(False, self.name, self._version, f"{pushed_id}: {exc}")
             raw = info.get("result", {}).get("raw", "")
             if _digest(raw) != digest:
                 return EngineHealth(
-                    False, self.name, self._version, f"{policy_id} differs from the pushed policy"
+                    False, self.name, self._version, f"{pushed_id} differs from the pushed policy"
                 )
         return EngineHealth(True, self.name, self._version)
 
