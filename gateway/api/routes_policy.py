@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from gateway.api.deps import get_services, require_role
 from gateway.api.openapi import problem
 from gateway.auth.humans import Principal
-from gateway.policy.bundle import PolicyBundle
+from gateway.policy.bundle import MAX_BUNDLE_BYTES, PolicyBundle
 from gateway.policy.models import (
     ActivationPublic,
     ImpactReport,
@@ -46,7 +46,19 @@ NOT_FOUND: Responses = {
         "No such version, or a prefix naming several", ["policy_not_found", "policy_ambiguous"]
     )
 }
-BODY = ["validation_failed", "malformed_json"]
+#: What a route with a JSON body answers before its handler runs: the gateway's body
+#: limit (``ACCORD_MAX_BODY_BYTES``, ``BodyLimit``) and the JSON parser
+#: (``gateway.api.problems``). A body that parses but does not fit is 422.
+BODY: Responses = {
+    400: problem("The body is not JSON", ["malformed_json"]),
+    413: problem(
+        "The body is above the gateway's request body limit (ACCORD_MAX_BODY_BYTES,"
+        f" default 1 MiB); a bundle's files are at most {MAX_BUNDLE_BYTES} bytes,"
+        " which leaves room for their JSON encoding",
+        ["body_too_large"],
+    ),
+}
+INVALID = ["validation_failed"]
 
 
 def _responses(*parts: Responses, **by_status: dict[str, Any]) -> Responses:
@@ -63,8 +75,10 @@ CHECKS_503 = problem(
     ["policy_checks_unavailable", "policy_error", "policy_corrupt", "policy_store_missing"],
 )
 REJECTED_422 = problem(
-    "An automatic check failed; `checks` names the failing check, file, line, test or built-in",
-    ["policy_rejected", *BODY],
+    "An automatic check failed (`checks` names the failing check, file, line, test or"
+    " built-in), or the bundle is invalid (a file path, no policy file, above"
+    f" {MAX_BUNDLE_BYTES} bytes)",
+    ["policy_rejected", *INVALID],
 )
 FOUR_EYES_403 = problem(
     "Role required, or the four-eyes rule refuses this officer",
@@ -103,6 +117,7 @@ class RejectIn(BaseModel):
     status_code=201,
     responses=_responses(
         READ,
+        BODY,
         s409=problem("The bundle was already proposed", ["policy_exists"]),
         s422=REJECTED_422,
         s503=CHECKS_503,
@@ -189,8 +204,9 @@ def check(request: Request, version: str, who: Officer) -> Any:
     responses=_responses(
         READ,
         NOT_FOUND,
+        BODY,
         s409=problem("A draft or rejected version cannot be dry-run", ["policy_not_checked"]),
-        s422=problem("Invalid days or limit", BODY),
+        s422=problem("Invalid days or limit", INVALID),
         s503=problem(
             "A version does not load, or the store is not initialised or corrupt",
             ["policy_invalid", "policy_corrupt", "policy_store_missing"],
@@ -226,8 +242,9 @@ def approve(request: Request, version: str, who: Officer) -> Any:
     responses=_responses(
         READ,
         NOT_FOUND,
+        BODY,
         s409=problem("The version is active or already rejected", ["policy_not_rejectable"]),
-        s422=problem("A reason of 1..500 characters is needed", BODY),
+        s422=problem("A reason of 1..500 characters is needed", INVALID),
     ),
     summary="Turn down a version that is not active; it can never be active again",
 )
@@ -243,8 +260,10 @@ def reject(request: Request, version: str, body: RejectIn, who: Officer) -> Any:
         NOT_FOUND,
         s403=FOUR_EYES_403,
         s409=problem(
-            "Already active, or not approved (a rolled-back version needs a fresh approval)",
-            ["policy_active", "policy_not_approved"],
+            "Already active; not approved (a rolled-back version needs a fresh approval); or"
+            " approved as a change to a base version that is no longer active (`base_version`,"
+            " `active_version`: propose it again on the active version)",
+            ["policy_active", "policy_not_approved", "policy_base_stale"],
         ),
     ),
     summary="Make an approved (or superseded) version active on every node",

@@ -89,6 +89,9 @@ def _print_problem(resp: httpx.Response) -> None:
             err_console.print(line("  ", mark, " ", check.get("name"), ": ", check.get("detail")))
     if doc.get("version"):
         err_console.print(line("  version ", doc["version"]))
+    if doc.get("code") == "policy_base_stale":  # what it was approved against, what is active
+        err_console.print(line("  base    ", doc.get("base_version") or "(none)"))
+        err_console.print(line("  active  ", doc.get("active_version") or "(none)"))
 
 
 @policy_app.callback()
@@ -269,7 +272,7 @@ def reject(
 
 @policy_app.command("activate")
 def activate(ctx: typer.Context, version: str) -> None:
-    """Make an approved version active on every node."""
+    """Make an approved version active on every node (only while its base version is)."""
     _print_version(_api(ctx).call("POST", f"/v1/policies/{version}/activate"))
 
 

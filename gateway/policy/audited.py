@@ -25,11 +25,17 @@ from gateway.dbtypes import utcnow
 from gateway.policy.bundle import audit_version
 from gateway.policy.queries import PolicyQueries
 
-__all__ = ["AuditedPolicyStore", "Listener"]
+__all__ = ["VERSION_DETAIL", "AuditedPolicyStore", "Listener"]
 
 # The service's logger, as before this base had a module of its own.
 log = structlog.get_logger("gateway.policy.service")
 Listener = Callable[[str | None], None]
+#: The ``detail`` keys of a ``policy_change`` entry that name policy versions. They
+#: are written as the entry's ``policy_version`` is (and an exchange's): the 64 hex
+#: digits, without ``sha256:``, so an auditor can match them with a plain comparison.
+VERSION_DETAIL = frozenset(
+    {"base_version", "previous_version", "from_version", "passed_over", "baseline"}
+)
 
 
 class AuditedPolicyStore(PolicyQueries):
@@ -74,7 +80,7 @@ class AuditedPolicyStore(PolicyQueries):
             actor=actor,
             outcome=outcome,
             policy_version=audit_version(version),
-            **detail,
+            **{k: _versions(v) if k in VERSION_DETAIL else v for k, v in detail.items()},
         )
         append_in = getattr(self.audit, "append_in", None)
         if append_in is not None:
@@ -88,3 +94,10 @@ class AuditedPolicyStore(PolicyQueries):
                 listener(version)
             except Exception:  # a listener must not undo a committed activation
                 log.exception("policy_listener_failed")
+
+
+def _versions(value: Any) -> Any:
+    """A version, or a list of them, as audit entries carry versions."""
+    if isinstance(value, list | tuple):
+        return [audit_version(v) for v in value]
+    return audit_version(value)

@@ -32,8 +32,11 @@ __all__ = [
 
 #: The one query every engine answers.
 DECISION_QUERY = "data.accord.exchange.decision"
-#: A policy bundle is source code, not data: refuse anything larger.
-MAX_BUNDLE_BYTES = 2 * 1024 * 1024
+#: A policy bundle is source code, not data: refuse anything larger (the shipped one is
+#: ~40 KB). Half the gateway's default request body limit (``ACCORD_MAX_BODY_BYTES``,
+#: 1 MiB), so a bundle at this limit still fits in the JSON body that proposes it:
+#: Rego grows ~10% as JSON (each newline, tab, quote or backslash takes two bytes).
+MAX_BUNDLE_BYTES = 512 * 1024
 
 
 def bundle_version(files: Mapping[str, bytes]) -> str:

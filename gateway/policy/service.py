@@ -51,6 +51,7 @@ from gateway.policy.store import (
     rollback_target,
     store_bootstrap_version,
     switch_active,
+    verify_base_active,
 )
 
 __all__ = ["PolicyService"]
@@ -281,10 +282,13 @@ class PolicyService(AuditedPolicyStore):
     def activate(self, version: str, *, actor: str) -> PolicyVersionPublic:
         """Make an approved (or superseded) version the one every node decides with.
 
-        A ``retired`` version was superseded, never withdrawn: it passed four
-        eyes and returning to it is no more than a rollback, which one officer
-        may do. A ``rolled_back`` version must be approved again first, and then
-        activated by an officer other than that approver.
+        An ``approved`` version is a change approved against its base version,
+        so it is activated only while that base is active (409
+        ``policy_base_stale`` otherwise: propose it again on the active one). A
+        ``retired`` version was superseded, never withdrawn: it passed four eyes,
+        was itself active, and returning to it whole is no more than a rollback,
+        which one officer may do. A ``rolled_back`` version must be approved
+        again first, and then activated by an officer other than that approver.
         """
         now = self.clock()
         with self._tx() as s:
@@ -293,6 +297,9 @@ class PolicyService(AuditedPolicyStore):
             if head.version == row.version:
                 raise PolicyStateConflict(f"{row.version} is already active", code="policy_active")
             require_status(row, ("approved", "retired"), "policy_not_approved")
+            reactivated = row.status == "retired"
+            if not reactivated:
+                verify_base_active(head, row)
             # Only a rolled-back version re-approved can be approved and have been active.
             if row.status == "approved" and row.activated_at is not None and actor == row.approver:
                 raise FourEyesViolation(
@@ -311,7 +318,15 @@ class PolicyService(AuditedPolicyStore):
                 now=now,
                 previous_id=head.activation_id,
             )
-            self._audit(s, "activated", actor, row.version, previous_version=previous)
+            self._audit(
+                s,
+                "activated",
+                actor,
+                row.version,
+                previous_version=previous,
+                base_version=row.base_version,
+                reactivated=reactivated,
+            )
         self._notify(row.version)
         return self._public(row.version)
 

@@ -34,6 +34,7 @@ __all__ = [
     "rollback_target",
     "store_bootstrap_version",
     "switch_active",
+    "verify_base_active",
 ]
 
 _REF = re.compile(r"^(sha256:)?([0-9a-f]{8,64})$")
@@ -98,6 +99,32 @@ def require_status(row: PolicyVersion, states: str | tuple[str, ...], code: str)
             code=code,
             extra={"version": row.version, "status": row.status},
         )
+
+
+def verify_base_active(head: PolicyHead, row: PolicyVersion) -> None:
+    """Refuse to activate an approved change unless the version it was proposed on is active.
+
+    The approval was given for the change from ``base_version``: the impact
+    dry-run and the reviewer's diff compared the bundle with that base. Put in
+    force on any other version, it would silently undo whatever was approved
+    and activated since (versions are content hashes, so an equal base is the
+    very policy the change was reviewed against). The officer proposes the
+    change again on the active version; a rollback, an explicit step of its
+    own, can also bring the base back.
+    """
+    if row.base_version == head.version:
+        return
+    raise PolicyStateConflict(
+        f"{row.version} was proposed on {row.base_version or 'no active version'}, but"
+        f" {head.version or 'no version'} is active now; its approval covers its change from"
+        " that base only: propose it again on the active version",
+        code="policy_base_stale",
+        extra={
+            "version": row.version,
+            "base_version": row.base_version,
+            "active_version": head.version,
+        },
+    )
 
 
 def switch_active(s: Session, head: PolicyHead, row: PolicyVersion, now: datetime) -> None:

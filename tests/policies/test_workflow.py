@@ -111,8 +111,8 @@ def test_full_workflow_and_rollback(db_url: str, opa_bin: Path) -> None:
         assert events[0]["detail"]["bootstrap"] is True
         assert events[1]["detail"]["note"] == "suspend eligibility checks"
         assert events[3]["detail"]["proposer"] == ALICE
-        assert events[4]["detail"]["previous_version"] == shipped
-        assert events[5]["detail"]["from_version"] == proposed.version
+        assert events[4]["detail"]["previous_version"] == hexv(shipped)
+        assert events[5]["detail"]["from_version"] == hexv(proposed.version)
 
 
 BAD_BUNDLES: dict[str, tuple[dict[str, str], str, str]] = {
@@ -252,7 +252,8 @@ def test_bootstrap_refuses_a_failing_shipped_bundle(sqlite_url: str, opa_bin: Pa
 
 def test_concurrent_activations_are_serialised(db_url: str, opa_bin: Path) -> None:
     """Two officers activate different versions at the same moment from two nodes:
-    both steps happen one after the other, never interleaved."""
+    the steps happen one after the other, never interleaved, so the second sees the
+    first's activation and refuses its own change, proposed on the same base."""
     with policy_store(db_url, opa_bin) as (node_a, audit, engine):
         shipped = node_a.ensure_initial(POLICY_DIR)
         node_b = PolicyService(engine, audit=node_a.audit, opa_bin=None)
@@ -281,14 +282,16 @@ def test_concurrent_activations_are_serialised(db_url: str, opa_bin: Path) -> No
             t.start()
         for t in threads:
             t.join(60)
-        assert errors == []
+        assert len(errors) == 1 and isinstance(errors[0], PolicyStateConflict)
+        assert errors[0].code == "policy_base_stale"
         history = node_a.history()
-        assert [h.action for h in history] == ["activate", "activate", "bootstrap"]
-        winner, loser = history[0].version, history[1].version
-        assert {winner, loser} == {first.version, second.version}
-        assert history[0].rollback_to == loser and history[1].rollback_to == shipped
+        assert [h.action for h in history] == ["activate", "bootstrap"]
+        winner = history[0].version
+        (loser,) = {first.version, second.version} - {winner}
+        assert errors[0].extra["active_version"] == winner
+        assert history[0].rollback_to == shipped
         assert node_a.active_version() == winner
         assert [v.version for v in node_a.list(status="active")] == [winner]
-        assert node_a.get(loser).status == "retired"
+        assert node_a.get(loser).status == "approved"
         activated = [e for e in policy_events(audit) if e["outcome"] == "activated"]
-        assert [e["detail"].get("previous_version") for e in activated[1:]] == [shipped, loser]
+        assert [e["detail"].get("previous_version") for e in activated[1:]] == [hexv(shipped)]
