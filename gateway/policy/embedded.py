@@ -27,12 +27,24 @@ dropped, on any thread but the one that made them. So:
   answered with the ``policy_error`` deny anyway (fail closed) and logged,
   but the latency bound itself is not enforced on that path. Evaluations do
   end: Rego has no unbounded recursion, and regorus' VM stops any evaluation
-  after a fixed 25,000 instructions;
+  after a fixed 25,000 instructions (built-ins excepted). A worker would not
+  help: regorus keeps the GIL while it evaluates (measured), so a slow
+  evaluation stalls the loop on the worker path as well;
 * an input the VM cannot evaluate (it raised; in practice that instruction
   limit, which the shipped policy reaches at some 200+ requested fields) is
   decided by the interpreter on the worker, under ``asyncio.timeout``. The
   self-check counts on this: a probe the VM cannot evaluate gets the
   interpreter's decision by construction.
+
+Rego conflicts (a complete rule, function or object key with two values for
+one input: OPA's ``eval_conflict_error``) fail closed on the VM too: the VM
+compiles the version with conflict guards (``gateway.policy._regorus_conflicts``)
+and an input a guard trips is handed to the interpreter, which fails as OPA
+does; a version with a rule no guard can check (e.g. a function defined twice
+with different values) is interpreted. Both follow from the sources alone.
+
+A version once interpreted stays interpreted in this process, whatever later
+loads' recorded probes say: a reload never moves a version back to the VM.
 
 Why regorus and not regopy: docs/policy-engines.md.
 """
@@ -54,6 +66,7 @@ import structlog
 from gateway.errors import PolicyError
 from gateway.policy._regorus import (
     Sources,
+    VmUnguardable,
     compile_program,
     first_lines,
     new_interpreter,
@@ -79,6 +92,11 @@ _PROBE_INPUT = "{}"
 #: Inline VMs whose engine was closed from a thread that does not own them:
 #: kept forever rather than dropped on the wrong thread.
 _STRANDED: list[Any] = []
+
+#: Versions this process has interpreted, and why: a later load of the same
+#: version (a reload with other recorded probes) interprets it again, so one
+#: version never changes evaluator, and behaviour, from load to load.
+_INTERPRETED: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -120,6 +138,8 @@ def vm_verdict(sources: Sources, recorded: Sequence[Probe] = ()) -> tuple[bytes 
     """
     try:
         program = compile_program(sources)
+    except VmUnguardable as exc:
+        return None, f"a rule may yield conflicting values where the VM cannot check it ({exc})"
     except Exception as exc:
         return None, f"the VM cannot compile this version ({first_lines(exc, 3)})"
     try:
@@ -154,7 +174,11 @@ def _prepare(version: str, sources: Sources, vm: bool, recorded: Sequence[Probe]
         return error
     if not vm:
         return _Loaded(version, sources, None, "interpreter", "ACCORD_EMBEDDED_VM=false")
+    if version in _INTERPRETED:
+        return _Loaded(version, sources, None, "interpreter", _INTERPRETED[version])
     program, why = vm_verdict(sources, recorded)
+    if program is None:
+        _INTERPRETED[version] = why
     return _Loaded(version, sources, program, "vm" if program else "interpreter", why)
 
 
