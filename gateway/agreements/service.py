@@ -8,24 +8,29 @@ department key takes every agreement it signed out of service at once.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from gateway.agreements.datasets import verify_dataset_fields
 from gateway.agreements.models import Agreement, AgreementEvent, AgreementPublic
+from gateway.agreements.parties import verify_parties
+from gateway.agreements.refusals import refusal_entry
+from gateway.agreements.schedule import in_force, next_takeover, takeovers_due
 from gateway.agreements.signing import VerifiedAgreement, verify_agreement
 from gateway.agreements.terms import AgreementTerms
 from gateway.auditing import AuditSink, audit_event
 from gateway.db import session_scope
 from gateway.dbtypes import utcnow
-from gateway.errors import AgreementError, ConflictError, NotFoundError
+from gateway.errors import AccordError, AgreementError, ConflictError, NotFoundError
 from gateway.jose import PublicKey
+from gateway.log import get_logger
 from gateway.registry.service import RegistryService
-from gateway.statecache import bump_generation
+from gateway.statecache import READ_GENERATION, bump_generation
 
 __all__ = ["AgreementService", "ResolvedAgreement"]
 
@@ -39,6 +44,8 @@ _ALLOWED = {
 }
 
 ResolvedAgreement = VerifiedAgreement
+
+log = get_logger(__name__)
 
 
 class AgreementService:
@@ -63,31 +70,6 @@ class AgreementService:
 
     def verify(self, signed: Any, now: datetime | None = None) -> VerifiedAgreement:
         return verify_agreement(signed, self.resolve_key, now or self.clock())
-
-    def _verify_parties(self, terms: AgreementTerms) -> None:
-        scheme = self.registry.scheme
-        provider = self.registry.get_department(terms.provider)
-        consumer = self.registry.get_department(terms.consumer)
-        if terms.authority:
-            self.registry.get_department(terms.authority)
-        for dept in (provider, consumer):
-            if dept.status != "active":
-                raise AgreementError(
-                    f"department {dept.id!r} is {dept.status}", code="department_inactive"
-                )
-        scheme.verify_level(terms.ceiling)
-        unknown = terms.caveats - scheme.caveats
-        if unknown:
-            raise AgreementError(f"unknown caveats {sorted(unknown)}", code="unknown_caveat")
-        if not scheme.dominates(consumer.clearance, terms.ceiling):
-            raise AgreementError(
-                f"ceiling {terms.ceiling!r} exceeds consumer clearance {consumer.clearance!r}",
-                code="ceiling_exceeds_clearance",
-            )
-        if not terms.caveats <= set(consumer.caveats):
-            raise AgreementError(
-                "the consumer does not hold every caveat of the agreement", code="caveat_missing"
-            )
 
     def _event(
         self,
@@ -132,8 +114,15 @@ class AgreementService:
             )
 
     def create_draft(self, terms_doc: Any, *, actor: str) -> Agreement:
+        try:
+            return self._create_draft(terms_doc, actor=actor)
+        except AccordError as exc:
+            self._audit_refusal(terms_doc, exc, actor=actor, kind="draft")
+            raise
+
+    def _create_draft(self, terms_doc: Any, *, actor: str) -> Agreement:
         terms = AgreementTerms.from_json(terms_doc)
-        self._verify_parties(terms)
+        self._verify_terms(terms)
         now = self.clock()
         with session_scope(self.engine) as s:
             self._refuse_existing(s, terms)
@@ -144,11 +133,40 @@ class AgreementService:
             return row
 
     def submit(self, signed: Any, *, actor: str) -> Agreement:
-        """Store a fully signed agreement as active (or activate its matching draft)."""
+        """Store a fully signed agreement as active (or activate its matching draft).
+
+        A refusal (bad signature, schema, party, model field, window, version) is
+        audited before it is raised: nothing is stored, but the attempt is on record.
+        """
+        try:
+            return self._submit(signed, actor=actor)
+        except AccordError as exc:
+            self._audit_refusal(signed, exc, actor=actor, kind="signed")
+            raise
+
+    def _audit_refusal(self, submitted: Any, exc: AccordError, *, actor: str, kind: str) -> None:
+        if self.audit is None:
+            return
+        try:
+            self.audit.append(refusal_entry(submitted, exc, actor=actor, kind=kind))
+        except Exception as failure:  # the refusal is answered either way; say it went unrecorded
+            log.error("agreement_refusal_unaudited", code=exc.code, error=type(failure).__name__)
+
+    def _verify_terms(self, terms: AgreementTerms) -> None:
+        verify_parties(self.registry, terms)
+        verify_dataset_fields(terms)
+
+    def _submit(self, signed: Any, *, actor: str) -> Agreement:
         now = self.clock()
         verified = self.verify(signed, now)
         terms = verified.terms
-        self._verify_parties(terms)
+        if now >= terms.valid_until:
+            raise AgreementError(
+                f"{terms.ref} expired at {terms.doc['valid_until']}; it would put no agreement"
+                " in force and cut off the one that is",
+                code="agreement_expired",
+            )
+        self._verify_terms(terms)
         with session_scope(self.engine) as s:
             existing = s.exec(
                 select(Agreement)
@@ -170,19 +188,31 @@ class AgreementService:
                 row = self._new_row(terms, verified.jws.to_json(), "draft", now)
                 s.add(row)
                 s.flush()
-            for old in s.exec(
-                select(Agreement).where(
-                    Agreement.agreement_id == terms.id,
-                    Agreement.status == "active",
-                    Agreement.version < terms.version,
+            older = list(
+                s.exec(
+                    select(Agreement).where(
+                        Agreement.agreement_id == terms.id,
+                        Agreement.status == "active",
+                        Agreement.version < terms.version,
+                    )
                 )
-            ):
-                self._event(
-                    s, old, "superseded", actor, f"superseded by version {terms.version}", now
+            )
+            reason = "all required signatures verified"
+            if now < terms.valid_from and older:
+                # The version in force stays so until this one's window opens; the
+                # takeover is recorded then (``take_over_due``), once, by any node.
+                reason += (
+                    f"; takes over from version {max(o.version for o in older)}"
+                    f" at {terms.doc['valid_from']}"
                 )
-                old.status, old.updated_at = "superseded", now
-                s.add(old)
-            self._event(s, row, "active", actor, "all required signatures verified", now)
+            else:
+                for old in older:
+                    self._event(
+                        s, old, "superseded", actor, f"superseded by version {terms.version}", now
+                    )
+                    old.status, old.updated_at = "superseded", now
+                    s.add(old)
+            self._event(s, row, "active", actor, reason, now)
             self._record_embargo(s, row, terms, actor)
             row.status, row.updated_at = "active", now
             s.add(row)
@@ -291,13 +321,14 @@ class AgreementService:
         return row.status
 
     def get(self, agreement_id: str, version: int | None = None) -> Agreement:
+        """That version, or without one the version in force now (``schedule.in_force``:
+        the newest, unless it waits for its window while an older one is active)."""
         with Session(self.engine) as s:
             q = select(Agreement).where(Agreement.agreement_id == agreement_id)
             if version is not None:
-                q = q.where(Agreement.version == version)
+                row = s.exec(q.where(Agreement.version == version)).first()
             else:
-                q = q.where(Agreement.status != "draft")
-            row = s.exec(q.order_by(col(Agreement.version).desc())).first()
+                row = in_force(list(s.exec(q.where(Agreement.status != "draft"))), self.clock())
             if row is None:
                 raise NotFoundError(f"unknown agreement {agreement_id!r}", code="unknown_agreement")
             return row
@@ -331,42 +362,86 @@ class AgreementService:
         many expiries this call recorded.
         """
         now = self.clock()
-        with Session(self.engine) as s:
-            due = [
-                row.pk
-                for row in s.exec(select(Agreement).where(Agreement.status == "active"))
-                if self._effective_status(row, now) == "expired"
-            ]
-        return sum(self._expire(pk, actor, now) for pk in due if pk is not None)
+        due = [
+            row.pk
+            for row in self._active()
+            if self._effective_status(row, now) == "expired" and row.pk is not None
+        ]
+        return sum(self._expire(pk, actor, now) for pk in due)
 
     def _expire(self, pk: int, actor: str, now: datetime) -> bool:
+        return self._claim(pk, "expired", "validity window ended", actor, now)
+
+    def take_over_due(self, *, actor: str = "system:clock") -> int:
+        """Record, once, every takeover due: an active version whose newer version's
+        window has opened becomes ``superseded`` (event, audit entry, and the state
+        generation moves, so every node's cached agreement is dropped). Claimed as
+        ``expire_due`` claims an expiry. Returns how many this call recorded."""
+        now = self.clock()
+        return sum(
+            self._claim(
+                pk, "superseded", f"superseded by version {by} at its valid_from", actor, now
+            )
+            for pk, by in takeovers_due(self._active(), now)
+        )
+
+    def next_takeover(self) -> datetime | None:
+        """When the next version waiting for its window takes over (None: none waits)."""
+        return next_takeover(self._active(), self.clock())
+
+    def state_generation(self) -> int | None:
+        """The shared counter every agreement change moves (``bump_generation``)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(text(READ_GENERATION)).scalar()
+        return int(value) if value is not None else None
+
+    def _active(self) -> Sequence[Agreement]:
+        with Session(self.engine) as s:
+            return list(s.exec(select(Agreement).where(Agreement.status == "active")))
+
+    def _claim(self, pk: int, to: str, reason: str, actor: str, now: datetime) -> bool:
         with session_scope(self.engine) as s:
             claimed = s.connection().execute(
                 update(Agreement)
                 .where(col(Agreement.pk) == pk, col(Agreement.status) == "active")
-                .values(status="expired", updated_at=now)
+                .values(status=to, updated_at=now)
             )
             if claimed.rowcount != 1:
                 return False  # another node recorded it, or someone changed it first
             row = s.get(Agreement, pk)
             assert row is not None
-            self._event(s, row, "expired", actor, "validity window ended", now, previous="active")
+            self._event(s, row, to, actor, reason, now, previous="active")
             return True
 
     def status_at(self, row: Agreement, now: datetime) -> str:
-        """Status as of ``now``: outside its window an active agreement reads as expired
-        or not yet valid."""
-        status = self._effective_status(row, now)
-        if status == "active" and now < AgreementTerms(row.terms).valid_from:
-            return "not_yet_valid"
-        return status
+        """The lifecycle status the exchange policy judges as of ``now``: an active
+        agreement past its window reads as expired. Before its window it stays
+        ``active``: the policy judges the window itself and says "agreement is not
+        yet valid" (``public`` shows it as ``not_yet_valid``)."""
+        return self._effective_status(row, now)
 
     def public(self, row: Agreement, now: datetime | None = None) -> AgreementPublic:
-        """The version as the API shows it: its status as of ``now`` (``status_at``,
-        as the CLI lists it), not the stored one, which changes only when an
-        expiry has been recorded."""
-        status = self.status_at(row, now or self.clock())
+        """The version as the API and CLI show it, as of ``now``, not the stored status
+        (which changes only when an expiry or takeover has been recorded):
+        ``superseded`` once a newer version has taken over, ``not_yet_valid`` before
+        its window, ``expired`` after it."""
+        when = now or self.clock()
+        status = self.status_at(row, when)
+        if status == "active":
+            if self._taken_over(row, when):
+                status = "superseded"
+            elif when < AgreementTerms(row.terms).valid_from:
+                status = "not_yet_valid"
         return AgreementPublic.model_validate(row, update={"status": status})
+
+    def _taken_over(self, row: Agreement, now: datetime) -> bool:
+        with Session(self.engine) as s:
+            siblings = s.exec(
+                select(Agreement).where(
+                    Agreement.agreement_id == row.agreement_id, Agreement.status == "active"
+                )
+            )
+            return any(pk == row.pk for pk, _ in takeovers_due(list(siblings), now))
 
 
 def _sha256(data: bytes) -> str:

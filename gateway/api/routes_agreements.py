@@ -63,6 +63,12 @@ def submit(
     who: Admin,
     signed: Annotated[dict[str, Any], Body(examples=[SIGNED_EXAMPLE])],
 ) -> Any:
+    """A version whose `valid_from` is still ahead is stored active but waits: the
+    version in force keeps deciding until then (this one reads `not_yet_valid`).
+    A version already past its `valid_until` is refused (422 `agreement_expired`),
+    as is one naming a field its dataset's model lacks (422 `unknown_fields`, the
+    fields in `unknown_fields`) or a model that is not registered (422
+    `unknown_model`). Every refusal is audited (`agreement_change`, `refused`)."""
     service = get_services(request).agreements
     return service.public(service.submit(signed, actor=who.actor))
 

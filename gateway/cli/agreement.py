@@ -172,9 +172,11 @@ def verify(
 @agreement_app.command("submit")
 @handle_errors
 def submit(file: Path) -> None:
-    """Submit a fully signed agreement to the registry; it becomes active."""
-    stored = open_services().agreements.submit(load_json_file(file), actor=ACTOR)
-    console.print(_agreement_status(stored.agreement_id, stored.version, stored.status))
+    """Submit a fully signed agreement to the registry; it becomes active (a version
+    whose valid_from is ahead takes over from the one in force then)."""
+    agreements = open_services().agreements
+    shown = agreements.public(agreements.submit(load_json_file(file), actor=ACTOR))
+    console.print(_agreement_status(shown.agreement_id, shown.version, shown.status))
 
 
 @agreement_app.command("status")
@@ -209,6 +211,6 @@ def list_agreements() -> None:
             stored.version,
             stored.provider,
             stored.consumer,
-            services.agreements.status_at(stored, now),
+            services.agreements.public(stored, now).status,
         )
     console.print(table)

@@ -10,13 +10,31 @@ a system ``python3`` has no ``gateway`` module.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
 
+from gateway.services import opa_binary
 from gateway.settings import Settings
 
-__all__ = ["EXAMPLE_FILE", "python_example", "usage_examples", "write_python_example"]
+__all__ = [
+    "EXAMPLE_FILE",
+    "OPA_INSTALL",
+    "PROJECT_OPA",
+    "policy_checks_notice",
+    "python_example",
+    "usage_examples",
+    "write_python_example",
+]
+
+#: Where the test command builds ``opa`` and the gateway looks for it first.
+PROJECT_OPA = Path(__file__).resolve().parents[2] / ".tools" / "bin" / "opa"
+#: How to build that ``opa`` (the version the test command builds).
+OPA_INSTALL = (
+    f"GOBIN={shlex.quote(str(PROJECT_OPA.parent))}"
+    " go install github.com/open-policy-agent/opa@v1.22.3"
+)
 
 #: The example's file name under the data directory.
 EXAMPLE_FILE = "demo_exchange.py"
@@ -75,6 +93,28 @@ def write_python_example(settings: Settings, base_url: str) -> Path:
     return path
 
 
+def policy_checks_notice(settings: Settings, *, project_opa: Path | None = None) -> str:
+    """Whether the demo can check policy proposals, and how to make it able to.
+
+    Without an ``opa`` binary a proposal is stored but never checked, so it stays
+    ``draft`` and cannot be approved: the banner says so before anyone tries.
+    """
+    found = opa_binary(settings.opa_bin, project_opa=project_opa or PROJECT_OPA)
+    if found is not None and os.access(found, os.X_OK):
+        return f"Policy proposals are checked with {found}."
+    where = (
+        f"ACCORD_OPA_BIN={found} is not an executable file"
+        if found is not None
+        else "no opa binary found (ACCORD_OPA_BIN, .tools/bin/opa, or opa on PATH)"
+    )
+    return f"""\
+WARNING: policy proposals cannot be checked: {where}.
+  A proposed policy stays `draft` and cannot be approved or activated.
+  To get opa (needs Go), then restart the demo:
+    {OPA_INSTALL}
+  or run the test command once (scripts/test builds it into .tools/bin)."""
+
+
 def usage_examples(settings: Settings, base_url: str, example_file: Path) -> str:
     """The text ``accord demo`` prints once the demo is seeded."""
     python = sys.executable or "python3"
@@ -89,6 +129,8 @@ def usage_examples(settings: Settings, base_url: str, example_file: Path) -> str
         }
     )
     return f"""
+{policy_checks_notice(settings)}
+
 Python, with the project's interpreter (a system python3 has no `gateway` module).
 Run the example written to {example_file}:
 
