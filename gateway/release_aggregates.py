@@ -1,6 +1,7 @@
 """Aggregate release: counts and sums grouped by allowed fields, small cells withheld.
 
-The agreement's ``aggregate.min_k`` (carried in the obligations) is the floor. A
+The agreement's ``aggregate.min_k`` is the floor: the release step passes it as
+``min_k``, and a k the obligations carry can only raise it, never lower it. A
 cell counting fewer subjects than k is withheld (primary suppression), and so
 are enough other cells that no withheld count can be worked out by
 differencing (complementary suppression): a consumer who may ask the same

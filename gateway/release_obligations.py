@@ -3,7 +3,10 @@
 The policy decision's ``obligations`` map each field the agreement lets out to
 one release operation and its parameters (docs/conventions.md).
 ``normalise_obligations`` checks all of them up front, so an unknown operation
-or a malformed parameter refuses the whole release. Predicates (the ones a
+or a malformed parameter refuses the whole release. ``verify_within_terms``
+holds them to the signed agreement, whatever the policy wrote: the agreement
+is the upper bound of what may leave, the policy may only restrict further.
+Predicates (the ones a
 ``verify_only`` obligation lists, and the one a verify query asks) are parsed
 here from a closed set of forms, never evaluated as code. ``gateway.release``
 applies the operations and answers the predicates.
@@ -21,11 +24,14 @@ from gateway.errors import AccordError
 
 __all__ = [
     "OPERATIONS",
+    "ExceedsAgreement",
     "Operation",
     "ReleaseError",
     "ReleaseMisconfigured",
     "normalise_obligations",
     "parse_predicate",
+    "releases_no_more",
+    "verify_within_terms",
 ]
 
 OPERATIONS = ("pass", "drop", "mask", "generalise", "pseudonymise", "verify_only", "aggregate")
@@ -57,6 +63,17 @@ class ReleaseMisconfigured(ReleaseError):
     status = 500
     default_code = "release_invalid_obligation"
     title = "Release misconfigured"
+
+
+class ExceedsAgreement(ReleaseMisconfigured):
+    """The policy allowed more than the signed agreement does: a field it does not
+    list, an operation weaker than its term, a purpose, consumer or dataset it does not
+    name. Only a wrong policy version gets here (the shipped policy denies all of these),
+    so it is a server fault, like any obligation the gateway cannot apply; nothing is
+    released, whatever the policy said."""
+
+    default_code = "obligation_exceeds_agreement"
+    title = "The decision exceeds the agreement"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +136,92 @@ def normalise_obligations(
     if not isinstance(obligations, Mapping):
         raise ReleaseMisconfigured("obligations must be a map", code="release_invalid_obligation")
     return {str(f): _parse_op(str(f), op, birth_date_field) for f, op in obligations.items()}
+
+
+# --------------------------------------------------------------------------- the agreement's bound
+
+
+def releases_no_more(op: Operation, term: Operation) -> bool:
+    """Whether ``op`` lets out no more of a field than the agreement's ``term`` does.
+
+    A partial order on what leaves: ``pass`` lets out the value, so every operation
+    is within it; ``drop`` lets out nothing, so it is within every term. Between
+    them an operation is within only a term of its own kind, at parameters no wider:
+    a ``mask`` keeping no more characters at either end, a ``generalise`` to the
+    same or coarser units (a year for a month, a band a whole multiple of the
+    term's width, which starts on the same boundaries), a ``verify_only`` answering
+    only predicates the term lists. Across kinds nothing compares (a pseudonym is
+    not a masked value, a masked value is not a yes/no), so nothing is within.
+    """
+    if op.name == "drop" or term.name == "pass":
+        return True
+    if op.name != term.name:
+        return False
+    if op.name == "mask":
+        return all(
+            int(op.params.get(end, 0)) <= int(term.params.get(end, 0))
+            for end in ("keep_prefix", "keep_suffix")
+        )
+    if op.name == "generalise":
+        to, term_to = op.params["to"], term.params["to"]
+        if term_to == "band":
+            return to == "band" and int(op.params["width"]) % int(term.params["width"]) == 0
+        return to == term_to or (term_to, to) == ("month", "year")
+    if op.name == "verify_only":
+        return set(op.params.get("predicates", ())) <= set(term.params.get("predicates", ()))
+    return True  # pseudonymise, aggregate: nothing widens them
+
+
+def verify_within_terms(
+    obligations: Mapping[str, Any],
+    fields: Mapping[str, Any],
+    *,
+    min_k: int | None,
+    birth_date_field: str = "birth_date",
+) -> None:
+    """Raise ``obligation_exceeds_agreement`` unless every obligation is within the
+    agreement's term for its field (``fields``: the dataset's terms, field → release).
+
+    The agreement is the upper bound whatever the policy wrote: a field it does not
+    list may only be dropped, any other operation must be ``releases_no_more`` than
+    its term, and a k an obligation carries may not be below the agreement's
+    ``min_k``. A term the gateway cannot read bounds nothing, so it refuses too.
+    """
+    ops = normalise_obligations(obligations, birth_date_field=birth_date_field)
+    for name, op in sorted(ops.items()):
+        spec = fields.get(name)
+        if spec is None:
+            if op.name == "drop":
+                continue
+            raise ExceedsAgreement(
+                f"the policy releases field {name!r}, which the agreement does not list"
+            )
+        try:
+            term = _parse_op(name, spec, birth_date_field)
+        except ReleaseError:
+            raise ExceedsAgreement(
+                f"the agreement's term for field {name!r} cannot be read"
+            ) from None
+        if not releases_no_more(op, term):
+            raise ExceedsAgreement(
+                f"the policy releases field {name!r} as {_spelt(op)}, "
+                f"more than the agreement's {_spelt(term)}"
+            )
+        k = op.params.get("min_k")
+        if min_k is not None and k is not None and k < min_k:
+            raise ExceedsAgreement(
+                f"the policy aggregates field {name!r} with k={k}, "
+                f"below the agreement's min_k={min_k}"
+            )
+
+
+def _spelt(op: Operation) -> str:
+    """An operation as the detail names it: the kind and the parameters that widen it."""
+    shown = {
+        k: v for k, v in op.params.items() if k in ("keep_prefix", "keep_suffix", "to", "width")
+    }
+    inner = ", ".join(f"{k}={v}" for k, v in sorted(shown.items()))
+    return f"{op.name}({inner})" if inner else op.name
 
 
 # --------------------------------------------------------------------------- predicates

@@ -99,6 +99,8 @@ EXCHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = {
         [
             "connector_misconfigured",
             "release_invalid_obligation",
+            "obligation_exceeds_agreement",
+            "decision_exceeds_agreement",
             "release_misconfigured",
             "internal_error",
         ],

@@ -1,11 +1,16 @@
 """Step 6 of an exchange: turn canonical records into what the consumer may receive.
 
-The decision's obligations are the only source of what leaves: a record query
+The signed agreement bounds every decision (``verify_within_agreement``, run
+before the provider is asked and again here): its consumer, a purpose it lists,
+a dataset it covers, and obligations no wider than its term for each field
+(``gateway.release_obligations.verify_within_terms``). Within that bound the
+decision's obligations are the only source of what leaves: a record query
 applies them field by field (anything without an obligation is dropped), a
 verify query answers its predicate with true or false, an aggregate withholds
-every cell below the agreement's k and enough others that no withheld cell can
-be worked out from the group totals (``suppressed`` counts them all, without
-telling which were small). A consumer's own schema mapping runs last,
+every cell below the agreement's ``min_k`` (never a smaller k a policy
+wrote), grouping only by what the agreement's ``aggregate`` lists, and enough
+others that no withheld cell can be worked out from the group totals
+(``suppressed`` counts them all, without telling which were small). A consumer's own schema mapping runs last,
 on released values only, so it can rename and reshape but never reveal more.
 """
 
@@ -17,13 +22,73 @@ from typing import Any
 
 from connectors import ConnectorError
 from connectors.mapping.compiler import CompiledMapping
+from gateway.agreements.terms import AgreementTerms
 from gateway.exchange.schemas import ExchangeRequest
 from gateway.policy.engine import Decision
 from gateway.release import ReleaseContext, apply_release, evaluate_predicate
 from gateway.release_aggregates import aggregate
-from gateway.release_obligations import ReleaseError, normalise_obligations, parse_predicate
+from gateway.release_obligations import (
+    ExceedsAgreement,
+    ReleaseError,
+    normalise_obligations,
+    parse_predicate,
+    verify_within_terms,
+)
 
-__all__ = ["released_result"]
+__all__ = ["released_result", "verify_within_agreement"]
+
+
+def verify_within_agreement(
+    *, request: ExchangeRequest, decision: Decision, terms: AgreementTerms, consumer: str
+) -> Mapping[str, Any]:
+    """Raise unless the agreement allows what the decision allowed; return the dataset's terms.
+
+    The policy may only restrict what the signed agreement allows, so an allow for
+    another consumer, a purpose or dataset the agreement does not name is 500
+    ``decision_exceeds_agreement``, an obligation wider than the agreement's term
+    for its field 500 ``obligation_exceeds_agreement``: the policy in force is
+    wrong, nothing is released. An aggregate the agreement does not open (no
+    ``aggregate.min_k``) is the former; one grouping by or measuring what the
+    agreement's ``aggregate.group_by`` / ``measures`` do not list, when it lists
+    them, is 422 ``aggregate_not_allowed`` (the shipped policy does not read those
+    lists)."""
+    if consumer != terms.consumer:
+        raise ExceedsAgreement(
+            f"the policy allowed {consumer!r}, which is not the agreement's consumer",
+            code="decision_exceeds_agreement",
+        )
+    purposes = {p.get("code") for p in terms.doc.get("purposes", []) if isinstance(p, Mapping)}
+    if request.purpose not in purposes:
+        raise ExceedsAgreement(
+            f"the policy allowed purpose {request.purpose!r}, which the agreement does not list",
+            code="decision_exceeds_agreement",
+        )
+    dataset = terms.dataset(request.dataset)
+    if dataset is None or not isinstance(dataset.get("fields"), Mapping):
+        raise ExceedsAgreement(
+            f"the policy allowed dataset {request.dataset!r}, which the agreement does not cover",
+            code="decision_exceeds_agreement",
+        )
+    spec = dataset.get("aggregate")
+    min_k = int(spec["min_k"]) if isinstance(spec, Mapping) and "min_k" in spec else None
+    query = request.query
+    if query.kind == "aggregate" and not (isinstance(spec, Mapping) and min_k is not None):
+        raise ExceedsAgreement(
+            f"the policy allowed an aggregate of {request.dataset!r}, "
+            "which the agreement does not open to aggregates",
+            code="decision_exceeds_agreement",
+        )
+    verify_within_terms(decision.obligations, dataset["fields"], min_k=min_k)
+    if query.kind == "aggregate" and isinstance(spec, Mapping):
+        for key, asked in (("group_by", query.group_by), ("measures", query.measures)):
+            listed = spec.get(key)
+            beyond = sorted(set(asked) - set(listed)) if isinstance(listed, list) else []
+            if beyond:
+                raise ReleaseError(
+                    f"the agreement's aggregate {key} does not list {', '.join(beyond)}",
+                    code="aggregate_not_allowed",
+                )
+    return dataset
 
 
 def released_result(
@@ -31,13 +96,20 @@ def released_result(
     request: ExchangeRequest,
     records: Sequence[Mapping[str, Any]],
     decision: Decision,
+    terms: AgreementTerms,
     agreement_id: str,
     consumer: str,
     root_secret: bytes,
     today: date,
     target: CompiledMapping | None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """The response ``result`` and the operation applied to each released field."""
+    """The response ``result`` and the operation applied to each released field.
+
+    Checks the decision against ``terms`` again (``verify_within_agreement``): this
+    step never trusts obligations it has not held to the agreement itself."""
+    dataset = verify_within_agreement(
+        request=request, decision=decision, terms=terms, consumer=consumer
+    )
     ctx = ReleaseContext(
         agreement_id=agreement_id, consumer=consumer, root_secret=root_secret, today=today
     )
@@ -58,7 +130,9 @@ def released_result(
             ctx,
             group_by=query.group_by,
             measures=query.measures,
-            min_k=2,
+            # The agreement's k is the floor (verify_within_agreement refused an
+            # aggregate it does not open); the obligations may only raise it.
+            min_k=int(dataset["aggregate"]["min_k"]),
         )
         used = set(agg.group_by) | {m[4:-1] for m in agg.measures if m.startswith("sum(")}
         return (

@@ -48,7 +48,7 @@ from gateway.exchange.pg_steps import PgSteps
 from gateway.exchange.reads import SystemReads
 from gateway.exchange.receipts import receipt_claims, sign_receipt
 from gateway.exchange.refusals import RefusalRecorder
-from gateway.exchange.release_step import released_result
+from gateway.exchange.release_step import released_result, verify_within_agreement
 from gateway.exchange.request_step import aggregate_spec, labels_for, requested_fields
 from gateway.exchange.subjects import SubjectPseudonyms
 from gateway.exchange.trace import Trace, exchange_entry, refusal_entry
@@ -59,6 +59,7 @@ from gateway.policy.runtime import PolicyRuntime
 from gateway.registry.models import Department
 from gateway.registry.service import RegistryService
 from gateway.release import verify_predicate_allowed
+from gateway.release_obligations import ExceedsAgreement
 from gateway.statecache import StateCache
 
 __all__ = ["ExchangeAnswer", "ExchangeService"]
@@ -145,6 +146,7 @@ class ExchangeService(SystemReads):
             trace.decision = decision
             t = trace.stage("decide", t)
             decision.verify_allowed()
+            self._verify_within_agreement(trace, decision)
             binding = await self.bindings.resolve(
                 trace.agreement.provider if trace.agreement else "",
                 trace.request.dataset,
@@ -225,6 +227,26 @@ class ExchangeService(SystemReads):
             )
         return decision
 
+    def _verify_within_agreement(self, trace: Trace, decision: Decision) -> None:
+        """The signed agreement bounds what the policy allowed, before the provider is
+        asked anything: a policy version that allows more (another consumer, a purpose
+        or field the agreement does not list, ``pass`` where it says ``pseudonymise``)
+        releases nothing. No agreement resolved is no bound: refused the same way."""
+        request, caller, row = trace.request, trace.caller, trace.agreement
+        assert request is not None
+        assert caller is not None
+        if row is None:
+            raise ExceedsAgreement(
+                "the policy allowed an exchange under no agreement",
+                code="decision_exceeds_agreement",
+            )
+        verify_within_agreement(
+            request=request,
+            decision=decision,
+            terms=AgreementTerms(row.terms),
+            consumer=caller.department,
+        )
+
     async def _fetch(
         self, trace: Trace, binding: ResolvedBinding, decision: Decision
     ) -> Sequence[Mapping[str, Any]]:
@@ -296,6 +318,7 @@ class ExchangeService(SystemReads):
             request=request,
             records=canonical,
             decision=decision,
+            terms=AgreementTerms(row.terms),
             agreement_id=row.agreement_id,
             consumer=caller.department,
             root_secret=self.pseudonym_secret,
