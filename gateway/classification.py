@@ -2,8 +2,9 @@
 
 A scheme is an ordered list of levels plus the caveats and personal-data
 categories it knows. Labels live on canonical JSON Schemas under the
-``x-accord-classification`` keyword (see docs/classification.md). A field
-without a label counts as the scheme's highest level: fail closed.
+``x-accord-classification`` keyword (see docs/conventions.md). A field
+without a label counts as the scheme's highest level, and a label that cannot
+be read as written is refused, never read as a weaker one: fail closed.
 """
 
 from __future__ import annotations
@@ -83,17 +84,29 @@ class ClassificationScheme:
         return self.rank(higher) >= self.rank(lower)
 
     def label_from_schema(self, prop: Mapping[str, Any]) -> FieldLabel:
+        """The field's label; a field with none counts as the highest level.
+
+        A label that is there but cannot be read as written (a level this scheme
+        does not know, no level, caveats that are not a list of names, an unknown
+        personal category) refuses the schema: read as "unlabelled" it would lose
+        its caveats and personal-data category, and a caller cleared for the top
+        level would get a field that needs a caveat it lacks."""
         raw = prop.get(LABEL_KEYWORD) if isinstance(prop, Mapping) else None
+        if raw is None:
+            return FieldLabel(self.highest, labelled=False)
         if not isinstance(raw, Mapping):
-            return FieldLabel(self.highest, labelled=False)
+            raise ValidationFailed(f"{LABEL_KEYWORD} must be an object", code="bad_label")
         level = raw.get("level")
-        if not isinstance(level, str) or level not in self.levels:
-            return FieldLabel(self.highest, labelled=False)
-        caveats = raw.get("caveats") or []
+        if not isinstance(level, str):
+            raise ValidationFailed("a classification label needs a level", code="bad_label")
+        self.verify_level(level)  # unknown_classification_level
+        caveats = raw.get("caveats", [])
+        if not isinstance(caveats, list) or not all(isinstance(c, str) and c for c in caveats):
+            raise ValidationFailed("caveats must be a list of caveat names", code="bad_label")
         personal = raw.get("personal")
         if personal is not None and personal not in PERSONAL_CATEGORIES:
             raise ValidationFailed(f"unknown personal category {personal!r}", code="bad_label")
-        return FieldLabel(level, frozenset(str(c) for c in caveats), personal)
+        return FieldLabel(level, frozenset(caveats), personal)
 
     def field_labels(self, model_schema: Mapping[str, Any]) -> dict[str, FieldLabel]:
         """Labels of every top-level property of a canonical model schema."""
