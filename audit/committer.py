@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import Engine
 
-from audit.appender import commit_batch
+from audit.appender import commit_batch, health_of
 from audit.durability import sync_wal
 from audit.errors import AuditError, AuditUnavailable
 from audit.records import Appended
@@ -114,7 +114,8 @@ class GroupCommitter:
     committed but maybe not on disk, and after a failed ``fsync`` a later one can
     succeed without the lost pages, so nothing may be chained on top of it or
     acknowledged after it. Every append from then on fails closed until the
-    process is restarted (as PostgreSQL stops on a failed fsync).
+    process is restarted (as PostgreSQL stops on a failed fsync). Damage found in
+    the log (``LogHealth.damage``) stops it the same way, until it is cleared.
     """
 
     def __init__(
@@ -141,7 +142,8 @@ class GroupCommitter:
         self._closed = threading.Event()
         self._here = threading.Lock()
         self._last_callers = 1
-        self.broken: AuditError | None = None
+        self._sync_failed: AuditError | None = None
+        self.health = health_of(engine)
         self._syncs: queue.SimpleQueue[Committed | None] = queue.SimpleQueue()
         self._unsynced = 0  # batches handed to the syncer and not yet answered
         self._unsynced_lock = threading.Lock()
@@ -150,6 +152,11 @@ class GroupCommitter:
         self._syncer.start()
         self._thread = threading.Thread(target=self._run, name=f"audit-writer-{node}", daemon=True)
         self._thread.start()
+
+    @property
+    def broken(self) -> AuditError | None:
+        """Why this appender takes no entries: a failed disk sync, or damage in the log."""
+        return self._sync_failed or self.health.damage
 
     def submit(self, entries: Sequence[Mapping[str, Any]]) -> Future[list[Appended]]:
         """Queue one request's entries; the future resolves once they are durable."""
@@ -273,14 +280,18 @@ class GroupCommitter:
         try:
             results, wal = commit_batch(self.engine, self.node, [e for e, _ in live])
         except AuditError as exc:
+            self.health.failed(exc)
             fail_batch(live, exc)
             return None
         except BaseException as exc:  # never let the writer thread die silently
             log.exception("audit writer failed")
-            fail_batch(live, AuditUnavailable(f"audit writer failed: {exc.__class__.__name__}"))
+            failure = AuditUnavailable(f"audit writer failed: {exc.__class__.__name__}")
+            self.health.failed(failure)
+            fail_batch(live, failure)
             return None
         kept: Committed | None = None
         if wal is None:
+            self.health.wrote()
             settle_batch(live, results)
         else:
             committed = Committed(wal, live, results)
@@ -323,21 +334,24 @@ class GroupCommitter:
 
     def _finish(self, done: list[Committed]) -> None:
         """One WAL sync for ``done`` (each file once), then their callers' answers."""
-        if self.broken is None:
+        if self._sync_failed is None:
             started = time.monotonic()
             try:
                 for wal in dict.fromkeys(c.wal for c in done):
                     sync_wal(wal)
             except BaseException as exc:
                 log.critical("audit WAL sync failed: appends stop until restart", exc_info=True)
-                self.broken = AuditUnavailable(
+                self._sync_failed = AuditUnavailable(
                     "the audit log could not be synced to disk; it takes no more entries "
                     f"until the gateway restarts ({exc.__class__.__name__})"
                 )
+                self.health.failed(self._sync_failed)
+            else:
+                self.health.wrote()
             self._last_sync_s = time.monotonic() - started
         for c in done:
-            if self.broken is not None:
-                fail_batch(c.live, self.broken)
+            if self._sync_failed is not None:
+                fail_batch(c.live, self._sync_failed)
             else:
                 settle_batch(c.live, c.results)
 

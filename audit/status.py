@@ -7,6 +7,14 @@ answers from it while it is fresh. When it is stale (or a refresh is asked for
 and the last run is older than ``min_interval_s``) one verification starts in a
 background thread; the caller waits for it at most ``wait_s`` and otherwise gets
 the previous answer marked ``running``. At most one verification runs at a time.
+
+A verification that finds damage also stops the log (``LogHealth.damage``: no
+entry is appended, and the gateway releases nothing) and leaves a marker row in
+``audit_damage``, so every process and node on the same database stops too: each
+reads the marker at startup, on its readiness probe and every few seconds from
+the exchange path (``poll_damage``), never by verifying per request. Restarting
+clears nothing: the marker stays until a full verification of the repaired log
+passes, which removes it (``GET /v1/audit/status?refresh=true``; docs/audit.md).
 """
 
 from __future__ import annotations
@@ -17,14 +25,34 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from audit import store
+from audit.appender import health_of
 from audit.entry import format_ts
-from audit.errors import AuditError
-from audit.log import AuditLog
-from audit.verify import VerifyReport
+from audit.errors import AuditError, AuditUnavailable
+from audit.verify import Damage, VerifyReport
 
-__all__ = ["StatusSnapshot", "VerifyStatus"]
+if TYPE_CHECKING:
+    from audit.log import AuditLog
+
+__all__ = [
+    "DAMAGED_CODE",
+    "StatusSnapshot",
+    "VerifyStatus",
+    "clear_damage",
+    "poll_damage",
+    "record_damage",
+]
+
+#: The code of every refusal while the log is known to be damaged.
+DAMAGED_CODE = "audit_log_damaged"
+
+damage_marker = store.damage_marker
 
 log = logging.getLogger("audit.status")
 
@@ -37,6 +65,8 @@ class StatusSnapshot:
     age_s: float | None
     running: bool
     error: str | None = None
+    #: the damage every node refuses on (this node's, or the marker another left)
+    stopped: str | None = None
 
     @property
     def state(self) -> str:
@@ -54,6 +84,8 @@ class StatusSnapshot:
             "took_ms": round(self.took_ms, 1),
             "running": self.running,
             "error": self.error,
+            "appending": "stopped" if self.stopped else "ok",
+            "stopped_for": self.stopped,
             "report": None if self.report is None else self.report.to_json(),
         }
 
@@ -105,6 +137,7 @@ class VerifyStatus:
         return self.snapshot()
 
     def snapshot(self) -> StatusSnapshot:
+        damage = health_of(self.log.engine).damage
         with self._lock:
             age = None if self._made is None else self._monotonic() - self._made
             running = self._thread is not None and self._thread.is_alive()
@@ -115,6 +148,7 @@ class VerifyStatus:
                 age,
                 running and not self._done.is_set(),
                 self._error,
+                None if damage is None else damage.detail,
             )
 
     def _run(self) -> None:
@@ -128,6 +162,8 @@ class VerifyStatus:
         except Exception as exc:  # a status thread must report, not die silently
             log.exception("verification for the status endpoint failed")
             error = f"unexpected {exc.__class__.__name__}"
+        if report is not None:
+            self._stop_or_resume(report)
         done = self._monotonic()
         with self._lock:
             if report is not None:
@@ -137,3 +173,104 @@ class VerifyStatus:
             self._made = done
             self._took = (done - started) * 1000
             self._done.set()
+
+    def _stop_or_resume(self, report: VerifyReport) -> None:
+        """Damage stops the log everywhere; a whole log clears it everywhere."""
+        try:
+            if report.ok:
+                clear_damage(self.log.engine)
+            else:
+                record_damage(self.log.engine, report.damage, self.log.node, self._now())
+        except AuditError as exc:  # this process has stopped; the others learn later
+            log.error("audit damage marker not updated: %s", exc.detail)
+
+
+def _damaged(kind: str, seq: int | None, detail: str) -> AuditUnavailable:
+    where = "" if seq is None else f" at entry {seq}"
+    return AuditUnavailable(
+        f"the audit log is damaged ({kind}{where}: {detail}); nothing is released or "
+        "appended until a verification of the repaired log passes",
+        code=DAMAGED_CODE,
+    )
+
+
+_ensured: set[str] = set()
+
+
+def _ensure_marker(engine: Engine) -> None:
+    """Create ``audit_damage`` in a database made before it existed (once per process
+    and database); a role that may not create it fails here, closed."""
+    key = engine.url.render_as_string(hide_password=True)
+    if key in _ensured:
+        return
+    try:
+        with store.write_lock(engine), engine.begin() as conn:
+            damage_marker.create(conn, checkfirst=True)
+    except SQLAlchemyError:
+        # Two nodes creating it at once: one wins, the other finds it made.
+        if not sa.inspect(engine).has_table(damage_marker.name):
+            raise
+    _ensured.add(key)
+
+
+def record_damage(engine: Engine, damage: Damage | None, node: str, now: datetime) -> None:
+    """Stop this process's appends and leave the marker for every other node.
+
+    The stop comes first and stays even if the marker cannot be written."""
+    kind = damage.kind if damage is not None else "unknown"
+    seq = damage.seq if damage is not None else None
+    detail = damage.detail if damage is not None else "verification failed"
+    health_of(engine).stop(_damaged(kind, seq, detail[:500]), local=True)
+    log.critical("audit log damaged (%s at %s): appends and releases stop", kind, seq)
+    try:
+        _ensure_marker(engine)
+        with store.write_lock(engine), engine.begin() as conn:
+            if conn.execute(sa.select(damage_marker.c.id)).first() is None:
+                conn.execute(
+                    damage_marker.insert().values(
+                        id=1,
+                        kind=kind[:64],
+                        seq=seq,
+                        detail=detail[:2000],
+                        node=node[:200],
+                        detected_at=format_ts(now),
+                    )
+                )
+    except SQLAlchemyError as exc:
+        raise AuditUnavailable(f"cannot store the damage marker: {type(exc).__name__}") from exc
+
+
+def clear_damage(engine: Engine) -> None:
+    """A full verification passed: remove the marker, and resume appends here."""
+    try:
+        _ensure_marker(engine)
+        with store.write_lock(engine), engine.begin() as conn:
+            gone = conn.execute(damage_marker.delete()).rowcount
+    except SQLAlchemyError as exc:
+        raise AuditUnavailable(f"cannot clear the damage marker: {type(exc).__name__}") from exc
+    health = health_of(engine)
+    if gone or health.damage is not None:
+        log.warning("audit log verified whole again: the damage stop is cleared")
+    health.resume(local=True)
+
+
+def poll_damage(engine: Engine) -> None:
+    """Read the marker (one row) and stop or resume this process to match it.
+
+    Damage this process found itself stays until its own verification passes.
+    Raises ``AuditUnavailable`` when the marker cannot be read."""
+    health = health_of(engine)
+    try:
+        _ensure_marker(engine)
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.select(damage_marker.c.kind, damage_marker.c.seq, damage_marker.c.detail)
+            ).first()
+    except SQLAlchemyError as exc:
+        raise AuditUnavailable(f"cannot read the damage marker: {type(exc).__name__}") from exc
+    if row is None:
+        health.resume(local=False)
+    else:
+        seq = None if row.seq is None else int(row.seq)
+        health.stop(_damaged(str(row.kind), seq, str(row.detail)[:500]), local=False)
+    health.polled = True

@@ -42,6 +42,7 @@ __all__ = [
     "checkpoints",
     "cosignatures",
     "create_schema",
+    "damage_marker",
     "engine_for",
     "entries",
     "head",
@@ -108,6 +109,19 @@ cosignatures = sa.Table(
     sa.Column("witness", sa.String(200), primary_key=True),
     sa.Column("timestamp", sa.BigInteger, nullable=False),
     sa.Column("line", sa.Text, nullable=False),
+)
+
+#: One row while the log is known to be damaged: every node stops (``audit.status``).
+#: Not append-only, and not evidence: its row goes when a verification passes.
+damage_marker = sa.Table(
+    "audit_damage",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=True),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("node", sa.String(200), nullable=False),
+    sa.Column("detected_at", sa.String(40), nullable=False),
 )
 
 APPEND_ONLY_TABLES = (

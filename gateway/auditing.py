@@ -5,16 +5,35 @@ classes, so they can be built with the real ``audit.AuditLog`` in production
 and tests alike. An append that raises must stop the operation: callers fail
 closed. ``audit_event`` shapes administrative events to the closed entry schema
 (``audit/schema.py``): known keys at the top, everything else in ``detail``.
+
+``verify_log_intact`` is the exchange path's check that the log is not known to be
+damaged, and ``audit_readiness`` what ``/readyz`` says of the log.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["AuditSink", "audit_event"]
+from audit.appender import health_of, probe_write
+from audit.errors import AuditError
+from audit.status import DAMAGED_CODE, poll_damage
+from gateway.errors import ServiceUnavailableError
+
+__all__ = ["AuditSink", "audit_event", "audit_readiness", "verify_log_intact"]
+
+log = logging.getLogger("gateway.auditing")
+
+#: How often the exchange path reads the damage marker other nodes may have left:
+#: one exchange in this many seconds pays a one-row read on a worker thread.
+DAMAGE_POLL_S = 2.0
+#: How often ``/readyz`` may touch the store for the log (anyone may call it).
+READINESS_POLL_S = 1.0
 
 #: Top-level entry keys a caller may set (the rest of the closed schema).
 _TOP = frozenset(
@@ -73,3 +92,47 @@ def audit_event(event: str, *, actor: str, outcome: str, **fields: Any) -> dict[
     if detail:
         entry["detail"] = detail
     return entry
+
+
+async def verify_log_intact(engine: Engine) -> None:
+    """Raise 503 ``audit_log_damaged`` while the log is known to be damaged.
+
+    An attribute read, except that every ``DAMAGE_POLL_S`` one caller reads the
+    marker first; until one such read has worked (just after startup) every caller
+    does, and fails closed if it cannot."""
+    health = health_of(engine)
+    if health.poll_due(DAMAGE_POLL_S):
+        try:
+            await asyncio.to_thread(poll_damage, engine)
+        except AuditError as exc:
+            if not health.polled:
+                raise ServiceUnavailableError(
+                    "cannot tell whether the audit log is damaged; nothing was released",
+                    code="audit_unavailable",
+                ) from exc
+            log.warning("audit damage marker not read: %s", exc.detail)
+    damage = health.damage
+    if damage is not None:
+        raise ServiceUnavailableError(damage.detail, code=DAMAGED_CODE)
+
+
+async def audit_readiness(engine: Engine) -> str:
+    """``ok``, or ``error: <code>: <why>``: the log is known to be damaged, or the
+    last append or write probe failed. The probe runs at most every
+    ``READINESS_POLL_S``, so a store that takes appends again is seen without any
+    exchange arriving (none does while the gateway is unready)."""
+    health = health_of(engine)
+    if health.poll_due(READINESS_POLL_S):
+        try:
+            await asyncio.to_thread(poll_damage, engine)
+        except AuditError as exc:
+            log.warning("audit damage marker not read: %s", exc.detail)
+        if health.damage is None:  # a stopped log is not probed: it takes nothing anyway
+            with contextlib.suppress(AuditError):  # recorded in ``health.failure``
+                await asyncio.to_thread(probe_write, engine)
+        if not health.polled:
+            return "error: audit_unavailable: the damage marker cannot be read"
+    problem = health.damage or health.failure
+    if problem is None:
+        return "ok"
+    return f"error: {problem.code}: {problem.detail}"

@@ -121,7 +121,7 @@ EXCHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = {
     ),
     503: problem(
         "A dependency of the gateway is down; nothing was released",
-        ["policy_error", "audit_unavailable", "store_unavailable"],
+        ["policy_error", "audit_unavailable", "audit_log_damaged", "store_unavailable"],
     ),
     504: problem("The provider's system did not answer in time", ["connector_timeout"]),
 }

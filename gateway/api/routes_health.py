@@ -1,4 +1,10 @@
-"""Liveness, readiness and health."""
+"""Liveness, readiness and health.
+
+Readiness is 503 while any dependency is down. For the audit log that includes a
+log known to be damaged and an appender whose last write (an append, or the
+rolled-back write probe ``/readyz`` makes at most once a second) failed: a node
+that cannot record an exchange cannot serve one (``gateway.auditing``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from sqlalchemy import text
 
 from gateway import __version__
 from gateway.api.deps import get_services
+from gateway.auditing import audit_readiness
 
 __all__ = ["router"]
 
@@ -61,6 +68,9 @@ async def readyz(request: Request) -> JSONResponse:
             checks[name] = "ok"
         except Exception as exc:
             checks[name] = f"error: {type(exc).__name__}"
+    audit = await audit_readiness(services.audit_log.engine)
+    if audit != "ok" or "audit_log" not in checks:
+        checks["audit_log"] = audit
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503

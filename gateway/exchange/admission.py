@@ -26,6 +26,7 @@ import structlog
 
 from gateway.agreements.models import Agreement
 from gateway.agreements.service import AgreementService
+from gateway.auditing import verify_log_intact
 from gateway.auth.requests import Caller, RequestTokenVerifier
 from gateway.errors import AccordError, AuthError, NotFoundError
 from gateway.exchange.counters import QuotaReservation, ReplayCache, release_quota
@@ -73,6 +74,7 @@ class Admission:
     ) -> Admitted:
         """Sets the trace's state, caller, request and agreement; returns the caller's
         department, the quota reservation and when the "auth" stage ended."""
+        await verify_log_intact(self.store.engine)
         if not token:
             raise AuthError("a request token is required", code="missing_token")
         started = time.perf_counter()
