@@ -10,8 +10,9 @@ verify query answers its predicate with true or false, an aggregate withholds
 every cell below the agreement's ``min_k`` (never a smaller k a policy
 wrote), grouping only by what the agreement's ``aggregate`` lists, and enough
 others that no withheld cell can be worked out from the group totals
-(``suppressed`` counts them all, without telling which were small). A consumer's own schema mapping runs last,
-on released values only, so it can rename and reshape but never reveal more.
+(``suppressed`` counts them all, without telling which were small). A
+consumer's own schema mapping runs last, on released values only, so it can
+rename and reshape but never reveal more.
 """
 
 from __future__ import annotations
