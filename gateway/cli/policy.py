@@ -144,6 +144,8 @@ def _print_version(view: dict[str, Any]) -> None:
         fields.append(("approved", line(view["approver"], " at ", view["approved_at"])))
     if view.get("rejected_by"):
         fields.append(("rejected", line(view["rejected_by"], " at ", view["rejected_at"])))
+    if view.get("checks_pending"):
+        fields.append(("checks", value(view["checks_pending"], "yellow")))
     for check in view.get("checks", []):
         detail = check.get("detail") or ""
         mark = _mark(check)

@@ -132,6 +132,10 @@ class PolicyVersionPublic(SQLModel):
     proposer: str
     proposed_at: datetime
     checks_ok: bool | None = Field(description="null until the automatic checks ran")
+    checks_pending: str | None = Field(
+        default=None,
+        description="why a draft's automatic checks have not run (null once they ran)",
+    )
     checks: list[CheckOut] = Field(default_factory=list)
     checked_at: datetime | None = None
     approver: str | None = None

@@ -28,6 +28,7 @@ def _fields(row: PolicyVersion, active: str | None) -> dict[str, Any]:
         "proposer": row.proposer,
         "proposed_at": row.proposed_at,
         "checks_ok": checks.get("ok") if row.checks is not None else None,
+        "checks_pending": _pending(row),
         "checks": [_check(c) for c in checks.get("checks", [])],
         "checked_at": row.checked_at,
         "approver": row.approver,
@@ -38,6 +39,17 @@ def _fields(row: PolicyVersion, active: str | None) -> dict[str, Any]:
         "retired_at": row.retired_at,
         "impact": row.impact,
     }
+
+
+def _pending(row: PolicyVersion) -> str | None:
+    """Why a draft has no check results: the gateway had no opa binary when it was
+    proposed (with one, the checks run at once). It cannot be approved until they ran."""
+    if row.status != "draft" or row.checks is not None:
+        return None
+    return (
+        "the automatic checks have not run: they need the opa binary (ACCORD_OPA_BIN); "
+        f"once it is set, run them with POST /v1/policies/{row.version}/check"
+    )
 
 
 def _check(stored: dict[str, Any]) -> CheckOut:

@@ -194,3 +194,27 @@ def test_openapi_documents_the_policy_routes(api: tuple[TestClient, Services]) -
     ok = paths["/v1/policies/{version}/impact"]["post"]["responses"]["200"]
     assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/ImpactReport")
     assert "403" in paths["/v1/policies/{version}/approve"]["post"]["responses"]
+
+
+def test_a_draft_the_gateway_cannot_check_says_why(api: tuple[TestClient, Services]) -> None:
+    """A gateway without an opa binary keeps a proposal as a draft: the answer, the
+    version's view and the CLI say why and how to run the checks, instead of a bare
+    ``checks_ok: null``; once checked, the reason is gone."""
+    client, services = api
+    opa_bin, services.policy.opa_bin = services.policy.opa_bin, None
+    alice = bearer(services, "officer", "alice")
+    proposed = suspend_bundle()
+    r = client.post("/v1/policies", headers=alice, json={"files": proposed.sources()})
+    assert r.status_code == 201, r.text
+    view = r.json()
+    assert view["status"] == "draft" and view["checks_ok"] is None
+    assert "opa binary (ACCORD_OPA_BIN)" in view["checks_pending"]
+    assert f"/v1/policies/{proposed.version}/check" in view["checks_pending"]
+    shown = client.get(f"/v1/policies/{proposed.version}", headers=alice).json()
+    assert shown["checks_pending"] == view["checks_pending"]
+    check = f"/v1/policies/{proposed.version}/check"
+    problem(client.post(check, headers=alice), 503, "policy_checks_unavailable")
+    services.policy.opa_bin = opa_bin
+    r = client.post(check, headers=alice)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "checked" and r.json()["checks_pending"] is None
