@@ -266,20 +266,28 @@ class PgLoopWriter:
         live = [(e, f) for e, f in batch if not f.done()]  # a caller may have timed out
         if not live:
             return
+        # How the batch went is what readiness reports (``LogHealth``), at once.
+        health = self.committer.health
         try:
             async with asyncio.timeout(self._timeout_s):
                 results = await self._send([e for e, _ in live])
         except AuditError as exc:
+            health.failed(exc)
             fail_batch(live, exc)
             return
         except TimeoutError:
             await self._drop()  # where the batch stopped is unknown: never reuse it
-            fail_batch(live, AuditUnavailable("the audit store did not answer in time"))
+            late = AuditUnavailable("the audit store did not answer in time")
+            health.failed(late)
+            fail_batch(live, late)
             return
         except Exception as exc:
             log.exception("audit loop batch failed")
-            fail_batch(live, refused(exc))
+            failure = refused(exc)
+            health.failed(failure)
+            fail_batch(live, failure)
             return
+        health.wrote()
         settle_batch(live, results)
         size = committed_size(results)
         if size is not None:

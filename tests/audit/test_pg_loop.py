@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from audit import AuditLog, committer
+from audit.appender import health_of
 from audit.errors import AuditUnavailable
 from audit.pg_loop import PgLoopWriter
 from audit.records import Appended
@@ -171,8 +172,11 @@ def test_a_batch_refused_after_its_inserts_leaves_nothing_and_the_next_goes_on(
                 *(log.append_async(entry(2 + i)) for i in range(4)), return_exceptions=True
             )
             assert all(isinstance(r, AuditUnavailable) for r in results), results
+            # Readiness sees the refused batch at once, not only at its next probe.
+            assert isinstance(health_of(log.engine).failure, AuditUnavailable)
         got = await _append_all(log, 2, 2)
         assert [a.seq for a in got] == [2, 3]
+        assert health_of(log.engine).failure is None
         await log.aclose_loop()
 
     asyncio.run(main())
