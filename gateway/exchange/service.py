@@ -146,7 +146,7 @@ class ExchangeService(SystemReads):
             trace.decision = decision
             t = trace.stage("decide", t)
             decision.verify_allowed()
-            self._verify_within_agreement(trace, decision)
+            self._verify_within_agreement(trace, decision, now)
             binding = await self.bindings.resolve(
                 trace.agreement.provider if trace.agreement else "",
                 trace.request.dataset,
@@ -227,11 +227,13 @@ class ExchangeService(SystemReads):
             )
         return decision
 
-    def _verify_within_agreement(self, trace: Trace, decision: Decision) -> None:
+    def _verify_within_agreement(self, trace: Trace, decision: Decision, now: datetime) -> None:
         """The signed agreement bounds what the policy allowed, before the provider is
         asked anything: a policy version that allows more (another consumer, a purpose
         or field the agreement does not list, ``pass`` where it says ``pseudonymise``)
-        releases nothing. No agreement resolved is no bound: refused the same way."""
+        or allows under an agreement not in force (suspended, terminated, superseded,
+        outside its validity window) releases nothing. No agreement resolved is no
+        bound: refused the same way."""
         request, caller, row = trace.request, trace.caller, trace.agreement
         assert request is not None
         assert caller is not None
@@ -240,11 +242,16 @@ class ExchangeService(SystemReads):
                 "the policy allowed an exchange under no agreement",
                 code="decision_exceeds_agreement",
             )
+        terms = AgreementTerms(row.terms)
+        status = self.agreements.status_at(row, now)
+        if status != "active" or not terms.in_window(now):
+            state = status if status != "active" else "outside its validity window"
+            raise ExceedsAgreement(
+                f"the policy allowed an exchange under agreement {terms.ref}, which is {state}",
+                code="decision_exceeds_agreement",
+            )
         verify_within_agreement(
-            request=request,
-            decision=decision,
-            terms=AgreementTerms(row.terms),
-            consumer=caller.department,
+            request=request, decision=decision, terms=terms, consumer=caller.department
         )
 
     async def _fetch(

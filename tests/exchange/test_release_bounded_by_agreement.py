@@ -36,6 +36,8 @@ AGREEMENT, DATASET, PURPOSE = "welfare-person-lookup", "person", "benefit-eligib
 STATISTICS = "person-statistics"  # the same agreement's aggregate dataset, min_k 5
 #: An agreement whose aggregates may group by city only, and only count.
 LISTED = "welfare-city-counts"
+#: Agreements not in force: one suspended, one whose window opens in a week.
+SUSPENDED, NOT_YET = "welfare-suspended-lookup", "welfare-future-lookup"
 
 #: Allows everything and releases each requested field as it is, except that it
 #: masks family names (a restriction, which must hold) and, for an aggregate
@@ -79,6 +81,10 @@ test_allows_anything if {
 """
 
 
+def _at(now: datetime, days: int) -> str:
+    return (now + timedelta(days=days)).isoformat().replace("+00:00", "Z")
+
+
 def _activate_allow_all(services: Services) -> None:
     """Through the real four-eyes workflow: proposed and checked, approved, activated."""
     now = datetime.now(UTC).replace(microsecond=0)
@@ -104,6 +110,22 @@ def _activate_allow_all(services: Services) -> None:
             (window[0], window[1]),
         ),
     )
+    for agreement, (start, end) in ((SUSPENDED, (-1, 60)), (NOT_YET, (7, 60))):
+        add_agreement(
+            services,
+            agreement_doc(
+                agreement,
+                agreement,
+                "civil-registry",
+                "welfare-office",
+                (PURPOSE, "Social Welfare Act s.12 (eligibility assessment)"),
+                "confidential",
+                [],
+                [{"id": DATASET, "model": "person@1", "fields": {"sex": {"operation": "pass"}}}],
+                (_at(now, start), _at(now, end)),
+            ),
+        )
+    services.agreements.transition(SUSPENDED, 1, "suspended", actor="test", reason="inquiry")
     services.policy.ensure_initial(services.settings.policy_dir)
     bundle = PolicyBundle.from_sources(
         {"exchange.rego": ALLOW_ALL, "exchange_test.rego": ALLOW_ALL_TEST}
@@ -219,6 +241,19 @@ def test_purpose_the_agreement_does_not_list_is_refused(gw: Gateway) -> None:
         gw, "decision_exceeds_agreement", fields=["given_name"], purpose="debt-collection"
     )
     assert "debt-collection" in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    ("agreement", "state"),
+    [(SUSPENDED, "suspended"), (NOT_YET, "outside its validity window")],
+)
+def test_an_agreement_not_in_force_releases_nothing(
+    gw: Gateway, agreement: str, state: str
+) -> None:
+    """A policy that ignores the agreement's status and window still releases nothing
+    under a suspended agreement or one whose window has not opened."""
+    problem = _refused(gw, "decision_exceeds_agreement", agreement=agreement, fields=["sex"])
+    assert state in problem["detail"]
 
 
 def test_another_department_cannot_use_the_agreement(gw: Gateway) -> None:
