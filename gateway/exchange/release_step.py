@@ -36,7 +36,10 @@ from gateway.release_obligations import (
     verify_within_terms,
 )
 
-__all__ = ["released_result", "verify_within_agreement"]
+__all__ = ["released_result", "verify_within_agreement", "verify_within_classification"]
+
+#: Personal-data kinds that may leave only under an agreement naming a legal basis.
+_NEEDS_LEGAL_BASIS = frozenset({"sensitive", "special"})
 
 
 def verify_within_agreement(
@@ -90,6 +93,60 @@ def verify_within_agreement(
                     code="aggregate_not_allowed",
                 )
     return dataset
+
+
+def verify_within_classification(
+    obligations: Mapping[str, Any], labels: Mapping[str, Any], policy_input: Mapping[str, Any]
+) -> None:
+    """Raise unless every field the decision releases (any operation but ``drop``)
+    is within the agreement's ceiling and the caller's clearance, needs no caveat
+    the caller lacks and, if it is sensitive or special personal data, leaves under
+    an agreement naming a legal basis.
+
+    The policy judges this; here it is judged again on the same policy input, with
+    the same fail-closed reading (a field without a level counts as the scheme's
+    highest level, a level the scheme does not know as above them all, a ceiling or
+    clearance it does not know as below them all), so a policy version that skips
+    it releases nothing: 500 ``decision_exceeds_agreement``. ``labels`` are the
+    canonical model's, for every field, so an obligation for a field the request
+    did not name is judged too."""
+    levels = [str(level) for level in policy_input["scheme"]["levels"]]
+    rank = {level: i for i, level in enumerate(levels)}
+    agreement = policy_input.get("agreement") or {}
+    caller = policy_input["caller"]
+    grants = (
+        ("the agreement's ceiling", agreement.get("ceiling")),
+        ("the caller's clearance", caller.get("clearance")),
+    )
+    held = {c for c in caller.get("caveats") or () if isinstance(c, str)}
+    basis = agreement.get("legal_basis")
+    for name, op in sorted(normalise_obligations(obligations).items()):
+        if op.name == "drop":
+            continue
+        label = labels.get(name)
+        label = label if isinstance(label, Mapping) else {}
+        level = label.get("level")
+        field_rank = rank.get(level, len(levels)) if isinstance(level, str) else len(levels) - 1
+        for what, grant in grants:
+            if field_rank > (rank.get(grant, -1) if isinstance(grant, str) else -1):
+                raise ExceedsAgreement(
+                    f"the policy releases field {name!r}, classified above {what}",
+                    code="decision_exceeds_agreement",
+                )
+        caveats = label.get("caveats")
+        needed = {c for c in caveats if isinstance(c, str)} if isinstance(caveats, list) else set()
+        if needed - held:
+            raise ExceedsAgreement(
+                f"the policy releases field {name!r}, which needs caveats the caller lacks: "
+                + ", ".join(sorted(needed - held)),
+                code="decision_exceeds_agreement",
+            )
+        if label.get("personal") in _NEEDS_LEGAL_BASIS and not (isinstance(basis, str) and basis):
+            raise ExceedsAgreement(
+                f"the policy releases field {name!r}, {label['personal']} personal data, "
+                "under an agreement that names no legal basis",
+                code="decision_exceeds_agreement",
+            )
 
 
 def released_result(

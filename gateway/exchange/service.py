@@ -48,7 +48,11 @@ from gateway.exchange.pg_steps import PgSteps
 from gateway.exchange.reads import SystemReads
 from gateway.exchange.receipts import receipt_claims, sign_receipt
 from gateway.exchange.refusals import RefusalRecorder
-from gateway.exchange.release_step import released_result, verify_within_agreement
+from gateway.exchange.release_step import (
+    released_result,
+    verify_within_agreement,
+    verify_within_classification,
+)
 from gateway.exchange.request_step import aggregate_spec, labels_for, requested_fields
 from gateway.exchange.subjects import SubjectPseudonyms
 from gateway.exchange.trace import Trace, exchange_entry, refusal_entry
@@ -220,6 +224,7 @@ class ExchangeService(SystemReads):
             scheme_levels=self.registry.scheme.levels,
             scheme_name=self.registry.scheme.name,
         )
+        trace.policy_input = policy_input
         decision = await self.policy.decide(policy_input)
         if self.decision_log is not None:
             self.decision_log.record(
@@ -252,6 +257,10 @@ class ExchangeService(SystemReads):
             )
         verify_within_agreement(
             request=request, decision=decision, terms=terms, consumer=caller.department
+        )
+        assert trace.policy_input is not None  # set by _decide
+        verify_within_classification(
+            decision.obligations, labels_for(terms, request.dataset), trace.policy_input
         )
 
     async def _fetch(

@@ -8,7 +8,7 @@ ids, hashes and the subject's pseudonym, never a field value.
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,8 @@ class Trace:
     request: ExchangeRequest | None = None
     agreement: Agreement | None = None
     decision: Decision | None = None
+    #: what the policy judged (the release is held to it again after the decision)
+    policy_input: Mapping[str, Any] | None = None
     subject: str | None = None
     state: dict[Hashable, Any] | None = None
 

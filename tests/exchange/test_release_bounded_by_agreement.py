@@ -38,6 +38,8 @@ STATISTICS = "person-statistics"  # the same agreement's aggregate dataset, min_
 LISTED = "welfare-city-counts"
 #: Agreements not in force: one suspended, one whose window opens in a week.
 SUSPENDED, NOT_YET = "welfare-suspended-lookup", "welfare-future-lookup"
+#: Its ceiling is `internal`: the city (internal) may leave, sex (confidential) not.
+LOW_CEILING = "welfare-internal-lookup"
 
 #: Allows everything and releases each requested field as it is, except that it
 #: masks family names (a restriction, which must hold) and, for an aggregate
@@ -125,6 +127,26 @@ def _activate_allow_all(services: Services) -> None:
                 (_at(now, start), _at(now, end)),
             ),
         )
+    add_agreement(
+        services,
+        agreement_doc(
+            LOW_CEILING,
+            LOW_CEILING,
+            "civil-registry",
+            "welfare-office",
+            (PURPOSE, "Social Welfare Act s.12 (eligibility assessment)"),
+            "internal",
+            [],
+            [
+                {
+                    "id": DATASET,
+                    "model": "person@1",
+                    "fields": {"sex": {"operation": "pass"}, "address_city": {"operation": "pass"}},
+                }
+            ],
+            (_at(now, -1), _at(now, 60)),
+        ),
+    )
     services.agreements.transition(SUSPENDED, 1, "suspended", actor="test", reason="inquiry")
     services.policy.ensure_initial(services.settings.policy_dir)
     bundle = PolicyBundle.from_sources(
@@ -254,6 +276,16 @@ def test_an_agreement_not_in_force_releases_nothing(
     under a suspended agreement or one whose window has not opened."""
     problem = _refused(gw, "decision_exceeds_agreement", agreement=agreement, fields=["sex"])
     assert state in problem["detail"]
+
+
+def test_a_field_above_the_agreements_ceiling_is_not_released(gw: Gateway) -> None:
+    """The allow-all policy ignores classification; the gateway does not: a field
+    classified above the agreement's ceiling releases nothing, one within it leaves."""
+    problem = _refused(gw, "decision_exceeds_agreement", agreement=LOW_CEILING, fields=["sex"])
+    assert "'sex', classified above the agreement's ceiling" in problem["detail"]
+    answer = _ask(gw, agreement=LOW_CEILING, fields=["address_city"])
+    [record] = answer.records
+    assert set(record) == {"address_city"}
 
 
 def test_another_department_cannot_use_the_agreement(gw: Gateway) -> None:
