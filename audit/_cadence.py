@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from audit import reads, store
+from audit.appender import health_of
 from audit.checkpoint import (
     Checkpoint,
     Signed,
@@ -84,6 +85,16 @@ class CheckpointCadence:
             state.incident = exc.detail
             self.refused(h.size)
             log.critical("signer_state_mismatch: refusing to sign: %s", exc.detail)
+            # The store is not what the key signed: this process releases and appends
+            # nothing more (``audit.status`` clears it once a verification passes).
+            health_of(self.owner.engine).stop(
+                AuditUnavailable(
+                    f"the audit log is damaged (signer_state_mismatch: {exc.detail}); nothing "
+                    "is released or appended until a verification of the repaired log passes",
+                    code="audit_log_damaged",
+                ),
+                local=True,
+            )
             raise
         if not known:
             log.warning(

@@ -20,6 +20,7 @@ from audit import AuditLog, engine_for, verify_checkpoint
 from audit.checkpoint import SignerStateMismatch, parse_checkpoint
 from audit.dbverify import verify_database
 from audit.entry import ZERO_CHAIN
+from audit.errors import AuditUnavailable
 from audit.note import NoteSigner, parse_note
 from audit.status import VerifyStatus
 from tests.audit.conftest import ORIGIN, LogFactory, entry, log_signer
@@ -126,6 +127,10 @@ def test_history_rewritten_and_checkpoint_rows_deleted_is_not_signed(
         report = signer.verify()
         assert not report.ok and report.kind == "signer_state_mismatch", report
         assert signer.signed_state.incident is not None
+        # And the process appends nothing more onto the store it refused to sign.
+        with pytest.raises(AuditUnavailable) as stopped:
+            signer.append(entry(99))
+        assert stopped.value.code == "audit_log_damaged"
 
     # The auditor's verification with the published key pinned reports it too.
     report = verify_database(
