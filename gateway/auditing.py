@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from audit.appender import health_of, probe_write
 from audit.errors import AuditError
-from audit.status import DAMAGED_CODE, poll_damage
+from audit.status import poll_damage
 from gateway.errors import ServiceUnavailableError
 
 __all__ = ["AuditSink", "audit_event", "audit_readiness", "verify_log_intact"]
@@ -113,7 +113,9 @@ async def verify_log_intact(engine: Engine) -> None:
             log.warning("audit damage marker not read: %s", exc.detail)
     damage = health.damage
     if damage is not None:
-        raise ServiceUnavailableError(damage.detail, code=DAMAGED_CODE)
+        # (``audit.status.DAMAGED_CODE``, spelt out: the route's documented codes are
+        # checked against the codes raised here.)
+        raise ServiceUnavailableError(damage.detail, code="audit_log_damaged")
 
 
 async def audit_readiness(engine: Engine) -> str:

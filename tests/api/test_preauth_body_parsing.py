@@ -84,7 +84,7 @@ def test_malformed_body_with_a_bad_token_is_401_and_audited(gw: Gateway) -> None
     refused = [
         e
         for e in _entries_since(gw, before)
-        if e["event"] == "auth_failure" and e["detail"].get("path") == DRAFTS
+        if e["event"] == "auth_failure" and e["detail"].get("route") == DRAFTS
     ]
     assert refused, "the refused attempt has no auth_failure entry"
     assert refused[0]["actor"] == "anonymous" and refused[0]["outcome"] == "refused"

@@ -63,6 +63,8 @@ FUNCTIONS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
     ("gateway/api/routes_exchange.py", "subject_accesses"): (ACCESSES,),
     # The caller's key, department and system; ``gateway.auth.requests`` answers 401.
     ("gateway/registry/callers.py", "verify_caller"): TOKEN_ROUTES,
+    # Admission's first step: the log is not known to be damaged.
+    ("gateway/auditing.py", "verify_log_intact"): (EXCHANGE,),
 }
 #: Codes raised in those modules that no route answers, and why.
 NOT_ANSWERED = {

@@ -10,6 +10,7 @@ refusal states ``agreement_inactive`` once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -75,11 +76,14 @@ def _agreements(services: Services) -> None:
         {"birth_date": {"operation": "generalise", "to": "year"}},
         window,
     )
+    # Submitted while it is in force (a version already expired is refused); it
+    # expires two seconds later, before any test runs.
     person(
         "welfare-expired",
         {"given_name": {"operation": "pass"}},
-        (_iso(now - timedelta(days=60)), _iso(now - timedelta(days=1))),
+        (_iso(now - timedelta(days=60)), _iso(now + timedelta(seconds=2))),
     )
+    time.sleep(max(0.0, (now + timedelta(seconds=2.1) - datetime.now(UTC)).total_seconds()))
     add_agreement(
         services,
         agreement_doc(
