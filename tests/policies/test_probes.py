@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from gateway.agreements.models import STATUSES
 from gateway.policy._regorus import new_interpreter, run_interpreter
 from gateway.policy.bundle import PolicyBundle
 from gateway.policy.engine import DENY_CODES, Decision
@@ -68,3 +69,12 @@ def test_recorded_probes_newest_first_distinct_capped(sqlite_url: str, tmp_path:
         ]
         assert [json.loads(p.payload)["usage"]["day"] for p in probes] == [3, 1, 2]
         assert len(recorded_probes(engine, limit=2)) == 2
+
+
+def test_every_agreement_status_the_gateway_stores_is_valid_input() -> None:
+    """An exchange naming a version in any stored status (one superseded, say) is an
+    input the schema admits, so a recorded decision about it is a probe like any other."""
+    for status in STATUSES:
+        doc = base_probe_input()
+        doc["agreement"]["status"] = status
+        verify_policy_input(doc)
