@@ -212,6 +212,8 @@ def running_gateway(
         for c in gw.clients:
             c.close()
         stop(proc)
+        if gw.process is not proc:  # a test restarted it
+            stop(gw.process)
 
 
 @contextlib.contextmanager
