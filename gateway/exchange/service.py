@@ -224,7 +224,7 @@ class ExchangeService(SystemReads):
             scheme_levels=self.registry.scheme.levels,
             scheme_name=self.registry.scheme.name,
         )
-        trace.policy_input = policy_input
+        trace.policy_input, trace.labels = policy_input, labels
         decision = await self.policy.decide(policy_input)
         if self.decision_log is not None:
             self.decision_log.record(
@@ -247,8 +247,10 @@ class ExchangeService(SystemReads):
                 "the policy allowed an exchange under no agreement",
                 code="decision_exceeds_agreement",
             )
+        assert trace.policy_input is not None  # set by _decide
+        assert trace.labels is not None
         terms = AgreementTerms(row.terms)
-        status = self.agreements.status_at(row, now)
+        status = trace.policy_input["agreement"]["status"]  # as of ``now``, as the policy saw it
         if status != "active" or not terms.in_window(now):
             state = status if status != "active" else "outside its validity window"
             raise ExceedsAgreement(
@@ -258,10 +260,7 @@ class ExchangeService(SystemReads):
         verify_within_agreement(
             request=request, decision=decision, terms=terms, consumer=caller.department
         )
-        assert trace.policy_input is not None  # set by _decide
-        verify_within_classification(
-            decision.obligations, labels_for(terms, request.dataset), trace.policy_input
-        )
+        verify_within_classification(decision.obligations, trace.labels, trace.policy_input)
 
     async def _fetch(
         self, trace: Trace, binding: ResolvedBinding, decision: Decision

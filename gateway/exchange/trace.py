@@ -34,8 +34,10 @@ class Trace:
     request: ExchangeRequest | None = None
     agreement: Agreement | None = None
     decision: Decision | None = None
-    #: what the policy judged (the release is held to it again after the decision)
+    #: what the policy judged, and the canonical model's labels of every field (the
+    #: release is held to them again after the decision)
     policy_input: Mapping[str, Any] | None = None
+    labels: Mapping[str, Any] | None = None
     subject: str | None = None
     state: dict[Hashable, Any] | None = None
 

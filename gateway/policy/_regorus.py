@@ -22,6 +22,7 @@ import regorus
 from gateway.policy._regorus_conflicts import (
     CONFLICTS_KEY,
     DECISION_KEY,
+    Sources,
     VmConflict,
     VmUnguardable,
     guard_sources,
@@ -39,8 +40,6 @@ __all__ = [
     "run_interpreter",
     "run_vm",
 ]
-
-Sources = tuple[tuple[str, str], ...]
 
 #: What ``Rvm.execute`` answers when the decision is undefined.
 _VM_UNDEFINED = '"<undefined>"'

@@ -179,18 +179,7 @@ def read_accesses(
     gw: Gateway, key: PrivateKey, path: str, *, iss: str = "citizen-portal", sub: str = "portal"
 ) -> httpx.Response:
     """``GET`` a subject's access log (``path``) with a request token of ``iss``/``sub``."""
-    now = int(time.time())
-    claims = {
-        "iss": iss,
-        "sub": sub,
-        "aud": "accord-gateway",
-        "iat": now,
-        "exp": now + 60,
-        "jti": uuid.uuid4().hex,
-        "htm": "GET",
-        "htu": path,
-        "bsh": body_hash(b""),
-    }
+    claims = token_claims(b"", iss=iss, sub=sub, htm="GET", htu=path)
     headers = {"Authorization": f"Bearer {sign_token(key, claims)}"}
     return httpx.get(gw.url + path, headers=headers, timeout=30)
 
