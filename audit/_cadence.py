@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from audit import reads, store
-from audit.appender import health_of
 from audit.checkpoint import (
     Checkpoint,
     Signed,
@@ -28,6 +27,7 @@ from audit.checkpoint import (
     verify_checkpoint,
 )
 from audit.errors import AuditError, AuditUnavailable
+from audit.health import health_of
 from audit.merkle import consistency_proof, consistency_ranges, range_nodes
 from audit.note import NoteSigner, NoteVerifier
 from audit.records import Head

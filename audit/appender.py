@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,23 +25,21 @@ from audit import store
 from audit.durability import drop_lazy_connection, engine_wal, lazy_connection, sync_wal
 from audit.entry import chain_hash, format_ts, seal
 from audit.errors import AuditError, AuditUnavailable, EntryInvalid
+from audit.health import health_of
 from audit.merkle import CompactRange, leaf_hash
 from audit.records import Appended
 
 __all__ = [
-    "LogHealth",
     "Sealed",
     "append_in",
     "commit_batch",
-    "health_of",
-    "probe_write",
     "write_batch",
 ]
 
 # Built once: constructing a statement and its cache key per batch cost more than
 # running it.
-_LOCK_HEAD = sa.select(store.head).where(store.head.c.id == 1).with_for_update()
-_ADVANCE_HEAD = (
+LOCK_HEAD = sa.select(store.head).where(store.head.c.id == 1).with_for_update()
+ADVANCE_HEAD = (
     store.head.update()
     .where(store.head.c.id == 1, store.head.c.size == sa.bindparam("locked_size"))
     .values(
@@ -53,80 +49,12 @@ _ADVANCE_HEAD = (
         ts=sa.bindparam("new_ts"),
     )
 )
-_INSERTS = {t.name: t.insert() for t in (store.entries, store.nodes)}
+INSERTS = {t.name: t.insert() for t in (store.entries, store.nodes)}
 NO_HEAD = "the audit chain head is missing: run create_schema()"
 
 
-class LogHealth:
-    """What this process knows of one audit database: damage found in it, and how
-    the last write to it went.
-
-    ``damage`` stops every append (``GroupCommitter.broken``, ``appender.append_in``):
-    entries chained onto a log that fails verification would carry receipts and
-    proofs that prove nothing, and after a truncation they would reuse sequence
-    numbers a witness has already seen, burying the evidence. It is set and cleared
-    by ``audit.status`` (from a verification, or from the marker another node left
-    in the database), never by the writers. ``failure`` is the last append or write
-    probe that failed, cleared by the next one that worked: readiness reads it.
-    Reading either is an attribute read; the hot path does nothing more.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.damage: AuditError | None = None
-        #: whether ``damage`` was found by this process (else learnt from the marker)
-        self.damage_local = False
-        self.failure: AuditError | None = None
-        self._next_poll = 0.0
-        self.polled = False
-
-    def stop(self, damage: AuditError, *, local: bool) -> None:
-        with self._lock:
-            if self.damage is None or local:
-                self.damage, self.damage_local = damage, local or self.damage_local
-
-    def resume(self, *, local: bool) -> None:
-        """Clear the damage: ``local`` (this process verified the log whole) clears any,
-        else only damage learnt from the marker."""
-        with self._lock:
-            if local or not self.damage_local:
-                self.damage, self.damage_local = None, False
-
-    def wrote(self) -> None:
-        self.failure = None
-
-    def failed(self, exc: AuditError) -> None:
-        if exc is not self.damage:  # a refusal because of damage is not a store failure
-            self.failure = exc
-
-    def poll_due(self, interval_s: float) -> bool:
-        """Whether the caller should read the damage marker now: always until one read
-        has worked, then at most one caller per ``interval_s``."""
-        now = time.monotonic()
-        with self._lock:
-            if self.polled and now < self._next_poll:
-                return False
-            self._next_poll = now + interval_s
-            return True
-
-
-_HEALTH: dict[str, LogHealth] = {}
-_HEALTH_LOCK = threading.Lock()
-
-
-def health_of(engine: Engine) -> LogHealth:
-    """The one ``LogHealth`` of the database ``engine`` reaches, shared by every
-    ``AuditLog``, writer and check of this process on it."""
-    key = engine.url.render_as_string(hide_password=True)
-    with _HEALTH_LOCK:
-        health = _HEALTH.get(key)
-        if health is None:
-            health = _HEALTH[key] = LogHealth()
-        return health
-
-
-def _lock_head(conn: sa.Connection) -> sa.Row[Any]:
-    row = conn.execute(_LOCK_HEAD).first()
+def lock_head(conn: sa.Connection) -> sa.Row[Any]:
+    row = conn.execute(LOCK_HEAD).first()
     if row is None:
         raise AuditUnavailable(NO_HEAD)
     return row
@@ -205,7 +133,7 @@ def _write_locked(
         if b.node_rows:
             _insert(conn, store.nodes, b.node_rows)
         upd = conn.execute(
-            _ADVANCE_HEAD,
+            ADVANCE_HEAD,
             {
                 "locked_size": int(row.size),
                 "new_size": b.size,
@@ -227,7 +155,7 @@ def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) ->
     INSERT or COPY.
     """
     if conn.dialect.name != "postgresql" or len(rows) < 16:
-        conn.execute(_INSERTS[table.name], rows)
+        conn.execute(INSERTS[table.name], rows)
         return
     cols = [c.name for c in table.columns]
     raw = conn.connection.driver_connection
@@ -280,7 +208,7 @@ def commit_batch(
             if engine.dialect.name == "sqlite":
                 return _write_sqlite(conn.connection.dbapi_connection, node, requests), None
             try:
-                results = _write_locked(conn, node, _lock_head(conn), requests)
+                results = _write_locked(conn, node, lock_head(conn), requests)
                 conn.commit()
             except SQLAlchemyError as exc:
                 conn.rollback()
@@ -343,16 +271,16 @@ def _write_sqlite(
         raw.commit()
         return b.results
     except sqlite3.Error as exc:
-        _rollback(raw)
+        rollback_quietly(raw)
         raise refused(exc) from exc
     except BaseException:
-        _rollback(raw)
+        rollback_quietly(raw)
         raise
     finally:
         cur.close()
 
 
-def _rollback(raw: Any) -> None:
+def rollback_quietly(raw: Any) -> None:
     # If even this fails, the caller drops the connection and its transaction with it.
     with contextlib.suppress(sqlite3.Error):
         raw.rollback()
@@ -372,116 +300,9 @@ def append_in(
     if damage is not None:
         raise damage
     try:
-        result = _write_locked(conn, node, _lock_head(conn), [entries])[0]
+        result = _write_locked(conn, node, lock_head(conn), [entries])[0]
     except SQLAlchemyError as exc:
         raise refused(exc) from exc
     if isinstance(result, AuditError):
         raise result
     return result
-
-
-#: How long the write probe waits for the chain head, in milliseconds: a head held
-#: longer than this stalls every append too.
-PROBE_WAIT_MS = 2000
-
-
-def probe_write(engine: Engine) -> bool:
-    """Whether the store takes a batch now: lock the head, insert a row, advance the
-    head, then roll it all back. Raises ``AuditUnavailable`` when a step is refused
-    (the locked head, a refused insert, a full disk, a lost connection); False when
-    another writer of this process holds SQLite's write turn (it is writing, and its
-    batch reports for itself). Records the outcome in ``health_of(engine)``.
-
-    Readiness uses it so that a store that stopped taking appends is seen without
-    waiting for an exchange to fail, and one that takes them again is seen without
-    any exchange (none arrives while the gateway is reported unready)."""
-    health = health_of(engine)
-    try:
-        if engine.dialect.name == "sqlite":
-            try:
-                with (
-                    store.write_lock(engine, wait=False),
-                    store.short_busy_wait(),
-                    engine.connect() as conn,
-                ):
-                    _probe_sqlite(conn.connection.dbapi_connection)
-            except store.TurnBusy:
-                return False
-        else:
-            with engine.connect() as conn:
-                try:
-                    conn.execute(sa.text(f"SET LOCAL lock_timeout = {PROBE_WAIT_MS}"))
-                    _probe_rows(conn, _lock_head(conn))
-                finally:
-                    conn.rollback()
-    except SQLAlchemyError as exc:
-        failure = refused(exc)
-        health.failed(failure)
-        raise failure from exc
-    except AuditError as exc:
-        health.failed(exc)
-        raise
-    except OSError as exc:  # SQLite's turn file
-        failure = refused(exc)
-        health.failed(failure)
-        raise failure from exc
-    health.wrote()
-    return True
-
-
-def _probe_params(size: int) -> dict[str, Any]:
-    return {
-        "seq": size,
-        "ts": now_ts(),
-        "event": "write_probe",
-        "exchange_id": None,
-        "subject": None,
-        "data": b"{}",
-        "leaf_hash": bytes(32),
-        "chain_hash": bytes(32),
-    }
-
-
-def _probe_rows(conn: sa.Connection, row: sa.Row[Any]) -> None:
-    size = int(row.size)
-    conn.execute(_INSERTS["audit_entries"], [_probe_params(size)])
-    upd = conn.execute(
-        _ADVANCE_HEAD,
-        {
-            "locked_size": size,
-            "new_size": size + 1,
-            "new_chain": bytes(32),
-            "new_frontier": bytes(row.frontier),
-            "new_ts": now_ts(),
-        },
-    )
-    if upd.rowcount != 1:
-        raise AuditUnavailable("the chain head moved while locked")
-
-
-def _probe_sqlite(raw: Any) -> None:
-    cur = raw.cursor()
-    try:
-        cur.execute("BEGIN IMMEDIATE")
-        head = cur.execute(HEAD_SQL).fetchone()
-        if head is None:
-            raise AuditUnavailable(NO_HEAD)
-        size = int(head[0])
-        cur.execute(ENTRY_SQL, _probe_params(size))
-        cur.execute(
-            ADVANCE_SQL,
-            {
-                "new_size": size + 1,
-                "new_chain": bytes(32),
-                "new_frontier": bytes(head[2]),
-                "new_ts": now_ts(),
-                "locked_size": size,
-            },
-        )
-        if cur.rowcount != 1:
-            raise AuditUnavailable("the chain head moved while locked")
-    except sqlite3.Error as exc:
-        raise refused(exc) from exc
-    finally:
-        _rollback(raw)
-        cur.close()

@@ -24,9 +24,10 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import Engine
 
-from audit.appender import commit_batch, health_of
+from audit.appender import commit_batch
 from audit.durability import sync_wal
 from audit.errors import AuditError, AuditUnavailable
+from audit.health import health_of
 from audit.records import Appended
 
 __all__ = [

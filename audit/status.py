@@ -32,9 +32,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit import store
-from audit.appender import health_of
 from audit.entry import format_ts
 from audit.errors import AuditError, AuditUnavailable
+from audit.health import health_of
 from audit.verify import Damage, VerifyReport
 
 if TYPE_CHECKING:

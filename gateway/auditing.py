@@ -20,8 +20,9 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection, Engine
 
-from audit.appender import health_of, probe_write
 from audit.errors import AuditError
+from audit.health import health_of
+from audit.probe import probe_write
 from audit.status import poll_damage
 from gateway.errors import ServiceUnavailableError
 

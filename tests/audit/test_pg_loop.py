@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from audit import AuditLog, committer
-from audit.appender import health_of
 from audit.errors import AuditUnavailable
+from audit.health import health_of
 from audit.pg_loop import PgLoopWriter
 from audit.records import Appended
 from tests._support.servers import fresh_database
