@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -31,7 +32,9 @@ from audit.health import health_of
 from audit.merkle import consistency_proof, consistency_ranges, range_nodes
 from audit.note import NoteSigner, NoteVerifier
 from audit.records import Head
+from audit.status import damaged_error, record_damage
 from audit.store import short_busy_wait
+from audit.verify import Damage
 
 if TYPE_CHECKING:
     from audit.log import AuditLog
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["CheckpointCadence"]
 
 log = logging.getLogger("audit.cadence")
+
+SIGNER_MISMATCH = "signer_state_mismatch"
 
 
 class CheckpointCadence:
@@ -86,14 +91,11 @@ class CheckpointCadence:
             self.refused(h.size)
             log.critical("signer_state_mismatch: refusing to sign: %s", exc.detail)
             # The store is not what the key signed: this process releases and appends
-            # nothing more (``audit.status`` clears it once a verification passes).
+            # nothing more, from now (under the write turn: no batch slips past), and
+            # ``leave_marker`` stops the other nodes once the turn is given back
+            # (``audit.status`` clears both once a verification passes).
             health_of(self.owner.engine).stop(
-                AuditUnavailable(
-                    f"the audit log is damaged (signer_state_mismatch: {exc.detail}); nothing "
-                    "is released or appended until a verification of the repaired log passes",
-                    code="audit_log_damaged",
-                ),
-                local=True,
+                damaged_error(SIGNER_MISMATCH, None, exc.detail[:500]), local=True
             )
             raise
         if not known:
@@ -110,6 +112,21 @@ class CheckpointCadence:
         except OSError as exc:
             raise AuditUnavailable(f"cannot record the signed checkpoint: {exc}") from exc
         return h, note, bool(same)
+
+    def leave_marker(self, exc: SignerStateMismatch) -> None:
+        """Leave the damage marker for a refusal to sign, so that every node on the
+        database stops within its poll (``audit.status.poll_damage``), not only this
+        one. If the marker cannot be written this process stays stopped all the same
+        (fail closed), and says loudly that the others do not know."""
+        damage = Damage(SIGNER_MISMATCH, None, exc.detail)
+        try:
+            record_damage(self.owner.engine, damage, self.owner.node, datetime.now(UTC))
+        except AuditError as err:
+            log.critical(
+                "signer_state_mismatch: the damage marker was not written (%s): this "
+                "process has stopped, other nodes keep appending until they find the damage",
+                err.detail,
+            )
 
     def due(self, size: int) -> bool:
         if self.owner.signer is None or self.owner.checkpoint_every <= 0:

@@ -27,7 +27,12 @@ from audit import reads, store
 from audit._cadence import CheckpointCadence
 from audit._loop_writers import LoopWriters, loop_capable
 from audit.appender import append_in
-from audit.checkpoint import SignerState, parse_checkpoint, verify_cosignatures
+from audit.checkpoint import (
+    SignerState,
+    SignerStateMismatch,
+    parse_checkpoint,
+    verify_cosignatures,
+)
 from audit.committer import GroupCommitter
 from audit.entry import format_ts, verify_entry_fields
 from audit.errors import AuditError, AuditUnavailable, NotFound
@@ -202,8 +207,9 @@ class AuditLog:
     def checkpoint(self) -> str:
         """Sign and store a checkpoint of the current tree; returns the signed note.
 
-        Raises ``SignerStateMismatch`` (and records the incident) when the store's
-        tree does not extend what the log key signed last (``SignerState``)."""
+        Raises ``SignerStateMismatch`` when the store's tree does not extend what the
+        log key signed last (``SignerState``), having recorded the incident, stopped
+        this process and left the damage marker that stops every other node."""
         if self.signer is None:
             raise AuditError("no log signing key is configured", code="audit_no_signer")
         with self._cp_lock, self.signed_state.turn():
@@ -228,6 +234,9 @@ class AuditLog:
                 raise AuditUnavailable(
                     f"cannot store the checkpoint: {exc.__class__.__name__}"
                 ) from exc
+            except SignerStateMismatch as exc:
+                self._cadence.leave_marker(exc)  # the write turn is given back by now
+                raise
             self._cadence.signed(h.size)
             return note
 

@@ -45,6 +45,7 @@ __all__ = [
     "StatusSnapshot",
     "VerifyStatus",
     "clear_damage",
+    "damaged_error",
     "poll_damage",
     "record_damage",
 ]
@@ -185,7 +186,8 @@ class VerifyStatus:
             log.error("audit damage marker not updated: %s", exc.detail)
 
 
-def _damaged(kind: str, seq: int | None, detail: str) -> AuditUnavailable:
+def damaged_error(kind: str, seq: int | None, detail: str) -> AuditUnavailable:
+    """The refusal every append and exchange meets while the log is damaged."""
     where = "" if seq is None else f" at entry {seq}"
     return AuditUnavailable(
         f"the audit log is damaged ({kind}{where}: {detail}); nothing is released or "
@@ -220,7 +222,7 @@ def record_damage(engine: Engine, damage: Damage | None, node: str, now: datetim
     kind = damage.kind if damage is not None else "unknown"
     seq = damage.seq if damage is not None else None
     detail = damage.detail if damage is not None else "verification failed"
-    health_of(engine).stop(_damaged(kind, seq, detail[:500]), local=True)
+    health_of(engine).stop(damaged_error(kind, seq, detail[:500]), local=True)
     log.critical("audit log damaged (%s at %s): appends and releases stop", kind, seq)
     try:
         _ensure_marker(engine)
@@ -272,5 +274,5 @@ def poll_damage(engine: Engine) -> None:
         health.resume(local=False)
     else:
         seq = None if row.seq is None else int(row.seq)
-        health.stop(_damaged(str(row.kind), seq, str(row.detail)[:500]), local=False)
+        health.stop(damaged_error(str(row.kind), seq, str(row.detail)[:500]), local=False)
     health.polled = True

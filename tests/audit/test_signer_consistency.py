@@ -21,8 +21,9 @@ from audit.checkpoint import SignerStateMismatch, parse_checkpoint
 from audit.dbverify import verify_database
 from audit.entry import ZERO_CHAIN
 from audit.errors import AuditUnavailable
+from audit.health import health_of
 from audit.note import NoteSigner, parse_note
-from audit.status import VerifyStatus
+from audit.status import VerifyStatus, poll_damage
 from tests.audit.conftest import ORIGIN, LogFactory, entry, log_signer
 from tests.audit.forge import forge_log
 
@@ -289,3 +290,74 @@ def test_a_signed_checkpoint_in_the_store_binds_a_node_without_a_record(
     with pytest.raises(SignerStateMismatch):
         fresh.checkpoint()
     assert not (tmp_path / "fresh.signed").exists()
+
+
+def _as_node(url: str, node: str) -> str:
+    """The database as another gateway node reaches it. A node is a process with its
+    own ``LogHealth``, which is keyed by the URL: naming the node in the URL (as its
+    ``application_name``) gives it one here, in one test process."""
+    u = sa.make_url(url).update_query_dict({"application_name": node})
+    return u.render_as_string(hide_password=False)
+
+
+def _damage_rows(engine: sa.Engine) -> list[tuple[object, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.exec_driver_sql("SELECT kind, node FROM audit_damage")]
+
+
+def test_a_refusal_to_sign_stops_every_node_not_only_the_refuser(
+    pg_url: str, make_log: LogFactory, tmp_path: Path
+) -> None:
+    """Two nodes on one PostgreSQL database. A DBA cuts the log below what node A's
+    key signed; A refuses to sign. B, which verified nothing and signs nothing,
+    must stop appending at its next read of the damage marker, not go on chaining
+    entries onto the store A refused."""
+    a = make_log(pg_url, node="gw-a", signer_state=tmp_path / "a.signed")
+    b = make_log(_as_node(pg_url, "gw-b"), node="gw-b", signer_state=tmp_path / "b.signed")
+    assert health_of(a.engine) is not health_of(b.engine)
+    for i in range(20):
+        (a if i % 2 else b).append(entry(i))
+    a.checkpoint()
+    rewrite_store(pg_url, [e.entry_bytes for e in a.entries(0, 12)])
+    poll_damage(b.engine)
+    b.append(entry(12))  # nothing says the store is damaged yet
+
+    with pytest.raises(SignerStateMismatch):
+        a.checkpoint()
+    assert _damage_rows(a.engine) == [("signer_state_mismatch", "gw-a")]
+    size = a.head().size
+    poll_damage(b.engine)  # what B's exchange path and readiness do every few seconds
+    for node in (a, b):
+        with pytest.raises(AuditUnavailable) as stopped:
+            node.append(entry(13))
+        assert stopped.value.code == "audit_log_damaged"
+        assert "signer_state_mismatch" in stopped.value.detail
+    assert a.head().size == size
+
+
+def test_a_refusal_to_sign_stops_the_refuser_even_when_the_marker_cannot_be_written(
+    sqlite_url: str, make_log: LogFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "log.pem.signed"
+    log = honest(make_log, sqlite_url, state, 20)
+    log.checkpoint()
+    datas = [e.entry_bytes for e in log.entries(0, 12)]
+    log.close()
+    log.engine.dispose()
+    rewrite_store(sqlite_url, datas)
+    node = restart(make_log, sqlite_url, state)
+    with node.engine.begin() as conn:  # the database takes no marker (full, read-only…)
+        conn.exec_driver_sql(
+            "CREATE TRIGGER test_refuse_marker BEFORE INSERT ON audit_damage "
+            "BEGIN SELECT RAISE(ABORT, 'the disk is full'); END"
+        )
+    with caplog.at_level("CRITICAL", logger="audit.cadence"), pytest.raises(SignerStateMismatch):
+        node.checkpoint()
+    assert _damage_rows(node.engine) == []
+    assert any(
+        r.levelname == "CRITICAL" and "damage marker was not written" in r.getMessage()
+        for r in caplog.records
+    ), caplog.text
+    with pytest.raises(AuditUnavailable) as stopped:
+        node.append(entry(12))
+    assert stopped.value.code == "audit_log_damaged"
