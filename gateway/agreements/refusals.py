@@ -2,11 +2,13 @@
 
 A refused submission changes nothing, but an auditor still needs to see it: a
 forged or tampered signature, terms for a department that does not exist, a
-replay of an old version. The entry is ``agreement_change`` with ``outcome``
-``refused``, the ``problem`` code and HTTP ``status``, who submitted it, and
-the SHA-256 of what was submitted. It names the agreement, provider and
-consumer only when the terms themselves parsed (schema-valid identifiers);
-nothing else of an unverified document is copied into the log.
+replay of an old version, a body that is not even JSON. The entry is
+``agreement_change`` with ``outcome`` ``refused``, the ``problem`` code and HTTP
+``status``, who submitted it, and the SHA-256 and size of the request body
+exactly as received (as on exchange entries), never the body. It names the
+agreement, provider and consumer only when the terms themselves parsed
+(schema-valid identifiers); nothing else of an unverified document is copied
+into the log.
 """
 
 from __future__ import annotations
@@ -20,32 +22,55 @@ from gateway.auditing import audit_event
 from gateway.errors import AccordError
 from gateway.jose import b64url_decode
 
-__all__ = ["refusal_entry"]
+__all__ = ["refusal_entry", "unread_refusal_entry"]
 
 
-def refusal_entry(submitted: Any, exc: AccordError, *, actor: str, kind: str) -> dict[str, Any]:
+def refusal_entry(
+    submitted: Any, exc: AccordError, *, actor: str, kind: str, body: bytes | None
+) -> dict[str, Any]:
     """The ``agreement_change`` entry for a submission of ``kind`` (``signed`` or
-    ``draft``) refused with ``exc``."""
-    facts: dict[str, Any] = {"submission": kind, "request_sha256": _sha256(submitted)}
+    ``draft``) refused with ``exc``; ``body`` is the request body it came in (None:
+    submitted in-process, with no request to hash)."""
+    names: dict[str, Any] = {}
     terms = _terms(submitted, kind)
     if terms is not None:
-        facts.update(agreement=terms.ref, provider=terms.provider, consumer=terms.consumer)
+        names.update(agreement=terms.ref, provider=terms.provider, consumer=terms.consumer)
+    return unread_refusal_entry(
+        actor=actor,
+        kind=kind,
+        status=exc.status,
+        code=exc.code,
+        body_sha256=hashlib.sha256(body).hexdigest() if body is not None else None,
+        body_bytes=len(body) if body is not None else None,
+        **names,
+    )
+
+
+def unread_refusal_entry(
+    *,
+    actor: str,
+    kind: str,
+    status: int,
+    code: str,
+    body_sha256: str | None,
+    body_bytes: int | None,
+    **names: str,
+) -> dict[str, Any]:
+    """The same entry for a submission refused before its terms were read (a body too
+    large, not JSON, not the shape the route takes): what was received, counted and
+    hashed, and nothing of it. ``body_sha256`` is None for a body refused before it
+    arrived whole; ``body_bytes`` then counts what had arrived."""
     return audit_event(
         "agreement_change",
         actor=actor,
         outcome="refused",
-        status=exc.status,
-        problem=exc.code,
-        **facts,
+        status=status,
+        problem=code,
+        submission=kind,
+        request_sha256=body_sha256,
+        body_bytes=body_bytes,
+        **names,
     )
-
-
-def _sha256(submitted: Any) -> str | None:
-    try:
-        data = json.dumps(submitted, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    except (TypeError, ValueError):
-        return None
-    return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _terms(submitted: Any, kind: str) -> AgreementTerms | None:

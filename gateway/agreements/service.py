@@ -113,11 +113,12 @@ class AgreementService:
                 ),
             )
 
-    def create_draft(self, terms_doc: Any, *, actor: str) -> Agreement:
+    def create_draft(self, terms_doc: Any, *, actor: str, body: bytes | None = None) -> Agreement:
+        """Store unsigned terms as a draft; a refusal is audited as ``submit``'s is."""
         try:
             return self._create_draft(terms_doc, actor=actor)
         except AccordError as exc:
-            self._audit_refusal(terms_doc, exc, actor=actor, kind="draft")
+            self._audit_refusal(terms_doc, exc, actor=actor, kind="draft", body=body)
             raise
 
     def _create_draft(self, terms_doc: Any, *, actor: str) -> Agreement:
@@ -132,23 +133,27 @@ class AgreementService:
             self._event(s, row, "draft", actor, "draft created", now)
             return row
 
-    def submit(self, signed: Any, *, actor: str) -> Agreement:
+    def submit(self, signed: Any, *, actor: str, body: bytes | None = None) -> Agreement:
         """Store a fully signed agreement as active (or activate its matching draft).
 
         A refusal (bad signature, schema, party, model field, window, version) is
-        audited before it is raised: nothing is stored, but the attempt is on record.
+        audited before it is raised: nothing is stored, but the attempt is on record,
+        with the SHA-256 of ``body``, the request body exactly as received (None: an
+        in-process caller, which sent no request).
         """
         try:
             return self._submit(signed, actor=actor)
         except AccordError as exc:
-            self._audit_refusal(signed, exc, actor=actor, kind="signed")
+            self._audit_refusal(signed, exc, actor=actor, kind="signed", body=body)
             raise
 
-    def _audit_refusal(self, submitted: Any, exc: AccordError, *, actor: str, kind: str) -> None:
+    def _audit_refusal(
+        self, submitted: Any, exc: AccordError, *, actor: str, kind: str, body: bytes | None
+    ) -> None:
         if self.audit is None:
             return
         try:
-            self.audit.append(refusal_entry(submitted, exc, actor=actor, kind=kind))
+            self.audit.append(refusal_entry(submitted, exc, actor=actor, kind=kind, body=body))
         except Exception as failure:  # the refusal is answered either way; say it went unrecorded
             log.error("agreement_refusal_unaudited", code=exc.code, error=type(failure).__name__)
 

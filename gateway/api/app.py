@@ -24,6 +24,7 @@ from gateway.api.openapi import install_openapi, problem
 from gateway.api.problems import install_problem_handlers, new_exchange_id, problem_response
 from gateway.api.routes_audit import router as audit_router
 from gateway.api.routes_policy import router as policy_router
+from gateway.api.submission_refusals import AuditUnreadSubmissions
 from gateway.errors import AuthError
 from gateway.log import configure_logging, get_logger
 from gateway.policy.embedded import EmbeddedEngine
@@ -280,9 +281,11 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.add_route("/metrics", _metrics_endpoint, include_in_schema=False)
     install_openapi(app, routers, routes_exchange.exchange_schemas())
     _document_edges(app)
-    # Outermost last: a request id first, then a staff route's token, then the body.
+    # Outermost last: a request id first, then a staff route's token, then the body
+    # (an agreement submission refused before its route runs is audited there).
     app.add_middleware(RefuseNul)
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes, timeout_s=cfg.body_timeout_s)
+    app.add_middleware(AuditUnreadSubmissions)
     routes = staff_routes(r for router in routers for r in router.routes)
     app.add_middleware(StaffAuthFirst, routes=routes)
     app.add_middleware(RequestContext)

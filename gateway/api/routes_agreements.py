@@ -11,6 +11,7 @@ from gateway.agreements.models import AgreementPublic, Transition
 from gateway.agreements.signing import verify_agreement_report
 from gateway.api.deps import get_services, require_role
 from gateway.api.routes_registry import PROBLEMS
+from gateway.api.submission_refusals import mark_received
 from gateway.auth.humans import Principal
 
 __all__ = ["router"]
@@ -20,6 +21,15 @@ router = APIRouter(prefix="/v1/agreements", tags=["agreements"])
 Version = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Admin = Annotated[Principal, Depends(require_role("admin"))]
 Reader = Annotated[Principal, Depends(require_role("admin", "officer", "auditor"))]
+
+
+async def _raw_body(request: Request) -> bytes:
+    """The request body exactly as received (FastAPI has read it already): what a
+    refusal's ``request_sha256`` hashes."""
+    return await request.body()
+
+
+RawBody = Annotated[bytes, Depends(_raw_body)]
 
 SIGNED_EXAMPLE = {
     "payload": "eyJhY2NvcmRfYWdyZWVtZW50IjoiMSIsLi4ufQ",
@@ -62,15 +72,18 @@ def submit(
     request: Request,
     who: Admin,
     signed: Annotated[dict[str, Any], Body(examples=[SIGNED_EXAMPLE])],
+    raw: RawBody,
 ) -> Any:
     """A version whose `valid_from` is still ahead is stored active but waits: the
     version in force keeps deciding until then (this one reads `not_yet_valid`).
     A version already past its `valid_until` is refused (422 `agreement_expired`),
     as is one naming a field its dataset's model lacks (422 `unknown_fields`, the
     fields in `unknown_fields`) or a model that is not registered (422
-    `unknown_model`). Every refusal is audited (`agreement_change`, `refused`)."""
+    `unknown_model`). Every refusal is audited (`agreement_change`, `refused`), a
+    body refused before it is read too (`gateway.api.submission_refusals`)."""
+    mark_received(request)
     service = get_services(request).agreements
-    return service.public(service.submit(signed, actor=who.actor))
+    return service.public(service.submit(signed, actor=who.actor, body=raw))
 
 
 @router.post(
@@ -80,9 +93,10 @@ def submit(
     responses=PROBLEMS,
     summary="Store unsigned terms as a draft",
 )
-def create_draft(request: Request, body: DraftIn, who: Admin) -> Any:
+def create_draft(request: Request, body: DraftIn, who: Admin, raw: RawBody) -> Any:
+    mark_received(request)
     service = get_services(request).agreements
-    return service.public(service.create_draft(body.terms, actor=who.actor))
+    return service.public(service.create_draft(body.terms, actor=who.actor, body=raw))
 
 
 @router.post(
