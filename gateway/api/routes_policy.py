@@ -228,7 +228,12 @@ def impact(request: Request, version: str, who: Officer, body: ImpactIn | None =
         READ,
         NOT_FOUND,
         s403=FOUR_EYES_403,
-        s409=problem("Only a checked or rolled-back version", ["policy_not_checked"]),
+        s409=problem(
+            "Only a checked or rolled-back version, and only while the base version it was"
+            " proposed on is active (`base_version`, `active_version`: propose it again on"
+            " the active version)",
+            ["policy_not_checked", "policy_base_stale"],
+        ),
     ),
     summary="Approve a checked or rolled-back version (not by its proposer)",
 )

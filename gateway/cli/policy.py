@@ -260,7 +260,8 @@ def impact(
 
 @policy_app.command("approve")
 def approve(ctx: typer.Context, version: str) -> None:
-    """Approve a checked version (a different officer than its proposer)."""
+    """Approve a checked version (a different officer than its proposer; only while its base
+    version is active)."""
     _print_version(_api(ctx).call("POST", f"/v1/policies/{version}/approve"))
 
 

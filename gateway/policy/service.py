@@ -227,10 +227,15 @@ class PolicyService(AuditedPolicyStore):
 
         Approving a rolled-back version again is what lets it be activated
         again; ``activate`` then needs an officer other than this approver.
+        Either way the approval is of the change from its base version, which
+        ``activate`` puts in force only while that base is active: a change
+        whose base is no longer active is refused here too (409
+        ``policy_base_stale``), so no officer reviews what can never be
+        activated as reviewed.
         """
         now = self.clock()
         with self._tx() as s:
-            lock_head(s)
+            head = lock_head(s)
             row = resolve_version(s, version)
             require_status(row, ("checked", "rolled_back"), "policy_not_checked")
             if actor == row.proposer:
@@ -238,6 +243,7 @@ class PolicyService(AuditedPolicyStore):
                     f"{actor} proposed {row.version}; a different officer must approve it",
                     extra={"version": row.version, "proposer": row.proposer},
                 )
+            verify_base_active(head, row)
             after_rollback = row.status == "rolled_back"
             row.status, row.approver, row.approved_at = "approved", actor, now
             s.add(row)

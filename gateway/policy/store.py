@@ -102,9 +102,9 @@ def require_status(row: PolicyVersion, states: str | tuple[str, ...], code: str)
 
 
 def verify_base_active(head: PolicyHead, row: PolicyVersion) -> None:
-    """Refuse to activate an approved change unless the version it was proposed on is active.
+    """Refuse to approve or activate a change unless the version it was proposed on is active.
 
-    The approval was given for the change from ``base_version``: the impact
+    The approval is given for the change from ``base_version``: the impact
     dry-run and the reviewer's diff compared the bundle with that base. Put in
     force on any other version, it would silently undo whatever was approved
     and activated since (versions are content hashes, so an equal base is the
@@ -116,7 +116,7 @@ def verify_base_active(head: PolicyHead, row: PolicyVersion) -> None:
         return
     raise PolicyStateConflict(
         f"{row.version} was proposed on {row.base_version or 'no active version'}, but"
-        f" {head.version or 'no version'} is active now; its approval covers its change from"
+        f" {head.version or 'no version'} is active now; an approval covers its change from"
         " that base only: propose it again on the active version",
         code="policy_base_stale",
         extra={

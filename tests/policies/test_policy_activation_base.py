@@ -125,7 +125,8 @@ def test_stale_base_activation_refused_from_the_cli(
 
 def test_stale_base_refused_on_both_stores(db_url: str, opa_bin: Path) -> None:
     """The service refuses too, on SQLite and PostgreSQL, also for a version approved
-    again after a rollback whose base is no longer active."""
+    again after a rollback whose base is no longer active (approved while it was:
+    ``approve`` refuses a stale base itself, ``test_approve_stale``)."""
     with policy_store(db_url, opa_bin, Clock()) as (service, audit, _):
         shipped = service.ensure_initial(POLICY_DIR)
         older, newer = suspend_bundle(), cap_bundle()
@@ -133,10 +134,10 @@ def test_stale_base_refused_on_both_stores(db_url: str, opa_bin: Path) -> None:
         service.approve(older.version, actor=BOB)
         service.activate(older.version, actor=BOB)
         service.rollback(actor=BOB)  # older withdrawn, shipped active again
+        service.approve(older.version, actor=CAROL)  # a fresh approval after the rollback
         service.propose(newer, actor=ALICE)
         service.approve(newer.version, actor=BOB)
         service.activate(newer.version, actor=BOB)
-        service.approve(older.version, actor=CAROL)  # a fresh approval after the rollback
         with pytest.raises(PolicyStateConflict) as err:
             service.activate(older.version, actor=BOB)
         assert err.value.code == "policy_base_stale" and err.value.status == 409
@@ -147,7 +148,7 @@ def test_stale_base_refused_on_both_stores(db_url: str, opa_bin: Path) -> None:
         }
         assert service.active_version() == newer.version
         assert service.get(older.version).status == "approved"
-        assert [e["outcome"] for e in policy_events(audit)][-1] == "approved"
+        assert [e["outcome"] for e in policy_events(audit)][-1] == "activated"
 
 
 def test_rollback_still_returns_and_reopens_the_base(db_url: str, opa_bin: Path) -> None:
