@@ -39,6 +39,8 @@ class LogHealth:
         self.failure: AuditError | None = None
         self._next_poll = 0.0
         self.polled = False
+        #: ``time.monotonic()`` of the last read of the damage marker that worked
+        self.polled_at = 0.0
 
     def stop(self, damage: AuditError, *, local: bool) -> None:
         with self._lock:

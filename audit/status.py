@@ -276,3 +276,4 @@ def poll_damage(engine: Engine) -> None:
         seq = None if row.seq is None else int(row.seq)
         health.stop(damaged_error(str(row.kind), seq, str(row.detail)[:500]), local=False)
     health.polled = True
+    health.polled_at = time.monotonic()

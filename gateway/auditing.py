@@ -7,7 +7,8 @@ closed. ``audit_event`` shapes administrative events to the closed entry schema
 (``audit/schema.py``): known keys at the top, everything else in ``detail``.
 
 ``verify_log_intact`` is the exchange path's check that the log is not known to be
-damaged, and ``audit_readiness`` what ``/readyz`` says of the log.
+damaged, ``audit_readiness`` what ``/readyz`` says of the log, and ``audit_watch``
+the node's background watch on the log (``audit.watch.LogWatch``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -24,9 +25,21 @@ from audit.errors import AuditError
 from audit.health import health_of
 from audit.probe import probe_write
 from audit.status import poll_damage
+from audit.watch import LogWatch
 from gateway.errors import ServiceUnavailableError
 
-__all__ = ["AuditSink", "audit_event", "audit_readiness", "verify_log_intact"]
+if TYPE_CHECKING:
+    from audit import AuditLog
+    from gateway.settings import Settings
+
+__all__ = [
+    "AUDIT_VERIFY_INTERVAL_S",
+    "AuditSink",
+    "audit_event",
+    "audit_readiness",
+    "audit_watch",
+    "verify_log_intact",
+]
 
 log = logging.getLogger("gateway.auditing")
 
@@ -35,6 +48,9 @@ log = logging.getLogger("gateway.auditing")
 DAMAGE_POLL_S = 2.0
 #: How often ``/readyz`` may touch the store for the log (anyone may call it).
 READINESS_POLL_S = 1.0
+#: How often each node verifies what was appended to the log since its last look,
+#: unless ``Settings.audit_verify_interval_s`` says otherwise (0: never).
+AUDIT_VERIFY_INTERVAL_S = 60.0
 
 #: Top-level entry keys a caller may set (the rest of the closed schema).
 _TOP = frozenset(
@@ -139,3 +155,12 @@ async def audit_readiness(engine: Engine) -> str:
     if problem is None:
         return "ok"
     return f"error: {problem.code}: {problem.detail}"
+
+
+def audit_watch(audit_log: AuditLog, settings: Settings) -> LogWatch:
+    """The node's watch on its log: verify new entries every
+    ``audit_verify_interval_s``, read the damage marker every ``DAMAGE_POLL_S`` (so a
+    node that serves no exchanges stops appending too). Start it with the services
+    and stop it with them."""
+    interval = float(getattr(settings, "audit_verify_interval_s", AUDIT_VERIFY_INTERVAL_S))
+    return LogWatch(audit_log, verify_interval_s=interval, poll_interval_s=DAMAGE_POLL_S)

@@ -14,8 +14,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Engine
 
 from audit import AuditLog, NoteSigner, NoteVerifier
+from audit.watch import LogWatch
 from gateway.agreements.expiry import EXPIRY_INTERVAL_S, ExpiryWatch
 from gateway.agreements.service import AgreementService
+from gateway.auditing import audit_watch
 from gateway.auth.humans import HumanVerifier, dev_issuer_key
 from gateway.auth.requests import RequestTokenVerifier
 from gateway.classification import ClassificationScheme, default_scheme, load_scheme
@@ -80,6 +82,7 @@ class Services:
     _pg_steps: PgSteps | None = None
     expiry_interval_s: float = EXPIRY_INTERVAL_S
     _expiry: ExpiryWatch | None = None
+    _audit_watch: LogWatch | None = None
 
     @property
     def exchange(self) -> ExchangeService:
@@ -124,8 +127,13 @@ class Services:
         )
         self._expiry = ExpiryWatch(self.agreements, interval_s=self.expiry_interval_s)
         await self._expiry.start()
+        self._audit_watch = audit_watch(self.audit_log, self.settings)
+        self._audit_watch.start()  # its own thread: verifies new entries, reads the marker
 
     async def stop(self) -> None:
+        if self._audit_watch is not None:
+            await asyncio.to_thread(self._audit_watch.stop)
+            self._audit_watch = None
         if self._expiry is not None:
             await self._expiry.stop()
             self._expiry = None
