@@ -17,7 +17,8 @@ import asyncio
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,41 +42,41 @@ _BOUNDARY = re.compile(r"\s|#|\Z")
 _STEP = re.compile(r'\.([A-Za-z_][A-Za-z0-9_]*)|\[\s*("(?:[^"\\\n]|\\.)*"|`[^`]*`)\s*\]')
 #: What a package path segment may be to name an OPA policy (ids go into a URL path).
 _POLICY_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+#: A comment OPA starts an annotation block with: its text, trimmed, begins ``METADATA``.
+_METADATA = re.compile(r"^[^\S\n]*#[^\S\n]*METADATA", re.MULTILINE)
+#: A line that starts an import statement (which may go on over the next lines).
+_IMPORT = re.compile(r"[ \t]*import\b")
+_AS = re.compile(r"as\b")
+#: Rego read as tokens, enough to find its names: a comment, a string, a raw string,
+#: a name (or a ref step, ``.name``), a number, or any other character.
+_TOKEN = re.compile(
+    r'#[^\n]*|"(?:[^"\\\n]|\\.)*"|`[^`]*`|\.?[A-Za-z_][A-Za-z0-9_]*|[0-9][0-9A-Za-z_.]*|.',
+    re.DOTALL,
+)
 
 
 def merge_modules(sources: Mapping[str, str]) -> dict[str, str]:
     """Merge Rego files into one module per package: ``{package: source}``.
 
     The package declaration is read as OPA reads it (comments and line breaks
-    around it, ``a.b["c"]`` steps); imports are hoisted, except a line inside a
-    raw string. Refuses files whose imports clash (same alias, different
-    target), which is the one way merging could change meaning, and packages
-    whose path cannot name an OPA policy. The proposal checks compile this
-    output, so what they pass is what the OPA server is given.
+    around it, ``a.b["c"]`` steps), and so are imports, which are hoisted
+    (even when split over lines; never a line inside a raw string). What OPA
+    gives the files one by one, the merged module keeps: a ``# METADATA``
+    block above a file's package line is the package's annotation, so it goes
+    above the merged package line, not onto the file's first rule; and since
+    OPA scopes an import to its file, an alias that is also a name in another
+    file of the package (a rule, a variable) is refused, as are imports that
+    clash (same alias, different target), package annotations in two files
+    (as OPA does) and packages whose path cannot name an OPA policy. The
+    proposal checks compile this output, so what they pass is what the OPA
+    server is given.
     """
-    bodies: dict[str, list[str]] = {}
-    imports: dict[str, dict[str, str]] = {}
+    files: dict[str, list[_File]] = {}
     for path, text in sorted(sources.items()):
-        package, rest = _split_package(path, text)
-        body: list[str] = [f"# --- {path}"]
-        seen = imports.setdefault(package, {})
-        for line, in_raw in _lines(rest):
-            statement = "" if in_raw else " ".join(_code(line).split())
-            if statement.startswith("import "):
-                alias = _import_alias(statement)
-                if seen.get(alias, statement) != statement:
-                    raise ValidationFailed(f"{path}: import {alias!r} clashes with another file")
-                seen[alias] = statement
-                body.append("")
-                continue
-            body.append(line)
-        bodies.setdefault(package, []).extend(body)
-    return {
-        package: "\n".join(
-            [f"package {package}", "", *sorted(imports[package].values()), "", *lines, ""]
-        )
-        for package, lines in sorted(bodies.items())
-    }
+        package, annotation, rest = _split_package(path, text)
+        imports, body = _hoist_imports(path, rest)
+        files.setdefault(package, []).append(_File(path, annotation, imports, body))
+    return {package: _merged(package, parts) for package, parts in sorted(files.items())}
 
 
 def policy_id(package: str) -> str:
@@ -84,8 +85,64 @@ def policy_id(package: str) -> str:
     return POLICY_ID_PREFIX + "/".join(segments)
 
 
-def _split_package(path: str, text: str) -> tuple[str, str]:
-    """``(package, the text with the declaration cut out)``; the package in canonical form."""
+@dataclass(frozen=True)
+class _Import:
+    target: str  # the imported ref, canonical
+    statement: str  # as the merged module writes it
+    binds: bool  # whether the alias names something (not ``rego.v1``, ``future.keywords``)
+
+
+@dataclass(frozen=True)
+class _File:
+    path: str
+    annotation: str  # the METADATA block(s) above the package line, through to it
+    imports: dict[str, _Import]  # by alias
+    body: list[str]  # the file's lines, its package declaration and imports cut out
+
+
+def _merged(package: str, files: list[_File]) -> str:
+    imports: dict[str, _Import] = {}
+    for file in files:
+        for alias, found in file.imports.items():
+            if imports.setdefault(alias, found).target != found.target:
+                raise ValidationFailed(f"{file.path}: import {alias!r} clashes with another file")
+    _verify_imports_stay_in_their_files(files)
+    annotated = [f for f in files if f.annotation]
+    if len(annotated) > 1:
+        raise ValidationFailed(
+            f"{annotated[1].path}: a METADATA block above the package line, as in"
+            f" {annotated[0].path}: a package has one package annotation"
+        )
+    head = f"# --- {annotated[0].path}\n{annotated[0].annotation}" if annotated else ""
+    lines = [line for f in files for line in (f"# --- {f.path}", *f.body)]
+    statements = sorted(i.statement for i in imports.values())  # one per alias
+    return "\n".join([f"{head}package {package}", "", *statements, "", *lines, ""])
+
+
+def _verify_imports_stay_in_their_files(files: list[_File]) -> None:
+    """OPA resolves a name against the imports of its own file only; in the merged
+    module every file sees every import. So an alias must not be a name (a rule,
+    a variable, a function) in a file of the package that does not import it too."""
+    names = {f.path: _names("\n".join(f.body)) for f in files}
+    for file in files:
+        for alias, found in file.imports.items():
+            for other in files:
+                if found.binds and alias not in other.imports and alias in names[other.path]:
+                    raise ValidationFailed(
+                        f"{file.path}: import alias {alias!r} is also a name in {other.path}"
+                        " (a rule or a variable). OPA scopes an import to its own file, but"
+                        " merged into one module for the OPA server the alias would stand for"
+                        f" {found.target} there too: choose another alias"
+                    )
+
+
+def _split_package(path: str, text: str) -> tuple[str, str, str]:
+    """``(package, its annotation, the text with both cut out)``; the package in canonical form.
+
+    The annotation is the text from the first ``# METADATA`` comment above the
+    declaration (OPA attaches that block to the package, whatever comes between)
+    up to the declaration, kept byte for byte so OPA reads it as it did in the file.
+    """
     start = _skip_gap(text, 0)
     keyword = _PACKAGE.match(text, start)
     if keyword is None:
@@ -99,11 +156,67 @@ def _split_package(path: str, text: str) -> tuple[str, str]:
                 f"{path}: package path segment {segment!r} cannot name an OPA policy"
                 " (letters, digits, '_' and '-' only)"
             )
-    canonical = segments[0] + "".join(
+    block = _METADATA.search(text, 0, start)
+    cut = block.start() if block is not None else start
+    # The remainder of the declaration's line (a comment, an import) stays a line.
+    return _canonical(segments), text[cut:start], text[:cut] + text[end:].lstrip(" \t")
+
+
+def _canonical(segments: list[str]) -> str:
+    return segments[0] + "".join(
         f".{s}" if _IDENT.fullmatch(s) else f"[{json.dumps(s)}]" for s in segments[1:]
     )
-    # The remainder of the declaration's line (a comment, an import) stays a line.
-    return canonical, text[:start] + text[end:].lstrip(" \t")
+
+
+def _hoist_imports(path: str, rest: str) -> tuple[dict[str, _Import], list[str]]:
+    """The file's imports by alias, and its lines with each import statement
+    blanked (a statement over several lines blanks them all; what follows it on
+    its last line stays)."""
+    imports: dict[str, _Import] = {}
+    body: list[str] = []
+    pos, in_raw = 0, False
+    while pos <= len(rest):
+        end = rest.find("\n", pos)
+        end = len(rest) if end < 0 else end
+        keyword = None if in_raw else _IMPORT.match(rest, pos, end)
+        if keyword is None:
+            line = rest[pos:end]
+            body.append(line)
+            in_raw = _scan(line, in_raw)[1]
+            pos = end + 1
+            continue
+        alias, found, stop = _read_import(path, rest, keyword.end())
+        if imports.setdefault(alias, found).target != found.target:
+            raise ValidationFailed(f"{path}: import {alias!r} is declared twice")
+        body.extend([""] * rest.count("\n", pos, stop))
+        pos = stop
+    return imports, body
+
+
+def _read_import(path: str, text: str, pos: int) -> tuple[str, _Import, int]:
+    """``(alias, the import, where it ends)`` for the statement whose keyword ends at ``pos``."""
+    segments, end = _ref(text, _skip_gap(text, pos))
+    if not segments:
+        raise ValidationFailed(f"{path}: cannot read an import")
+    target, alias, explicit = _canonical(segments), segments[-1], False
+    keyword = _AS.match(text, _skip_gap(text, end))
+    if keyword is not None:
+        name = _IDENT.match(text, _skip_gap(text, keyword.end()))
+        if name is None:
+            raise ValidationFailed(f"{path}: cannot read the alias of import {target}")
+        alias, end, explicit = name.group(), name.end(), True
+    statement = f"import {target} as {alias}" if explicit else f"import {target}"
+    binds = segments[0] not in ("future", "rego") and target != alias
+    return alias, _Import(target, statement, binds), end
+
+
+def _names(text: str) -> set[str]:
+    """Every name in Rego ``text`` outside strings and comments, except ref steps (``.name``)."""
+    return {
+        token
+        for token in (m.group() for m in _TOKEN.finditer(text))
+        if token[0] == "_" or token[0].isalpha()
+    }
 
 
 def _skip_gap(text: str, pos: int) -> int:
@@ -126,20 +239,6 @@ def _ref(text: str, pos: int) -> tuple[list[str], int]:
     return segments, pos
 
 
-def _lines(text: str) -> Iterator[tuple[str, bool]]:
-    """Each line of ``text`` (content kept byte for byte), and whether it starts
-    inside a raw string, where a line reading ``import …`` is data, not an import."""
-    in_raw = False
-    for line in text.split("\n"):
-        yield line, in_raw
-        in_raw = _scan(line, in_raw)[1]
-
-
-def _code(line: str) -> str:
-    """A line outside a raw string without its trailing comment."""
-    return line[: _scan(line, False)[0]]
-
-
 def _scan(line: str, in_raw: bool) -> tuple[int, bool]:
     """Where the line's comment starts (or its length) and whether it ends inside a raw string."""
     i = 0
@@ -157,14 +256,6 @@ def _scan(line: str, in_raw: bool) -> tuple[int, bool]:
                 i += 2 if line[i] == "\\" else 1
         i += 1
     return len(line), in_raw
-
-
-def _import_alias(statement: str) -> str:
-    parts = statement.split()
-    if len(parts) >= 4 and parts[2] == "as":
-        return parts[3]
-    segments, _ = _ref(parts[1], 0)
-    return segments[-1] if segments else parts[1]
 
 
 class OpaEngine:

@@ -114,24 +114,6 @@ def test_bundle_the_merge_cannot_handle_is_rejected_when_proposed(
         assert service.active_version() == shipped
 
 
-def test_merged_module_the_opa_server_would_refuse_is_rejected(opa_bin: Path) -> None:
-    """The file compiles alone; in the merged module its package annotation no
-    longer sits on the package, and the OPA server refuses the push (400)."""
-    annotated = (
-        "# METADATA\n# scope: package\n# title: Exchange gates\npackage accord.exchange\n\n"
-        'audit_gated if input.request.purpose == "audit"\n'
-    )
-    report = {
-        c.name: c for c in check_bundle(bundle_with({"gates.rego": annotated}), opa_bin).checks
-    }
-    assert report["opa_check"].outcome == "failed"
-    assert report["opa_check"].detail.startswith(
-        "the modules merged for the OPA server do not compile: "
-    )
-    assert "accord/accord/exchange.rego:" in report["opa_check"].detail
-    assert "annotation scope 'package' must be applied to package" in report["opa_check"].detail
-
-
 def test_merge_reads_imports_and_raw_strings_as_opa_does() -> None:
     merged = merge_modules(
         {
