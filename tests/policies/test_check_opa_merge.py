@@ -28,6 +28,8 @@ DECLARATIONS = {
     "string_step": '\npackage accord["exchange"]\n',
     "split_over_lines": "\npackage # the exchange policy\n\taccord.exchange\n",
     "import_on_the_same_line": "\npackage accord.exchange import data.accord.validation\n",
+    # The package's annotation, which the merge puts above the merged package line.
+    "package_annotation": "\n# METADATA\n# title: Exchange decisions\npackage accord.exchange\n",
 }
 
 
