@@ -21,6 +21,7 @@ from gateway.agreements.models import Agreement, AgreementEvent, AgreementPublic
 from gateway.agreements.parties import verify_parties
 from gateway.agreements.refusals import refusal_entry
 from gateway.agreements.schedule import in_force, next_takeover, takeovers_due
+from gateway.agreements.signers import agreement_key
 from gateway.agreements.signing import VerifiedAgreement, verify_agreement
 from gateway.agreements.terms import AgreementTerms
 from gateway.auditing import AuditSink, audit_event
@@ -64,9 +65,9 @@ class AgreementService:
     def resolve_key(
         self, kid: str, department: str, now: datetime, signed_at: datetime
     ) -> tuple[PublicKey, str]:
-        return self.registry.verification_key(
-            kid, department=department, now=now, signed_at=signed_at
-        )
+        """The key that verifies a party's signature: one the department may sign
+        agreements with (``signers.agreement_key``)."""
+        return agreement_key(self.registry, kid, department, now, signed_at)
 
     def verify(self, signed: Any, now: datetime | None = None) -> VerifiedAgreement:
         return verify_agreement(signed, self.resolve_key, now or self.clock())
