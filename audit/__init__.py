@@ -22,8 +22,8 @@ from audit.export import verify_export
 from audit.log import AuditLog
 from audit.note import NoteSigner, NoteVerifier
 from audit.records import Appended, ConsistencyProof, Head, InclusionProof, LogEntry
+from audit.report import Damage, VerifyReport
 from audit.store import create_schema, engine_for
-from audit.verify import Damage, VerifyReport
 
 __all__ = [
     "Appended",

@@ -32,9 +32,9 @@ from audit.health import health_of
 from audit.merkle import consistency_proof, consistency_ranges, range_nodes
 from audit.note import NoteSigner, NoteVerifier
 from audit.records import Head
+from audit.report import Damage
 from audit.status import damaged_error, record_damage
 from audit.store import short_busy_wait
-from audit.verify import Damage
 
 if TYPE_CHECKING:
     from audit.log import AuditLog

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.style import StyleType
 from rich.text import Text
 
-from audit.verify import VerifyReport
+from audit.report import VerifyReport
 
 __all__ = [
     "NEWLINE",

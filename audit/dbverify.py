@@ -28,7 +28,8 @@ from audit.entry import ZERO_CHAIN
 from audit.errors import AuditError, AuditUnavailable
 from audit.merkle import CompactRange, range_nodes
 from audit.note import NoteVerifier, parse_note
-from audit.verify import ChainVerifier, VerifyReport
+from audit.report import VerifyReport
+from audit.verify import ChainVerifier
 
 __all__ = ["Verified", "verify_database", "verify_since"]
 

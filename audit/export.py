@@ -30,7 +30,8 @@ from audit.merkle import CompactRange, range_nodes
 from audit.note import NoteVerifier
 from audit.readme import EXPORT_README
 from audit.records import ConsistencyProof
-from audit.verify import ChainVerifier, Damage, VerifyReport
+from audit.report import Damage, VerifyReport
+from audit.verify import ChainVerifier
 
 if TYPE_CHECKING:
     from audit.log import AuditLog

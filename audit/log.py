@@ -46,7 +46,7 @@ from audit.merkle import (
 )
 from audit.note import NoteSigner, NoteVerifier, parse_note
 from audit.records import Appended, ConsistencyProof, Head, InclusionProof, LogEntry
-from audit.verify import Damage, VerifyReport
+from audit.report import Damage, VerifyReport
 
 __all__ = ["AuditLog"]
 

@@ -35,7 +35,7 @@ from audit import store
 from audit.entry import format_ts
 from audit.errors import AuditError, AuditUnavailable
 from audit.health import health_of
-from audit.verify import Damage, VerifyReport
+from audit.report import Damage, VerifyReport
 
 if TYPE_CHECKING:
     from audit.log import AuditLog

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 from audit.dbverify import Verified, verify_since
 from audit.errors import AuditError
 from audit.health import health_of
+from audit.report import VerifyReport
 from audit.status import poll_damage, record_damage
-from audit.verify import VerifyReport
 
 if TYPE_CHECKING:
     from audit.log import AuditLog
