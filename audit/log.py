@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from audit import reads, store
+from audit import proofs, reads, store
 from audit._cadence import CheckpointCadence
 from audit._loop_writers import LoopWriters, loop_capable
 from audit.appender import append_in
@@ -35,15 +35,7 @@ from audit.checkpoint import (
 )
 from audit.committer import GroupCommitter
 from audit.entry import format_ts, verify_entry_fields
-from audit.errors import AuditError, AuditUnavailable, NotFound
-from audit.merkle import (
-    consistency_proof,
-    consistency_ranges,
-    inclusion_proof,
-    inclusion_ranges,
-    range_nodes,
-    root_at,
-)
+from audit.errors import AuditError, AuditUnavailable
 from audit.note import NoteSigner, NoteVerifier, parse_note
 from audit.records import Appended, ConsistencyProof, Head, InclusionProof, LogEntry
 from audit.report import Damage, VerifyReport
@@ -60,11 +52,6 @@ def _checked(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for e in entries:
         verify_entry_fields(e)
     return [dict(e) for e in entries]
-
-
-def _needed(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Every stored subtree the leaf ranges need (the last leaf of [0, seq+1) is the leaf)."""
-    return sorted({n for a, b in ranges if a < b for n in range_nodes(a, b)})
 
 
 class AuditLog:
@@ -293,55 +280,14 @@ class AuditLog:
 
     # -- proofs ---------------------------------------------------------------
 
-    def _covering_checkpoint(self, conn: sa.Connection, size: int) -> str | None:
-        row = conn.execute(
-            sa.select(store.checkpoints.c.note).where(store.checkpoints.c.size == size)
-        ).first()
-        return None if row is None else str(row[0]) + "".join(reads.cosignature_lines(conn, size))
-
     def inclusion_proof(self, seq: int, tree_size: int | None = None) -> InclusionProof:
-        """Proof that entry ``seq`` is in the tree of ``tree_size`` leaves.
-
-        Without ``tree_size``: against the latest checkpoint that covers ``seq``,
-        else against the current head (then ``checkpoint`` is None).
-        """
-        with self.engine.connect() as conn:
-            h = reads.read_head(conn)
-            if tree_size is None:
-                latest = conn.execute(sa.select(sa.func.max(store.checkpoints.c.size))).scalar()
-                tree_size = int(latest) if latest is not None and int(latest) > seq else h.size
-            if not 0 < tree_size <= h.size:
-                raise NotFound(f"no tree of {tree_size} entries: the log has {h.size}")
-            if not 0 <= seq < tree_size:
-                raise NotFound(f"entry {seq} is not in the tree of {tree_size} entries")
-            nodes = reads.NodeReader(conn)
-            nodes(_needed([(0, seq + 1), *inclusion_ranges(seq, tree_size), (0, tree_size)]))
-            path = inclusion_proof(seq, tree_size, nodes)
-            return InclusionProof(
-                seq=seq,
-                tree_size=tree_size,
-                leaf_hash=nodes([(0, seq)])[(0, seq)],
-                hashes=tuple(path),
-                root=h.root if tree_size == h.size else root_at(tree_size, nodes),
-                checkpoint=self._covering_checkpoint(conn, tree_size),
-            )
+        """Proof that entry ``seq`` is in the tree of ``tree_size`` leaves
+        (``audit.proofs.inclusion_proof``)."""
+        return proofs.inclusion_proof(self.engine, seq, tree_size)
 
     def consistency_proof(self, old_size: int, new_size: int) -> ConsistencyProof:
         """Proof that the tree of ``new_size`` leaves extends the one of ``old_size``."""
-        with self.engine.connect() as conn:
-            h = reads.read_head(conn)
-            if not 0 <= old_size <= new_size <= h.size:
-                raise NotFound(f"no consistency proof {old_size} -> {new_size} (size {h.size})")
-            nodes = reads.NodeReader(conn)
-            ranges = consistency_ranges(old_size, new_size)
-            nodes(_needed([*ranges, (0, old_size), (0, new_size)]))
-            return ConsistencyProof(
-                old_size=old_size,
-                new_size=new_size,
-                old_root=root_at(old_size, nodes),
-                new_root=h.root if new_size == h.size else root_at(new_size, nodes),
-                hashes=tuple(consistency_proof(old_size, new_size, nodes)),
-            )
+        return proofs.consistency_proof(self.engine, old_size, new_size)
 
     # -- lookups --------------------------------------------------------------
 
