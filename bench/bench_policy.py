@@ -194,14 +194,17 @@ async def main(argv: Sequence[str]) -> int:
     bundle = PolicyBundle.from_directory(ROOT / "policies")
     inputs = [case.input for case in load_corpus()]
     proc, url = start_opa(args.opa_bin)
-    default = EmbeddedEngine(timeout_ms=5000)  # the gateway's default: the VM, self-checked
-    interpreter = EmbeddedEngine(timeout_ms=5000, vm=False)
+    # The gateway's default: the VM, self-checked, in evaluator processes.
+    default = EmbeddedEngine(timeout_ms=5000)
+    inline = EmbeddedEngine(timeout_ms=5000, isolation="inline")
+    interpreter = EmbeddedEngine(timeout_ms=5000, vm=False, isolation="inline")
     opa = await OpaEngine.connect(url, timeout_ms=5000)
     results: list[Result] = []
     try:
         started = time.perf_counter()
         await default.load(bundle)
         load_s = time.perf_counter() - started
+        await inline.load(bundle)
         await interpreter.load(bundle)
         await opa.load(bundle)
         # Correctness first: every corpus input on every engine, in this run.
@@ -223,15 +226,32 @@ async def main(argv: Sequence[str]) -> int:
         mode = default.mode or "?"
         results.append(
             await measure_async(
-                f"embedded default: {mode}, inline (async)", default.decide, inputs, n, budget
+                f"embedded default: {mode}, evaluator processes (sequential)",
+                default.decide,
+                inputs,
+                n,
+                budget,
             )
         )
         results.append(
-            measure_sync(
-                f"embedded default: {mode} (in-thread)", default.decide_sync, inputs, n, budget
+            await measure_concurrent(
+                f"embedded default: {mode}, evaluator processes ({args.concurrency} concurrent)",
+                default.decide,
+                inputs,
+                n,
+                budget,
+                args.concurrency,
             )
         )
-        default.drop_thread_engine()
+        results.append(
+            await measure_async(
+                f"embedded {mode}, isolation=inline (async)", inline.decide, inputs, n, budget
+            )
+        )
+        results.append(
+            measure_sync(f"embedded {mode} (in-thread)", inline.decide_sync, inputs, n, budget)
+        )
+        inline.drop_thread_engine()
         results.append(await measure_async("OPA REST (sequential)", opa.decide, inputs, n, budget))
         results.append(
             await measure_async(
@@ -261,23 +281,24 @@ async def main(argv: Sequence[str]) -> int:
     finally:
         await opa.close()
         await default.close()
+        await inline.close()
         await interpreter.close()
         proc.terminate()
         proc.wait(10)
 
-    rest = results[2].rate
+    rest = next(r.rate for r in results if r.name == "OPA REST (sequential)")
     print(
         f"policy bundle {bundle.version[:23]}…  corpus inputs: {len(inputs)}  opa: {args.opa_bin}"
     )
     print(f"default engine mode: {default.mode} ({default.mode_reason}); load {load_s:.2f} s")
-    print(f"{'engine':<40}{'decisions':>10}{'dec/s':>11}{'p50 µs':>10}{'p99 µs':>10}{'vs REST':>9}")
+    print(f"{'engine':<58}{'decisions':>10}{'dec/s':>11}{'p50 µs':>10}{'p99 µs':>10}{'vs REST':>9}")
     for r in results:
         print(
-            f"{r.name:<40}{r.count:>10}{r.rate:>11.0f}{r.p50_us:>10.1f}{r.p99_us:>10.1f}"
+            f"{r.name:<58}{r.count:>10}{r.rate:>11.0f}{r.p50_us:>10.1f}{r.p99_us:>10.1f}"
             f"{r.rate / rest if rest else float('nan'):>8.1f}x"
         )
     print()
-    for row in (0, 1):
+    for row in (0, 1, 2, 3):  # the embedded VM rows
         ratio = results[row].rate / rest if rest else float("nan")
         verdict = "met" if ratio >= 5 else "NOT met"
         print(f"{results[row].name} / OPA REST (sequential): {ratio:.1f}x", end="")

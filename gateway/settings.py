@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     #: Decide on regorus' compiled VM when a version passes the VM self-check (else the
     #: interpreter); false always interprets. See gateway/policy/embedded.py.
     embedded_vm: bool = True
+    #: Where the embedded engine evaluates: ``process`` (evaluator processes, killed at
+    #: the policy timeout and limited in memory) or ``inline`` (in the gateway's own
+    #: process: faster, but a slow evaluation stalls every request). See
+    #: gateway/policy/sandbox.py.
+    policy_isolation: Literal["process", "inline"] = "process"
+    #: Evaluator processes per gateway process (each decides one input at a time).
+    policy_evaluators: int = Field(default=2, ge=1, le=64)
+    #: Address-space limit of each evaluator process in MiB (0: none).
+    policy_evaluator_memory_mib: int = Field(default=2048, ge=0)
     #: Root secret for per-agreement pseudonymisation keys (HKDF input).
     pseudonym_secret: SecretStr = SecretStr("")
     #: Human users: an OIDC issuer's JWKS URL; in dev mode a local issuer key is used.

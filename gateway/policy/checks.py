@@ -11,7 +11,10 @@
    ``gateway.policy.opa.merge_modules`` (the code activation uses) and
    compiled. A bundle the merge refuses, or whose merged modules do not
    compile, would fail every exchange once active; it is rejected here.
-3. ``regorus``: the bundle loads and evaluates in the embedded engine.
+3. ``regorus``: the bundle loads and evaluates in the embedded engine. This
+   check, ``well_formed_decisions`` and ``regorus_vm`` run in an evaluator
+   process of their own (``gateway.policy.sandbox.run_job``), stopped after
+   the same timeout as ``opa``: a bundle slow on some probe fails ``regorus``.
 4. ``well_formed_decisions``: every probe input (``gateway.policy.probes``,
    plus the recorded inputs the service passes) gets a defined decision of the
    shape the gateway acts on (``gateway.policy.decision_check``); whether
@@ -48,12 +51,11 @@ from typing import Any, Literal
 import regorus
 
 from gateway.errors import PolicyError, ValidationFailed
-from gateway.policy._regorus import first_lines
 from gateway.policy.bundle import PolicyBundle
-from gateway.policy.decision_check import survey_decisions
-from gateway.policy.embedded import compile_check, vm_verdict
+from gateway.policy.decision_check import DecisionSurvey
 from gateway.policy.opa import merge_modules, policy_id
 from gateway.policy.probes import Probe, synthetic_probes
+from gateway.policy.sandbox import JobFailed, run_job
 
 __all__ = [
     "FORBIDDEN_BUILTINS",
@@ -92,6 +94,7 @@ FORBIDDEN_BUILTINS = frozenset(
 )
 _TIMEOUT_S = 120
 _NOT_AFTER_BUILTINS = "the builtins check failed; OPA does not run a bundle it refused"
+_NOT_LOADED = "regorus cannot load the bundle"
 
 
 class PolicyRejected(ValidationFailed):
@@ -176,13 +179,14 @@ def check_bundle(
         caps.write_text(json.dumps(_capabilities(str(opa_bin))), encoding="utf-8")
         opa = _Opa(opa_bin, caps, home)
         builtins = opa.check("builtins", src, src)
+        loads, decisions, vm = _regorus_checks(bundle, recorded)
         checks = (
             builtins,
             _opa_check(opa, bundle, root),
-            interpreted := _regorus(bundle),
-            _decisions(bundle, recorded, loads=interpreted.ok),
+            loads,
+            decisions,
             _rego_tests(opa, src, gated=not builtins.ok),
-            _regorus_vm(bundle, loads=interpreted.ok),
+            vm,
         )
     return BundleReport(bundle.version, checks)
 
@@ -293,34 +297,43 @@ def _opa_check(opa: _Opa, bundle: PolicyBundle, root: Path) -> CheckResult:
     )
 
 
-def _regorus(bundle: PolicyBundle) -> CheckResult:
+def _regorus_checks(
+    bundle: PolicyBundle, recorded: Sequence[Probe]
+) -> tuple[CheckResult, CheckResult, CheckResult]:
+    """``regorus``, ``well_formed_decisions`` and ``regorus_vm``, run in an evaluator
+    process (``gateway.policy.sandbox.run_job``): a bundle slow or memory-hungry on
+    some probe costs that process, killed at the timeout, never the gateway.
+
+    ``regorus_vm`` is informational: ok even when the VM disagrees, since the
+    engine then interprets.
+    """
+    args = {
+        "sources": [list(pair) for pair in bundle.policy_sources().items()],
+        "probes": [[p.label, p.payload] for p in (*synthetic_probes(), *recorded)],
+    }
     try:
-        compile_check(bundle)
-    except PolicyError as exc:
-        return CheckResult("regorus", False, exc.detail)
-    return CheckResult("regorus", True)
-
-
-def _decisions(bundle: PolicyBundle, recorded: Sequence[Probe], *, loads: bool) -> CheckResult:
-    name = "well_formed_decisions"
-    if not loads:
-        return CheckResult.skip(name, "regorus cannot load the bundle")
-    probes = [*synthetic_probes(), *recorded]
-    try:
-        survey = survey_decisions(tuple(bundle.policy_sources().items()), probes)
-    except Exception as exc:  # regorus loaded it a moment ago; fail closed all the same
-        return CheckResult(name, False, f"regorus cannot load the bundle: {first_lines(exc, 3)}")
-    return CheckResult(name, survey.ok, survey.describe())
-
-
-def _regorus_vm(bundle: PolicyBundle, *, loads: bool) -> CheckResult:
-    """Informational: ok even when the VM disagrees, since the engine then interprets."""
-    if not loads:
-        return CheckResult.skip("regorus_vm", "regorus cannot load the bundle")
-    program, why = vm_verdict(tuple(bundle.policy_sources().items()))
-    if program is None:
-        return CheckResult("regorus_vm", True, f"{why}; this version will be interpreted")
-    return CheckResult("regorus_vm", True, f"{why}; this version will run on the VM")
+        out = run_job("checks", args, timeout_s=_TIMEOUT_S)
+    except JobFailed as exc:
+        return (
+            CheckResult("regorus", False, str(exc)),
+            CheckResult.skip("well_formed_decisions", _NOT_LOADED),
+            CheckResult.skip("regorus_vm", _NOT_LOADED),
+        )
+    if out["load_error"] is not None:
+        return (
+            CheckResult("regorus", False, f"regorus cannot load the bundle: {out['load_error']}"),
+            CheckResult.skip("well_formed_decisions", _NOT_LOADED),
+            CheckResult.skip("regorus_vm", _NOT_LOADED),
+        )
+    if "survey_error" in out:  # regorus loaded it a moment ago; fail closed all the same
+        why = f"regorus cannot load the bundle: {out['survey_error']}"
+        decisions = CheckResult("well_formed_decisions", False, why)
+    else:
+        survey = DecisionSurvey(**out["survey"])
+        decisions = CheckResult("well_formed_decisions", survey.ok, survey.describe())
+    verdict = "will run on the VM" if out["vm"] else "will be interpreted"
+    vm = CheckResult("regorus_vm", True, f"{out['vm_why']}; this version {verdict}")
+    return CheckResult("regorus", True), decisions, vm
 
 
 def _rego_tests(opa: _Opa, src: Path, *, gated: bool) -> CheckResult:

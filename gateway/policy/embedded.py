@@ -1,4 +1,4 @@
-"""The embedded policy engine: regorus (PyPI ``gordon-to-regorus``) in-process.
+"""The embedded policy engine: regorus (PyPI ``gordon-to-regorus``), no server.
 
 By default each policy version is compiled once to regorus' virtual machine
 (``regorus.Program`` / ``regorus.Rvm``), several times faster than its
@@ -11,8 +11,19 @@ is interpreted and a warning names the first differing probe. A version the
 VM cannot compile is interpreted too, and ``ACCORD_EMBEDDED_VM=false`` always
 interprets. ``mode`` / ``health()`` say which evaluator decides and why.
 
+By default decisions are evaluated in evaluator processes
+(``isolation="process"``, ``ACCORD_POLICY_ISOLATION``; ``gateway.policy.sandbox``),
+and loading (``gateway.policy.loading``) self-checks in one too: regorus keeps
+the GIL for a whole evaluation and cannot be interrupted, so only another
+process bounds how long a policy that is slow on some input may take (it is
+killed at the policy timeout, and the decision is a ``policy_error`` deny) and
+how much memory it may use. The in-process paths below remain for
+``isolation="inline"`` (faster by the hop to an evaluator and back, but
+unbounded: docs/policy-engines.md), for ``decide_sync`` (benchmarks), and for
+a ``decide`` from an event loop other than the one the evaluators were started on.
+
 regorus objects are "unsendable": they panic if used, and complain if
-dropped, on any thread but the one that made them. So:
+dropped, on any thread but the one that made them. So, in this process:
 
 * the interpreter (and the VM when called from a foreign thread) lives on one
   dedicated worker thread; the event loop talks to it through the executor,
@@ -57,17 +68,12 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Literal
 
 import structlog
 
 from gateway.errors import PolicyError
 from gateway.policy._regorus import (
-    Sources,
-    VmUnguardable,
-    compile_program,
     first_lines,
     new_interpreter,
     new_vm,
@@ -76,82 +82,20 @@ from gateway.policy._regorus import (
 )
 from gateway.policy.bundle import PolicyBundle
 from gateway.policy.engine import Decision, EngineHealth, decision_from_value
-from gateway.policy.probes import Probe, synthetic_probes
-from gateway.policy.vm_check import Verdict, compare_vm
+from gateway.policy.loading import Loaded, Mode, prepare, prepare_isolated
+from gateway.policy.probes import Probe
+from gateway.policy.sandbox import EvaluatorPool, VersionSources
+from gateway.settings import Settings
 
-__all__ = ["EmbeddedEngine", "Mode", "compile_check", "vm_verdict"]
+__all__ = ["EmbeddedEngine", "Isolation", "Mode", "embedded_engine"]
 
 log = structlog.get_logger(__name__)
 
-Mode = Literal["vm", "interpreter"]
-
-#: regorus reports unknown built-ins only when a rule is evaluated, not when it
-#: is added, so loading evaluates the decision once on an empty input.
-_PROBE_INPUT = "{}"
+Isolation = Literal["process", "inline"]
 
 #: Inline VMs whose engine was closed from a thread that does not own them:
 #: kept forever rather than dropped on the wrong thread.
 _STRANDED: list[Any] = []
-
-#: Versions this process has interpreted, and why: a later load of the same
-#: version (a reload with other recorded probes) interprets it again, so one
-#: version never changes evaluator, and behaviour, from load to load.
-_INTERPRETED: dict[str, str] = {}
-
-
-@dataclass(frozen=True)
-class _Loaded:
-    version: str
-    sources: Sources
-    #: The serialised VM program when the VM decides this version, else None.
-    program: bytes | None
-    mode: Mode
-    why: str
-
-
-def _check_sources(sources: Sources) -> str | None:
-    """Load and probe on the calling thread; return the error text or None."""
-    try:
-        run_interpreter(new_interpreter(sources), _PROBE_INPUT)
-    except Exception as exc:  # regorus raises RuntimeError with a rendered source excerpt
-        return first_lines(exc)
-    return None
-
-
-def compile_check(bundle: PolicyBundle) -> None:
-    """Raise ``PolicyError`` naming the file and rule regorus cannot load or evaluate.
-
-    Runs on the calling thread with a throwaway engine.
-    """
-    error = _check_sources(tuple(bundle.policy_sources().items()))
-    if error is not None:
-        raise PolicyError(f"regorus cannot load the bundle: {error}", code="policy_invalid")
-
-
-def vm_verdict(sources: Sources, recorded: Sequence[Probe] = ()) -> tuple[bytes | None, str]:
-    """The VM program to use for ``sources`` (None: interpret) and why.
-
-    Compiles, then compares the VM with the interpreter on the synthetic
-    probes (cached per bundle: the same sources always give the same answer)
-    and on ``recorded``. Runs on the calling thread; every regorus object it
-    makes is dropped before it returns. Never raises.
-    """
-    try:
-        program = compile_program(sources)
-    except VmUnguardable as exc:
-        return None, f"a rule may yield conflicting values where the VM cannot check it ({exc})"
-    except Exception as exc:
-        return None, f"the VM cannot compile this version ({first_lines(exc, 3)})"
-    try:
-        synthetic = _synthetic_verdict(sources, program)
-        if synthetic.disagreement is not None:
-            return None, synthetic.describe()
-        own = compare_vm(sources, program, recorded, first_index=synthetic.probes)
-    except Exception as exc:
-        return None, f"the VM self-check failed ({first_lines(exc, 3)})"
-    if own.disagreement is not None:
-        return None, own.describe()
-    return program, (synthetic + own).describe()
 
 
 def _try_vm(vm: Any, payload: str) -> tuple[Any, bool]:
@@ -162,39 +106,43 @@ def _try_vm(vm: Any, payload: str) -> tuple[Any, bool]:
         return None, True
 
 
-@lru_cache(maxsize=32)
-def _synthetic_verdict(sources: Sources, program: bytes) -> Verdict:
-    return compare_vm(sources, program, synthetic_probes())
-
-
-def _prepare(version: str, sources: Sources, vm: bool, recorded: Sequence[Probe]) -> _Loaded | str:
-    """Worker-thread part of ``load``: the loaded version, or why it does not load."""
-    error = _check_sources(sources)
-    if error is not None:
-        return error
-    if not vm:
-        return _Loaded(version, sources, None, "interpreter", "ACCORD_EMBEDDED_VM=false")
-    if version in _INTERPRETED:
-        return _Loaded(version, sources, None, "interpreter", _INTERPRETED[version])
-    program, why = vm_verdict(sources, recorded)
-    if program is None:
-        _INTERPRETED[version] = why
-    return _Loaded(version, sources, program, "vm" if program else "interpreter", why)
+def embedded_engine(settings: Settings) -> EmbeddedEngine:
+    """The embedded engine as ``settings`` configure it (not loaded yet)."""
+    return EmbeddedEngine(
+        timeout_ms=settings.policy_timeout_ms,
+        vm=settings.embedded_vm,
+        isolation=settings.policy_isolation,
+        evaluators=settings.policy_evaluators,
+        evaluator_memory_mib=settings.policy_evaluator_memory_mib,
+    )
 
 
 class EmbeddedEngine:
-    """``PolicyEngine`` backed by regorus: its VM inline, or its interpreter on a worker."""
+    """``PolicyEngine`` backed by regorus: in evaluator processes, or in this one."""
 
     name = "embedded"
 
-    def __init__(self, *, timeout_ms: int = 500, vm: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        timeout_ms: int = 500,
+        vm: bool = True,
+        isolation: Isolation = "process",
+        evaluators: int = 2,
+        evaluator_memory_mib: int = 2048,
+    ) -> None:
         self._timeout = timeout_ms / 1000
         self._vm = vm
+        self._isolation: Isolation = isolation
+        self._pool: EvaluatorPool | None = None
+        self._evaluators = evaluators
+        self._memory_mib = evaluator_memory_mib
+        self._shipped: VersionSources | None = None
         # One thread: regorus keeps the GIL while it evaluates, so more threads
         # would not decide faster, and one thread owns one Engine.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regorus")
         self._local = threading.local()
-        self._loaded: _Loaded | None = None
+        self._loaded: Loaded | None = None
         # The inline VM: owned by the first thread that decides, made per version.
         self._claim = threading.Lock()
         self._owner: threading.Thread | None = None
@@ -211,6 +159,11 @@ class EmbeddedEngine:
         return self._vm
 
     @property
+    def isolation(self) -> Isolation:
+        """Where decisions are evaluated: ``process`` (evaluator processes) or ``inline``."""
+        return self._isolation
+
+    @property
     def mode(self) -> Mode | None:
         """Which evaluator decides the loaded version: ``vm`` or ``interpreter``."""
         return self._loaded.mode if self._loaded else None
@@ -223,16 +176,38 @@ class EmbeddedEngine:
     async def load(self, bundle: PolicyBundle, *, probes: Sequence[Probe] = ()) -> None:
         """Load ``bundle``; with the VM enabled, self-check it on the probes plus ``probes``."""
         sources = tuple(bundle.policy_sources().items())
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(
-            self._executor, _prepare, bundle.version, sources, self._vm, tuple(probes)
-        )
+        result: Loaded | str
+        if self._isolation == "process":
+            result = await asyncio.to_thread(
+                prepare_isolated,
+                bundle.version,
+                sources,
+                self._vm,
+                tuple(probes),
+                self._memory_mib,
+            )
+        else:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(
+                self._executor, prepare, bundle.version, sources, self._vm, tuple(probes)
+            )
         if isinstance(result, str):
             raise PolicyError(f"regorus cannot load the bundle: {result}", code="policy_invalid")
         if self._vm and result.mode == "interpreter":
             log.warning("policy_vm_not_used", version=result.version, reason=result.why)
         else:
             log.info("policy_engine_mode", version=result.version, mode=result.mode, why=result.why)
+        if self._isolation == "process" and self._pool is None:
+            pool = EvaluatorPool(
+                size=self._evaluators, timeout_s=self._timeout, memory_mib=self._memory_mib
+            )
+            try:
+                await pool.start()
+            except OSError as exc:
+                await pool.close()
+                raise PolicyError(str(exc)) from exc
+            self._pool = pool
+        self._shipped = result.for_evaluators()
         self._loaded = result
 
     async def decide(self, policy_input: Mapping[str, Any]) -> Decision:
@@ -245,6 +220,11 @@ class EmbeddedEngine:
             return Decision.error(
                 f"input is not JSON: {exc}", policy_version=loaded.version, engine=self.name
             )
+        pool = self._pool
+        if pool is not None and self._shipped is not None:
+            if pool.serves_this_loop():
+                return await self._decide_isolated(pool, self._shipped, loaded, payload)
+            log.warning("policy_not_isolated", detail="decided from another event loop")
         use_vm = loaded.program is not None
         if use_vm and self._owns_inline_vm():
             decision = self._decide_inline(loaded, payload)
@@ -283,10 +263,20 @@ class EmbeddedEngine:
         if self._loaded is None:
             return EngineHealth(False, self.name, None, "no policy loaded")
         loaded = self._loaded
-        return EngineHealth(True, self.name, loaded.version, f"{loaded.mode}: {loaded.why}")
+        detail = f"{loaded.mode}: {loaded.why}"
+        if self._pool is not None:
+            ready = self._pool.ready
+            detail = f"{detail}; {ready} of {self._pool.size} evaluator processes running"
+            if ready == 0:
+                return EngineHealth(False, self.name, loaded.version, detail)
+        return EngineHealth(True, self.name, loaded.version, detail)
 
     async def close(self) -> None:
-        """Drop the inline VM here (the loop that owns it), the worker's engine there, then stop."""
+        """Stop the evaluators; drop the inline VM here (the loop that owns it), the
+        worker's engine there; then stop the worker."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
         self._drop_inline_vm()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self.drop_thread_engine)
@@ -304,7 +294,17 @@ class EmbeddedEngine:
                 owner = self._owner
         return owner is threading.current_thread()
 
-    def _decide_inline(self, loaded: _Loaded, payload: str) -> Decision | None:
+    async def _decide_isolated(
+        self, pool: EvaluatorPool, shipped: VersionSources, loaded: Loaded, payload: str
+    ) -> Decision:
+        if shipped.version != loaded.version:  # a load in between: that version decides
+            shipped = loaded.for_evaluators()
+        outcome = await pool.evaluate(shipped, payload)
+        if outcome.interpreted:
+            log.info("policy_vm_handed_to_interpreter", version=loaded.version)
+        return self._finish(loaded, outcome.value, outcome.error)
+
+    def _decide_inline(self, loaded: Loaded, payload: str) -> Decision | None:
         """The VM's decision on this thread, or None when the VM could not evaluate the input."""
         started = time.perf_counter()
         value, error = self._run_inline(loaded, payload)
@@ -324,7 +324,7 @@ class EmbeddedEngine:
             return None
         return self._finish(loaded, value, None)
 
-    def _run_inline(self, loaded: _Loaded, payload: str) -> tuple[Any, str | None]:
+    def _run_inline(self, loaded: Loaded, payload: str) -> tuple[Any, str | None]:
         try:
             if self._inline_version != loaded.version:
                 self._inline_vm = self._inline_version = None
@@ -343,7 +343,7 @@ class EmbeddedEngine:
         del vm
         self._owner = None
 
-    def _finish(self, loaded: _Loaded, value: Any, error: str | None) -> Decision:
+    def _finish(self, loaded: Loaded, value: Any, error: str | None) -> Decision:
         if error is not None:
             return Decision.error(
                 f"policy evaluation failed: {error}",
@@ -353,7 +353,7 @@ class EmbeddedEngine:
         return decision_from_value(value, policy_version=loaded.version, engine=self.name)
 
     def _evaluate(
-        self, loaded: _Loaded, payload: str, use_vm: bool = True
+        self, loaded: Loaded, payload: str, use_vm: bool = True
     ) -> tuple[Any, str | None]:
         """Decide with the calling thread's own Rvm or Engine (each made once per version).
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.policy.bundle import PolicyBundle
-from gateway.policy.embedded import EmbeddedEngine
+from gateway.policy.embedded import embedded_engine
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.opa import OpaEngine
 from gateway.settings import Settings
@@ -24,7 +24,7 @@ async def open_engine(settings: Settings, bundle: PolicyBundle | None = None) ->
     if settings.policy_engine == "opa":
         engine = await OpaEngine.connect(settings.opa_url, timeout_ms=settings.policy_timeout_ms)
     else:
-        engine = EmbeddedEngine(timeout_ms=settings.policy_timeout_ms, vm=settings.embedded_vm)
+        engine = embedded_engine(settings)
     try:
         await engine.load(bundle)
     except BaseException:

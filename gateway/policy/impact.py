@@ -4,9 +4,10 @@ A decision is a pure function of its recorded input (``gateway.policy.input``),
 so replaying the decision log through the proposed bundle and through the
 active one shows exactly what activating the proposal would change, without
 the noise of decisions that were recorded under older versions or during an
-outage. Replays run on the embedded engine (regorus) on the calling thread,
-with an Engine built and dropped there (regorus engines must stay on one
-thread); the differential corpus keeps it equal to OPA.
+outage. Replays run on the embedded engine's interpreter (regorus) in an
+evaluator process of their own (``gateway.policy.sandbox.run_job``), so a
+version slow on some recorded input cannot stall the gateway; the
+differential corpus keeps regorus equal to OPA.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import regorus
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from gateway.errors import PolicyError
-from gateway.policy.bundle import DECISION_QUERY, PolicyBundle
+from gateway.policy.bundle import PolicyBundle
 from gateway.policy.engine import Decision, DenyReason, decision_from_value
 from gateway.policy.models import ImpactGroup, ImpactReport, PolicyDecisionRecord
+from gateway.policy.sandbox import JobFailed, run_job
 
 __all__ = [
     "Outcome",
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 _EXAMPLES = 10
+#: How long one version's dry-run over the recorded inputs may take.
+REPLAY_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -65,43 +68,29 @@ def outcome_of(decision: Decision | Mapping[str, Any]) -> Outcome:
 
 
 def replay(bundle: PolicyBundle, inputs: Iterable[Mapping[str, Any]]) -> list[Decision]:
-    """Decide every input with ``bundle`` on the calling thread; never raises per input."""
-    errors: list[str] = []
-    decisions = _replay(tuple(bundle.policy_sources().items()), inputs, bundle.version, errors)
-    if errors:
-        raise PolicyError(f"{bundle.version} does not load: {errors[0]}", code="policy_invalid")
-    return decisions
+    """Decide every input with ``bundle``; never raises per input.
 
-
-def _replay(
-    sources: tuple[tuple[str, str], ...],
-    inputs: Iterable[Mapping[str, Any]],
-    version: str,
-    errors: list[str],
-) -> list[Decision]:
-    # The Engine never leaves this frame, and no exception that references the
-    # frame escapes it, so it is dropped on the thread that made it.
-    engine = regorus.Engine()
+    Runs in an evaluator process (``gateway.policy.sandbox.run_job``), stopped
+    after ``REPLAY_TIMEOUT_S``: a version slow or memory-hungry on some
+    recorded input costs that process, never the gateway. Raises
+    ``PolicyError`` when the version does not load or the replay does not finish.
+    """
+    args = {
+        "sources": [list(pair) for pair in bundle.policy_sources().items()],
+        "inputs": list(inputs),
+    }
     try:
-        for path, text in sources:
-            engine.add_policy(path, text)
-    except Exception as exc:
-        errors.append(str(exc).split("Stack backtrace:")[0].strip()[:500])
-        return []
-    out: list[Decision] = []
-    for doc in inputs:
-        value: Any = None
-        error: str | None = None
-        try:
-            engine.set_input_json(json.dumps(doc, ensure_ascii=False, allow_nan=False))
-            value = engine.eval_rule(DECISION_QUERY)
-        except Exception as exc:
-            error = str(exc).split("Stack backtrace:")[0].strip()[:300]
-        if error is not None:
-            out.append(_error(error, version))
-        else:
-            out.append(decision_from_value(value, policy_version=version, engine="replay"))
-    return out
+        out = run_job("replay", args, timeout_s=REPLAY_TIMEOUT_S)
+    except JobFailed as exc:
+        raise PolicyError(f"{bundle.version}: {exc}", code="policy_invalid") from exc
+    if "error" in out:
+        raise PolicyError(f"{bundle.version} does not load: {out['error']}", code="policy_invalid")
+    return [
+        _error(each["error"], bundle.version)
+        if "error" in each
+        else decision_from_value(each["value"], policy_version=bundle.version, engine="replay")
+        for each in out["decisions"]
+    ]
 
 
 def _error(detail: str, version: str) -> Decision:

@@ -20,13 +20,12 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
-
-from sqlalchemy.engine import Engine as DbEngine
-from sqlmodel import Session, col, select
+from typing import TYPE_CHECKING, Any
 
 from gateway.policy.input import DEFAULT_LEVELS
-from gateway.policy.models import PolicyDecisionRecord
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine as DbEngine
 
 __all__ = [
     "RECORDED_PROBES",
@@ -314,6 +313,11 @@ def synthetic_probes() -> tuple[Probe, ...]:
 
 def recorded_probes(db: DbEngine, *, limit: int = RECORDED_PROBES) -> list[Probe]:
     """The most recent distinct decision inputs of the decision log (newest first)."""
+    # Imported here: evaluator processes use the probes without the database layer.
+    from sqlmodel import Session, col, select
+
+    from gateway.policy.models import PolicyDecisionRecord
+
     with Session(db) as s:
         rows = s.exec(
             select(PolicyDecisionRecord.exchange_id, PolicyDecisionRecord.input)

@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 
 from gateway.errors import AccordError
-from gateway.policy.embedded import EmbeddedEngine
+from gateway.policy.embedded import EmbeddedEngine, embedded_engine
 from gateway.policy.engine import Decision, EngineHealth, PolicyEngine
 from gateway.policy.opa import OpaEngine
 from gateway.policy.probes import Probe, base_probe_input, recorded_probes
@@ -87,7 +87,7 @@ class PolicyRuntime:
                 settings.opa_url, timeout_ms=settings.policy_timeout_ms
             )
         else:
-            engine = EmbeddedEngine(timeout_ms=settings.policy_timeout_ms, vm=settings.embedded_vm)
+            engine = embedded_engine(settings)
         runtime = cls(engine, service, refresh_s=refresh_s, monotonic=monotonic)
         await runtime.reload()
         return runtime

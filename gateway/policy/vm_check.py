@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from gateway.policy._regorus import (
     Sources,
+    VmUnguardable,
+    compile_program,
     first_lines,
     new_interpreter,
     new_vm,
@@ -25,11 +28,14 @@ from gateway.policy._regorus import (
     run_vm,
 )
 from gateway.policy.engine import decision_from_value, decision_problem
-from gateway.policy.probes import Probe
+from gateway.policy.probes import Probe, synthetic_probes
 
-__all__ = ["Disagreement", "Verdict", "compare_vm"]
+__all__ = ["Disagreement", "Verdict", "check_sources", "compare_vm", "vm_verdict"]
 
 _POLICY_ERROR = "policy_error"
+#: regorus reports unknown built-ins only when a rule is evaluated, not when it
+#: is added, so loading evaluates the decision once on an empty input.
+_PROBE_INPUT = "{}"
 
 
 @dataclass(frozen=True)
@@ -142,3 +148,43 @@ def _outcome_of(value: Any) -> tuple[Any, str]:
     else:
         shown = f"deny {list(sorted({r['code'] for r in decision['deny']}))}"
     return decision, shown
+
+
+def check_sources(sources: Sources) -> str | None:
+    """Load and probe on the calling thread; return the error text or None."""
+    try:
+        run_interpreter(new_interpreter(sources), _PROBE_INPUT)
+    except Exception as exc:  # regorus raises RuntimeError with a rendered source excerpt
+        return first_lines(exc)
+    return None
+
+
+def vm_verdict(sources: Sources, recorded: Sequence[Probe] = ()) -> tuple[bytes | None, str]:
+    """The VM program to use for ``sources`` (None: interpret) and why.
+
+    Compiles, then compares the VM with the interpreter on the synthetic
+    probes (cached per bundle: the same sources always give the same answer)
+    and on ``recorded``. Runs on the calling thread; every regorus object it
+    makes is dropped before it returns. Never raises.
+    """
+    try:
+        program = compile_program(sources)
+    except VmUnguardable as exc:
+        return None, f"a rule may yield conflicting values where the VM cannot check it ({exc})"
+    except Exception as exc:
+        return None, f"the VM cannot compile this version ({first_lines(exc, 3)})"
+    try:
+        synthetic = _synthetic_verdict(sources, program)
+        if synthetic.disagreement is not None:
+            return None, synthetic.describe()
+        own = compare_vm(sources, program, recorded, first_index=synthetic.probes)
+    except Exception as exc:
+        return None, f"the VM self-check failed ({first_lines(exc, 3)})"
+    if own.disagreement is not None:
+        return None, own.describe()
+    return program, (synthetic + own).describe()
+
+
+@lru_cache(maxsize=32)
+def _synthetic_verdict(sources: Sources, program: bytes) -> Verdict:
+    return compare_vm(sources, program, synthetic_probes())

@@ -101,7 +101,7 @@ async def test_rego_conflict_on_a_rare_input_fails_closed_as_on_opa(
 
 async def test_guarded_conflicts_keep_the_version_on_the_vm() -> None:
     """The guards do not cost the VM the version: the conflict is caught per input."""
-    engine = EmbeddedEngine(timeout_ms=5000)
+    engine = EmbeddedEngine(timeout_ms=5000, isolation="inline")
     try:
         await engine.load(bundle(CONFLICTING["object_key_two_values"]))
         assert engine.mode == "vm", engine.mode_reason
