@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from gateway.settings import Settings
 
 __all__ = [
-    "AUDIT_VERIFY_INTERVAL_S",
     "AuditSink",
     "audit_event",
     "audit_readiness",
@@ -48,9 +47,6 @@ log = logging.getLogger("gateway.auditing")
 DAMAGE_POLL_S = 2.0
 #: How often ``/readyz`` may touch the store for the log (anyone may call it).
 READINESS_POLL_S = 1.0
-#: How often each node verifies what was appended to the log since its last look,
-#: unless ``Settings.audit_verify_interval_s`` says otherwise (0: never).
-AUDIT_VERIFY_INTERVAL_S = 60.0
 
 #: Top-level entry keys a caller may set (the rest of the closed schema).
 _TOP = frozenset(
@@ -162,5 +158,6 @@ def audit_watch(audit_log: AuditLog, settings: Settings) -> LogWatch:
     ``audit_verify_interval_s``, read the damage marker every ``DAMAGE_POLL_S`` (so a
     node that serves no exchanges stops appending too). Start it with the services
     and stop it with them."""
-    interval = float(getattr(settings, "audit_verify_interval_s", AUDIT_VERIFY_INTERVAL_S))
-    return LogWatch(audit_log, verify_interval_s=interval, poll_interval_s=DAMAGE_POLL_S)
+    return LogWatch(
+        audit_log, verify_interval_s=settings.audit_verify_interval_s, poll_interval_s=DAMAGE_POLL_S
+    )

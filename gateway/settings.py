@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     #: Sign a checkpoint every N entries or T seconds, whichever comes first.
     checkpoint_every: int = Field(default=1000, ge=0)
     checkpoint_interval_s: float = Field(default=60.0, ge=0)
+    #: How often each node verifies, in the background, the audit entries appended
+    #: since its last look (``audit.watch.LogWatch``) and stops every node on damage;
+    #: 0: never (a status refresh or ``accord audit verify`` still verifies everything).
+    audit_verify_interval_s: float = Field(default=60.0, ge=0)
     #: Group commit: collect up to this many entries or wait this long per batch.
     audit_max_batch: int = Field(default=256, gt=0)
     audit_max_wait_ms: float = Field(default=2.0, ge=0)

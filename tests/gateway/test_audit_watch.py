@@ -17,13 +17,6 @@ from gateway.services import build_services
 from gateway.settings import Settings
 
 
-class _Watched(Settings):
-    """The gateway's settings with a short watch interval (set as
-    ``ACCORD_AUDIT_VERIFY_INTERVAL_S`` in a deployment)."""
-
-    audit_verify_interval_s: float = 0.05
-
-
 def _ready(client: TestClient) -> httpx.Response:
     response: httpx.Response = client.get("/readyz")
     return response
@@ -32,7 +25,14 @@ def _ready(client: TestClient) -> httpx.Response:
 def test_a_running_gateway_stops_by_itself_when_the_head_is_rewritten_under_it(
     sqlite_url: str, tmp_path: Path
 ) -> None:
-    services = build_services(_Watched(dev_mode=True, database_url=sqlite_url, data_dir=tmp_path))
+    services = build_services(
+        Settings(
+            dev_mode=True,
+            database_url=sqlite_url,
+            data_dir=tmp_path,
+            audit_verify_interval_s=0.05,  # ACCORD_AUDIT_VERIFY_INTERVAL_S in a deployment
+        )
+    )
     try:
         with TestClient(create_app(services=services)) as client:
             watch = services._audit_watch
