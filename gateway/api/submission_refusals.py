@@ -22,8 +22,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.agreements.refusals import unread_refusal_entry
 from gateway.auth.humans import Principal
+from gateway.log import get_logger
 
 __all__ = ["AuditUnreadSubmissions", "mark_received"]
+
+log = get_logger(__name__)
 
 #: The submission routes (``POST``) and the kind of submission each takes.
 SUBMISSIONS = {"/v1/agreements": "signed", "/v1/agreements/drafts": "draft"}
@@ -106,8 +109,10 @@ class AuditUnreadSubmissions:
             body_sha256=body.digest.hexdigest() if body.whole else None,
             body_bytes=body.size,
         )
-        # Logged if it cannot be appended; the refusal is answered either way.
-        await scope["app"].state.services.exchange.refusals.record(entry, refused=code)
+        try:  # the refusal is answered either way; if unrecorded, the log says so
+            await scope["app"].state.services.exchange.refusals.record(entry, refused=code)
+        except Exception as failure:
+            log.error("agreement_refusal_unaudited", code=code, error=type(failure).__name__)
 
 
 def _unread_refusal(scope: Scope, status: int) -> bool:
