@@ -7,7 +7,6 @@ department key takes every agreement it signed out of service at once.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -24,6 +23,7 @@ from gateway.agreements.schedule import in_force, next_takeover, takeovers_due
 from gateway.agreements.signers import agreement_key
 from gateway.agreements.signing import VerifiedAgreement, verify_agreement
 from gateway.agreements.terms import AgreementTerms
+from gateway.agreements.versions import new_row, older_active, refuse_existing, signed_row
 from gateway.auditing import AuditSink, audit_event
 from gateway.db import session_scope
 from gateway.dbtypes import utcnow
@@ -127,8 +127,8 @@ class AgreementService:
         self._verify_terms(terms)
         now = self.clock()
         with session_scope(self.engine) as s:
-            self._refuse_existing(s, terms)
-            row = self._new_row(terms, None, "draft", now)
+            refuse_existing(s, terms)
+            row = new_row(terms, None, "draft", now)
             s.add(row)
             s.flush()
             self._event(s, row, "draft", actor, "draft created", now)
@@ -174,35 +174,8 @@ class AgreementService:
             )
         self._verify_terms(terms)
         with session_scope(self.engine) as s:
-            existing = s.exec(
-                select(Agreement)
-                .where(Agreement.agreement_id == terms.id, Agreement.version == terms.version)
-                .with_for_update()
-            ).first()
-            if existing is not None:
-                if existing.status != "draft" or existing.terms_sha256 != _sha256(
-                    terms.canonical()
-                ):
-                    raise ConflictError(
-                        f"{terms.ref} exists; a change needs a new version with new signatures",
-                        code="agreement_exists",
-                    )
-                row = existing
-                row.signed = verified.jws.to_json()
-            else:
-                self._refuse_newer(s, terms)
-                row = self._new_row(terms, verified.jws.to_json(), "draft", now)
-                s.add(row)
-                s.flush()
-            older = list(
-                s.exec(
-                    select(Agreement).where(
-                        Agreement.agreement_id == terms.id,
-                        Agreement.status == "active",
-                        Agreement.version < terms.version,
-                    )
-                )
-            )
+            row = signed_row(s, terms, verified.jws.to_json(), now)
+            older = older_active(s, terms)
             reason = "all required signatures verified"
             if now < terms.valid_from and older:
                 # The version in force stays so until this one's window opens; the
@@ -246,50 +219,6 @@ class AgreementService:
                 consumer=row.consumer,
                 embargo_until=str(embargo),
             ),
-        )
-
-    def _refuse_existing(self, s: Session, terms: AgreementTerms) -> None:
-        found = s.exec(
-            select(Agreement).where(
-                Agreement.agreement_id == terms.id, Agreement.version == terms.version
-            )
-        ).first()
-        if found is not None:
-            raise ConflictError(f"{terms.ref} already exists", code="agreement_exists")
-        self._refuse_newer(s, terms)
-
-    def _refuse_newer(self, s: Session, terms: AgreementTerms) -> None:
-        newest = s.exec(
-            select(Agreement)
-            .where(Agreement.agreement_id == terms.id)
-            .order_by(col(Agreement.version).desc())
-        ).first()
-        if newest is not None and (newest.provider, newest.consumer) != (
-            terms.provider,
-            terms.consumer,
-        ):
-            raise ConflictError(
-                "an agreement id cannot change its parties", code="agreement_parties_changed"
-            )
-        if newest is not None and newest.version >= terms.version and newest.status != "draft":
-            raise ConflictError(
-                f"version {terms.version} is not newer than {newest.version}", code="stale_version"
-            )
-
-    def _new_row(
-        self, terms: AgreementTerms, signed: dict[str, Any] | None, status: str, now: datetime
-    ) -> Agreement:
-        return Agreement(
-            agreement_id=terms.id,
-            version=terms.version,
-            provider=terms.provider,
-            consumer=terms.consumer,
-            status=status,
-            terms=terms.doc,
-            signed=signed,
-            terms_sha256=_sha256(terms.canonical()),
-            created_at=now,
-            updated_at=now,
         )
 
     def transition(
@@ -448,7 +377,3 @@ class AgreementService:
                 )
             )
             return any(pk == row.pk for pk, _ in takeovers_due(list(siblings), now))
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
