@@ -84,7 +84,7 @@ from gateway.policy.bundle import PolicyBundle
 from gateway.policy.engine import Decision, EngineHealth, decision_from_value
 from gateway.policy.loading import Loaded, Mode, prepare, prepare_isolated
 from gateway.policy.probes import Probe
-from gateway.policy.sandbox import EvaluatorPool, VersionSources
+from gateway.policy.sandbox import EvaluatorPool
 from gateway.settings import Settings
 
 __all__ = ["EmbeddedEngine", "Isolation", "Mode", "embedded_engine"]
@@ -137,7 +137,6 @@ class EmbeddedEngine:
         self._pool: EvaluatorPool | None = None
         self._evaluators = evaluators
         self._memory_mib = evaluator_memory_mib
-        self._shipped: VersionSources | None = None
         # One thread: regorus keeps the GIL while it evaluates, so more threads
         # would not decide faster, and one thread owns one Engine.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regorus")
@@ -207,7 +206,6 @@ class EmbeddedEngine:
                 await pool.close()
                 raise PolicyError(str(exc)) from exc
             self._pool = pool
-        self._shipped = result.for_evaluators()
         self._loaded = result
 
     async def decide(self, policy_input: Mapping[str, Any]) -> Decision:
@@ -221,9 +219,9 @@ class EmbeddedEngine:
                 f"input is not JSON: {exc}", policy_version=loaded.version, engine=self.name
             )
         pool = self._pool
-        if pool is not None and self._shipped is not None:
+        if pool is not None:
             if pool.serves_this_loop():
-                return await self._decide_isolated(pool, self._shipped, loaded, payload)
+                return await self._decide_isolated(pool, loaded, payload)
             log.warning("policy_not_isolated", detail="decided from another event loop")
         use_vm = loaded.program is not None
         if use_vm and self._owns_inline_vm():
@@ -294,12 +292,8 @@ class EmbeddedEngine:
                 owner = self._owner
         return owner is threading.current_thread()
 
-    async def _decide_isolated(
-        self, pool: EvaluatorPool, shipped: VersionSources, loaded: Loaded, payload: str
-    ) -> Decision:
-        if shipped.version != loaded.version:  # a load in between: that version decides
-            shipped = loaded.for_evaluators()
-        outcome = await pool.evaluate(shipped, payload)
+    async def _decide_isolated(self, pool: EvaluatorPool, loaded: Loaded, payload: str) -> Decision:
+        outcome = await pool.evaluate(loaded.for_evaluators, payload)
         if outcome.interpreted:
             log.info("policy_vm_handed_to_interpreter", version=loaded.version)
         return self._finish(loaded, outcome.value, outcome.error)

@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 from gateway.policy._regorus import Sources
@@ -48,7 +49,9 @@ class Loaded:
     mode: Mode
     why: str
 
+    @cached_property
     def for_evaluators(self) -> VersionSources:
+        """What an evaluator process needs to decide for this version."""
         return VersionSources(self.version, self.sources, self.program)
 
 

@@ -6,20 +6,24 @@ comprehension) would stall every request the gateway serves, and a timeout
 could only refuse it after the fact. Evaluating in separate processes
 (``gateway.policy._evaluator``) bounds both:
 
-* each decision goes to an idle evaluator over a pipe and is awaited under the
-  policy timeout; an evaluator that overruns it is killed (SIGKILL) and a new
-  one started in the background, and the decision is a ``policy_error`` deny.
-  Waiting for an idle evaluator has a timeout of its own, so a decision takes
-  at most twice the policy timeout;
+* each decision is written to the least busy evaluator's pipe at once; an
+  evaluator decides what it is sent in order, and each answer goes to its
+  caller as it is read. The evaluation at the head of an evaluator's queue
+  is timed from the moment the evaluator starts on it: one that overruns the
+  policy timeout is killed (SIGKILL) with its evaluator, a new evaluator is
+  started in the background, the decision is a ``policy_error`` deny, and the
+  decisions queued behind it go to another evaluator. A caller waits at most
+  twice the policy timeout in all;
 * an evaluator runs under an address-space limit (``RLIMIT_AS``), so a policy
   that builds huge values ends its own process, never the gateway's;
 * one that dies for any reason (a regorus abort included) is replaced the same
   way; the decision it owed fails closed.
 
 Each evaluator holds one version at a time and is sent the version's sources
-(and VM program) the first time it decides for it. An evaluator decides one
-input at a time: an overrun then costs only the decision that caused it.
-While every evaluator is busy a decision waits for one, within its timeout.
+(and VM program) before the first decision it gets for it. Writing decisions
+without waiting for the previous answer (pipelining) matters: the gateway's
+event loop, busy with other requests, reads an answer only once per turn, and
+an evaluator that waited for each turn would sit idle most of the time.
 
 Work done once over many inputs (a version's load self-check, the proposal
 checks, the impact dry-run) runs in a process of its own (``run_job``), under a
@@ -39,8 +43,9 @@ import os
 import struct
 import subprocess
 import sys
+from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -107,6 +112,12 @@ class VersionSources:
     #: The serialised VM program, or None to interpret.
     program: bytes | None
 
+    @property
+    def key(self) -> str:
+        """What an evaluator holds: a version and its evaluator (a reload can move a
+        version from the VM to the interpreter)."""
+        return f"{self.version}:{'vm' if self.program is not None else 'interpreter'}"
+
     def load_frame(self) -> bytes:
         doc = {
             "version": self.version,
@@ -126,51 +137,114 @@ class Outcome:
     interpreted: bool = False
 
 
-class _Evaluator:
-    """One evaluator process and the version it holds."""
+@dataclass
+class _Request:
+    """One decision sent to an evaluator, until its answer is read."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.version: str | None = None
+    loaded: VersionSources
+    frame: bytes
+    future: asyncio.Future[Outcome]
+
+
+class _Evaluator(asyncio.SubprocessProtocol):
+    """One evaluator process: what it was sent, in order, until each answer is read.
+
+    ``pending`` holds a ``_Request`` per decision and ``None`` per version sent
+    (answered ``K``); the process answers them in order. ``holds`` is what the
+    frames sent so far leave it holding (``VersionSources.key``). Answers are parsed in the
+    event loop's own callback (a protocol, not a reader task), so an answer
+    reaches its caller one loop turn after it arrives.
+    """
+
+    def __init__(self, pool: EvaluatorPool) -> None:
+        self.pool = pool
+        self.holds: str | None = None
+        self.pending: deque[_Request | None] = deque()
+        self.watchdog: asyncio.TimerHandle | None = None
+        self.retired = False
+        self.exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._stdin: asyncio.WriteTransport | None = None
+        self._buffer = bytearray()
+
+    # -- protocol callbacks ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Cast, not isinstance: uvloop's transports do not subclass asyncio's.
+        self._transport = cast(asyncio.SubprocessTransport, transport)
+        self._stdin = cast(asyncio.WriteTransport, self._transport.get_pipe_transport(0))
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self._buffer += data
+        while len(self._buffer) >= _LENGTH.size:
+            (size,) = _LENGTH.unpack_from(self._buffer)
+            end = _LENGTH.size + size
+            if len(self._buffer) < end:
+                return
+            reply = bytes(self._buffer[_LENGTH.size : end])
+            del self._buffer[:end]
+            self.pool._answered(self, reply)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self.pool._died(self, exc or EOFError("the evaluator closed its answers"))
+
+    def process_exited(self) -> None:
+        self.pool._died(self, EOFError(f"the evaluator exited ({self.returncode})"))
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    # -- the gateway's side ----------------------------------------------------
 
     @property
     def pid(self) -> int:
-        return self.process.pid
+        assert self._transport is not None
+        return self._transport.get_pid()
 
-    async def call(self, request: bytes) -> bytes:
-        stdin, stdout = self.process.stdin, self.process.stdout
-        assert stdin is not None
-        assert stdout is not None
-        stdin.write(_LENGTH.pack(len(request)) + request)
-        await stdin.drain()
-        (size,) = _LENGTH.unpack(await stdout.readexactly(_LENGTH.size))
-        return await stdout.readexactly(size)
+    @property
+    def returncode(self) -> int | None:
+        assert self._transport is not None
+        return self._transport.get_returncode()
+
+    def send(self, request: _Request) -> None:
+        frames = []
+        if self.holds != request.loaded.key:
+            frames.append(request.loaded.load_frame())
+            self.pending.append(None)
+            self.holds = request.loaded.key
+        frames.append(request.frame)
+        self.pending.append(request)
+        assert self._stdin is not None
+        self._stdin.write(b"".join(_LENGTH.pack(len(f)) + f for f in frames))
 
     def kill(self) -> None:
-        if self.process.returncode is None:
+        if self._transport is not None and self.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
+                self._transport.kill()
 
     async def stop(self) -> None:
         """Close its stdin (it exits), kill it if it does not, and reap it."""
-        if self.process.stdin is not None:
-            self.process.stdin.close()
+        if self._stdin is not None:
+            self._stdin.close()
         try:
-            await asyncio.wait_for(self.process.wait(), _EXIT_GRACE_S)
+            await asyncio.wait_for(asyncio.shield(self.exited), _EXIT_GRACE_S)
         except TimeoutError:
             self.kill()
-            await self.process.wait()
+            await self.exited
+        if self._transport is not None:
+            self._transport.close()
 
 
 class EvaluatorPool:
-    """``size`` evaluator processes, each deciding one input at a time."""
+    """``size`` evaluator processes; each decision goes to the least busy one."""
 
     def __init__(self, *, size: int, timeout_s: float, memory_mib: int) -> None:
         self._size = size
         self._timeout = timeout_s
         self._memory_mib = memory_mib
-        self._idle: asyncio.Queue[_Evaluator] = asyncio.Queue()
         self._all: set[_Evaluator] = set()
+        #: Decisions waiting for an evaluator to start (none was running).
+        self._parked: list[_Request] = []
         self._starting: set[asyncio.Task[None]] = set()
         self._closed = False
         self._last_start_error: str | None = None
@@ -185,8 +259,8 @@ class EvaluatorPool:
 
     @property
     def ready(self) -> int:
-        """Evaluators alive (idle or deciding)."""
-        return sum(1 for e in self._all if e.process.returncode is None)
+        """Evaluators running."""
+        return sum(1 for e in self._all if e.returncode is None)
 
     @property
     def size(self) -> int:
@@ -200,95 +274,147 @@ class EvaluatorPool:
             return False
 
     async def evaluate(self, loaded: VersionSources, payload: str) -> Outcome:
-        """Decide ``payload`` with ``loaded`` on an idle evaluator.
+        """Decide ``payload`` with ``loaded`` on the least busy evaluator.
 
-        Waiting for an idle evaluator and the evaluation itself each get the
-        timeout: only an evaluation that overran its own budget is killed,
-        never one whose caller waited long in line.
+        The evaluation itself gets the timeout (from the moment the evaluator
+        starts on it; then it is killed), and the caller waits at most twice
+        that in all: an evaluator busy with others first is never killed for it.
         """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
         try:
-            async with asyncio.timeout(self._timeout):
-                evaluator = await self._idle_evaluator()
+            async with asyncio.timeout(2 * self._timeout):
+                self._send(_Request(loaded, b"E" + payload.encode(), future))
+                return await future
         except TimeoutError:
             return Outcome(error="policy timeout (no evaluator was free)")
-        try:
-            async with asyncio.timeout(self._timeout):
-                if evaluator.version != loaded.version:
-                    evaluator.version = None
-                    if (await evaluator.call(loaded.load_frame()))[:1] != b"K":
-                        raise _EvaluatorFault("the evaluator could not hold the version")
-                    evaluator.version = loaded.version
-                reply = await evaluator.call(b"E" + payload.encode())
-        except TimeoutError:
-            self._replace(evaluator, "policy_evaluation_timeout")
-            overran = f"{self._timeout * 1000:.0f} ms"
-            return Outcome(error=f"policy timeout (the evaluation overran {overran})")
-        except (OSError, EOFError, _EvaluatorFault) as exc:  # IncompleteReadError is an EOFError
-            self._replace(evaluator, "policy_evaluator_died", error=repr(exc))
-            return Outcome(error=f"the policy evaluator failed ({type(exc).__name__})")
-        except BaseException:
-            # Cancelled mid-call: its reply would be read by the next caller. Replace it.
-            self._replace(evaluator, "policy_evaluation_cancelled")
-            raise
-        self._idle.put_nowait(evaluator)
-        return _outcome(reply)
 
     async def close(self) -> None:
-        """Stop every evaluator and any being started."""
+        """Stop every evaluator and any being started; pending decisions fail."""
         self._closed = True
         for task in list(self._starting):
             task.cancel()
         await asyncio.gather(*self._starting, return_exceptions=True)
         evaluators, self._all = list(self._all), set()
+        closing = Outcome(error="the policy engine is closing")
+        for evaluator in evaluators:
+            self._forget(evaluator)
+            for entry in evaluator.pending:
+                _answer(entry, closing)
+        for request in self._parked:
+            _answer(request, closing)
         await asyncio.gather(*(e.stop() for e in evaluators), return_exceptions=True)
 
     # -- internals -----------------------------------------------------------
 
-    async def _idle_evaluator(self) -> _Evaluator:
-        """The next idle evaluator still alive; one that died while idle is replaced."""
-        while True:
-            evaluator = await self._idle.get()
-            if evaluator.process.returncode is None:
-                return evaluator
-            self._replace(evaluator, "policy_evaluator_died", error="exited while idle")
-
-    def _replace(self, evaluator: _Evaluator, event: str, **detail: Any) -> None:
-        """Kill ``evaluator`` (fail closed) and start another in the background."""
-        log.error(event, pid=evaluator.pid, version=evaluator.version, **detail)
-        evaluator.kill()
-        self._all.discard(evaluator)
-        if self._closed:
+    def _send(self, request: _Request) -> None:
+        evaluator = min(self._all, key=lambda e: len(e.pending), default=None)
+        if evaluator is None:  # the next one started takes it
+            self._parked.append(request)
             return
-        task = asyncio.get_running_loop().create_task(self._restart(evaluator))
-        self._starting.add(task)
-        task.add_done_callback(self._starting.discard)
+        was_idle = not evaluator.pending
+        evaluator.send(request)
+        if was_idle:
+            self._arm(evaluator)
+
+    def _arm(self, evaluator: _Evaluator) -> None:
+        """Time the evaluation at the head of ``evaluator``'s queue, starting now."""
+        if evaluator.watchdog is not None:
+            evaluator.watchdog.cancel()
+            evaluator.watchdog = None
+        if evaluator.pending:
+            head = evaluator.pending[0]
+            evaluator.watchdog = asyncio.get_running_loop().call_later(
+                self._timeout, self._overran, evaluator, head
+            )
+
+    def _overran(self, evaluator: _Evaluator, head: _Request | None) -> None:
+        if evaluator.pending and evaluator.pending[0] is head and not evaluator.retired:
+            overran = f"{self._timeout * 1000:.0f} ms"
+            why = f"policy timeout (the evaluation overran {overran})"
+            self._retire(evaluator, "policy_evaluation_timeout", why)
+
+    def _answered(self, evaluator: _Evaluator, reply: bytes) -> None:
+        """An answer from ``evaluator``: to the caller of the request at its head."""
+        if evaluator.retired:
+            return
+        if not evaluator.pending:
+            self._died(evaluator, _EvaluatorFault("an answer nobody asked for"))
+            return
+        entry = evaluator.pending.popleft()
+        if entry is None and reply != b"K":
+            self._died(evaluator, _EvaluatorFault("the evaluator could not hold the version"))
+            return
+        _answer(entry, _outcome(reply))
+        self._arm(evaluator)
+
+    def _died(self, evaluator: _Evaluator, exc: BaseException) -> None:
+        why = f"the policy evaluator failed ({type(exc).__name__})"
+        self._retire(evaluator, "policy_evaluator_died", why, error=repr(exc))
+
+    def _retire(self, evaluator: _Evaluator, event: str, why: str, **detail: Any) -> None:
+        """Kill ``evaluator`` (fail closed): the decision it was on gets ``why``, the
+        ones queued behind it go to another evaluator; start a new one."""
+        if evaluator.retired:
+            return
+        log.error(event, pid=evaluator.pid, holds=evaluator.holds, **detail)
+        evaluator.kill()
+        self._forget(evaluator)
+        entries = list(evaluator.pending)
+        evaluator.pending.clear()
+        if entries and entries[0] is not None:
+            _answer(entries.pop(0), Outcome(error=why))
+        for entry in entries:
+            if entry is not None and not entry.future.done():
+                self._send(entry)
+        if not self._closed:
+            task = asyncio.get_running_loop().create_task(self._restart(evaluator))
+            self._starting.add(task)
+            task.add_done_callback(self._starting.discard)
+
+    def _forget(self, evaluator: _Evaluator) -> None:
+        evaluator.retired = True
+        self._all.discard(evaluator)
+        if evaluator.watchdog is not None:
+            evaluator.watchdog.cancel()
 
     async def _restart(self, dead: _Evaluator) -> None:
-        await dead.process.wait()
+        await dead.exited
         await self._start_one()
 
     async def _start_one(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            process = await asyncio.create_subprocess_exec(
+            _, evaluator = await loop.subprocess_exec(
+                lambda: _Evaluator(self),
                 *_command(self._memory_mib),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=None,
                 env=_environment(),
             )
         except OSError as exc:
             self._last_start_error = str(exc)
             log.error("policy_evaluator_not_started", error=str(exc))
             return
-        evaluator = _Evaluator(process)
         if self._closed:
+            evaluator.retired = True
             await evaluator.stop()
             return
         self._all.add(evaluator)
-        self._idle.put_nowait(evaluator)
+        parked, self._parked = self._parked, []
+        for request in parked:
+            if not request.future.done():
+                self._send(request)
 
 
 class _EvaluatorFault(Exception):
     """The evaluator answered something other than the protocol says."""
+
+
+def _answer(entry: _Request | None, outcome: Outcome) -> None:
+    if entry is not None and not entry.future.done():
+        entry.future.set_result(outcome)
 
 
 def _outcome(reply: bytes) -> Outcome:

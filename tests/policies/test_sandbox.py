@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 from structlog.testing import capture_logs
 
 from gateway.errors import PolicyError
@@ -92,11 +93,11 @@ async def exited(pid: int) -> bool:
 
 
 async def evaluation_started(engine: EmbeddedEngine) -> None:
-    """Wait (bounded) until an evaluator has taken a decision off the idle queue."""
+    """Wait (bounded) until an evaluator has been sent a decision."""
     pool = engine._pool
     assert pool is not None
     for _ in range(600):
-        if pool._idle.qsize() < pool.size:
+        if any(e.pending for e in pool._all):
             return
         await asyncio.sleep(0.01)
     raise AssertionError("no evaluation started")
@@ -170,9 +171,9 @@ async def test_an_evaluator_killed_while_idle_is_replaced() -> None:
         for victim in victims:
             os.kill(victim.pid, signal.SIGKILL)
         for victim in victims:
-            await victim.process.wait()
-        assert (await engine.health()).ok is False  # none running: readiness says so
-        # Each dead one is found before it is asked and replaced; the decision waits.
+            await victim.exited
+        # Each dead one's reader sees its pipe close and replaces it; a decision
+        # asked meanwhile waits for a replacement.
         assert (await engine.decide(FAST)).allow
         assert await evaluators_ready(engine) == 2
         assert not {e.pid for e in pool._all} & {v.pid for v in victims}
@@ -191,8 +192,8 @@ async def test_a_cancelled_decision_never_hands_its_answer_to_the_next() -> None
         slow.cancel()
         with pytest.raises(asyncio.CancelledError):
             await slow
-        # The one evaluator still owed the slow answer: it was replaced, so the next
-        # caller reads its own decision, not the cancelled one's.
+        # The one evaluator still owes the slow answer; it is read and dropped, so the
+        # next caller reads its own decision, not the cancelled one's.
         assert (await engine.decide(FAST)).allow
         assert (await engine.decide(SLOW)).codes == ("invalid_input",)
     finally:
@@ -203,10 +204,10 @@ async def test_close_stops_every_evaluator() -> None:
     engine = await loaded_engine(10, timeout_ms=60_000, evaluators=3)
     pool = engine._pool
     assert pool is not None
-    processes = [e.process for e in pool._all]
-    assert len(processes) == 3
+    evaluators = list(pool._all)
+    assert len(evaluators) == 3
     await engine.close()
-    assert all(p.returncode is not None for p in processes)
+    assert all(e.returncode is not None for e in evaluators)
 
 
 async def test_evaluators_get_none_of_the_gateways_environment(
@@ -272,3 +273,48 @@ def test_a_dry_run_that_does_not_finish_is_refused(monkeypatch: pytest.MonkeyPat
         impact.replay(bundle, [FAST, SLOW, FAST])
     assert refused.value.code == "policy_invalid"
     assert "the replay job overran 2 s and was stopped" in refused.value.detail
+
+
+async def test_decisions_queued_behind_an_overrun_go_to_another_evaluator() -> None:
+    """Decisions sent to an evaluator after a slow one are not failed with it."""
+    engine = await loaded_engine(30_000_000, timeout_ms=1000)
+    try:
+        assert (await engine.decide(FAST)).allow
+        slow = asyncio.ensure_future(engine.decide(SLOW))
+        await evaluation_started(engine)
+        # Ten at once: the least busy evaluator takes most, the slow one's queue some.
+        fast = await asyncio.gather(*(engine.decide(FAST) for _ in range(10)))
+        assert all(d.allow for d in fast), [d.to_json() for d in fast if not d.allow]
+        assert (await slow).codes == ("policy_error",)
+    finally:
+        await engine.close()
+
+
+async def test_with_one_evaluator_a_decision_waits_for_its_replacement() -> None:
+    engine = await loaded_engine(30_000_000, timeout_ms=1000, evaluators=1)
+    try:
+        assert (await engine.decide(FAST)).allow
+        slow = asyncio.ensure_future(engine.decide(SLOW))
+        await evaluation_started(engine)
+        queued = asyncio.ensure_future(engine.decide(FAST))  # behind the slow one
+        assert (await slow).codes == ("policy_error",)
+        assert (await queued).allow  # sent again to the evaluator started in its place
+    finally:
+        await engine.close()
+
+
+def test_the_evaluators_work_on_uvloop_as_the_served_gateway_runs_them() -> None:
+    """uvicorn runs the gateway on uvloop, whose subprocess transports differ from
+    asyncio's: the same decide, overrun and replacement there."""
+
+    async def scenario() -> None:
+        engine = await loaded_engine(30_000_000, timeout_ms=1000)
+        try:
+            assert (await engine.decide(FAST)).allow
+            assert (await engine.decide(SLOW)).codes == ("policy_error",)
+            assert await evaluators_ready(engine) == 2
+            assert all([(await engine.decide(FAST)).allow for _ in range(5)])
+        finally:
+            await engine.close()
+
+    uvloop.run(scenario())
