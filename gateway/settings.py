@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     #: process: faster, but a slow evaluation stalls every request). See
     #: gateway/policy/sandbox.py.
     policy_isolation: Literal["process", "inline"] = "process"
-    #: Evaluator processes per gateway process (each decides one input at a time).
+    #: Evaluator processes per gateway process (each decision goes to the least busy one).
     policy_evaluators: int = Field(default=2, ge=1, le=64)
     #: Address-space limit of each evaluator process in MiB (0: none).
     policy_evaluator_memory_mib: int = Field(default=2048, ge=0)
