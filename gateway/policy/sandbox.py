@@ -27,7 +27,8 @@ an evaluator that waited for each turn would sit idle most of the time.
 
 Work done once over many inputs (a version's load self-check, the proposal
 checks, the impact dry-run) runs in a process of its own (``run_job``), under a
-timeout and the same memory limit.
+timeout and an address-space limit (the evaluators' for the load self-check,
+``JOB_MEMORY_MIB`` for the checks and the dry-run).
 
 Evaluator processes get none of the gateway's environment (it holds secrets),
 only what Python needs to start. The protocol is in ``gateway.policy._evaluator``.
