@@ -55,6 +55,9 @@ __all__ = ["EvaluatorPool", "JobFailed", "Outcome", "VersionSources", "run_job"]
 log = structlog.get_logger(__name__)
 
 _LENGTH = struct.Struct(">I")
+#: The largest answer read from an evaluator (a decision of the shipped policy
+#: is a few KiB); a larger one fails the decision and retires the evaluator.
+MAX_ANSWER_BYTES = 16 << 20
 #: How long a stopping evaluator may take to exit after its stdin closes.
 _EXIT_GRACE_S = 2.0
 #: The only environment variables an evaluator process gets.
@@ -179,6 +182,10 @@ class _Evaluator(asyncio.SubprocessProtocol):
         self._buffer += data
         while len(self._buffer) >= _LENGTH.size:
             (size,) = _LENGTH.unpack_from(self._buffer)
+            if size > MAX_ANSWER_BYTES:
+                self._buffer.clear()
+                self.pool._died(self, _EvaluatorFault(f"an answer of {size} bytes"))
+                return
             end = _LENGTH.size + size
             if len(self._buffer) < end:
                 return

@@ -21,7 +21,7 @@ import uvloop
 from structlog.testing import capture_logs
 
 from gateway.errors import PolicyError
-from gateway.policy import checks, impact, loading
+from gateway.policy import checks, impact, loading, sandbox
 from gateway.policy.bundle import PolicyBundle
 from gateway.policy.checks import check_bundle
 from gateway.policy.embedded import EmbeddedEngine, Isolation
@@ -318,3 +318,34 @@ def test_the_evaluators_work_on_uvloop_as_the_served_gateway_runs_them() -> None
             await engine.close()
 
     uvloop.run(scenario())
+
+
+async def test_an_answer_too_large_fails_its_decision_not_the_gateway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A decision of some 5 KB against a limit of 2,000 bytes: that decision fails
+    closed and its evaluator is replaced; the gateway never buffers the rest."""
+    monkeypatch.setattr(sandbox, "MAX_ANSWER_BYTES", 2_000)
+    wide = """package accord.exchange
+
+listed := concat(",", [sprintf("%d", [n]) | some n in numbers.range(1, 1000)])
+
+decision := {"allow": false, "deny": [{"code": "invalid_input", "message": listed}],
+\t"obligations": {}, "level": null} if input.wide
+
+decision := {"allow": true, "deny": [], "obligations": {}, "level": null} if not input.wide
+"""
+    engine = EmbeddedEngine(timeout_ms=60_000, vm=False)
+    try:
+        await engine.load(PolicyBundle.from_sources({"exchange.rego": wide}))
+        assert (await engine.decide({"wide": False})).allow
+        with capture_logs() as logs:
+            decision = await engine.decide({"wide": True})
+        assert decision.codes == ("policy_error",)
+        assert "the policy evaluator failed (_EvaluatorFault)" in decision.deny[0].message
+        died = [e for e in logs if e["event"] == "policy_evaluator_died"]
+        assert died and "an answer of" in died[0]["error"]
+        assert await evaluators_ready(engine) == 2
+        assert (await engine.decide({"wide": False})).allow
+    finally:
+        await engine.close()
