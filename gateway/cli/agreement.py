@@ -13,7 +13,14 @@ from rich.text import Text
 
 from gateway.agreements.signing import sign_agreement, verify_agreement_report
 from gateway.agreements.terms import AgreementTerms
-from gateway.cli.common import console, err_console, handle_errors, load_json_file, open_services
+from gateway.cli.common import (
+    console,
+    err_console,
+    handle_errors,
+    load_json_bytes,
+    load_json_file,
+    open_services,
+)
 from gateway.cli.render import line, row, value
 from gateway.errors import SignatureError
 from gateway.jose import PublicKey, load_private_key_pem, public_key_from_jwk
@@ -173,9 +180,11 @@ def verify(
 @handle_errors
 def submit(file: Path) -> None:
     """Submit a fully signed agreement to the registry; it becomes active (a version
-    whose valid_from is ahead takes over from the one in force then)."""
+    whose valid_from is ahead takes over from the one in force then). A refusal is
+    audited with the SHA-256 of the file's bytes, as the API's is of the body sent."""
+    signed, raw = load_json_bytes(file)
     agreements = open_services().agreements
-    shown = agreements.public(agreements.submit(load_json_file(file), actor=ACTOR))
+    shown = agreements.public(agreements.submit(signed, actor=ACTOR, body=raw))
     console.print(_agreement_status(shown.agreement_id, shown.version, shown.status))
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "console",
     "err_console",
     "handle_errors",
+    "load_json_bytes",
     "load_json_file",
     "open_services",
     "read_file_bytes",
@@ -129,11 +130,15 @@ def read_file_bytes(path: Path) -> bytes:
 
 
 def load_json_file(path: Path) -> Any:
+    return load_json_bytes(path)[0]
+
+
+def load_json_bytes(path: Path) -> tuple[Any, bytes]:
+    """The JSON document in ``path`` and the file's bytes, read once (what an audit
+    entry hashes is then exactly what was parsed)."""
+    raw = read_file_bytes(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        err_console.print(line(_ERROR, " cannot read ", str(path), ": ", exc.strerror))
-        raise typer.Exit(1) from exc
+        return json.loads(raw.decode("utf-8")), raw
     except ValueError as exc:
         err_console.print(line(_ERROR, " ", ("malformed_json", "bold"), ": ", f"{path}: {exc}"))
         raise typer.Exit(1) from exc
