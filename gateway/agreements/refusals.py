@@ -1,4 +1,4 @@
-"""The audit entry for a refused agreement submission.
+"""The audit entry for a refused agreement submission or status change.
 
 A refused submission changes nothing, but an auditor still needs to see it: a
 forged or tampered signature, terms for a department that does not exist, a
@@ -18,18 +18,48 @@ import json
 from typing import Any
 
 from gateway.agreements.terms import AgreementTerms
-from gateway.auditing import audit_event
+from gateway.auditing import AuditSink, audit_event
 from gateway.errors import AccordError
 from gateway.jose import b64url_decode
+from gateway.log import get_logger
 
-__all__ = ["refusal_entry", "unread_refusal_entry"]
+__all__ = ["audit_refusal", "refusal_entry", "unread_refusal_entry"]
+
+log = get_logger(__name__)
+
+
+def audit_refusal(
+    audit: AuditSink | None,
+    submitted: Any,
+    exc: AccordError,
+    *,
+    actor: str,
+    kind: str,
+    body: bytes | None,
+    **detail: str,
+) -> None:
+    """Append ``refusal_entry`` to ``audit``. The refusal is answered either way: if its
+    entry cannot be appended, the log says so (``agreement_refusal_unaudited``)."""
+    if audit is None:
+        return
+    try:
+        audit.append(refusal_entry(submitted, exc, actor=actor, kind=kind, body=body, **detail))
+    except Exception as failure:
+        log.error("agreement_refusal_unaudited", code=exc.code, error=type(failure).__name__)
 
 
 def refusal_entry(
-    submitted: Any, exc: AccordError, *, actor: str, kind: str, body: bytes | None
+    submitted: Any,
+    exc: AccordError,
+    *,
+    actor: str,
+    kind: str,
+    body: bytes | None,
+    **detail: str,
 ) -> dict[str, Any]:
     """The ``agreement_change`` entry for a submission of ``kind`` (``signed`` or
-    ``draft``) refused with ``exc``; ``body`` is the request body it came in (None:
+    ``draft``; ``transition``, with the stored terms as ``submitted``, for a status
+    change) refused with ``exc``; ``body`` is the request body it came in (None:
     submitted in-process, with no request to hash)."""
     names: dict[str, Any] = {}
     terms = _terms(submitted, kind)
@@ -43,6 +73,7 @@ def refusal_entry(
         body_sha256=hashlib.sha256(body).hexdigest() if body is not None else None,
         body_bytes=len(body) if body is not None else None,
         **names,
+        **detail,
     )
 
 

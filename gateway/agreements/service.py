@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 from gateway.agreements.datasets import verify_dataset_fields
 from gateway.agreements.models import Agreement, AgreementEvent, AgreementPublic
 from gateway.agreements.parties import verify_parties
-from gateway.agreements.refusals import refusal_entry
+from gateway.agreements.refusals import audit_refusal
 from gateway.agreements.schedule import in_force, next_takeover, takeovers_due
 from gateway.agreements.signers import agreement_key
 from gateway.agreements.signing import VerifiedAgreement, verify_agreement
@@ -29,7 +29,6 @@ from gateway.db import session_scope
 from gateway.dbtypes import utcnow
 from gateway.errors import AccordError, AgreementError, ConflictError, NotFoundError
 from gateway.jose import PublicKey
-from gateway.log import get_logger
 from gateway.registry.service import RegistryService
 from gateway.statecache import READ_GENERATION, bump_generation
 
@@ -45,8 +44,6 @@ _ALLOWED = {
 }
 
 ResolvedAgreement = VerifiedAgreement
-
-log = get_logger(__name__)
 
 
 class AgreementService:
@@ -119,7 +116,7 @@ class AgreementService:
         try:
             return self._create_draft(terms_doc, actor=actor)
         except AccordError as exc:
-            self._audit_refusal(terms_doc, exc, actor=actor, kind="draft", body=body)
+            audit_refusal(self.audit, terms_doc, exc, actor=actor, kind="draft", body=body)
             raise
 
     def _create_draft(self, terms_doc: Any, *, actor: str) -> Agreement:
@@ -145,18 +142,8 @@ class AgreementService:
         try:
             return self._submit(signed, actor=actor)
         except AccordError as exc:
-            self._audit_refusal(signed, exc, actor=actor, kind="signed", body=body)
+            audit_refusal(self.audit, signed, exc, actor=actor, kind="signed", body=body)
             raise
-
-    def _audit_refusal(
-        self, submitted: Any, exc: AccordError, *, actor: str, kind: str, body: bytes | None
-    ) -> None:
-        if self.audit is None:
-            return
-        try:
-            self.audit.append(refusal_entry(submitted, exc, actor=actor, kind=kind, body=body))
-        except Exception as failure:  # the refusal is answered either way; say it went unrecorded
-            log.error("agreement_refusal_unaudited", code=exc.code, error=type(failure).__name__)
 
     def _verify_terms(self, terms: AgreementTerms) -> None:
         verify_parties(self.registry, terms)
@@ -222,6 +209,32 @@ class AgreementService:
         )
 
     def transition(
+        self,
+        agreement_id: str,
+        version: int,
+        to: str,
+        *,
+        actor: str,
+        reason: str,
+        body: bytes | None = None,
+    ) -> Agreement:
+        """Suspend, reactivate or revoke a version. A refusal is audited as a refused
+        submission's is (``transition``, with ``body`` hashed), naming the agreement
+        only if it exists: the caller's identifiers are not copied into the log."""
+        try:
+            return self._transition(agreement_id, version, to, actor=actor, reason=reason)
+        except AccordError as exc:
+            try:
+                stored: Any = self.get(agreement_id, version).terms
+            except NotFoundError:
+                stored = None
+            target = {"to_status": to} if to in {t for _, t in _ALLOWED} else {}
+            audit_refusal(
+                self.audit, stored, exc, actor=actor, kind="transition", body=body, **target
+            )
+            raise
+
+    def _transition(
         self, agreement_id: str, version: int, to: str, *, actor: str, reason: str
     ) -> Agreement:
         now = self.clock()

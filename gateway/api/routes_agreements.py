@@ -175,10 +175,18 @@ def events(request: Request, agreement_id: str, version: Version, who: Reader) -
     summary="Suspend, reactivate or revoke an agreement version",
 )
 def transition(
-    request: Request, agreement_id: str, version: Version, body: Transition, who: Admin
+    request: Request,
+    agreement_id: str,
+    version: Version,
+    body: Transition,
+    who: Admin,
+    raw: RawBody,
 ) -> Any:
+    """Every refusal is audited (`agreement_change`, `refused`) as a refused submission
+    is, a body refused before it is read too (`gateway.api.submission_refusals`)."""
+    mark_received(request)
     service = get_services(request).agreements
     changed = service.transition(
-        agreement_id, version, body.status, actor=who.actor, reason=body.reason
+        agreement_id, version, body.status, actor=who.actor, reason=body.reason, body=raw
     )
     return service.public(changed)

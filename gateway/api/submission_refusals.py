@@ -1,11 +1,12 @@
-"""Agreement submissions refused before their route ran, into the audit log.
+"""Agreement changes refused before their route ran, into the audit log.
 
-The agreement service audits every submission or draft it refuses
-(``gateway.agreements.refusals``). A body refused before the route runs never
-reaches it: too large (413) or too slow (408, ``BodyLimit``), carrying a NUL
-(422, ``RefuseNul``), not JSON (400 ``malformed_json``, ``bad_request``) or not
-the shape the route takes (422 ``validation_failed``). On the two submission
-routes only, this hashes and counts the body as it arrives and, when the answer
+The agreement service audits every submission, draft or status change
+(``transition``) it refuses (``gateway.agreements.refusals``). A body refused
+before the route runs never reaches it: too large (413) or too slow (408,
+``BodyLimit``), carrying a NUL (422, ``RefuseNul``), not JSON (400
+``malformed_json``, ``bad_request``) or not the shape the route takes (422
+``validation_failed``). On the two submission routes and the status route
+only, this hashes and counts the body as it arrives and, when the answer
 is such a refusal, appends the same ``agreement_change`` entry (``outcome``
 ``refused``) before the answer leaves: the code, the status, the person
 ``StaffAuthFirst`` verified, the body's SHA-256 and size, never the body.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,6 +32,8 @@ log = get_logger(__name__)
 
 #: The submission routes (``POST``) and the kind of submission each takes.
 SUBMISSIONS = {"/v1/agreements": "signed", "/v1/agreements/drafts": "draft"}
+#: The route changing a version's status (``POST``): a ``transition``.
+TRANSITION = re.compile(r"/v1/agreements/[^/]+/versions/[^/]+/status")
 #: Set in the request's state by the route once it holds the parsed body: from
 #: then on the agreement service audits whatever it refuses.
 _RECEIVED = "agreement_submission_received"
@@ -56,13 +60,13 @@ class _Body:
 
 
 class AuditUnreadSubmissions:
-    """Audits a refused agreement submission that its route never saw."""
+    """Audits a refused agreement change that its route never saw."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = SUBMISSIONS.get(scope["path"]) if scope["type"] == "http" else None
+        kind = _kind(scope["path"]) if scope["type"] == "http" else None
         if kind is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
@@ -113,6 +117,11 @@ class AuditUnreadSubmissions:
             await scope["app"].state.services.exchange.refusals.record(entry, refused=code)
         except Exception as failure:
             log.error("agreement_refusal_unaudited", code=code, error=type(failure).__name__)
+
+
+def _kind(path: str) -> str | None:
+    """The kind of change ``path`` submits, if it is one of these routes."""
+    return SUBMISSIONS.get(path) or ("transition" if TRANSITION.fullmatch(path) else None)
 
 
 def _unread_refusal(scope: Scope, status: int) -> bool:
