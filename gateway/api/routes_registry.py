@@ -41,8 +41,15 @@ BIND_PROBLEMS: dict[int | str, dict[str, Any]] = {
         "Unknown department, key or system", ["unknown_department", "unknown_key", "unknown_system"]
     ),
     409: problem(
-        "The key is another department's, revoked, expired, or bound to another system",
-        ["wrong_department_key", "key_revoked", "key_expired", "key_bound_to_other_system"],
+        "The key is another department's, revoked, expired, bound to another system,"
+        " or signed agreements in force (register a new key for the system)",
+        [
+            "wrong_department_key",
+            "key_revoked",
+            "key_expired",
+            "key_bound_to_other_system",
+            "key_signed_agreements",
+        ],
     ),
 }
 
@@ -190,7 +197,9 @@ def list_keys(request: Request, dept_id: str) -> Any:
     description=(
         "For keys registered before binding: a system with capabilities (a citizen portal)"
         " accepts only a key bound to it. Binding is one-way; binding again to the same"
-        " system changes nothing."
+        " system changes nothing. A key that signed agreements in force is refused (409"
+        " `key_signed_agreements`, naming them in `agreements`): register a new key for"
+        " the system instead."
     ),
 )
 def bind_key(request: Request, dept_id: str, kid: str, body: KeyBind, who: Admin) -> Any:

@@ -17,7 +17,7 @@ from gateway.dbtypes import utcnow
 from gateway.errors import ConflictError, NotFoundError, SignatureError, ValidationFailed
 from gateway.jose import PublicKey, public_key_from_jwk
 from gateway.jose.jwk import jwk_thumbprint
-from gateway.registry.binding import bindable_key
+from gateway.registry.binding import bindable_key, verify_signed_none_in_force
 from gateway.registry.callers import CallerRows, verify_caller
 from gateway.registry.models import (
     CAPABILITIES,
@@ -288,12 +288,15 @@ class RegistryService:
         """Bind a live key of the department to one of its systems: it then signs for that
         system only, and a system with capabilities takes it (as if registered so). Bound
         again to the same system, nothing changes and nothing is recorded; a disabled
-        system can be bound to, as ``add_key`` allows (``gateway.registry.binding``)."""
+        system can be bound to, as ``add_key`` allows; a key that signed an agreement
+        still in force is not (409 ``key_signed_agreements``, ``gateway.registry.binding``)."""
         self.get_department(dept_id)
         with session_scope(self.engine) as s:
             self._system_row(s, dept_id, system, lock=False)
-            row = bindable_key(s, dept_id, kid, system, self.clock())
+            now = self.clock()
+            row = bindable_key(s, dept_id, kid, system, now)
             if row.system_id != system:
+                verify_signed_none_in_force(s, dept_id, kid, now)
                 row.system_id = system
                 s.add(row)
                 event = {"action": "key_bound", "actor": actor, "department": dept_id}
