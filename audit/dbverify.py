@@ -51,9 +51,8 @@ def verify_database(
     with _snapshot(engine) as conn:
         head_row = conn.execute(sa.select(store.head).where(store.head.c.id == 1)).first()
         rows = reads.checkpoint_rows(conn)
-        notes = [str(r.note) + "".join(reads.cosignature_lines(conn, int(r.size))) for r in rows]
         v = ChainVerifier(
-            checkpoints=[*notes, *extra_checkpoints],
+            checkpoints=[*_cosigned_notes(conn, rows), *extra_checkpoints],
             signer_states=signer_states,
             log_key=log_key,
             witness_keys=witness_keys,
@@ -123,9 +122,7 @@ def verify_since(
             start=start.size,
             prev_chain=start.chain,
             frontier=CompactRange.from_bytes(start.size, start.frontier),
-            checkpoints=[
-                str(r.note) + "".join(reads.cosignature_lines(conn, int(r.size))) for r in rows
-            ],
+            checkpoints=_cosigned_notes(conn, rows),
             signer_states=signer_states,
             log_key=log_key,
             witness_keys=witness_keys,
@@ -137,6 +134,11 @@ def verify_since(
         _feed(conn, v, end)
         report = _finish(v, head_row)
         return report, Verified(v.next, v.chain, v.cr.to_bytes())
+
+
+def _cosigned_notes(conn: sa.Connection, rows: Sequence[sa.Row[Any]]) -> list[str]:
+    """Each checkpoint row's signed note with the witnesses' cosignatures appended."""
+    return [str(r.note) + "".join(reads.cosignature_lines(conn, int(r.size))) for r in rows]
 
 
 def _anchor(conn: sa.Connection, end: int) -> Verified:

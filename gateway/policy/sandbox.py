@@ -350,10 +350,12 @@ class EvaluatorPool:
             self._died(evaluator, _EvaluatorFault("an answer nobody asked for"))
             return
         entry = evaluator.pending.popleft()
-        if entry is None and reply != b"K":
-            self._died(evaluator, _EvaluatorFault("the evaluator could not hold the version"))
-            return
-        _answer(entry, _outcome(reply))
+        if entry is None:  # a version sent
+            if reply != b"K":
+                self._died(evaluator, _EvaluatorFault("the evaluator could not hold the version"))
+                return
+        else:
+            _answer(entry, _outcome(reply))
         self._arm(evaluator)
 
     def _died(self, evaluator: _Evaluator, exc: BaseException) -> None:
